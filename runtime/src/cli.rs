@@ -1,0 +1,163 @@
+//! The `kata` command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::policy::LogFormat;
+use crate::workspace::Workspace;
+
+/// kata: an always-on agent host whose channels, services and tools are
+/// sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "kata", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The workspace directory (holds kata.toml). Default: the nearest
+    /// directory upwards with a kata.toml, else the per-user default workspace.
+    #[arg(short, long, global = true, env = "KATA_WORKSPACE", value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// Log format on stderr (overrides `[daemon] log_format`).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// More log output (-v debug, -vv trace). `KATA_LOG` takes a full filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a workspace: a commented kata.toml and the .kata/ state directory.
+    Init {
+        /// Where to create it (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Overwrite an existing kata.toml with the default one.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the daemon in the foreground until SIGINT or SIGTERM.
+    Run,
+    /// Build, inspect and manage plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Print shell completions for kata.
+    Completions {
+        /// The shell to generate completions for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `kata plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Build a Rust guest crate to a component (compile for wasm32-wasip1, then
+    /// componentize in-process with wit-component).
+    Build {
+        /// The crate directory (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Where to write the component (default: next to the core module in the target dir).
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Show what a component is: its kata world, WIT version, imports and exports.
+    Inspect {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+}
+
+/// The log filter for a command: `KATA_LOG` wins, else by verbosity.
+fn log_filter(verbose: u8, default: &str) -> tracing_subscriber::EnvFilter {
+    if let Ok(f) = std::env::var("KATA_LOG")
+        && let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&f)
+    {
+        return filter;
+    }
+    let level = match verbose {
+        0 => default,
+        1 => "kata=debug,info",
+        _ => "trace",
+    };
+    tracing_subscriber::EnvFilter::new(level)
+}
+
+fn init_logging(format: LogFormat, verbose: u8, default: &str) {
+    let builder = tracing_subscriber::fmt().with_env_filter(log_filter(verbose, default)).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { dir, force } => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            let dir = match dir.or(cli.workspace) {
+                Some(d) => d,
+                None => std::env::current_dir().context("cannot read the current directory")?,
+            };
+            let ws = Workspace::init(&dir, force)?;
+            println!("Created a kata workspace in {}", ws.root().display());
+            println!("Edit {} to add plugins, then run `kata run`.", ws.policy_path().display());
+            Ok(())
+        }
+        Command::Run => {
+            let ws = Workspace::discover(cli.workspace.as_deref())?;
+            // The policy decides the log format unless the flag does; a broken
+            // policy is reported by Daemon::load below.
+            let format = cli.log_format.unwrap_or_else(|| {
+                crate::policy::Policy::load(&ws.policy_path(), ws.root())
+                    .map(|p| p.file.daemon.log_format)
+                    .unwrap_or_default()
+            });
+            init_logging(format, cli.verbose, "info");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let daemon = crate::daemon::Daemon::load(ws)?;
+                daemon.run(crate::daemon::shutdown_signal()).await
+            })
+        }
+        Command::Plugin(PluginCommand::Build { dir, out }) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let path = crate::componentize::build(&dir, out.as_deref())?;
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            println!("{} ({size} bytes)", path.display());
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kata", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn inspect(file: &Path) -> Result<()> {
+    let path = file.display().to_string();
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {path}"))?;
+    let info = crate::plugin::inspect(&bytes, &path)?;
+    let kinds = info.kata_exports();
+    println!("file:        {path} ({} bytes)", bytes.len());
+    println!("kata world:  {}", if kinds.is_empty() { "none (not a kata plugin)".into() } else { kinds.join(" + ") });
+    println!("WIT version: {}", info.wit_version.as_deref().unwrap_or("unknown"));
+    println!("exports:     {}", info.exports.join(", "));
+    println!("imports:");
+    for i in &info.imports {
+        println!("  {i}");
+    }
+    Ok(())
+}

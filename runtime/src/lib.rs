@@ -1,0 +1,22 @@
+//! kata: an always-on agent host whose channel adapters, services and tools
+//! are WebAssembly components, each running with only what the workspace
+//! policy grants it.
+//!
+//! The modules follow the data path: [`workspace`] and [`policy`] load the
+//! user's `kata.toml`; [`engine`], [`host`], [`sandbox`] and [`plugin`] run
+//! components under their grants and limits; [`channel`] moves messages
+//! between plugins and the [`store`]; [`agent`] answers them; [`daemon`] ties
+//! it together for `kata run`.
+
+pub mod agent;
+pub mod channel;
+pub mod cli;
+pub mod componentize;
+pub mod daemon;
+pub mod engine;
+pub mod host;
+pub mod plugin;
+pub mod policy;
+pub mod sandbox;
+pub mod store;
+pub mod workspace;

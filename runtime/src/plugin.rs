@@ -1,0 +1,399 @@
+//! Loading plugins: recognise what a file is, refuse what kata cannot run with
+//! a message that says what to do, and run a channel plugin's calls under its
+//! limits.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
+
+use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
+use crate::host::{self, latest};
+use crate::policy::{Limits, PluginGrants};
+use crate::sandbox::NetworkGate;
+use crate::store::Db;
+
+/// What a plugin file turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// The `kata:plugin` version it targets (from the SDK's version section or its exports).
+    pub wit_version: Option<String>,
+    /// Interfaces it exports, e.g. `kata:plugin/channel@0.1.0`.
+    pub exports: Vec<String>,
+    /// Interfaces it imports.
+    pub imports: Vec<String>,
+}
+
+impl ComponentInfo {
+    /// The kata interfaces it exports, without package and version (`channel`, `tools`…).
+    pub fn kata_exports(&self) -> Vec<&str> {
+        self.exports
+            .iter()
+            .filter_map(|e| e.strip_prefix("kata:plugin/"))
+            .map(|e| e.split('@').next().unwrap_or(e))
+            .collect()
+    }
+}
+
+/// Why a file is not a runnable plugin. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is missing or unreadable.
+    #[error("cannot read plugin file {path}: {source}; check the `path` of this plugin in kata.toml")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not WebAssembly at all.
+    #[error("{path} is not a WebAssembly file (it does not start with the \\0asm header); a plugin is a .wasm component built with `kata plugin build`")]
+    NotWasm {
+        /// The file.
+        path: String,
+    },
+    /// A core module, not a component.
+    #[error("{path} is a core WebAssembly module, not a component; turn it into one with `kata plugin build DIR` (which componentizes the crate's output) or `wasm-tools component new`")]
+    CoreModule {
+        /// The file.
+        path: String,
+    },
+    /// Broken or unsupported binary.
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The decoder's or compiler's message.
+        reason: String,
+    },
+    /// Built against a WIT version this host does not know.
+    #[error("{path} was built against kata:plugin@{version}, but this kata supports {supported}; {advice}")]
+    Version {
+        /// The file.
+        path: String,
+        /// The version it targets.
+        version: String,
+        /// What the host supports.
+        supported: String,
+        /// Upgrade kata or rebuild the plugin.
+        advice: &'static str,
+    },
+    /// A component, but not the kind expected here.
+    #[error("{path} is not a channel plugin: it exports {found}; a channel plugin exports kata:plugin/channel (build it against the `channel-plugin` world)")]
+    WrongWorld {
+        /// The file.
+        path: String,
+        /// What it does export.
+        found: String,
+    },
+    /// It imports something kata does not provide.
+    #[error("{path} imports something kata does not provide: {reason}; plugins may import kata:plugin interfaces and WASI 0.2")]
+    Imports {
+        /// The file.
+        path: String,
+        /// wasmtime's message.
+        reason: String,
+    },
+}
+
+/// Read what a component is without compiling it.
+pub fn inspect(bytes: &[u8], path: &str) -> Result<ComponentInfo, LoadError> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(LoadError::NotWasm { path: path.into() });
+    }
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        return Err(LoadError::CoreModule { path: path.into() });
+    }
+    if !wasmparser::Parser::is_component(bytes) {
+        return Err(LoadError::Invalid { path: path.into(), reason: "unknown WebAssembly binary version".into() });
+    }
+    let mut info = ComponentInfo { wit_version: None, exports: vec![], imports: vec![] };
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| LoadError::Invalid { path: path.into(), reason: e.to_string() })?;
+        use wasmparser::Payload;
+        match payload {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::CustomSection(c) if c.name() == host::VERSION_SECTION => {
+                let v = String::from_utf8_lossy(c.data()).trim().to_string();
+                info.wit_version.get_or_insert(v);
+            }
+            Payload::ComponentImportSection(s) if depth == 1 => {
+                for import in s {
+                    let import = import.map_err(|e| LoadError::Invalid { path: path.into(), reason: e.to_string() })?;
+                    info.imports.push(import.name.0.to_string());
+                }
+            }
+            Payload::ComponentExportSection(s) if depth == 1 => {
+                for export in s {
+                    let export = export.map_err(|e| LoadError::Invalid { path: path.into(), reason: e.to_string() })?;
+                    info.exports.push(export.name.0.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    if info.wit_version.is_none() {
+        info.wit_version = info
+            .exports
+            .iter()
+            .chain(&info.imports)
+            .filter_map(|n| n.strip_prefix("kata:plugin/"))
+            .find_map(|n| n.split_once('@').map(|(_, v)| v.to_string()));
+    }
+    Ok(info)
+}
+
+/// Check a version string against what this host supports.
+fn check_version(version: &str, path: &str) -> Result<(), LoadError> {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??))
+    };
+    let Some(want) = parse(version) else {
+        return Err(LoadError::Version {
+            path: path.into(),
+            version: version.into(),
+            supported: host::SUPPORTED_VERSIONS.join(", "),
+            advice: "the version section is malformed; rebuild the plugin with a released SDK",
+        });
+    };
+    // Same major.minor (0.x: same minor) and a patch we have seen is compatible.
+    let ok = host::SUPPORTED_VERSIONS.iter().filter_map(|s| parse(s)).any(|have| {
+        have.0 == want.0 && have.1 == want.1 && want.2 <= have.2
+    });
+    if ok {
+        return Ok(());
+    }
+    let newest = host::SUPPORTED_VERSIONS.iter().filter_map(|s| parse(s)).max();
+    let advice = if newest.is_some_and(|n| want > n) {
+        "upgrade kata to run it"
+    } else {
+        "rebuild the plugin against a supported version"
+    };
+    Err(LoadError::Version {
+        path: path.into(),
+        version: version.into(),
+        supported: host::SUPPORTED_VERSIONS.join(", "),
+        advice,
+    })
+}
+
+/// A channel plugin compiled, linked and ready to instantiate.
+pub struct ChannelPlugin {
+    /// Its grants from the policy.
+    pub grants: Arc<PluginGrants>,
+    secrets: Arc<BTreeMap<String, String>>,
+    pre: latest::ChannelPluginPre<PluginCtx>,
+    id: PluginIdentity,
+    engine: Engine,
+    /// What the file declared.
+    pub info: ComponentInfo,
+}
+
+/// Build the linker every plugin is instantiated through.
+pub fn linker(engine: &Engine) -> Result<Linker<PluginCtx>> {
+    let mut linker = Linker::new(engine.wasmtime());
+    host::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+impl ChannelPlugin {
+    /// Read, validate, compile (or load from cache) and link a channel plugin.
+    /// Secrets are resolved now, so a missing one fails at start, not mid-run.
+    pub fn load(engine: &Engine, linker: &Linker<PluginCtx>, grants: PluginGrants, db: Db, workspace: &Path) -> Result<Self> {
+        let path = grants.path.display().to_string();
+        let bytes = std::fs::read(&grants.path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+        let info = inspect(&bytes, &path)?;
+        if let Some(v) = &info.wit_version {
+            check_version(v, &path)?;
+        }
+        if !info.kata_exports().contains(&"channel") {
+            let found = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
+            return Err(LoadError::WrongWorld { path, found }.into());
+        }
+        let component = compile(engine, &bytes, &path)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
+        let pre = latest::ChannelPluginPre::new(pre)
+            .map_err(|e| LoadError::WrongWorld { path: path.clone(), found: format!("incompatible exports ({e:#})") })?;
+        let mut secrets = BTreeMap::new();
+        for (name, source) in &grants.secrets {
+            let value = source.resolve(workspace).map_err(|e| {
+                anyhow::anyhow!("plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml", grants.name, grants.name)
+            })?;
+            secrets.insert(name.clone(), value);
+        }
+        let id = PluginIdentity {
+            name: grants.name.as_str().into(),
+            config: Arc::new(grants.config.clone()),
+            db,
+        };
+        Ok(Self { grants: Arc::new(grants), secrets: Arc::new(secrets), pre, id, engine: engine.clone(), info })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.grants.name
+    }
+
+    /// Create a fresh instance (a new store with its own memory and limits).
+    pub async fn instantiate(&self) -> Result<ChannelInstance, CallError> {
+        let gate = NetworkGate::new(self.grants.clone(), self.secrets.clone());
+        let mut store = new_store(&self.engine, self.id.clone(), gate, &self.grants.limits);
+        let limits = self.grants.limits;
+        store.data_mut().cpu.reset(limits.cpu_per_call);
+        store.set_epoch_deadline(1);
+        let bindings = guarded(&limits, self.pre.instantiate_async(&mut store)).await?;
+        Ok(ChannelInstance { store, bindings, limits, broken: false })
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8], path: &str) -> Result<Component, LoadError> {
+    engine.compile(bytes).map_err(|e| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") })
+}
+
+/// Why a call into a plugin did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin returned a channel error (it is fine; the call failed).
+    #[error("{}", describe_channel_error(.0))]
+    Channel(latest::ChannelError),
+    /// The guest trapped: the instance is unusable and must be replaced.
+    #[error("{0}")]
+    Trap(String),
+    /// The call took longer than `call_timeout`; the instance was abandoned.
+    #[error("call did not finish within {0:?} (limits.call_timeout)")]
+    Timeout(Duration),
+}
+
+impl CallError {
+    /// Whether the instance must be discarded after this error.
+    pub fn breaks_instance(&self) -> bool {
+        !matches!(self, CallError::Channel(_))
+    }
+}
+
+/// Render a channel error for logs.
+pub fn describe_channel_error(e: &latest::ChannelError) -> String {
+    use latest::ChannelError as E;
+    match e {
+        E::AuthFailed(m) => format!("authentication failed: {m}"),
+        E::RateLimited(ms) => format!("rate limited; retry after {ms} ms"),
+        E::Network(m) => format!("network error: {m}"),
+        E::InvalidConfig(m) => format!("invalid configuration: {m}"),
+        E::Unsupported => "operation not supported by the plugin".to_string(),
+        E::Fatal(m) => format!("fatal error: {m}"),
+    }
+}
+
+async fn guarded<T>(limits: &Limits, fut: impl Future<Output = wasmtime::Result<T>>) -> Result<T, CallError> {
+    match tokio::time::timeout(limits.call_timeout, fut).await {
+        Err(_) => Err(CallError::Timeout(limits.call_timeout)),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(CallError::Trap(describe_trap(&e, limits))),
+    }
+}
+
+fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return format!("exceeded its CPU budget of {:?} per call (limits.cpu_per_call)", limits.cpu_per_call);
+    }
+    let text = format!("{e:#}");
+    if text.contains("growing memory") || text.contains("memory.grow") {
+        return format!(
+            "exceeded its memory limit of {} MiB (limits.memory) and was stopped",
+            limits.memory_bytes >> 20
+        );
+    }
+    format!("trapped: {}", text.replace('\n', " "))
+}
+
+/// One live instance of a channel plugin. Calls never overlap (each takes
+/// `&mut self`); after a trap or timeout the instance refuses further calls and
+/// the owner creates a new one.
+pub struct ChannelInstance {
+    store: Store<PluginCtx>,
+    bindings: latest::ChannelPlugin,
+    limits: Limits,
+    broken: bool,
+}
+
+macro_rules! call {
+    ($self:ident, |$g:ident, $s:ident| $body:expr) => {{
+        if $self.broken {
+            return Err(CallError::Trap("instance was stopped earlier".into()));
+        }
+        $self.store.data_mut().cpu.reset($self.limits.cpu_per_call);
+        $self.store.set_epoch_deadline(1);
+        let $g = $self.bindings.kata_plugin_channel();
+        let $s = &mut $self.store;
+        let r = guarded(&$self.limits, $body).await;
+        if let Err(e) = &r {
+            $self.broken = e.breaks_instance();
+        }
+        r
+    }};
+}
+
+impl ChannelInstance {
+    /// `describe()`.
+    pub async fn describe(&mut self) -> Result<latest::ChannelInfo, CallError> {
+        call!(self, |g, s| g.call_describe(s))
+    }
+
+    /// `connect()`.
+    pub async fn connect(&mut self) -> Result<(), CallError> {
+        call!(self, |g, s| g.call_connect(s))?.map_err(CallError::Channel)
+    }
+
+    /// `poll(cursor)`.
+    pub async fn poll(&mut self, cursor: Option<&str>) -> Result<latest::PollResult, CallError> {
+        call!(self, |g, s| g.call_poll(s, cursor))?.map_err(CallError::Channel)
+    }
+
+    /// `send(message)`.
+    pub async fn send(&mut self, msg: &latest::OutboundMessage) -> Result<latest::SendReceipt, CallError> {
+        call!(self, |g, s| g.call_send(s, msg))?.map_err(CallError::Channel)
+    }
+
+    /// `disconnect()`, best effort.
+    pub async fn disconnect(&mut self) {
+        let _ = call!(self, |g, s| g.call_disconnect(s));
+    }
+
+    /// CPU time the last call used.
+    pub fn last_cpu(&self) -> Duration {
+        self.store.data().cpu.used()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(check_version("0.1.0", "p").is_ok());
+        let e = check_version("0.2.0", "p.wasm").expect_err("future").to_string();
+        assert!(e.contains("kata:plugin@0.2.0") && e.contains("upgrade kata"), "{e}");
+        let e = check_version("0.0.9", "p.wasm").expect_err("old").to_string();
+        assert!(e.contains("rebuild"), "{e}");
+        assert!(check_version("zero", "p").is_err());
+    }
+
+    #[test]
+    fn recognises_non_components() {
+        assert!(matches!(inspect(b"hello", "x"), Err(LoadError::NotWasm { .. })));
+        let core = b"\0asm\x01\0\0\0";
+        assert!(matches!(inspect(core, "x"), Err(LoadError::CoreModule { .. })));
+        let truncated = b"\0asm\x0d\0\x01\0\x01";
+        assert!(inspect(truncated, "x").is_err());
+    }
+}

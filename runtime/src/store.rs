@@ -1,0 +1,491 @@
+//! The workspace database: inbox, outbox, poll cursors and plugin state in one
+//! SQLite file (WAL), with numbered migrations applied at open.
+//!
+//! Every step that must survive a crash is one transaction here: the inbox
+//! insert and the cursor advance commit together (so an acknowledged message is
+//! never lost), and an inbox message is marked handled in the same transaction
+//! that puts its reply in the outbox (so a reply is never produced twice).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+/// Never edit a published migration: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the walking skeleton's tables.
+    r#"
+    CREATE TABLE cursors (
+        plugin      TEXT PRIMARY KEY,
+        cursor      TEXT NOT NULL,
+        updated_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE inbox (
+        id             INTEGER PRIMARY KEY,
+        plugin         TEXT NOT NULL,
+        channel_msg_id TEXT NOT NULL,
+        conversation   TEXT NOT NULL,
+        thread         TEXT,
+        sender         TEXT NOT NULL,
+        sender_name    TEXT,
+        text           TEXT NOT NULL,
+        attachments    TEXT NOT NULL DEFAULT '[]',
+        timestamp_ms   INTEGER NOT NULL,
+        raw            TEXT,
+        received_ms    INTEGER NOT NULL,
+        status         TEXT NOT NULL DEFAULT 'new' CHECK (status IN ('new', 'done')),
+        UNIQUE (plugin, channel_msg_id)
+    );
+    CREATE INDEX inbox_new ON inbox (status) WHERE status = 'new';
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY,
+        plugin          TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        inbox_id        INTEGER REFERENCES inbox (id),
+        conversation    TEXT NOT NULL,
+        thread          TEXT,
+        reply_to        TEXT,
+        text            TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        receipt         TEXT,
+        created_ms      INTEGER NOT NULL,
+        sent_ms         INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox (plugin, next_attempt_ms) WHERE status = 'pending';
+    CREATE TABLE plugin_state (
+        plugin TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        value  BLOB NOT NULL,
+        PRIMARY KEY (plugin, key)
+    );
+    "#,
+];
+
+/// A message as a channel delivered it, before it has an inbox id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// The channel's id (dedup key within the plugin).
+    pub channel_msg_id: String,
+    /// Where replies go.
+    pub conversation: String,
+    /// Thread, if any.
+    pub thread: Option<String>,
+    /// Sender id.
+    pub sender: String,
+    /// Sender display name.
+    pub sender_name: Option<String>,
+    /// Text.
+    pub text: String,
+    /// Attachments, as JSON.
+    pub attachments_json: String,
+    /// Sent time (ms since epoch).
+    pub timestamp_ms: u64,
+    /// Original payload.
+    pub raw: Option<String>,
+}
+
+/// A stored inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxRow {
+    /// Inbox row id.
+    pub id: i64,
+    /// The plugin it came through.
+    pub plugin: String,
+    /// The message.
+    pub msg: Inbound,
+}
+
+/// A reply waiting to be delivered (or delivered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Outbox row id.
+    pub id: i64,
+    /// The plugin that delivers it.
+    pub plugin: String,
+    /// Stable across retries; passed to the channel.
+    pub idempotency_key: String,
+    /// Conversation to post in.
+    pub conversation: String,
+    /// Thread, if any.
+    pub thread: Option<String>,
+    /// The channel message this answers.
+    pub reply_to: Option<String>,
+    /// Text.
+    pub text: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+}
+
+/// A reply to put in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The plugin that delivers it.
+    pub plugin: String,
+    /// Conversation to post in.
+    pub conversation: String,
+    /// Thread, if any.
+    pub thread: Option<String>,
+    /// The channel message this answers.
+    pub reply_to: Option<String>,
+    /// Text.
+    pub text: String,
+}
+
+/// Counts for status output and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Inbox rows not yet answered.
+    pub inbox_new: u64,
+    /// Inbox rows answered.
+    pub inbox_done: u64,
+    /// Outbox rows waiting.
+    pub outbox_pending: u64,
+    /// Outbox rows delivered.
+    pub outbox_sent: u64,
+    /// Outbox rows given up on.
+    pub outbox_failed: u64,
+}
+
+/// The workspace database. Cheap to clone; calls are serialised on one connection
+/// (SQLite serialises writers anyway, and every call here takes microseconds).
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the workspace database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let db = Self { conn: Arc::new(Mutex::new(conn)) };
+        db.migrate().with_context(|| format!("cannot migrate {}", path.display()))?;
+        Ok(db)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > MIGRATIONS.len() {
+            anyhow::bail!(
+                "the database is at schema version {current}, newer than this kata knows ({}); use a newer kata",
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The stored poll cursor of a plugin.
+    pub fn cursor(&self, plugin: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row("SELECT cursor FROM cursors WHERE plugin = ?1", [plugin], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Store what one poll returned: new messages (duplicates ignored) and the
+    /// cursor, in one transaction. Returns how many messages were new.
+    pub fn record_poll(&self, plugin: &str, messages: &[Inbound], cursor: Option<&str>) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now = now_ms() as i64;
+        let mut inserted = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO inbox (plugin, channel_msg_id, conversation, thread, sender, sender_name,
+                    text, attachments, timestamp_ms, raw, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for m in messages {
+                inserted += stmt.execute(params![
+                    plugin,
+                    m.channel_msg_id,
+                    m.conversation,
+                    m.thread,
+                    m.sender,
+                    m.sender_name,
+                    m.text,
+                    m.attachments_json,
+                    m.timestamp_ms as i64,
+                    m.raw,
+                    now
+                ])?;
+            }
+        }
+        if let Some(c) = cursor {
+            tx.execute(
+                "INSERT INTO cursors (plugin, cursor, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (plugin) DO UPDATE SET cursor = excluded.cursor, updated_ms = excluded.updated_ms",
+                params![plugin, c, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    /// Inbound messages not yet answered, oldest first.
+    pub fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, plugin, channel_msg_id, conversation, thread, sender, sender_name, text,
+                    attachments, timestamp_ms, raw
+             FROM inbox WHERE status = 'new' ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(InboxRow {
+                id: r.get(0)?,
+                plugin: r.get(1)?,
+                msg: Inbound {
+                    channel_msg_id: r.get(2)?,
+                    conversation: r.get(3)?,
+                    thread: r.get(4)?,
+                    sender: r.get(5)?,
+                    sender_name: r.get(6)?,
+                    text: r.get(7)?,
+                    attachments_json: r.get(8)?,
+                    timestamp_ms: r.get::<_, i64>(9)? as u64,
+                    raw: r.get(10)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Mark an inbox message answered and queue its reply, atomically. The
+    /// reply's idempotency key is derived from the inbox id, so doing this twice
+    /// can never queue two replies.
+    pub fn complete_inbox(&self, inbox_id: i64, reply: Option<&Reply>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if let Some(r) = reply {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,
+                    text, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    r.plugin,
+                    format!("inbox-{inbox_id}"),
+                    inbox_id,
+                    r.conversation,
+                    r.thread,
+                    r.reply_to,
+                    r.text,
+                    now_ms() as i64
+                ],
+            )?;
+        }
+        tx.execute("UPDATE inbox SET status = 'done' WHERE id = ?1", [inbox_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replies of `plugin` due for a delivery attempt at `now`, oldest first.
+    pub fn due_outbox(&self, plugin: &str, now: u64, limit: usize) -> Result<Vec<OutboxRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, plugin, idempotency_key, conversation, thread, reply_to, text, attempts
+             FROM outbox WHERE status = 'pending' AND plugin = ?1 AND next_attempt_ms <= ?2
+             ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![plugin, now as i64, limit as i64], |r| {
+            Ok(OutboxRow {
+                id: r.get(0)?,
+                plugin: r.get(1)?,
+                idempotency_key: r.get(2)?,
+                conversation: r.get(3)?,
+                thread: r.get(4)?,
+                reply_to: r.get(5)?,
+                text: r.get(6)?,
+                attempts: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When the next pending reply of `plugin` becomes due, if any.
+    pub fn next_outbox_due(&self, plugin: &str) -> Result<Option<u64>> {
+        let v: Option<i64> = self.lock().query_row(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending' AND plugin = ?1",
+            [plugin],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(|v| v.max(0) as u64))
+    }
+
+    /// Record a successful delivery.
+    pub fn mark_sent(&self, id: i64, receipt: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET status = 'sent', receipt = ?2, sent_ms = ?3, attempts = attempts + 1 WHERE id = ?1",
+            params![id, receipt, now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Record a failed attempt and when to try again.
+    pub fn mark_retry(&self, id: i64, error: &str, next_attempt_ms: u64) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+            params![id, error, next_attempt_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Give up on a reply (kept, with its error, for inspection).
+    pub fn mark_failed(&self, id: i64, error: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            params![id, error],
+        )?;
+        Ok(())
+    }
+
+    /// Queue and delivery counts.
+    pub fn counts(&self) -> Result<Counts> {
+        let conn = self.lock();
+        let q = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+        Ok(Counts {
+            inbox_new: q("SELECT COUNT(*) FROM inbox WHERE status = 'new'")?,
+            inbox_done: q("SELECT COUNT(*) FROM inbox WHERE status = 'done'")?,
+            outbox_pending: q("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")?,
+            outbox_sent: q("SELECT COUNT(*) FROM outbox WHERE status = 'sent'")?,
+            outbox_failed: q("SELECT COUNT(*) FROM outbox WHERE status = 'failed'")?,
+        })
+    }
+
+    /// A plugin's stored value.
+    pub fn state_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM plugin_state WHERE plugin = ?1 AND key = ?2", [plugin, key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Store a plugin value.
+    pub fn state_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO plugin_state (plugin, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
+            params![plugin, key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Remove a plugin value.
+    pub fn state_delete(&self, plugin: &str, key: &str) -> Result<()> {
+        self.lock().execute("DELETE FROM plugin_state WHERE plugin = ?1 AND key = ?2", [plugin, key])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str) -> Inbound {
+        Inbound {
+            channel_msg_id: id.into(),
+            conversation: "c1".into(),
+            thread: None,
+            sender: "u1".into(),
+            sender_name: Some("Ann".into()),
+            text: format!("text {id}"),
+            attachments_json: "[]".into(),
+            timestamp_ms: 1,
+            raw: None,
+        }
+    }
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("kata.db")).expect("open");
+        (dir, db)
+    }
+
+    #[test]
+    fn poll_dedups_and_advances_cursor_together() {
+        let (_d, db) = db();
+        assert_eq!(db.cursor("tg").expect("cursor"), None);
+        assert_eq!(db.record_poll("tg", &[msg("a"), msg("b")], Some("3")).expect("poll"), 2);
+        assert_eq!(db.record_poll("tg", &[msg("b"), msg("c")], Some("4")).expect("poll"), 1);
+        // None keeps the cursor.
+        assert_eq!(db.record_poll("tg", &[], None).expect("poll"), 0);
+        assert_eq!(db.cursor("tg").expect("cursor").as_deref(), Some("4"));
+        // The same id through another plugin is another message.
+        assert_eq!(db.record_poll("other", &[msg("a")], None).expect("poll"), 1);
+        assert_eq!(db.pending_inbox(10).expect("inbox").len(), 4);
+    }
+
+    #[test]
+    fn completing_twice_queues_one_reply() {
+        let (_d, db) = db();
+        db.record_poll("tg", &[msg("a")], Some("1")).expect("poll");
+        let row = db.pending_inbox(10).expect("inbox").remove(0);
+        let reply = Reply {
+            plugin: "tg".into(),
+            conversation: "c1".into(),
+            thread: None,
+            reply_to: Some("a".into()),
+            text: "hi".into(),
+        };
+        db.complete_inbox(row.id, Some(&reply)).expect("complete");
+        db.complete_inbox(row.id, Some(&reply)).expect("complete again");
+        assert!(db.pending_inbox(10).expect("inbox").is_empty());
+        let due = db.due_outbox("tg", now_ms(), 10).expect("due");
+        assert_eq!(due.len(), 1);
+        db.mark_retry(due[0].id, "boom", now_ms() + 60_000).expect("retry");
+        assert!(db.due_outbox("tg", now_ms(), 10).expect("due").is_empty());
+        assert!(db.next_outbox_due("tg").expect("next").is_some());
+        db.mark_sent(due[0].id, "r1").expect("sent");
+        let c = db.counts().expect("counts");
+        assert_eq!((c.inbox_done, c.outbox_sent, c.outbox_pending), (1, 1, 0));
+    }
+
+    #[test]
+    fn state_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kata.db");
+        {
+            let db = Db::open(&path).expect("open");
+            db.state_set("p", "k", b"v1").expect("set");
+            db.state_set("p", "k", b"v2").expect("set");
+            db.record_poll("p", &[msg("x")], Some("9")).expect("poll");
+        }
+        let db = Db::open(&path).expect("reopen migrates nothing twice");
+        assert_eq!(db.state_get("p", "k").expect("get").as_deref(), Some(&b"v2"[..]));
+        assert_eq!(db.state_get("q", "k").expect("get"), None);
+        db.state_delete("p", "k").expect("delete");
+        assert_eq!(db.state_get("p", "k").expect("get"), None);
+        assert_eq!(db.cursor("p").expect("cursor").as_deref(), Some("9"));
+    }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Idempotent setup for kata on a fresh Debian machine: the guest toolchain
+# (Rust -> wasm32-wasip1), Node.js + the telegram-test-api emulator used by the
+# demo and tests, the kata binary, and every guest component (plugins/ and
+# tests/guests/) built once into target/guests/. Re-running does only what is
+# missing or changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+APT_UPDATED=
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  [ -n "$APT_UPDATED" ] || { $sudo apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# 1. Rust guest toolchain: rustup's wasm32-wasip1 target where it answers in
+#    time, else Debian's rustc-web with -Zbuild-std (see shared toolchain notes).
+have_rustup_target() {
+  local dir; dir=$(rustc --print target-libdir --target wasm32-wasip1 2>/dev/null) || return 1
+  ls "$dir"/libstd-*.rlib >/dev/null 2>&1
+}
+if have_rustup_target; then
+  log "guest toolchain: rustup wasm32-wasip1 (installed)"
+elif command -v rustup >/dev/null && timeout 120 rustup target add wasm32-wasip1 >&2 && have_rustup_target; then
+  log "guest toolchain: rustup wasm32-wasip1 (just added)"
+else
+  log "guest toolchain: rustup could not add wasm32-wasip1; using Debian rustc-web + -Zbuild-std"
+  apt_install rustc-web cargo-web rust-web-src lld-19 wasi-libc
+  export KATA_GUEST_TOOLCHAIN=debian
+fi
+
+# 2. Node.js and the Telegram Bot API emulator (loopback only).
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+if [ ! -f tests/servers/telegram/node_modules/telegram-test-api/package.json ]; then
+  log "installing telegram-test-api (npm)"
+  (cd tests/servers/telegram && npm install --no-audit --no-fund --loglevel=error >&2)
+fi
+
+# 3. The kata binary (debug profile; dependencies are optimised, see Cargo.toml).
+log "building kata"
+cargo build --quiet --bin kata
+KATA=$ROOT/target/debug/kata
+
+# 4. Guest components, built once into target/guests/ (cargo makes rebuilds cheap).
+export CARGO_TARGET_DIR=$ROOT/target/wasm
+mkdir -p target/guests
+build_guest() { # build_guest DIR NAME
+  "$KATA" plugin build "$1" --out "target/guests/$2.wasm" >/dev/null
+}
+log "building guest components into target/guests/"
+build_guest plugins/telegram telegram
+for d in tests/guests/guest-*/; do
+  build_guest "$d" "$(basename "$d")"
+done
+ls -1 target/guests/*.wasm >&2

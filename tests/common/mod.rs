@@ -1,0 +1,258 @@
+//! Shared test harness: guest components built from source, real servers as
+//! child processes on loopback, and the real `kata` binary.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The kata binary under test.
+pub fn kata_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kata"))
+}
+
+/// Where a guest's source lives, by name: `telegram` is plugins/telegram,
+/// `guest-*` are test fixtures in tests/guests/.
+fn guest_dir(name: &str) -> PathBuf {
+    if name.starts_with("guest-") {
+        root().join("tests/guests").join(name)
+    } else {
+        root().join("plugins").join(name)
+    }
+}
+
+/// The component for a guest, built from source with `kata plugin build` once
+/// per test process (cargo makes an unchanged rebuild cheap).
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let out = root().join("target/guests").join(format!("{name}.wasm"));
+    let status = Command::new(kata_bin())
+        .args(["plugin", "build"])
+        .arg(guest_dir(name))
+        .arg("--out")
+        .arg(&out)
+        .env("CARGO_TARGET_DIR", root().join("target/wasm"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run kata plugin build");
+    assert!(status.success(), "building guest {name} failed (run scripts/setup.sh for the guest toolchain)");
+    built.insert(name.to_string(), out.clone());
+    out
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Wait until `f` returns Some, or panic after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    /// Send a signal and wait for the process to exit.
+    pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        let mut child = self.0.take().unwrap();
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("process did not exit within 30 s of SIG{sig}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// telegram-test-api, a Telegram Bot API emulator, on a free loopback port.
+pub struct TelegramServer {
+    pub port: u16,
+    _child: ChildGuard,
+    client: reqwest::blocking::Client,
+    /// Bot messages read so far (the emulator hands each out once).
+    seen: Mutex<Vec<serde_json::Value>>,
+}
+
+impl TelegramServer {
+    pub fn start() -> Self {
+        let script = root().join("tests/servers/telegram/server.js");
+        assert!(
+            root().join("tests/servers/telegram/node_modules/telegram-test-api").exists(),
+            "telegram-test-api is not installed: run scripts/setup.sh"
+        );
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(&script)
+            .env("PORT", port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node (run scripts/setup.sh)");
+        let guard = ChildGuard(Some(child));
+        wait_for("telegram-test-api to listen", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        Self { port, _child: guard, client, seen: Mutex::new(Vec::new()) }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A user sends `text` to the bot in chat `chat`.
+    pub fn user_says(&self, token: &str, chat: i64, text: &str) {
+        let body = serde_json::json!({
+            "botToken": token,
+            "from": {"id": chat, "first_name": "User", "username": format!("user{chat}"), "is_bot": false},
+            "chat": {"id": chat, "type": "private"},
+            "date": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            "text": text,
+        });
+        let r = self.client.post(format!("{}/sendMessage", self.base())).json(&body).send().unwrap();
+        assert!(r.status().is_success(), "emulator refused a user message: {}", r.status());
+    }
+
+    /// All bot messages sent to `chat` so far (accumulated across calls).
+    pub fn bot_messages(&self, token: &str, chat: i64) -> Vec<serde_json::Value> {
+        let body = serde_json::json!({"token": token, "chatId": chat});
+        let v: serde_json::Value = self
+            .client
+            .post(format!("{}/getUpdates", self.base()))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        for u in v["result"].as_array().cloned().unwrap_or_default() {
+            seen.push(u["message"].clone());
+        }
+        seen.iter().filter(|m| m["chat_id"] == serde_json::json!(chat)).cloned().collect()
+    }
+}
+
+/// A temporary workspace created with `kata init`.
+pub struct TestWorkspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestWorkspace {
+    pub fn new(extra_toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(kata_bin()).arg("init").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "kata init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("kata.toml")).unwrap();
+        f.write_all(extra_toml.as_bytes()).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Start `kata run` in this workspace with extra environment.
+    pub fn run(&self, env: &[(&str, &str)]) -> ChildGuard {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("kata.log"))
+            .unwrap();
+        let mut cmd = Command::new(kata_bin());
+        cmd.arg("run").arg("-w").arg(self.path()).stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        ChildGuard(Some(cmd.spawn().unwrap()))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("kata.log")).unwrap_or_default()
+    }
+}
+
+/// A tiny HTTP/1.1 server on loopback that records every request (request
+/// line and headers) and answers `200 received`.
+pub struct RecordingServer {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl RecordingServer {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                let mut content_length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        content_length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; content_length];
+                let _ = reader.read_exact(&mut body);
+                log.lock().unwrap().push(head);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreceived");
+            }
+        });
+        Self { port, requests }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
