@@ -49,7 +49,7 @@ impl Engine {
             .total_tables(400)
             .total_stacks(200);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let inner = wasmtime::Engine::new(&cfg).context("cannot configure the WebAssembly engine")?;
+        let inner = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot configure the WebAssembly engine")?;
         let weak = inner.weak();
         std::thread::Builder::new()
             .name("kata-epoch".into())
@@ -77,7 +77,7 @@ impl Engine {
     /// were compiled before by an engine with the same settings and version.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component> {
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.inner, bytes);
+            return Ok(Component::new(&self.inner, bytes)?);
         };
         let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
         if path.exists() {
@@ -89,7 +89,7 @@ impl Engine {
                 }
             }
         }
-        let component = Component::new(&self.inner, bytes)?;
+        let component = Component::new(&self.inner, bytes).map_err(anyhow::Error::from)?;
         if let Ok(serialized) = component.serialize() {
             // Write then rename, so a crash never leaves a half-written entry.
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -120,7 +120,7 @@ impl Engine {
         // workspace's own `.kata/cache`, named by the sha256 of the source bytes
         // and the engine's compatibility hash; wasmtime also checks the
         // engine/version header before using them.
-        unsafe { Component::deserialize_file(&self.inner, path) }
+        Ok(unsafe { Component::deserialize_file(&self.inner, path) }?)
     }
 }
 

@@ -126,13 +126,13 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<ComponentInfo, LoadError> {
             Payload::ComponentImportSection(s) if depth == 1 => {
                 for import in s {
                     let import = import.map_err(|e| LoadError::Invalid { path: path.into(), reason: e.to_string() })?;
-                    info.imports.push(import.name.0.to_string());
+                    info.imports.push(import.name.name.to_string());
                 }
             }
             Payload::ComponentExportSection(s) if depth == 1 => {
                 for export in s {
                     let export = export.map_err(|e| LoadError::Invalid { path: path.into(), reason: e.to_string() })?;
-                    info.exports.push(export.name.0.to_string());
+                    info.exports.push(export.name.name.to_string());
                 }
             }
             _ => {}
@@ -365,7 +365,7 @@ impl ChannelInstance {
 
     /// `disconnect()`, best effort.
     pub async fn disconnect(&mut self) {
-        let _ = call!(self, |g, s| g.call_disconnect(s));
+        let _: Result<(), CallError> = async { call!(self, |g, s| g.call_disconnect(s)) }.await;
     }
 
     /// CPU time the last call used.
