@@ -90,7 +90,11 @@ fn log_filter(verbose: u8, default: &str) -> tracing_subscriber::EnvFilter {
 }
 
 fn init_logging(format: LogFormat, verbose: u8, default: &str) {
-    let builder = tracing_subscriber::fmt().with_env_filter(log_filter(verbose, default)).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(verbose, default))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Human => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
