@@ -1,5 +1,6 @@
 //! The `kata` command line.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -67,11 +68,65 @@ pub enum PluginCommand {
         #[arg(short, long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Show what a component is: its kata world, WIT version, imports and exports.
-    Inspect {
-        /// The .wasm file.
-        file: PathBuf,
+    /// Install a plugin: validate it, show what it asks for next to what
+    /// kata.toml grants, store it under .kata/plugins/ and record it in kata.toml.
+    Add {
+        /// A .wasm component file, or an http(s) URL to download it from.
+        source: String,
+        /// Install under this name (default: the name in its manifest).
+        #[arg(long)]
+        name: Option<String>,
+        /// Refuse unless the bytes have this sha256 (hex).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Also write the grants it asks for into kata.toml.
+        #[arg(short, long)]
+        yes: bool,
+        /// Largest file or download accepted, e.g. 64MiB.
+        #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_arg)]
+        max_size: u64,
     },
+    /// List the workspace's plugins: kind, version, WIT version, hash and grants.
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a plugin (by name) or a .wasm file is: world, WIT version,
+    /// imports, exports, what it asks for and what is granted, cache state.
+    Inspect {
+        /// A plugin name in this workspace, or a .wasm file.
+        target: String,
+    },
+    /// Remove a plugin from kata.toml and the store; its state is kept unless --purge.
+    Remove {
+        /// The plugin's name in kata.toml.
+        name: String,
+        /// Also delete its stored state and poll cursor.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Replace a plugin's code, keeping its state and grants; new capability
+    /// requests are refused unless --yes grants them.
+    Upgrade {
+        /// The plugin's name in kata.toml.
+        name: String,
+        /// The new .wasm component file or http(s) URL.
+        source: String,
+        /// Refuse unless the bytes have this sha256 (hex).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Grant new capability requests in kata.toml.
+        #[arg(short, long)]
+        yes: bool,
+        /// Largest file or download accepted, e.g. 64MiB.
+        #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_arg)]
+        max_size: u64,
+    },
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::policy::parse_size(s).map(|n| n as u64)
 }
 
 /// The log filter for a command: `KATA_LOG` wins, else by verbosity.
@@ -134,15 +189,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 daemon.run(crate::daemon::shutdown_signal()).await
             })
         }
-        Command::Plugin(PluginCommand::Build { dir, out }) => {
+        Command::Plugin(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
-            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            let path = crate::componentize::build(&dir, out.as_deref())?;
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            println!("{} ({size} bytes)", path.display());
-            Ok(())
+            plugin_command(cli.workspace.as_deref(), cmd)
         }
-        Command::Plugin(PluginCommand::Inspect { file }) => inspect(&file),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kata", &mut std::io::stdout());
             Ok(())
@@ -150,18 +200,52 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn inspect(file: &Path) -> Result<()> {
-    let path = file.display().to_string();
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {path}"))?;
-    let info = crate::plugin::inspect(&bytes, &path)?;
-    let kinds = info.kata_exports();
-    println!("file:        {path} ({} bytes)", bytes.len());
-    println!("kata world:  {}", if kinds.is_empty() { "none (not a kata plugin)".into() } else { kinds.join(" + ") });
-    println!("WIT version: {}", info.wit_version.as_deref().unwrap_or("unknown"));
-    println!("exports:     {}", info.exports.join(", "));
-    println!("imports:");
-    for i in &info.imports {
-        println!("  {i}");
+fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
+    use crate::install;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        PluginCommand::Build { dir, out: file } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let path = crate::componentize::build(&dir, file.as_deref())?;
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            writeln!(out, "{} ({size} bytes)", path.display())?;
+        }
+        PluginCommand::Add { source, name, sha256, yes, max_size } => {
+            let ws = Workspace::discover(workspace)?;
+            let opts = install::AddOptions {
+                source: &source,
+                name: name.as_deref(),
+                sha256: sha256.as_deref(),
+                yes,
+                max_size,
+            };
+            install::add(&ws, &opts, &mut out)?;
+        }
+        PluginCommand::List { json } => {
+            let ws = Workspace::discover(workspace)?;
+            let rows = install::list(&ws)?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &rows)?;
+                writeln!(out)?;
+            } else {
+                install::print_list(&rows, &mut out)?;
+            }
+        }
+        PluginCommand::Inspect { target } => {
+            // A workspace is optional: a file can be inspected anywhere.
+            let ws = Workspace::discover(workspace).ok();
+            install::inspect(ws.as_ref(), &target, &mut out)?;
+        }
+        PluginCommand::Remove { name, purge } => {
+            let ws = Workspace::discover(workspace)?;
+            install::remove(&ws, &name, purge, &mut out)?;
+        }
+        PluginCommand::Upgrade { name, source, sha256, yes, max_size } => {
+            let ws = Workspace::discover(workspace)?;
+            let opts =
+                install::AddOptions { source: &source, name: Some(&name), sha256: sha256.as_deref(), yes, max_size };
+            install::upgrade(&ws, &name, &opts, &mut out)?;
+        }
     }
     Ok(())
 }

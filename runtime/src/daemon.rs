@@ -41,9 +41,13 @@ impl Daemon {
         let mut plugins = Vec::new();
         for grants in policy.plugins.values().filter(|g| g.enabled) {
             let name = grants.name.clone();
+            let Some(path) = &grants.path else {
+                tracing::warn!(plugin = %name, "[plugins.{name}] has no `path`: not installed, skipped (install it with `kata plugin add`)");
+                continue;
+            };
             let p = ChannelPlugin::load(&engine, &linker, grants.clone(), db.clone(), ws.root())
                 .with_context(|| format!("cannot load plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
-            tracing::info!(plugin = %name, path = %grants.path.display(), wit = ?p.info.wit_version, "plugin loaded");
+            tracing::info!(plugin = %name, path = %path.display(), wit = ?p.info.wit_version, "plugin loaded");
             plugins.push(Arc::new(p));
         }
         if plugins.is_empty() {

@@ -89,7 +89,24 @@ impl Engine {
                 }
             }
         }
-        let component = Component::new(&self.inner, bytes).map_err(anyhow::Error::from)?;
+        let component = self.compile_uncached(bytes)?;
+        self.cache_compiled(bytes, &component);
+        Ok(component)
+    }
+
+    /// Compile without touching the cache (to validate before committing to anything).
+    pub fn compile_uncached(&self, bytes: &[u8]) -> Result<Component> {
+        Ok(Component::new(&self.inner, bytes)?)
+    }
+
+    /// Put a compiled component in the cache (best effort: a cache that cannot
+    /// be written only costs a recompile later).
+    pub fn cache_compiled(&self, bytes: &[u8], component: &Component) {
+        let Some(dir) = &self.cache_dir else { return };
+        let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if path.exists() {
+            return;
+        }
         if let Ok(serialized) = component.serialize() {
             // Write then rename, so a crash never leaves a half-written entry.
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -97,7 +114,6 @@ impl Engine {
                 let _ = std::fs::remove_file(&tmp);
             }
         }
-        Ok(component)
     }
 
     /// Whether a compiled copy of `bytes` is in the cache.

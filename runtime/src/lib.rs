@@ -15,6 +15,8 @@ pub mod componentize;
 pub mod daemon;
 pub mod engine;
 pub mod host;
+pub mod install;
+pub mod manifest;
 pub mod plugin;
 pub mod policy;
 pub mod sandbox;

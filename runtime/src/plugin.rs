@@ -26,6 +26,8 @@ pub struct ComponentInfo {
     pub exports: Vec<String>,
     /// Interfaces it imports.
     pub imports: Vec<String>,
+    /// What it asks for (the `kata:manifest` section), when it carries one.
+    pub manifest: Option<crate::manifest::Manifest>,
 }
 
 impl ComponentInfo {
@@ -111,7 +113,7 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<ComponentInfo, LoadError> {
     if !wasmparser::Parser::is_component(bytes) {
         return Err(LoadError::Invalid { path: path.into(), reason: "unknown WebAssembly binary version".into() });
     }
-    let mut info = ComponentInfo { wit_version: None, exports: vec![], imports: vec![] };
+    let mut info = ComponentInfo { wit_version: None, exports: vec![], imports: vec![], manifest: None };
     let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| LoadError::Invalid { path: path.into(), reason: e.to_string() })?;
@@ -122,6 +124,15 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<ComponentInfo, LoadError> {
             Payload::CustomSection(c) if c.name() == host::VERSION_SECTION => {
                 let v = String::from_utf8_lossy(c.data()).trim().to_string();
                 info.wit_version.get_or_insert(v);
+            }
+            Payload::CustomSection(c) if c.name() == crate::manifest::SECTION && info.manifest.is_none() => {
+                let text = std::str::from_utf8(c.data()).map_err(|_| LoadError::Invalid {
+                    path: path.into(),
+                    reason: "its kata:manifest section is not UTF-8 text".into(),
+                })?;
+                let m = crate::manifest::Manifest::parse(text, path)
+                    .map_err(|reason| LoadError::Invalid { path: path.into(), reason })?;
+                info.manifest = Some(m);
             }
             Payload::ComponentImportSection(s) if depth == 1 => {
                 for import in s {
@@ -150,7 +161,7 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<ComponentInfo, LoadError> {
 }
 
 /// Check a version string against what this host supports.
-fn check_version(version: &str, path: &str) -> Result<(), LoadError> {
+pub fn check_version(version: &str, path: &str) -> Result<(), LoadError> {
     let parse = |v: &str| -> Option<(u64, u64, u64)> {
         let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
         Some((it.next()??, it.next()??, it.next()??))
@@ -207,8 +218,15 @@ impl ChannelPlugin {
     /// Read, validate, compile (or load from cache) and link a channel plugin.
     /// Secrets are resolved now, so a missing one fails at start, not mid-run.
     pub fn load(engine: &Engine, linker: &Linker<PluginCtx>, grants: PluginGrants, db: Db, workspace: &Path) -> Result<Self> {
-        let path = grants.path.display().to_string();
-        let bytes = std::fs::read(&grants.path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+        let Some(file) = grants.path.clone() else {
+            anyhow::bail!(
+                "plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE --name {}`",
+                grants.name,
+                grants.name
+            );
+        };
+        let path = file.display().to_string();
+        let bytes = std::fs::read(&file).map_err(|source| LoadError::Read { path: path.clone(), source })?;
         let info = inspect(&bytes, &path)?;
         if let Some(v) = &info.wit_version {
             check_version(v, &path)?;

@@ -127,8 +127,11 @@ pub enum AgentBackend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
-    /// The component file, relative to the workspace directory.
-    pub path: PathBuf,
+    /// The component file, relative to the workspace directory. A table
+    /// without `path` holds grants for a plugin not installed yet
+    /// (`kata plugin add` fills it in); the daemon skips it.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// Set to false to keep the entry but not run the plugin.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -341,8 +344,8 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 pub struct PluginGrants {
     /// The plugin's name (its `[plugins.NAME]` key).
     pub name: String,
-    /// The component file, absolute.
-    pub path: PathBuf,
+    /// The component file, absolute (None: not installed yet).
+    pub path: Option<PathBuf>,
     /// Whether the daemon runs it.
     pub enabled: bool,
     /// Network grants in kata.toml order.
@@ -429,7 +432,7 @@ impl Policy {
                 name.clone(),
                 PluginGrants {
                     name: name.clone(),
-                    path: workspace.join(&entry.path),
+                    path: entry.path.as_ref().map(|p| workspace.join(p)),
                     enabled: entry.enabled,
                     network,
                     secrets,
@@ -442,7 +445,8 @@ impl Policy {
     }
 }
 
-fn valid_plugin_name(name: &str) -> bool {
+/// Whether `name` is a valid plugin name: 1-64 lowercase letters, digits, `-` or `_`.
+pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
@@ -642,7 +646,7 @@ limits = { memory = "32MiB", cpu_per_call = "50ms" }
 "#;
         let p = Policy::parse(text, Path::new("k.toml"), Path::new("/ws")).expect("valid");
         let g = &p.plugins["telegram"];
-        assert_eq!(g.path, Path::new("/ws/plugins/telegram.wasm"));
+        assert_eq!(g.path.as_deref(), Some(Path::new("/ws/plugins/telegram.wasm")));
         assert_eq!(g.config["poll_timeout_s"], "0");
         assert_eq!(g.config["api_base"], "http://127.0.0.1:19000");
         assert_eq!(g.secrets["bot_token"], SecretSource::Env("TG_TOKEN".into()));

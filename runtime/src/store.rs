@@ -406,6 +406,17 @@ impl Db {
         self.lock().execute("DELETE FROM plugin_state WHERE plugin = ?1 AND key = ?2", [plugin, key])?;
         Ok(())
     }
+
+    /// Delete everything a plugin stored: its state and its poll cursor
+    /// (`kata plugin remove --purge`). Messages stay in the inbox and outbox.
+    pub fn purge_plugin(&self, plugin: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM plugin_state WHERE plugin = ?1", [plugin])?;
+        tx.execute("DELETE FROM cursors WHERE plugin = ?1", [plugin])?;
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
