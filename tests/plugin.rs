@@ -1,0 +1,189 @@
+//! `kata plugin add|list|inspect|remove|upgrade|build` against real
+//! components built from source. Every refusal leaves the plugin store and
+//! kata.toml byte-for-byte unchanged.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{FileServer, TestWorkspace, guest, kata, snapshot};
+
+/// What a refused command must not touch: kata.toml and the plugin store.
+fn state(ws: &Path) -> (Vec<u8>, std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>) {
+    (std::fs::read(ws.join("kata.toml")).unwrap(), snapshot(&ws.join(".kata/plugins")))
+}
+
+/// Run a command that must fail, check the message and that nothing changed.
+fn refused(ws: &TestWorkspace, args: &[&str], expect: &[&str]) -> String {
+    let before = state(ws.path());
+    let (ok, stdout, stderr) = kata(ws.path(), args);
+    assert!(!ok, "{args:?} should fail:\n{stdout}\n{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.trim().lines().count() == 1, "one paragraph: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    for e in expect {
+        assert!(stderr.contains(e) || stdout.contains(e), "{args:?}: expected {e:?} in:\n{stdout}\n{stderr}");
+    }
+    assert!(state(ws.path()) == before, "{args:?} changed kata.toml or the store");
+    stderr
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn add_refuses_what_it_cannot_run_and_changes_nothing() {
+    let ws = TestWorkspace::new("");
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    refused(&ws, &["plugin", "add", path_str(&text)], &["is not a WebAssembly file"]);
+
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    refused(&ws, &["plugin", "add", path_str(&core)], &["core WebAssembly module", "kata plugin build"]);
+
+    let quiet = std::fs::read(guest("guest-quiet")).unwrap();
+    let truncated = dir.path().join("truncated.wasm");
+    std::fs::write(&truncated, &quiet[..quiet.len() * 2 / 3]).unwrap();
+    refused(&ws, &["plugin", "add", path_str(&truncated)], &["not a valid WebAssembly component"]);
+
+    refused(&ws, &["plugin", "add", path_str(&guest("guest-tools-only"))], &["tools plugin"]);
+    refused(&ws, &["plugin", "add", path_str(&guest("guest-unknown-import"))], &["imports something kata does not provide", "acme:evil/backdoor"]);
+
+    // The same component claiming a future contract version.
+    let needle = b"kata:wit-version0.1.0";
+    let at = quiet.windows(needle.len()).position(|w| w == needle).expect("version section");
+    let mut future = quiet.clone();
+    future[at + needle.len() - 5..at + needle.len()].copy_from_slice(b"0.9.0");
+    let future_path = dir.path().join("future.wasm");
+    std::fs::write(&future_path, &future).unwrap();
+    refused(&ws, &["plugin", "add", path_str(&future_path)], &["kata:plugin@0.9.0", "upgrade kata"]);
+
+    refused(
+        &ws,
+        &["plugin", "add", path_str(&guest("guest-quiet")), "--sha256", &"0".repeat(64)],
+        &["--sha256 expects", "nothing was installed"],
+    );
+    refused(&ws, &["plugin", "add", path_str(&guest("guest-quiet")), "--name", "Bad Name"], &["lowercase"]);
+}
+
+#[test]
+fn add_shows_requests_and_needs_consent_for_grants() {
+    let ws = TestWorkspace::new("");
+    let tg = guest("telegram");
+    // Asks for a host and a secret kata.toml does not grant: refused, with the lines to add.
+    let err = refused(&ws, &["plugin", "add", path_str(&tg)], &["https://api.telegram.org/bot", "NOT granted", "--yes"]);
+    assert!(err.contains("Nothing was installed"), "{err}");
+    let (_, stdout, _) = kata(ws.path(), &["plugin", "add", path_str(&tg)]);
+    assert!(stdout.contains("secrets = { bot_token = \"env:TELEGRAM_BOT_TOKEN\" }"), "{stdout}");
+
+    // With --yes the grants are written and the plugin installed.
+    let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", path_str(&tg), "--yes"]);
+    assert!(ok, "{stdout}{stderr}");
+    let toml = std::fs::read_to_string(ws.path().join("kata.toml")).unwrap();
+    assert!(toml.contains("[plugins.telegram]") && toml.contains("network = [\"https://api.telegram.org/bot\"]"), "{toml}");
+    assert!(toml.contains("# kata workspace policy."), "the user's comments are kept");
+    let stored = snapshot(&ws.path().join(".kata/plugins"));
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored.values().next().unwrap(), &std::fs::read(&tg).unwrap(), "stored byte for byte");
+
+    // Adding the same bytes again is a no-op; the same name with other bytes is a clash.
+    let before = state(ws.path());
+    let (ok, stdout, _) = kata(ws.path(), &["plugin", "add", path_str(&tg)]);
+    assert!(ok && stdout.contains("nothing to do"), "{stdout}");
+    assert!(state(ws.path()) == before);
+    refused(&ws, &["plugin", "add", path_str(&guest("guest-quiet")), "--name", "telegram"], &["already installed", "kata plugin upgrade"]);
+
+    // Grants written by hand first: the add needs no consent.
+    let ws2 = TestWorkspace::new(
+        "\n[plugins.tg]\nnetwork = [\"https://api.telegram.org\"]\nsecrets = { bot_token = \"env:MY_TOKEN\" }\n",
+    );
+    let (ok, stdout, stderr) = kata(ws2.path(), &["plugin", "add", path_str(&tg), "--name", "tg"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("[granted]") && !stdout.contains("NOT granted"), "{stdout}");
+    let toml = std::fs::read_to_string(ws2.path().join("kata.toml")).unwrap();
+    assert!(toml.contains("env:MY_TOKEN") && toml.contains("path = \".kata/plugins/"), "{toml}");
+}
+
+#[test]
+fn add_from_a_url_with_checksum_and_size_cap() {
+    let ws = TestWorkspace::new("");
+    let bytes = std::fs::read(guest("guest-quiet")).unwrap();
+    let server = FileServer::start(bytes.clone());
+    refused(&ws, &["plugin", "add", &server.url("quiet.wasm"), "--max-size", "1KiB"], &["limit", "nothing was installed"]);
+    refused(&ws, &["plugin", "add", &server.url("quiet.wasm"), "--sha256", &"ab".repeat(32)], &["--sha256 expects"]);
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", &server.url("quiet.wasm"), "--sha256", &hash, "--name", "quiet"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(ws.path().join(format!(".kata/plugins/{hash}.wasm")).exists());
+}
+
+#[test]
+fn list_inspect_upgrade_and_remove() {
+    let ws = TestWorkspace::new("");
+    let quiet = guest("guest-quiet");
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&quiet), "--name", "chat"]);
+    assert!(ok, "{out}{err}");
+
+    let (ok, out, _) = kata(ws.path(), &["plugin", "list", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["name"], "chat");
+    assert_eq!(rows[0]["kind"], "channel");
+    assert_eq!(rows[0]["wit_version"], "0.1.0");
+    let (ok, out, _) = kata(ws.path(), &["plugin", "list"]);
+    assert!(ok && out.contains("chat") && out.contains("channel"), "{out}");
+
+    let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", "chat"]);
+    assert!(ok && out.contains("kata:plugin/channel@0.1.0") && out.contains("compiled (cached)"), "{out}");
+    let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&guest("guest-tools-only"))]);
+    assert!(ok && out.contains("kind:        tools"), "{out}");
+
+    // State the plugin stored survives an upgrade.
+    let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
+    db.state_set("chat", "k", b"v").unwrap();
+    let old_file = snapshot(&ws.path().join(".kata/plugins")).into_keys().next().unwrap();
+
+    // The new code asks for more: refused without consent, nothing changes.
+    let tg = guest("telegram");
+    refused(&ws, &["plugin", "upgrade", "chat", path_str(&tg)], &["not upgraded", "https://api.telegram.org/bot"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "upgrade", "chat", path_str(&tg), "--yes"]);
+    assert!(ok, "{out}{err}");
+    assert!(!old_file.exists(), "the old code is released");
+    assert_eq!(db.state_get("chat", "k").unwrap().as_deref(), Some(&b"v"[..]));
+    let toml = std::fs::read_to_string(ws.path().join("kata.toml")).unwrap();
+    assert!(toml.contains("api.telegram.org/bot") && toml.contains("env:CHAT_BOT_TOKEN"), "{toml}");
+
+    // Remove keeps state unless --purge.
+    let (ok, out, _) = kata(ws.path(), &["plugin", "remove", "chat"]);
+    assert!(ok && out.contains("state is kept"), "{out}");
+    assert!(snapshot(&ws.path().join(".kata/plugins")).is_empty());
+    assert!(!std::fs::read_to_string(ws.path().join("kata.toml")).unwrap().contains("[plugins.chat]"));
+    assert_eq!(db.state_get("chat", "k").unwrap().as_deref(), Some(&b"v"[..]));
+    refused(&ws, &["plugin", "remove", "chat"], &["no plugin named chat"]);
+
+    let (ok, _, _) = kata(ws.path(), &["plugin", "add", path_str(&quiet), "--name", "chat"]);
+    assert!(ok);
+    let (ok, out, _) = kata(ws.path(), &["plugin", "remove", "chat", "--purge"]);
+    assert!(ok && out.contains("deleted its state"), "{out}");
+    assert_eq!(db.state_get("chat", "k").unwrap(), None);
+}
+
+#[test]
+fn installed_plugin_runs_under_kata_run() {
+    // add → run: the daemon loads the plugin from the store.
+    let ws = TestWorkspace::new("");
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&guest("guest-quiet")), "--name", "quiet"]);
+    assert!(ok, "{out}{err}");
+    let mut daemon = ws.run(&[]);
+    common::wait_for("the daemon to load the plugin", std::time::Duration::from_secs(30), || {
+        ws.log().contains("kata is running").then_some(())
+    });
+    assert!(ws.log().contains("plugin loaded"), "{}", ws.log());
+    assert!(daemon.signal_and_wait("TERM").success());
+}
