@@ -53,7 +53,7 @@ fn add_refuses_what_it_cannot_run_and_changes_nothing() {
     refused(&ws, &["plugin", "add", path_str(&guest("guest-unknown-import"))], &["imports something kata does not provide", "acme:evil/backdoor"]);
 
     // The same component claiming a future contract version.
-    let needle = b"kata:wit-version0.1.0";
+    let needle = b"kata:wit-version0.1.1";
     let at = quiet.windows(needle.len()).position(|w| w == needle).expect("version section");
     let mut future = quiet.clone();
     future[at + needle.len() - 5..at + needle.len()].copy_from_slice(b"0.9.0");
@@ -135,12 +135,12 @@ fn list_inspect_upgrade_and_remove() {
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["name"], "chat");
     assert_eq!(rows[0]["kind"], "channel");
-    assert_eq!(rows[0]["wit_version"], "0.1.0");
+    assert_eq!(rows[0]["wit_version"], "0.1.1");
     let (ok, out, _) = kata(ws.path(), &["plugin", "list"]);
     assert!(ok && out.contains("chat") && out.contains("channel"), "{out}");
 
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", "chat"]);
-    assert!(ok && out.contains("kata:plugin/channel@0.1.0") && out.contains("compiled (cached)"), "{out}");
+    assert!(ok && out.contains("kata:plugin/channel@0.1.1") && out.contains("compiled (cached)"), "{out}");
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&guest("guest-tools-only"))]);
     assert!(ok && out.contains("kind:        tools"), "{out}");
 
@@ -186,4 +186,43 @@ fn installed_plugin_runs_under_kata_run() {
     });
     assert!(ws.log().contains("plugin loaded"), "{}", ws.log());
     assert!(daemon.signal_and_wait("TERM").success());
+}
+
+#[tokio::test]
+async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
+    use kata::engine::Engine;
+    use kata::plugin::{ChannelPlugin, linker};
+    use kata::policy::Policy;
+
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest("guest-v0-1-0");
+    let text = format!("[plugins.old]\npath = \"{}\"\nconfig = {{ greeting = \"hi\" }}\n", wasm.display());
+    let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
+    let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+    let engine = Engine::new(None).unwrap();
+    let plugin =
+        ChannelPlugin::load(&engine, &linker(&engine).unwrap(), policy.plugins["old"].clone(), db.clone(), Path::new("/"))
+            .unwrap();
+    assert_eq!(plugin.info.wit_version.as_deref(), Some("0.1.0"));
+    assert!(plugin.info.exports.contains(&"kata:plugin/channel@0.1.0".to_string()), "{:?}", plugin.info.exports);
+    let mut inst = plugin.instantiate().await.unwrap();
+    assert_eq!(inst.describe().await.unwrap().name, "old");
+    inst.connect().await.unwrap();
+    let r = inst.poll(None).await.unwrap();
+    assert_eq!(r.messages[0].text, "hi from 0.1.0 #0 (poll 1)");
+    assert_eq!(r.cursor.as_deref(), Some("1"));
+    // Host state written through host@0.1.0 is the same store the latest host reads.
+    assert_eq!(db.state_keys("old", "", 10).unwrap(), vec!["polls".to_string()]);
+
+    // And end to end under the daemon: polled, answered, sent through the old plugin.
+    let ws = TestWorkspace::new(&format!("\n[plugins.old]\npath = \"{}\"\n", wasm.display()));
+    let mut daemon = ws.run(&[]);
+    let db = common::wait_for("the daemon's database", std::time::Duration::from_secs(30), || {
+        kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok()
+    });
+    common::wait_for("three replies sent by the 0.1.0 plugin", std::time::Duration::from_secs(30), || {
+        (db.counts().ok()?.outbox_sent == 3).then_some(())
+    });
+    assert!(daemon.signal_and_wait("TERM").success());
+    assert!(ws.log().contains("old plugin sends"), "{}", ws.log());
 }

@@ -200,7 +200,7 @@ pub struct ChannelPlugin {
     /// Its grants from the policy.
     pub grants: Arc<PluginGrants>,
     secrets: Arc<BTreeMap<String, String>>,
-    pre: latest::ChannelPluginPre<PluginCtx>,
+    pre: host::ChannelPre,
     id: PluginIdentity,
     engine: Engine,
     /// What the file declared.
@@ -239,7 +239,7 @@ impl ChannelPlugin {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
-        let pre = latest::ChannelPluginPre::new(pre)
+        let pre = host::ChannelPre::new(pre, info.wit_version.as_deref())
             .map_err(|e| LoadError::WrongWorld { path: path.clone(), found: format!("incompatible exports ({e:#})") })?;
         let mut secrets = BTreeMap::new();
         for (name, source) in &grants.secrets {
@@ -338,7 +338,7 @@ fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
 /// the owner creates a new one.
 pub struct ChannelInstance {
     store: Store<PluginCtx>,
-    bindings: latest::ChannelPlugin,
+    bindings: host::ChannelBindings,
     limits: Limits,
     broken: bool,
 }
@@ -350,7 +350,7 @@ macro_rules! call {
         }
         $self.store.data_mut().cpu.reset($self.limits.cpu_per_call);
         $self.store.set_epoch_deadline(1);
-        let $g = $self.bindings.kata_plugin_channel();
+        let $g = &$self.bindings;
         let $s = &mut $self.store;
         let r = guarded(&$self.limits, $body).await;
         if let Err(e) = &r {
@@ -363,27 +363,27 @@ macro_rules! call {
 impl ChannelInstance {
     /// `describe()`.
     pub async fn describe(&mut self) -> Result<latest::ChannelInfo, CallError> {
-        call!(self, |g, s| g.call_describe(s))
+        call!(self, |g, s| g.describe(s))
     }
 
     /// `connect()`.
     pub async fn connect(&mut self) -> Result<(), CallError> {
-        call!(self, |g, s| g.call_connect(s))?.map_err(CallError::Channel)
+        call!(self, |g, s| g.connect(s))?.map_err(CallError::Channel)
     }
 
     /// `poll(cursor)`.
     pub async fn poll(&mut self, cursor: Option<&str>) -> Result<latest::PollResult, CallError> {
-        call!(self, |g, s| g.call_poll(s, cursor))?.map_err(CallError::Channel)
+        call!(self, |g, s| g.poll(s, cursor))?.map_err(CallError::Channel)
     }
 
     /// `send(message)`.
     pub async fn send(&mut self, msg: &latest::OutboundMessage) -> Result<latest::SendReceipt, CallError> {
-        call!(self, |g, s| g.call_send(s, msg))?.map_err(CallError::Channel)
+        call!(self, |g, s| g.send(s, msg))?.map_err(CallError::Channel)
     }
 
     /// `disconnect()`, best effort.
     pub async fn disconnect(&mut self) {
-        let _: Result<(), CallError> = async { call!(self, |g, s| g.call_disconnect(s)) }.await;
+        let _: Result<(), CallError> = async { call!(self, |g, s| g.disconnect(s)) }.await;
     }
 
     /// CPU time the last call used.

@@ -4,11 +4,18 @@
 //! WIT under `wit/vX.Y.Z/`, never edited), so a component built against an old
 //! version keeps loading when the host moves on — the scheme Zed's extension
 //! host uses. The newest is aliased as [`latest`]; older modules convert their
-//! types to the latest ones.
+//! types to the latest ones, and [`ChannelPre`] / [`ChannelBindings`] pick the
+//! module from the version a component declares.
 
 pub mod v0_1_0;
+pub mod v0_1_1;
 
-pub use v0_1_0 as latest;
+pub use v0_1_1 as latest;
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use crate::engine::PluginCtx;
 
 /// The WIT package every version lives in.
 pub const PACKAGE: &str = "kata:plugin";
@@ -17,13 +24,94 @@ pub const PACKAGE: &str = "kata:plugin";
 pub const VERSION_SECTION: &str = "kata:wit-version";
 
 /// WIT versions this host can run, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION, v0_1_1::VERSION];
 
-/// Add every supported version's host interfaces, and WASI 0.2 with wasi:http,
-/// to a linker.
-pub fn add_to_linker(linker: &mut wasmtime::component::Linker<crate::engine::PluginCtx>) -> anyhow::Result<()> {
+/// Add the latest host interfaces, and WASI 0.2 with wasi:http, to a linker.
+/// Older 0.1.x components link against them through semver-compatible names.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<PluginCtx>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    v0_1_0::add_to_linker(linker)?;
+    latest::add_to_linker(linker)?;
     Ok(())
+}
+
+/// A channel component linked and ready to instantiate, with the bindings of
+/// the contract version it was built against.
+#[derive(Clone)]
+pub enum ChannelPre {
+    /// Built against 0.1.0.
+    V0_1_0(v0_1_0::ChannelPluginPre<PluginCtx>),
+    /// Built against 0.1.1.
+    V0_1_1(v0_1_1::ChannelPluginPre<PluginCtx>),
+}
+
+impl ChannelPre {
+    /// Pick the bindings for `version` (the component's declared WIT version).
+    pub fn new(pre: InstancePre<PluginCtx>, version: Option<&str>) -> wasmtime::Result<Self> {
+        Ok(match version {
+            Some("0.1.0") => Self::V0_1_0(v0_1_0::ChannelPluginPre::new(pre)?),
+            _ => Self::V0_1_1(v0_1_1::ChannelPluginPre::new(pre)?),
+        })
+    }
+
+    /// Instantiate in `store`.
+    pub async fn instantiate_async(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<ChannelBindings> {
+        Ok(match self {
+            Self::V0_1_0(p) => ChannelBindings::V0_1_0(p.instantiate_async(store).await?),
+            Self::V0_1_1(p) => ChannelBindings::V0_1_1(p.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// The `channel` export of an instance, whatever version it speaks, with
+/// results converted to the latest types.
+pub enum ChannelBindings {
+    /// 0.1.0.
+    V0_1_0(v0_1_0::ChannelPlugin),
+    /// 0.1.1.
+    V0_1_1(v0_1_1::ChannelPlugin),
+}
+
+type ChannelResult<T> = wasmtime::Result<Result<T, latest::ChannelError>>;
+
+impl ChannelBindings {
+    /// `describe()`.
+    pub async fn describe(&self, s: &mut Store<PluginCtx>) -> wasmtime::Result<latest::ChannelInfo> {
+        match self {
+            Self::V0_1_0(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
+            Self::V0_1_1(b) => b.kata_plugin_channel().call_describe(s).await,
+        }
+    }
+
+    /// `connect()`.
+    pub async fn connect(&self, s: &mut Store<PluginCtx>) -> ChannelResult<()> {
+        match self {
+            Self::V0_1_0(b) => b.kata_plugin_channel().call_connect(s).await,
+            Self::V0_1_1(b) => b.kata_plugin_channel().call_connect(s).await,
+        }
+    }
+
+    /// `poll(cursor)`.
+    pub async fn poll(&self, s: &mut Store<PluginCtx>, cursor: Option<&str>) -> ChannelResult<latest::PollResult> {
+        match self {
+            Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into)),
+            Self::V0_1_1(b) => b.kata_plugin_channel().call_poll(s, cursor).await,
+        }
+    }
+
+    /// `send(message)`.
+    pub async fn send(&self, s: &mut Store<PluginCtx>, msg: &latest::OutboundMessage) -> ChannelResult<latest::SendReceipt> {
+        match self {
+            Self::V0_1_0(b) => b.kata_plugin_channel().call_send(s, msg).await,
+            Self::V0_1_1(b) => b.kata_plugin_channel().call_send(s, msg).await,
+        }
+    }
+
+    /// `disconnect()`.
+    pub async fn disconnect(&self, s: &mut Store<PluginCtx>) -> wasmtime::Result<()> {
+        match self {
+            Self::V0_1_0(b) => b.kata_plugin_channel().call_disconnect(s).await,
+            Self::V0_1_1(b) => b.kata_plugin_channel().call_disconnect(s).await,
+        }
+    }
 }

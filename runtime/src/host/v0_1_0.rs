@@ -1,93 +1,50 @@
-//! `kata:plugin@0.1.0`: bindings generated from `wit/v0.1.0` and the host
-//! functions every plugin imports.
+//! `kata:plugin@0.1.0`: the first published contract, kept so components
+//! built against it run unchanged on newer hosts.
+//!
+//! Its `types` and `host` interfaces are the same as (or a subset of) 0.1.1,
+//! so the bindings reuse the latest Rust types and host implementation; only
+//! the `channel` export differs by name (`channel@0.1.0`) and gets its own
+//! typed accessors, whose records are converted to the latest ones here.
 
-use wasmtime::component::{HasSelf, Linker};
-
-use crate::engine::PluginCtx;
+use super::v0_1_1 as latest;
 
 /// The version this module implements.
 pub const VERSION: &str = "0.1.0";
 
-/// Largest log line kept from a plugin; longer ones are cut.
-const MAX_LOG_LINE: usize = 4096;
-/// Largest state key.
-const MAX_STATE_KEY: usize = 256;
-/// Largest state value.
-const MAX_STATE_VALUE: usize = 1 << 20;
-
 #[allow(missing_docs)]
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "channel-plugin",
         path: "../wit/v0.1.0",
         exports: { default: async },
+        with: {
+            "kata:plugin/types@0.1.0": crate::host::v0_1_1::bindings::kata::plugin::types,
+            "kata:plugin/host@0.1.0": crate::host::v0_1_1::bindings::kata::plugin::host,
+        },
     });
 }
 
-pub use bindings::exports::kata::plugin::channel::{ChannelInfo, IngressMode, PollResult};
-pub use bindings::kata::plugin::types::{ChannelError, LogLevel, Message, OutboundMessage, SendReceipt};
 pub use bindings::{ChannelPlugin, ChannelPluginPre};
 
-/// Add the 0.1.0 host interfaces to a linker.
-pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> anyhow::Result<()> {
-    ChannelPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
-    Ok(())
+use bindings::exports::kata::plugin::channel as old;
+
+impl From<old::IngressMode> for latest::IngressMode {
+    fn from(m: old::IngressMode) -> Self {
+        match m {
+            old::IngressMode::Poll => Self::Poll,
+            old::IngressMode::Subscribe => Self::Subscribe,
+        }
+    }
 }
 
-impl bindings::kata::plugin::types::Host for PluginCtx {}
-
-impl bindings::kata::plugin::host::Host for PluginCtx {
-    fn log(&mut self, level: LogLevel, message: String) {
-        let mut message: String = message.chars().filter(|c| !c.is_control() || *c == '\t').collect();
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let plugin = &*self.id.name;
-        match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
+impl From<old::ChannelInfo> for latest::ChannelInfo {
+    fn from(i: old::ChannelInfo) -> Self {
+        Self { name: i.name, version: i.version, ingress: i.ingress.into_iter().map(Into::into).collect() }
     }
+}
 
-    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.id.db.state_get(&self.id.name, &key) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(plugin = %self.id.name, "state-get {key:?} failed: {e:#}");
-                None
-            }
-        }
-    }
-
-    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        if key.len() > MAX_STATE_KEY {
-            return Err(format!("state key is {} bytes; the limit is {MAX_STATE_KEY}", key.len()));
-        }
-        if value.len() > MAX_STATE_VALUE {
-            return Err(format!("state value is {} bytes; the limit is {MAX_STATE_VALUE}", value.len()));
-        }
-        self.id.db.state_set(&self.id.name, &key, &value).map_err(|e| format!("cannot store state: {e:#}"))
-    }
-
-    fn state_delete(&mut self, key: String) {
-        if let Err(e) = self.id.db.state_delete(&self.id.name, &key) {
-            tracing::error!(plugin = %self.id.name, "state-delete {key:?} failed: {e:#}");
-        }
-    }
-
-    fn config_get(&mut self, key: String) -> Option<String> {
-        self.id.config.get(&key).cloned()
-    }
-
-    fn now_ms(&mut self) -> u64 {
-        crate::store::now_ms()
+impl From<old::PollResult> for latest::PollResult {
+    fn from(r: old::PollResult) -> Self {
+        Self { messages: r.messages, cursor: r.cursor, next_poll_ms: r.next_poll_ms }
     }
 }

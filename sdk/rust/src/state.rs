@@ -29,6 +29,12 @@ pub fn delete(key: &str) {
     host::state_delete(key);
 }
 
+/// The keys this plugin stored that start with `prefix` (all keys for `""`),
+/// in byte order, at most 1000. Needs a host with `kata:plugin@0.1.1`.
+pub fn keys(prefix: &str) -> Vec<String> {
+    host::state_keys(prefix)
+}
+
 /// Read the value under `key` as UTF-8 text. `None` when the key was never set
 /// or its value is not valid UTF-8.
 pub fn get_string(key: &str) -> Option<String> {
