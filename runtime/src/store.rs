@@ -407,6 +407,16 @@ impl Db {
         Ok(())
     }
 
+    /// A plugin's keys starting with `prefix`, in byte order.
+    pub fn state_keys(&self, plugin: &str, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key FROM plugin_state WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Delete everything a plugin stored: its state and its poll cursor
     /// (`kata plugin remove --purge`). Messages stay in the inbox and outbox.
     pub fn purge_plugin(&self, plugin: &str) -> Result<()> {
