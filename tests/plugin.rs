@@ -226,3 +226,51 @@ async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
     assert!(daemon.signal_and_wait("TERM").success());
     assert!(ws.log().contains("old plugin sends"), "{}", ws.log());
 }
+
+#[test]
+fn new_project_tests_builds_and_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("acme-chat");
+    let out = std::process::Command::new(common::kata_bin())
+        .args(["plugin", "new", "acme-chat", "--kind", "channel", "--dir"])
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(project.join("plugin.toml").exists() && project.join("vendor/kata-sdk/src/lib.rs").exists());
+
+    // Its own tests pass natively, out of the box.
+    let test = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .arg("test")
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", common::root().join("target/guest-native"))
+        .output()
+        .unwrap();
+    assert!(test.status.success(), "cargo test in the new project:\n{}", String::from_utf8_lossy(&test.stderr));
+    assert!(String::from_utf8_lossy(&test.stdout).contains("2 passed"));
+
+    // It builds to a component that `kata plugin add` accepts, with its manifest.
+    let wasm = dir.path().join("acme-chat.wasm");
+    let build = std::process::Command::new(common::kata_bin())
+        .args(["plugin", "build"])
+        .arg(&project)
+        .arg("--out")
+        .arg(&wasm)
+        .env("CARGO_TARGET_DIR", common::root().join("target/wasm"))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let ws = TestWorkspace::new("");
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&wasm), "--yes"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("acme-chat asks for") && out.contains("https://chat.example.org/api/"), "{out}");
+
+    // Kinds without a template yet say so.
+    let out = std::process::Command::new(common::kata_bin())
+        .args(["plugin", "new", "x", "--kind", "tools", "--dir"])
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rust template for tools plugins"));
+}

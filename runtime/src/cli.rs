@@ -68,6 +68,21 @@ pub enum PluginCommand {
         #[arg(short, long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Create a plugin project from a template; it builds with `kata plugin
+    /// build` and passes its own `cargo test` out of the box.
+    New {
+        /// The plugin's name (lowercase letters, digits, '-', '_').
+        name: String,
+        /// What kind of plugin.
+        #[arg(long, value_parser = ["channel", "tools", "service"], default_value = "channel")]
+        kind: String,
+        /// The language of the project.
+        #[arg(long, value_parser = ["rust"], default_value = "rust")]
+        lang: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Install a plugin: validate it, show what it asks for next to what
     /// kata.toml grants, store it under .kata/plugins/ and record it in kata.toml.
     Add {
@@ -209,6 +224,12 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
             let path = crate::componentize::build(&dir, file.as_deref())?;
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             writeln!(out, "{} ({size} bytes)", path.display())?;
+        }
+        PluginCommand::New { name, kind, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            crate::scaffold::new_project(&name, &kind, &lang, &dir)?;
+            writeln!(out, "Created {kind} plugin {name} in {}.", dir.display())?;
+            writeln!(out, "Next: cd {} && cargo test && kata plugin build .", dir.display())?;
         }
         PluginCommand::Add { source, name, sha256, yes, max_size } => {
             let ws = Workspace::discover(workspace)?;

@@ -100,6 +100,7 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         bail!("building {} failed (cargo output above)", dir.display());
     }
     let mut artifact = None;
+    let mut package_version: Option<String> = None;
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         if v["reason"] != "compiler-artifact" {
@@ -117,6 +118,8 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         if let Some(files) = v["filenames"].as_array() {
             artifact = files.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")).map(PathBuf::from);
         }
+        // "path+file:///dir#name@1.2.3" or "...#1.2.3": the crate's version.
+        package_version = v["package_id"].as_str().and_then(|id| id.rsplit(['@', '#']).next()).map(str::to_string);
     }
     let core_path = artifact.with_context(|| {
         format!("{} produced no .wasm library; its Cargo.toml needs `[lib] crate-type = [\"cdylib\"]`", dir.display())
@@ -124,7 +127,10 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let core = std::fs::read(&core_path).with_context(|| format!("cannot read {}", core_path.display()))?;
     let mut component =
         componentize(&core).with_context(|| format!("cannot componentize {}", core_path.display()))?;
-    let manifest = read_manifest(dir)?;
+    let mut manifest = read_manifest(dir)?;
+    if manifest.version.is_empty() {
+        manifest.version = package_version.unwrap_or_default();
+    }
     crate::manifest::append_custom_section(&mut component, crate::manifest::SECTION, manifest.to_toml().as_bytes());
     let out = match out {
         Some(o) => o.to_path_buf(),

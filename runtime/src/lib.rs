@@ -20,5 +20,6 @@ pub mod manifest;
 pub mod plugin;
 pub mod policy;
 pub mod sandbox;
+pub mod scaffold;
 pub mod store;
 pub mod workspace;
