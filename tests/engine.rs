@@ -126,6 +126,9 @@ async fn secrets_reach_only_granted_hosts_and_never_the_plugin() {
     let value = "s3cr3t-value-0xfeed";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), format!("{value}\n")).unwrap();
+    // Secret files must be private to their owner (kata refuses wider modes).
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(dir.path().join("token"), private).unwrap();
     let lines = format!(
         "network = [\"{base}/echo\"]\nsecrets = {{ token = \"file:{}\" }}\nconfig = {{ url = \"{base}/echo?t={{{{secret:token}}}}\" }}",
         dir.path().join("token").display()

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::host::latest::{ChannelError, Message, OutboundMessage};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
+use crate::sandbox::PluginSandbox;
 use crate::store::{Db, Inbound, now_ms};
 
 /// The shortest pause after a poll that returned nothing.
@@ -67,25 +68,32 @@ fn error_delay(e: &CallError, backoff: &mut backon::ExponentialBackoff) -> Durat
     }
 }
 
-fn to_inbound(m: Message) -> Option<Inbound> {
+/// A polled message as the inbox stores it. Every text field passes the
+/// plugin's secret scanner first: a secret value the plugin got hold of is
+/// stored (and shown to the agent) as `[REDACTED:NAME]`, never as itself.
+fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound> {
     if m.id.is_empty() || m.conversation.is_empty() {
         return None;
     }
+    let r = |s: String| match sandbox.redact(&s, "message") {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(o) => o,
+    };
     let attachments: Vec<serde_json::Value> = m
         .attachments
-        .iter()
-        .map(|a| serde_json::json!({"name": a.name, "mime_type": a.mime_type, "url": a.url, "size": a.size}))
+        .into_iter()
+        .map(|a| serde_json::json!({"name": r(a.name), "mime_type": a.mime_type, "url": a.url.map(r), "size": a.size}))
         .collect();
     Some(Inbound {
-        channel_msg_id: m.id,
-        conversation: m.conversation,
-        thread: m.thread,
-        sender: m.sender,
-        sender_name: m.sender_name,
-        text: m.text,
+        channel_msg_id: r(m.id),
+        conversation: r(m.conversation),
+        thread: m.thread.map(r),
+        sender: r(m.sender),
+        sender_name: m.sender_name.map(r),
+        text: r(m.text),
         attachments_json: serde_json::Value::Array(attachments).to_string(),
         timestamp_ms: m.timestamp_ms,
-        raw: m.raw,
+        raw: m.raw.map(r),
     })
 }
 
@@ -148,7 +156,7 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
                         .into_iter()
                         .filter_map(|m| {
                             let id = m.id.clone();
-                            let r = to_inbound(m);
+                            let r = to_inbound(m, plugin.sandbox());
                             if r.is_none() {
                                 tracing::warn!(plugin = %name, "dropping a message without id or conversation ({id:?})");
                             }

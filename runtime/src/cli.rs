@@ -48,6 +48,12 @@ pub enum Command {
     /// Build, inspect and manage plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Validate the policy (kata.toml) or show what a plugin is granted.
+    #[command(subcommand)]
+    Policy(crate::policy_cmd::PolicyCommand),
+    /// Show the audit log: every network decision, refused secret, blocked
+    /// leak, redaction and limit hit.
+    Audit(crate::policy_cmd::AuditArgs),
     /// Print shell completions for kata.
     Completions {
         /// The shell to generate completions for.
@@ -207,6 +213,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugin(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
             plugin_command(cli.workspace.as_deref(), cmd)
+        }
+        Command::Policy(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            crate::policy_cmd::policy(cli.workspace.as_deref(), cmd, &mut std::io::stdout().lock())
+        }
+        Command::Audit(args) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            crate::policy_cmd::audit(cli.workspace.as_deref(), &args, &mut std::io::stdout().lock())
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kata", &mut std::io::stdout());

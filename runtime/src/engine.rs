@@ -18,8 +18,8 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::policy::Limits;
-use crate::sandbox::NetworkGate;
+use crate::policy::{FileMode, PluginGrants};
+use crate::sandbox::{NetworkGate, PluginSandbox};
 use crate::store::Db;
 
 /// How often the engine's epoch advances: the granularity of CPU metering.
@@ -47,7 +47,10 @@ impl Engine {
             .total_core_instances(1000)
             .total_memories(200)
             .total_tables(400)
-            .total_stacks(200);
+            .total_stacks(200)
+            // Return freed instance memory to the OS in batches rather than
+            // one madvise per instance: restarts and send instances churn.
+            .decommit_batch_size(32);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let inner = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot configure the WebAssembly engine")?;
         let weak = inner.weak();
@@ -191,6 +194,13 @@ pub struct PluginCtx {
     pub id: PluginIdentity,
 }
 
+impl PluginCtx {
+    /// The plugin's sandbox: grants, secret scanner, audit log.
+    pub fn sandbox(&self) -> &std::sync::Arc<PluginSandbox> {
+        self.gate.sandbox()
+    }
+}
+
 impl WasiView for PluginCtx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
@@ -205,12 +215,34 @@ impl WasiHttpView for PluginCtx {
 
 /// Create a store for one instance of a plugin.
 ///
-/// WASI is linked but grants nothing: no environment, no arguments, no
-/// preopened directories, no inherited stdio, no sockets. Outgoing HTTP goes
-/// through `gate`, which enforces the plugin's network grants.
-pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, limits: &Limits) -> Store<PluginCtx> {
+/// WASI is linked but grants nothing beyond the policy: no environment, no
+/// arguments, no inherited stdio, no sockets, and only the directories in the
+/// plugin's `files` grants, each preopened read-only or read-write. Paths are
+/// resolved inside the preopened directory by cap-std (openat2/`RESOLVE_BENEATH`
+/// semantics), so `..`, absolute paths and symlinks pointing outside cannot
+/// escape it. Outgoing HTTP goes through `gate`, which enforces the plugin's
+/// network grants.
+pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants: &PluginGrants) -> Store<PluginCtx> {
+    let limits = &grants.limits;
     let mut wasi = WasiCtx::builder();
     wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    for f in &grants.files {
+        let perms = match f.mode {
+            FileMode::Ro => wasmtime_wasi::FsPerms::ReadOnly,
+            FileMode::Rw => wasmtime_wasi::FsPerms::ReadWrite,
+        };
+        // The directory was checked when the policy was loaded; if it has
+        // gone since, the plugin runs without it (and its opens fail) rather
+        // than not at all.
+        if let Err(e) = wasi.preopened_dir(&f.host, &f.guest, perms) {
+            tracing::error!(
+                plugin = %grants.name,
+                "cannot open granted directory {} (as {}): {e:#}; the plugin runs without it",
+                f.host.display(),
+                f.guest
+            );
+        }
+    }
     let ctx = PluginCtx {
         wasi: wasi.build(),
         http: WasiHttpCtx::new(),

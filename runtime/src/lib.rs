@@ -9,6 +9,7 @@
 //! it together for `kata run`.
 
 pub mod agent;
+pub mod audit;
 pub mod channel;
 pub mod cli;
 pub mod componentize;
@@ -19,6 +20,7 @@ pub mod install;
 pub mod manifest;
 pub mod plugin;
 pub mod policy;
+pub mod policy_cmd;
 pub mod sandbox;
 pub mod scaffold;
 pub mod store;

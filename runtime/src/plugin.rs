@@ -14,7 +14,8 @@ use wasmtime::component::{Component, Linker};
 use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
 use crate::host::{self, latest};
 use crate::policy::{Limits, PluginGrants};
-use crate::sandbox::NetworkGate;
+use crate::audit::Auditor;
+use crate::sandbox::{NetworkGate, PluginSandbox};
 use crate::store::Db;
 
 /// What a plugin file turned out to be.
@@ -199,7 +200,7 @@ pub fn check_version(version: &str, path: &str) -> Result<(), LoadError> {
 pub struct ChannelPlugin {
     /// Its grants from the policy.
     pub grants: Arc<PluginGrants>,
-    secrets: Arc<BTreeMap<String, String>>,
+    sandbox: Arc<PluginSandbox>,
     pre: host::ChannelPre,
     id: PluginIdentity,
     engine: Engine,
@@ -253,7 +254,10 @@ impl ChannelPlugin {
             config: Arc::new(grants.config.clone()),
             db,
         };
-        Ok(Self { grants: Arc::new(grants), secrets: Arc::new(secrets), pre, id, engine: engine.clone(), info })
+        let grants = Arc::new(grants);
+        let auditor = Auditor::new(id.db.clone(), &grants.name);
+        let sandbox = Arc::new(PluginSandbox::new(grants.clone(), secrets, auditor));
+        Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info })
     }
 
     /// The plugin's name.
@@ -261,10 +265,15 @@ impl ChannelPlugin {
         &self.grants.name
     }
 
+    /// Its sandbox: secret scanner and audit log (for redacting what it returns).
+    pub fn sandbox(&self) -> &Arc<PluginSandbox> {
+        &self.sandbox
+    }
+
     /// Create a fresh instance (a new store with its own memory and limits).
     pub async fn instantiate(&self) -> Result<ChannelInstance, CallError> {
-        let gate = NetworkGate::new(self.grants.clone(), self.secrets.clone());
-        let mut store = new_store(&self.engine, self.id.clone(), gate, &self.grants.limits);
+        let gate = NetworkGate::new(self.sandbox.clone());
+        let mut store = new_store(&self.engine, self.id.clone(), gate, &self.grants);
         let limits = self.grants.limits;
         store.data_mut().cpu.reset(limits.cpu_per_call);
         store.set_epoch_deadline(1);

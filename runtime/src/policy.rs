@@ -24,24 +24,87 @@ pub enum PolicyError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The TOML is malformed or a key has the wrong type or name.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The policy file.
-        path: PathBuf,
-        /// toml's message, which names the line, column and key.
-        message: String,
-    },
-    /// A value parsed but is not valid (a bad network entry, an unknown secret source…).
-    #[error("{path}: {location}: {message}")]
+    /// The file has at least one error; the first one is reported here and
+    /// `kata policy check` lists them all.
+    #[error("{first}{}", more_errors(*.more))]
     Invalid {
-        /// The policy file.
-        path: PathBuf,
-        /// `line N, key K` or the table path of the bad value.
-        location: String,
-        /// What is wrong and how to fix it.
-        message: String,
+        /// The first error, with file, line and column.
+        first: Box<Diagnostic>,
+        /// How many more errors the file has.
+        more: usize,
     },
+}
+
+fn more_errors(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        1 => " (and 1 more error; `kata policy check` lists all)".into(),
+        n => format!(" (and {n} more errors; `kata policy check` lists all)"),
+    }
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The policy cannot be used as it is.
+    Error,
+    /// The policy works, but probably not as intended.
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// One finding about a policy file, located at `file:line:column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The policy file.
+    pub path: PathBuf,
+    /// 1-based line (0 when the finding has no place in the file).
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The dotted key it is about, e.g. `plugins.telegram.network[0]` (may be empty).
+    pub key: String,
+    /// What is wrong and what to do, as one paragraph.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Diagnostic {
+    /// `file:line:col: severity: key: message`, the way compilers print findings.
+    pub fn render(&self) -> String {
+        let mut s = self.path.display().to_string();
+        if self.line > 0 {
+            s.push_str(&format!(":{}:{}", self.line, self.column));
+        }
+        s.push_str(&format!(": {}: ", self.severity));
+        if !self.key.is_empty() {
+            s.push_str(&format!("{}: ", self.key));
+        }
+        s.push_str(&self.message);
+        s
+    }
 }
 
 /// The whole `kata.toml` of a workspace.
@@ -135,12 +198,16 @@ pub struct PluginEntry {
     /// Set to false to keep the entry but not run the plugin.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Network grants: `scheme://host[:port][/path-prefix]`, `*.` wildcards allowed.
+    /// Network grants: `scheme://host[:port][/path-prefix]`, `*.` wildcards
+    /// allowed, or a table `{ url = "...", methods = ["GET"], private = true }`.
     #[serde(default)]
-    pub network: Vec<String>,
+    pub network: Vec<NetworkEntry>,
     /// Secrets: `NAME = "env:VAR"` or `NAME = "file:PATH"`.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Directories the plugin may open: `{ host = "~/notes", guest = "/notes", mode = "ro" }`.
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
     /// Non-secret configuration the plugin reads with `config-get`.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
@@ -153,6 +220,77 @@ fn yes() -> bool {
     true
 }
 
+/// One `network` entry as written: a URL, or a table with options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NetworkEntry {
+    /// `"https://host[:port][/path-prefix]"`: any method, public addresses only.
+    Url(String),
+    /// `{ url = "...", methods = ["GET", "POST"], private = true }`.
+    Table(NetworkTable),
+}
+
+/// The table form of a `network` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkTable {
+    /// `scheme://host[:port][/path-prefix]`, as in the string form.
+    pub url: String,
+    /// HTTP methods allowed (default: all).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Allow a host *name* that resolves to a loopback, private, link-local or
+    /// unspecified address (needed for services on the local network). An IP
+    /// literal or `localhost` in `url` is always allowed to be what it says.
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// One `files` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// The directory on this machine: `~` is the home directory, relative
+    /// paths are relative to the workspace.
+    pub host: String,
+    /// Where the plugin sees it: an absolute path such as `/notes`.
+    pub guest: String,
+    /// `ro` (default) or `rw`.
+    #[serde(default)]
+    pub mode: FileMode,
+}
+
+/// Access to a granted directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileMode {
+    /// Read-only: the plugin can list and read, never create, change or delete.
+    #[default]
+    Ro,
+    /// Read-write.
+    Rw,
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileMode::Ro => "ro",
+            FileMode::Rw => "rw",
+        })
+    }
+}
+
+/// A validated directory grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGrant {
+    /// The directory on this machine, absolute with symlinks resolved.
+    pub host: PathBuf,
+    /// Where the plugin sees it (absolute).
+    pub guest: String,
+    /// Read-only or read-write.
+    pub mode: FileMode,
+}
+
 /// `limits = { ... }` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +301,10 @@ pub struct LimitsEntry {
     pub cpu_per_call: Option<String>,
     /// Wall-clock cap per call, e.g. `"60s"` (covers long polls).
     pub call_timeout: Option<String>,
+    /// Outgoing HTTP requests per minute, across all of the plugin's instances.
+    pub requests_per_minute: Option<u32>,
+    /// Largest HTTP response body the plugin may receive, e.g. `"8MiB"`.
+    pub max_response: Option<String>,
 }
 
 /// Resource limits, resolved.
@@ -174,6 +316,11 @@ pub struct Limits {
     pub cpu_per_call: Duration,
     /// Wall-clock time a single call may take.
     pub call_timeout: Duration,
+    /// Outgoing HTTP requests per minute (a bucket of this many that refills
+    /// continuously, so a burst up to the limit is fine).
+    pub requests_per_minute: u32,
+    /// Largest HTTP response body, in bytes.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -182,6 +329,8 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             cpu_per_call: Duration::from_millis(200),
             call_timeout: Duration::from_secs(60),
+            requests_per_minute: 600,
+            max_response_bytes: 16 << 20,
         }
     }
 }
@@ -222,12 +371,34 @@ impl SecretSource {
                 .map_err(|_| format!("environment variable {var} is not set")),
             Self::File(p) => {
                 let p = base.join(p);
+                check_secret_file_mode(&p)?;
                 std::fs::read_to_string(&p)
                     .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                     .map_err(|e| format!("cannot read {}: {e}", p.display()))
             }
         }
     }
+}
+
+/// A secret file must be readable by its owner only (mode 0600 or stricter),
+/// like an SSH key: anything wider means another user may already have it.
+fn check_secret_file_mode(p: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "secret file {} has mode {mode:04o}, so other users can read it; run `chmod 600 {}` (secret files must be mode 0600 or stricter)",
+                p.display(),
+                p.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = p;
+    Ok(())
 }
 
 /// One network grant: `scheme://host[:port][/path-prefix]`.
@@ -240,6 +411,10 @@ pub struct NetworkGrant {
     host: String,
     port: u16,
     path_prefix: String,
+    /// Upper-case HTTP methods allowed; empty means any.
+    methods: Vec<String>,
+    /// Whether a host name may resolve to non-public addresses.
+    private: bool,
 }
 
 impl fmt::Display for NetworkGrant {
@@ -292,10 +467,98 @@ impl NetworkGrant {
                 "network entry {s:?}: a wildcard may only be a leading \"*.\" (e.g. \"https://*.example.com\")"
             ));
         }
-        Ok(Self { source: s.to_string(), scheme, host, port, path_prefix: path.to_string() })
+        Ok(Self {
+            source: s.to_string(),
+            scheme,
+            host,
+            port,
+            path_prefix: path.to_string(),
+            methods: Vec::new(),
+            private: false,
+        })
     }
 
-    /// Does a request to `scheme://host:port/path` fall under this grant?
+    /// Parse a `network` entry in either form.
+    pub fn from_entry(entry: &NetworkEntry) -> Result<Self, String> {
+        match entry {
+            NetworkEntry::Url(s) => Self::parse(s),
+            NetworkEntry::Table(t) => {
+                let mut g = Self::parse(&t.url)?;
+                for m in &t.methods {
+                    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+                        return Err(format!(
+                            "network entry {:?}: {m:?} is not an HTTP method; write methods like [\"GET\", \"POST\"]",
+                            t.url
+                        ));
+                    }
+                    g.methods.push(m.to_ascii_uppercase());
+                }
+                g.private = t.private;
+                Ok(g)
+            }
+        }
+    }
+
+    /// The scheme (`https`, `http`, `wss`…).
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The host as granted (lowercase; may start with `*.`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port (explicit or the scheme's default).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The path prefix (`/` when none was written).
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// The methods allowed (upper case); empty means any.
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// Whether the entry opted in to names that resolve to private addresses.
+    pub fn private(&self) -> bool {
+        self.private
+    }
+
+    /// Whether the host is a `*.` wildcard.
+    pub fn is_wildcard(&self) -> bool {
+        self.host.starts_with("*.")
+    }
+
+    /// Whether the grant names its destination exactly: an IP literal or
+    /// `localhost`. Such a grant may reach loopback and private addresses,
+    /// because that is what the user wrote.
+    pub fn names_address(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+
+    /// Whether a host name under this grant may resolve to loopback, private,
+    /// link-local or unspecified addresses.
+    pub fn allows_private_addresses(&self) -> bool {
+        self.private || self.names_address()
+    }
+
+    /// Whether `method` is allowed (any method when the entry lists none).
+    pub fn allows_method(&self, method: &str) -> bool {
+        self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+    }
+
+    /// Does a request with `method` to `scheme://host:port/path` fall under this grant?
+    pub fn allows_request(&self, method: &str, scheme: &str, host: &str, port: u16, path: &str) -> bool {
+        self.allows_method(method) && self.allows(scheme, host, port, path)
+    }
+
+    /// Does a request to `scheme://host:port/path` fall under this grant
+    /// (for at least one method)?
     pub fn allows(&self, scheme: &str, host: &str, port: u16, path: &str) -> bool {
         if !self.scheme.eq_ignore_ascii_case(scheme) || self.port != port {
             return false;
@@ -311,13 +574,103 @@ impl NetworkGrant {
 
 /// `path` is under `prefix`. A prefix ending in `/` or the bare `/` is a
 /// directory; otherwise it matches as a string prefix (so `/bot` covers
-/// `/bot123:abc/getUpdates`, as Telegram's URL layout needs). `..` segments
-/// never match, so a prefix cannot be escaped.
-fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    if path.split('/').any(|seg| seg == ".." || seg.eq_ignore_ascii_case("%2e%2e")) {
+/// `/bot123:abc/getUpdates`, as Telegram's URL layout needs). A path with a
+/// `..` segment never matches, also when it is percent-encoded (`%2e%2e`,
+/// `..%2f`) or written with a backslash, so a prefix cannot be escaped on a
+/// server that normalises the path after the check.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let decoded = percent_decode(path.as_bytes());
+    if decoded.split(|&b| b == b'/' || b == b'\\').any(|seg| seg == b"..") {
         return false;
     }
     path.starts_with(prefix)
+}
+
+/// What kind of non-public address `ip` is, or None for a public one.
+///
+/// Non-public: loopback, private (RFC 1918, IPv6 unique-local), link-local
+/// (incl. the cloud metadata address 169.254.169.254), unspecified, shared
+/// (carrier-grade NAT), multicast, broadcast and reserved ranges. IPv6
+/// addresses that embed an IPv4 address (mapped, compatible, NAT64, 6to4)
+/// are judged by the IPv4 address inside.
+pub fn address_class(ip: std::net::IpAddr) -> Option<&'static str> {
+    use std::net::{IpAddr, Ipv4Addr};
+    fn v4(ip: Ipv4Addr) -> Option<&'static str> {
+        let o = ip.octets();
+        if ip.is_loopback() {
+            Some("loopback")
+        } else if ip.is_private() {
+            Some("private")
+        } else if ip.is_link_local() {
+            Some("link-local")
+        } else if o[0] == 0 {
+            Some("unspecified")
+        } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+            Some("shared (carrier-grade NAT)")
+        } else if ip.is_multicast() {
+            Some("multicast")
+        } else if ip.is_broadcast() || o[0] >= 240 {
+            Some("reserved")
+        } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+            Some("reserved")
+        } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+            Some("benchmarking")
+        } else {
+            None
+        }
+    }
+    match ip {
+        IpAddr::V4(ip) => v4(ip),
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            if ip.is_loopback() {
+                return Some("loopback");
+            }
+            if ip.is_unspecified() {
+                return Some("unspecified");
+            }
+            if let Some(inner) = ip.to_ipv4_mapped() {
+                return v4(inner);
+            }
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+            // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::a.b.c.d).
+            if s[..6] == [0, 0, 0, 0, 0, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return v4(embedded(s[6], s[7]));
+            }
+            // 6to4 (2002:a.b.c.d::/48).
+            if s[0] == 0x2002 {
+                return v4(embedded(s[1], s[2]));
+            }
+            match s[0] {
+                x if x & 0xfe00 == 0xfc00 => Some("private"),
+                x if x & 0xffc0 == 0xfe80 => Some("link-local"),
+                x if x & 0xffc0 == 0xfec0 => Some("site-local"),
+                x if x & 0xff00 == 0xff00 => Some("multicast"),
+                0x2001 if s[1] == 0x0db8 => Some("documentation"),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Decode `%XX` escapes (invalid escapes are kept as they are).
+pub fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && let (Some(h), Some(l)) =
+                (input.get(i + 1).copied().and_then(hex), input.get(i + 2).copied().and_then(hex))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Split `host[:port]`, with IPv6 literals in brackets.
@@ -354,14 +707,21 @@ pub struct PluginGrants {
     pub secrets: BTreeMap<String, SecretSource>,
     /// Non-secret configuration, each value rendered as text.
     pub config: BTreeMap<String, String>,
+    /// Directories it may open.
+    pub files: Vec<FileGrant>,
     /// Resource limits.
     pub limits: Limits,
 }
 
 impl PluginGrants {
-    /// Find the grant that allows a request, if any.
+    /// Find the grant that allows a request to this URL for some method, if any.
     pub fn network_grant(&self, scheme: &str, host: &str, port: u16, path: &str) -> Option<&NetworkGrant> {
         self.network.iter().find(|g| g.allows(scheme, host, port, path))
+    }
+
+    /// Find the grant that allows a request with `method` to this URL, if any.
+    pub fn network_grant_for(&self, method: &str, scheme: &str, host: &str, port: u16, path: &str) -> Option<&NetworkGrant> {
+        self.network.iter().find(|g| g.allows_request(method, scheme, host, port, path))
     }
 }
 
@@ -376,6 +736,23 @@ pub struct Policy {
     pub plugins: BTreeMap<String, PluginGrants>,
 }
 
+/// What [`Policy::analyze`] found: the policy when it has no errors, and
+/// every error and warning in file order.
+#[derive(Debug)]
+pub struct Analysis {
+    /// The validated policy, if there were no errors.
+    pub policy: Option<Policy>,
+    /// Errors and warnings, in the order of the file.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Analysis {
+    /// The errors only.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
+    }
+}
+
 impl Policy {
     /// Read and validate `path`. Relative plugin and secret paths resolve against `workspace`.
     pub fn load(path: &Path, workspace: &Path) -> Result<Self, PolicyError> {
@@ -384,37 +761,95 @@ impl Policy {
         Self::parse(&text, path, workspace)
     }
 
-    /// Validate policy text (`path` is used in messages only).
+    /// Validate policy text (`path` is used in messages only). Fails with the
+    /// first error; warnings are ignored (see [`Policy::analyze`]).
     pub fn parse(text: &str, path: &Path, workspace: &Path) -> Result<Self, PolicyError> {
-        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
-            path: path.to_path_buf(),
-            message: one_paragraph(&e.to_string()),
-        })?;
-        let invalid = |key: String, message: String| PolicyError::Invalid {
-            path: path.to_path_buf(),
-            location: locate(text, &key),
-            message,
+        let analysis = Self::analyze(text, path, workspace);
+        let mut errors = analysis.diagnostics.into_iter().filter(|d| d.severity == Severity::Error);
+        match (analysis.policy, errors.next()) {
+            (Some(policy), None) => Ok(policy),
+            (_, Some(first)) => Err(PolicyError::Invalid { first: Box::new(first), more: errors.count() }),
+            (None, None) => Err(PolicyError::Invalid {
+                first: Box::new(Diagnostic {
+                    severity: Severity::Error,
+                    path: path.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    key: String::new(),
+                    message: "the policy could not be validated".into(),
+                }),
+                more: 0,
+            }),
+        }
+    }
+
+    /// Validate policy text and report every error and warning with its
+    /// `file:line:column`. Directory grants are checked against the file
+    /// system (they must exist); secrets are not read (see
+    /// [`Policy::environment_diagnostics`]).
+    pub fn analyze(text: &str, path: &Path, workspace: &Path) -> Analysis {
+        let loc = Locator::new(text, path);
+        let file: PolicyFile = match toml::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                let (line, column) = e.span().map_or((0, 0), |r| line_col(text, r.start));
+                return Analysis {
+                    policy: None,
+                    diagnostics: vec![Diagnostic {
+                        severity: Severity::Error,
+                        path: path.to_path_buf(),
+                        line,
+                        column,
+                        key: String::new(),
+                        message: friendly_toml_message(e.message()),
+                    }],
+                };
+            }
         };
+        let mut diags = Vec::new();
         let mut plugins = BTreeMap::new();
         for (name, entry) in &file.plugins {
+            let before = diags.len();
+            let mut err = |segs: &[Seg<'_>], message: String| diags.push(loc.diag(Severity::Error, segs, message));
+            let p = Seg::Key("plugins");
+            let n = Seg::Key(name);
             if !valid_plugin_name(name) {
-                return Err(invalid(
-                    format!("plugins.{name}"),
-                    format!("plugin name {name:?} must be lowercase letters, digits, '-' or '_'"),
-                ));
+                err(&[p, n], format!("plugin name {name:?} must be 1-64 lowercase letters, digits, '-' or '_'"));
             }
-            let network = entry
-                .network
-                .iter()
-                .map(|s| NetworkGrant::parse(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|m| invalid(format!("plugins.{name}.network"), m))?;
-            let secrets = entry
-                .secrets
-                .iter()
-                .map(|(k, v)| SecretSource::parse(v).map(|s| (k.clone(), s)))
-                .collect::<Result<BTreeMap<_, _>, _>>()
-                .map_err(|m| invalid(format!("plugins.{name}.secrets"), m))?;
+            let mut network = Vec::new();
+            for (i, e) in entry.network.iter().enumerate() {
+                match NetworkGrant::from_entry(e) {
+                    Ok(g) => network.push(g),
+                    Err(m) => err(&[p, n, Seg::Key("network"), Seg::Index(i)], m),
+                }
+            }
+            let mut secrets = BTreeMap::new();
+            for (k, v) in &entry.secrets {
+                if !valid_secret_name(k) {
+                    err(
+                        &[p, n, Seg::Key("secrets"), Seg::Key(k)],
+                        format!("secret name {k:?} must be letters, digits, '-' or '_' (it is written as {{{{secret:NAME}}}})"),
+                    );
+                    continue;
+                }
+                match SecretSource::parse(v) {
+                    Ok(src) => {
+                        secrets.insert(k.clone(), src);
+                    }
+                    Err(m) => err(&[p, n, Seg::Key("secrets"), Seg::Key(k)], m),
+                }
+            }
+            let mut files: Vec<FileGrant> = Vec::new();
+            for (i, f) in entry.files.iter().enumerate() {
+                match FileGrant::resolve(f, workspace) {
+                    Ok(g) if files.iter().any(|o| o.guest == g.guest) => err(
+                        &[p, n, Seg::Key("files"), Seg::Index(i)],
+                        format!("guest path {} is granted twice; give each directory its own guest path", g.guest),
+                    ),
+                    Ok(g) => files.push(g),
+                    Err(m) => err(&[p, n, Seg::Key("files"), Seg::Index(i)], m),
+                }
+            }
             let config = entry
                 .config
                 .iter()
@@ -426,8 +861,41 @@ impl Policy {
                     (k.clone(), s)
                 })
                 .collect();
-            let limits = resolve_limits(&entry.limits)
-                .map_err(|m| invalid(format!("plugins.{name}.limits"), m))?;
+            let limits = match resolve_limits(&entry.limits) {
+                Ok(l) => l,
+                Err(m) => {
+                    err(&[p, n, Seg::Key("limits")], m);
+                    Limits::default()
+                }
+            };
+            // Warnings: grants that work but are probably wider than meant.
+            for (i, g) in network.iter().enumerate() {
+                let at = [p, n, Seg::Key("network"), Seg::Index(i)];
+                if g.is_wildcard() {
+                    diags.push(loc.diag(
+                        Severity::Warning,
+                        &at,
+                        format!(
+                            "\"{}\" grants every subdomain of {}; if the plugin needs only a few hosts, list them instead",
+                            g.source,
+                            g.host.trim_start_matches("*.")
+                        ),
+                    ));
+                }
+                if matches!(g.scheme.as_str(), "http" | "ws") && !secrets.is_empty() && !is_loopback_host(&g.host) {
+                    diags.push(loc.diag(
+                        Severity::Warning,
+                        &at,
+                        format!(
+                            "\"{}\" is plain {}: secrets sent there cross the network unencrypted; use {}s:// if the service supports it",
+                            g.source, g.scheme, g.scheme
+                        ),
+                    ));
+                }
+            }
+            if diags[before..].iter().any(|d| d.severity == Severity::Error) {
+                continue;
+            }
             plugins.insert(
                 name.clone(),
                 PluginGrants {
@@ -437,12 +905,196 @@ impl Policy {
                     network,
                     secrets,
                     config,
+                    files,
                     limits,
                 },
             );
         }
-        Ok(Self { path: path.to_path_buf(), file, plugins })
+        diags.sort_by_key(|d| (d.line, d.column, d.severity));
+        let ok = !diags.iter().any(|d| d.severity == Severity::Error);
+        Analysis { policy: ok.then(|| Self { path: path.to_path_buf(), file, plugins }), diagnostics: diags }
     }
+
+    /// Findings that depend on this machine rather than on the file: plugin
+    /// files that are missing, environment variables that are unset, secret
+    /// files that are missing or readable by others. `text` is the policy
+    /// text, for locations.
+    pub fn environment_diagnostics(&self, text: &str, workspace: &Path) -> Vec<Diagnostic> {
+        let loc = Locator::new(text, &self.path);
+        let mut diags = Vec::new();
+        for g in self.plugins.values() {
+            let (p, n) = (Seg::Key("plugins"), Seg::Key(&g.name));
+            match &g.path {
+                None => diags.push(loc.diag(
+                    Severity::Warning,
+                    &[p, n],
+                    format!("plugin {} has no `path`: it is not installed and will not run; install it with `kata plugin add FILE --name {}`", g.name, g.name),
+                )),
+                Some(file) if !file.is_file() => diags.push(loc.diag(
+                    Severity::Warning,
+                    &[p, n, Seg::Key("path")],
+                    format!("plugin file {} does not exist; build or install it, or fix `path`", file.display()),
+                )),
+                Some(_) => {}
+            }
+            if !g.enabled {
+                continue;
+            }
+            for (name, src) in &g.secrets {
+                let at = [p, n, Seg::Key("secrets"), Seg::Key(name)];
+                match src {
+                    SecretSource::Env(var) if std::env::var_os(var).is_none() => diags.push(loc.diag(
+                        Severity::Warning,
+                        &at,
+                        format!("environment variable {var} is not set here; `kata run` fails unless it is set in the daemon's environment"),
+                    )),
+                    SecretSource::Env(_) => {}
+                    SecretSource::File(_) => {
+                        if let Err(m) = src.resolve(workspace) {
+                            diags.push(loc.diag(Severity::Error, &at, m));
+                        }
+                    }
+                }
+            }
+        }
+        diags.sort_by_key(|d| (d.line, d.column, d.severity));
+        diags
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl FileGrant {
+    /// Validate a `files` entry: the host directory must exist (`~` expands to
+    /// the home directory, relative paths are relative to `workspace`), and
+    /// the guest path must be absolute without `..`.
+    pub fn resolve(entry: &FileEntry, workspace: &Path) -> Result<Self, String> {
+        let host = expand_home(&entry.host)?;
+        let host = if host.is_absolute() { host } else { workspace.join(host) };
+        let meta = std::fs::metadata(&host).map_err(|e| {
+            format!("directory {} cannot be granted: {e}; create it or fix `host`", host.display())
+        })?;
+        if !meta.is_dir() {
+            return Err(format!("{} is not a directory; grant the directory that contains it", host.display()));
+        }
+        let host = host
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve {}: {e}", host.display()))?;
+        let guest = entry.guest.trim_end_matches('/');
+        let guest = if guest.is_empty() { "/" } else { guest };
+        if !guest.starts_with('/') || guest.split('/').any(|s| s == ".." || s == ".") || guest.contains('\\') {
+            return Err(format!(
+                "guest path {:?} must be absolute and plain, like \"/notes\" (no `..`, `.` or backslashes)",
+                entry.guest
+            ));
+        }
+        Ok(Self { host, guest: guest.to_string(), mode: entry.mode })
+    }
+}
+
+/// Expand a leading `~` or `~/` to `$HOME`.
+fn expand_home(p: &str) -> Result<PathBuf, String> {
+    let rest = match p.strip_prefix('~') {
+        None => return Ok(PathBuf::from(p)),
+        Some("") => "",
+        Some(r) if r.starts_with('/') => &r[1..],
+        Some(_) => return Err(format!("{p:?}: only `~` and `~/...` are understood, not `~user`")),
+    };
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{p:?} starts with `~` but HOME is not set; write an absolute path"))?;
+    Ok(PathBuf::from(home).join(rest))
+}
+
+/// One step of a path into the TOML document.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Finds the `line:column` of a key path in the policy text, using toml's spans.
+struct Locator<'a> {
+    text: &'a str,
+    path: &'a Path,
+    doc: Option<toml::Spanned<toml::de::DeTable<'a>>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str, path: &'a Path) -> Self {
+        Self { text, path, doc: toml::de::DeTable::parse(text).ok() }
+    }
+
+    /// The span of the deepest part of `segs` found in the document.
+    fn span(&self, segs: &[Seg<'_>]) -> Option<std::ops::Range<usize>> {
+        let doc = self.doc.as_ref()?;
+        let mut table = doc.get_ref();
+        let mut value: Option<&toml::Spanned<toml::de::DeValue<'a>>> = None;
+        let mut best = None;
+        for seg in segs {
+            let next = match (seg, value) {
+                (Seg::Key(k), None) => table.get(*k),
+                (Seg::Key(k), Some(v)) => match v.get_ref() {
+                    toml::de::DeValue::Table(t) => {
+                        table = t;
+                        t.get(*k)
+                    }
+                    _ => None,
+                },
+                (Seg::Index(i), Some(v)) => v.get_ref().get(*i),
+                (Seg::Index(_), None) => None,
+            };
+            let Some(next) = next else { break };
+            best = Some(next.span());
+            value = Some(next);
+        }
+        best
+    }
+
+    fn diag(&self, severity: Severity, segs: &[Seg<'_>], message: String) -> Diagnostic {
+        let (line, column) = self.span(segs).map_or((0, 0), |r| line_col(self.text, r.start));
+        let mut key = String::new();
+        for s in segs {
+            match s {
+                Seg::Key(k) if key.is_empty() => key.push_str(k),
+                Seg::Key(k) => {
+                    key.push('.');
+                    key.push_str(k);
+                }
+                Seg::Index(i) => key.push_str(&format!("[{i}]")),
+            }
+        }
+        Diagnostic { severity, path: self.path.to_path_buf(), line, column, key, message }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// toml's messages are good; a few serde ones are not. Keep them one paragraph.
+fn friendly_toml_message(msg: &str) -> String {
+    let msg = msg.trim().replace('\n', " ");
+    if msg.contains("untagged enum NetworkEntry") {
+        return "a network entry is a URL string like \"https://api.example.org/v1/\" or a table like \
+                { url = \"https://api.example.org\", methods = [\"GET\"], private = false } (keys: url, methods, private)"
+            .into();
+    }
+    msg
 }
 
 /// Whether `name` is a valid plugin name: 1-64 lowercase letters, digits, `-` or `_`.
@@ -467,6 +1119,15 @@ fn resolve_limits(l: &LimitsEntry) -> Result<Limits, String> {
             Some(s) => parse_duration(s).map_err(|e| format!("call_timeout: {e}"))?,
             None => d.call_timeout,
         },
+        requests_per_minute: match l.requests_per_minute {
+            Some(0) => return Err("requests_per_minute: 0 would forbid every request; remove the network grants instead".into()),
+            Some(n) => n,
+            None => d.requests_per_minute,
+        },
+        max_response_bytes: match &l.max_response {
+            Some(s) => parse_size(s).map_err(|e| format!("max_response: {e}"))?,
+            None => d.max_response_bytes,
+        },
     })
 }
 
@@ -486,7 +1147,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Parse a duration such as `200ms`, `2s`, `5m`, `1h`.
+/// Parse a duration such as `200ms`, `2s`, `5m`, `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -495,61 +1156,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" | "min" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        u => return Err(format!("unknown duration unit {u:?} in {s:?}: use ms, s, m or h")),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        u => return Err(format!("unknown duration unit {u:?} in {s:?}: use ms, s, m, h or d")),
     })
-}
-
-/// Best-effort `line N` for a dotted key, so validation errors point into the file.
-fn locate(text: &str, dotted: &str) -> String {
-    let mut parts = dotted.split('.');
-    let (Some(_), Some(name)) = (parts.next(), parts.next()) else {
-        return format!("key {dotted}");
-    };
-    let field = parts.next();
-    let header = format!("[plugins.{name}]");
-    let mut in_table = false;
-    for (i, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_table = l == header;
-            if in_table && field.is_none() {
-                return format!("line {}, key {dotted}", i + 1);
-            }
-            continue;
-        }
-        if in_table
-            && let Some(f) = field
-            && l.split('=').next().map(str::trim) == Some(f)
-        {
-            return format!("line {}, key {dotted}", i + 1);
-        }
-    }
-    format!("key {dotted}")
-}
-
-/// toml's messages span several lines (a source snippet); keep them readable
-/// but make sure they read as one paragraph after the file name.
-fn one_paragraph(msg: &str) -> String {
-    let lines: Vec<&str> = msg.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
-    // toml puts "TOML parse error at line L, column C" first and the reason last.
-    match (lines.first(), lines.last()) {
-        (Some(first), Some(last)) if lines.len() > 1 => {
-            let snippet: Vec<&str> = lines[1..lines.len() - 1]
-                .iter()
-                .filter_map(|l| l.split_once('|').map(|(_, code)| code.trim()))
-                .filter(|c| !c.is_empty() && !c.chars().all(|ch| ch == '^'))
-                .collect();
-            let at = first.trim_start_matches("TOML parse error at ");
-            if snippet.is_empty() {
-                format!("{at}: {last}")
-            } else {
-                format!("{at}: {last} (in `{}`)", snippet.join(" "))
-            }
-        }
-        _ => msg.trim().to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -618,20 +1229,129 @@ mod tests {
     }
 
     #[test]
-    fn policy_errors_name_file_line_and_key() {
+    fn policy_errors_name_file_line_column_and_key() {
         let ws = Path::new("/ws");
         let p = Path::new("/ws/kata.toml");
         let e = Policy::parse("[plugins.tg]\npath = \"a.wasm\"\nnetwrk = []\n", p, ws).expect_err("typo");
         let msg = e.to_string();
-        assert!(msg.contains("/ws/kata.toml") && msg.contains("line 3") && msg.contains("netwrk"), "{msg}");
+        assert!(msg.starts_with("/ws/kata.toml:3:1: ") && msg.contains("netwrk"), "{msg}");
+        let e = Policy::parse("[plugins.tg]\npath = \"a.wasm\"\nnetwork = [\"ok://x\", \"nope\"]\n", p, ws)
+            .expect_err("bad");
+        let msg = e.to_string();
+        assert!(msg.starts_with("/ws/kata.toml:3:"), "{msg}");
+        assert!(msg.contains("plugins.tg.network[0]") && msg.contains("and 1 more error"), "{msg}");
         let e = Policy::parse("[plugins.tg]\npath = \"a.wasm\"\nnetwork = [\"nope\"]\n", p, ws).expect_err("bad");
         let msg = e.to_string();
-        assert!(msg.contains("line 3") && msg.contains("plugins.tg.network") && msg.contains("no scheme"), "{msg}");
+        assert!(msg.starts_with("/ws/kata.toml:3:12: plugins.tg.network[0]: ") && msg.contains("no scheme"), "{msg}");
         let e = Policy::parse("[daemon\n", p, ws).expect_err("syntax");
-        assert!(e.to_string().contains("line 1"), "{e}");
+        assert!(e.to_string().starts_with("/ws/kata.toml:1:"), "{e}");
         let e = Policy::parse("[plugins.tg]\npath = \"a\"\nsecrets = { t = \"hunter2\" }\n", p, ws)
             .expect_err("literal secret");
-        assert!(e.to_string().contains("never go in kata.toml"), "{e}");
+        assert!(e.to_string().contains("never go in kata.toml") && e.to_string().contains(":3:"), "{e}");
+        let e = Policy::parse("[plugins.tg]\nnetwork = [{ url = \"https://x.org\", method = [\"GET\"] }]\n", p, ws)
+            .expect_err("bad table");
+        assert!(e.to_string().contains("keys: url, methods, private"), "{e}");
+    }
+
+    #[test]
+    fn analysis_lists_every_error_and_warning_in_file_order() {
+        let text = "[plugins.a]\nnetwork = [\"https://*.example.com\", \"bad\"]\nlimits = { memory = \"lots\" }\n\
+                    [plugins.b]\nnetwork = [\"http://api.example.org\"]\nsecrets = { t = \"env:T\" }\n";
+        let a = Policy::analyze(text, Path::new("k.toml"), Path::new("/"));
+        assert!(a.policy.is_none());
+        let rendered: Vec<String> = a.diagnostics.iter().map(Diagnostic::render).collect();
+        assert_eq!(rendered.len(), 4, "{rendered:#?}");
+        assert!(rendered[0].starts_with("k.toml:2:12: warning: plugins.a.network[0]: "), "{rendered:#?}");
+        assert!(rendered[1].starts_with("k.toml:2:37: error: plugins.a.network[1]: "), "{rendered:#?}");
+        assert!(rendered[2].starts_with("k.toml:3:10: error: plugins.a.limits: memory: "), "{rendered:#?}");
+        assert!(rendered[3].starts_with("k.toml:5:12: warning: ") && rendered[3].contains("unencrypted"), "{rendered:#?}");
+    }
+
+    #[test]
+    fn network_tables_methods_and_private() {
+        let text = "[plugins.a]\nnetwork = [{ url = \"https://nas.lan:8443/api/\", methods = [\"get\", \"POST\"], private = true }, \
+                    \"https://api.example.org\", \"http://localhost:9000\", \"http://192.168.1.2\"]\n";
+        let p = Policy::parse(text, Path::new("k.toml"), Path::new("/")).expect("valid");
+        let g = &p.plugins["a"];
+        assert!(g.network_grant_for("GET", "https", "nas.lan", 8443, "/api/x").is_some());
+        assert!(g.network_grant_for("DELETE", "https", "nas.lan", 8443, "/api/x").is_none());
+        assert!(g.network_grant("https", "nas.lan", 8443, "/api/x").is_some());
+        let flags: Vec<(bool, bool)> = g.network.iter().map(|n| (n.private(), n.allows_private_addresses())).collect();
+        assert_eq!(flags, [(true, true), (false, false), (false, true), (false, true)]);
+        let e = Policy::parse("[plugins.a]\nnetwork = [{ url = \"https://x.org\", methods = [\"G T\"] }]\n", Path::new("k"), Path::new("/"))
+            .expect_err("bad method");
+        assert!(e.to_string().contains("not an HTTP method"), "{e}");
+    }
+
+    #[test]
+    fn file_grants_are_checked_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("notes")).expect("mkdir");
+        std::fs::write(dir.path().join("file.txt"), "x").expect("write");
+        let ok = "[plugins.a]\nfiles = [{ host = \"notes\", guest = \"/notes/\" }, { host = \"notes\", guest = \"/w\", mode = \"rw\" }]\n";
+        let p = Policy::parse(ok, Path::new("k.toml"), dir.path()).expect("valid");
+        let f = &p.plugins["a"].files;
+        assert_eq!(f[0].host, dir.path().join("notes").canonicalize().expect("canon"));
+        assert_eq!((f[0].guest.as_str(), f[0].mode), ("/notes", FileMode::Ro));
+        assert_eq!((f[1].guest.as_str(), f[1].mode), ("/w", FileMode::Rw));
+        for (entry, want) in [
+            ("{ host = \"missing\", guest = \"/m\" }", "cannot be granted"),
+            ("{ host = \"file.txt\", guest = \"/m\" }", "not a directory"),
+            ("{ host = \"notes\", guest = \"notes\" }", "must be absolute"),
+            ("{ host = \"notes\", guest = \"/a/../b\" }", "must be absolute"),
+            ("{ host = \"notes\", guest = \"/n\", mode = \"wx\" }", "unknown variant"),
+            ("{ host = \"~bob/x\", guest = \"/n\" }", "not `~user`"),
+        ] {
+            let text = format!("[plugins.a]\nfiles = [{entry}]\n");
+            let e = Policy::parse(&text, Path::new("k.toml"), dir.path()).expect_err(entry);
+            assert!(e.to_string().contains(want) && e.to_string().contains("k.toml:2:"), "{entry}: {e}");
+        }
+        let dup = "[plugins.a]\nfiles = [{ host = \"notes\", guest = \"/n\" }, { host = \".\", guest = \"/n\" }]\n";
+        let e = Policy::parse(dup, Path::new("k.toml"), dir.path()).expect_err("duplicate");
+        assert!(e.to_string().contains("granted twice"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("token");
+        std::fs::write(&f, "value\n").expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let src = SecretSource::File(f.clone());
+        let e = src.resolve(dir.path()).expect_err("world-readable");
+        assert!(e.contains("mode 0644") && e.contains(&format!("chmod 600 {}", f.display())), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(src.resolve(dir.path()).as_deref(), Ok("value"));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert_eq!(src.resolve(dir.path()).as_deref(), Ok("value"));
+    }
+
+    #[test]
+    fn limits_parse_rate_and_response_size() {
+        let p = Policy::parse(
+            "[plugins.a]\nlimits = { requests_per_minute = 30, max_response = \"1MiB\" }\n",
+            Path::new("k"),
+            Path::new("/"),
+        )
+        .expect("valid");
+        let l = p.plugins["a"].limits;
+        assert_eq!((l.requests_per_minute, l.max_response_bytes), (30, 1 << 20));
+        let d = Limits::default();
+        assert_eq!((d.requests_per_minute, d.max_response_bytes), (600, 16 << 20));
+        let e = Policy::parse("[plugins.a]\nlimits = { requests_per_minute = 0 }\n", Path::new("k"), Path::new("/"))
+            .expect_err("zero");
+        assert!(e.to_string().contains("requests_per_minute"), "{e}");
+    }
+
+    #[test]
+    fn encoded_dot_segments_never_match() {
+        for path in ["/bot/../x", "/bot/%2e%2e/x", "/bot/%2E./x", "/bot/..%2fx", "/bot\\..\\x", "/bot/.%2E"] {
+            assert!(!path_has_prefix(path, "/bot"), "{path}");
+        }
+        assert!(path_has_prefix("/bot123/getMe", "/bot"));
+        assert!(path_has_prefix("/bot/...x", "/bot"));
     }
 
     #[test]

@@ -1,33 +1,76 @@
 //! Network and secret enforcement for outgoing HTTP, in exactly one place: the
-//! wasi:http `send_request` hook. Every request a plugin makes passes here
-//! before any byte leaves; a request to a host its `network` grant does not
-//! cover gets `HttpRequestDenied` and a log line naming the kata.toml entry
-//! that would allow it. `{{secret:NAME}}` placeholders in the URL and headers
-//! are replaced with the secret's value only after the request was allowed, so
-//! a secret only ever travels to the plugin's granted hosts and the plugin
-//! itself never holds it.
+//! wasi:http `send_request` hook of [`NetworkGate`]. Every request a plugin
+//! makes passes here before any byte leaves, in this order:
+//!
+//! 1. **rate limit**: `limits.requests_per_minute`, shared by all of the
+//!    plugin's instances;
+//! 2. **grant**: the method and URL must fall under a `network` entry;
+//! 3. **leak scan, before substitution**: the URL (raw and percent-decoded)
+//!    and header values must not already hold a secret *value* — the plugin
+//!    only ever holds `{{secret:NAME}}` placeholders, so a value there means it
+//!    got one somehow and is sending it out (IronClaw's lesson: scan first,
+//!    inject after, or the scan flags the host's own substitution);
+//! 4. **substitution**: placeholders in the path, query and headers become
+//!    values, only now that the destination is known to be granted;
+//! 5. **resolve, then check**: the host name is resolved here and a name
+//!    that resolves to a loopback, private, link-local or unspecified address
+//!    is refused unless the grant names that address itself (an IP literal or
+//!    `localhost`) or opts in with `private = true`;
+//! 6. **pinned connect**: the connection goes to an address that passed the
+//!    check — not to a second lookup of the name, which DNS rebinding could
+//!    answer differently. TLS still verifies the certificate for the name.
+//!
+//! The request body is scanned for secret values as it streams out (bytes that
+//! could be the start of a secret are held back until it is clear they are
+//! not), and the response is capped at `limits.max_response` and has secret
+//! values replaced by `[REDACTED:NAME]` in its headers and body before the
+//! plugin sees them. Redirects are never followed: wasi:http hands the 3xx to
+//! the plugin, whose next request goes through all of the above again.
+//!
+//! Every decision is written to the audit log (see [`crate::audit`]).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
+use aho_corasick::{AhoCorasick, MatchKind};
+use bytes::Bytes;
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::policy::{NetworkGrant, PluginGrants};
+use crate::audit::{Auditor, Event, Kind, Verdict};
+use crate::policy::{NetworkGrant, PluginGrants, address_class, percent_decode};
 
+type HttpError = wasmtime_wasi_http::Error;
 type HttpResult<T> = wasmtime_wasi_http::Result<T>;
 type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
+
+/// Secret values shorter than this are substituted but not scanned for or
+/// redacted: a short value would match ordinary text everywhere.
+pub const MIN_SCANNED_SECRET: usize = 6;
+
+/// How long a DNS lookup may take before the request fails.
+const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// wasi:http's own default for connect, first-byte and between-bytes timeouts.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    /// No network grant covers the URL.
+    /// No network grant covers the URL (or not for this method).
     NotGranted {
-        /// The URL as the plugin wrote it (placeholders, not values).
+        /// The HTTP method.
+        method: String,
+        /// The URL without its query, as the plugin wrote it (placeholders, not values).
         url: String,
-        /// The entry that would allow requests to this host.
+        /// The kata.toml entry that would allow it.
         suggestion: String,
     },
     /// The request names a secret the policy does not define.
@@ -35,7 +78,30 @@ pub enum Denial {
         /// The secret's name.
         name: String,
     },
-    /// The URL cannot be checked (no host, unsupported scheme).
+    /// The URL or a header already holds a secret value: a leak.
+    Leak {
+        /// The secret's name.
+        secret: String,
+        /// Where it was found: `URL`, `header NAME`, `body`.
+        place: String,
+    },
+    /// A granted host name resolved only to non-public addresses.
+    PrivateAddress {
+        /// The host name.
+        host: String,
+        /// One of the addresses it resolved to.
+        addr: IpAddr,
+        /// What kind of address it is (`loopback`, `private`, `link-local`…).
+        class: &'static str,
+        /// The kata.toml entry that would allow it.
+        suggestion: String,
+    },
+    /// The plugin exceeded `limits.requests_per_minute`.
+    RateLimited {
+        /// The limit.
+        per_minute: u32,
+    },
+    /// The URL cannot be checked (no host, unsupported scheme, placeholder in the host).
     Malformed {
         /// What is wrong.
         reason: String,
@@ -43,50 +109,102 @@ pub enum Denial {
 }
 
 impl Denial {
-    /// A one-paragraph explanation for the log, naming the kata.toml change.
+    /// A one-paragraph explanation for the log and the audit row, naming the
+    /// kata.toml change that would allow the request where there is one.
     pub fn explain(&self, plugin: &str) -> String {
         match self {
-            Denial::NotGranted { url, suggestion } => format!(
-                "plugin {plugin}: request to {url} denied: no network grant covers it; to allow it, add \
-                 \"{suggestion}\" to `network` under [plugins.{plugin}] in kata.toml"
+            Denial::NotGranted { method, url, suggestion } => format!(
+                "plugin {plugin}: {method} {url} denied: no network grant covers it; to allow it, add \
+                 {suggestion} to `network` under [plugins.{plugin}] in kata.toml"
             ),
             Denial::UnknownSecret { name } => format!(
                 "plugin {plugin}: request denied: it uses {{{{secret:{name}}}}} but kata.toml defines no such secret; \
                  add `secrets = {{ {name} = \"env:VARIABLE\" }}` under [plugins.{plugin}]"
             ),
+            Denial::Leak { secret, place } => format!(
+                "plugin {plugin}: request blocked: its {place} contains the value of secret {secret}, which the \
+                 plugin should never hold (it writes {{{{secret:{secret}}}}} and kata fills it in); nothing was sent"
+            ),
+            Denial::PrivateAddress { host, addr, class, suggestion } => format!(
+                "plugin {plugin}: request to {host} denied: it resolves to {addr}, a {class} address, and the grant \
+                 does not allow private addresses; if {host} really is on your network, write the entry as \
+                 {suggestion} under [plugins.{plugin}] in kata.toml"
+            ),
+            Denial::RateLimited { per_minute } => format!(
+                "plugin {plugin}: request denied: more than {per_minute} requests per minute \
+                 (limits.requests_per_minute under [plugins.{plugin}] in kata.toml)"
+            ),
             Denial::Malformed { reason } => format!("plugin {plugin}: request denied: {reason}"),
+        }
+    }
+
+    /// The audit row for this denial.
+    fn event(&self, plugin: &str, method: &str, url: &str) -> Event {
+        let (kind, verdict, policy) = match self {
+            Denial::NotGranted { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
+            Denial::PrivateAddress { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
+            Denial::Malformed { .. } => (Kind::Network, Verdict::Deny, None),
+            Denial::UnknownSecret { name } => {
+                (Kind::Secret, Verdict::Deny, Some(format!("secrets = {{ {name} = \"env:VARIABLE\" }}")))
+            }
+            Denial::Leak { .. } => (Kind::Leak, Verdict::Block, None),
+            Denial::RateLimited { per_minute } => {
+                (Kind::Limit, Verdict::Deny, Some(format!("limits = {{ requests_per_minute = {per_minute} }}")))
+            }
+        };
+        let mut e = Event::new(kind, verdict).method(method).target(url).detail(self.explain(plugin));
+        e.policy = policy;
+        e
+    }
+
+    /// What the plugin is told.
+    fn error_code(&self) -> HttpError {
+        match self {
+            // Not a policy problem the plugin can report as "grant this":
+            // it should back off and retry, like after a network error.
+            Denial::RateLimited { .. } => HttpError::ConnectionLimitReached,
+            _ => HttpError::HttpRequestDenied,
         }
     }
 }
 
-/// Check a request URI against a plugin's grants. Returns the grant that allows it.
-pub fn check_uri<'g>(grants: &'g PluginGrants, uri: &http::Uri) -> Result<&'g NetworkGrant, Denial> {
+/// Check a request's method and URI against a plugin's grants. Returns the
+/// grant that allows it.
+pub fn check_uri<'g>(grants: &'g PluginGrants, method: &str, uri: &http::Uri) -> Result<&'g NetworkGrant, Denial> {
     let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
     let Some(host) = uri.host() else {
-        return Err(Denial::Malformed { reason: format!("URL {uri} has no host") });
+        return Err(Denial::Malformed { reason: format!("URL {} has no host", without_query(uri)) });
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = match (uri.port_u16(), scheme.as_str()) {
         (Some(p), _) => p,
         (None, "http") => 80,
         (None, "https") => 443,
-        (None, s) => return Err(Denial::Malformed { reason: format!("unsupported scheme {s} in {uri}") }),
+        (None, s) => {
+            return Err(Denial::Malformed { reason: format!("unsupported scheme {s} in {}", without_query(uri)) });
+        }
     };
     let path = uri.path();
-    grants.network_grant(&scheme, host, port, path).ok_or_else(|| {
+    if let Some(g) = grants.network_grant_for(method, &scheme, host, port, path) {
+        return Ok(g);
+    }
+    // A grant for the URL but not the method: suggest widening that entry.
+    let suggestion = if let Some(g) = grants.network_grant(&scheme, host, port, path) {
+        let mut methods: Vec<String> = g.methods().to_vec();
+        methods.push(method.to_ascii_uppercase());
+        let list = methods.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ");
+        format!("{{ url = \"{}\", methods = [{list}] }}", g.source)
+    } else {
         let default = matches!((scheme.as_str(), port), ("http", 80) | ("https", 443));
         let authority = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
-        let suggestion = if default {
-            format!("{scheme}://{authority}")
-        } else {
-            format!("{scheme}://{authority}:{port}")
-        };
-        Denial::NotGranted { url: redact_query(uri), suggestion }
-    })
+        if default { format!("\"{scheme}://{authority}\"") } else { format!("\"{scheme}://{authority}:{port}\"") }
+    };
+    Err(Denial::NotGranted { method: method.to_string(), url: without_query(uri), suggestion })
 }
 
-/// The URL without its query string, for logs (queries often carry data).
-fn redact_query(uri: &http::Uri) -> String {
+/// The URL without its query string, for logs and the audit log (queries
+/// often carry data, and before substitution never a secret value).
+pub fn without_query(uri: &http::Uri) -> String {
     let mut s = String::new();
     if let Some(scheme) = uri.scheme_str() {
         s.push_str(scheme);
@@ -102,15 +220,20 @@ fn redact_query(uri: &http::Uri) -> String {
 const OPEN: &str = "{{secret:";
 const OPEN_ENC: &str = "%7b%7bsecret:";
 
+fn has_placeholder(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains(OPEN) || lower.contains(OPEN_ENC)
+}
+
 /// Replace every `{{secret:NAME}}` (also percent-encoded as
 /// `%7B%7Bsecret:NAME%7D%7D`) in `text` with the secret's value.
 /// Fails on a name `secrets` does not hold, rather than sending the
 /// placeholder to the network.
 pub fn substitute<'a>(text: &'a str, secrets: &BTreeMap<String, String>) -> Result<Cow<'a, str>, Denial> {
-    let lower = text.to_ascii_lowercase();
-    if !lower.contains(OPEN) && !lower.contains(OPEN_ENC) {
+    if !has_placeholder(text) {
         return Ok(Cow::Borrowed(text));
     }
+    let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len() + 32);
     let mut i = 0;
     while i < text.len() {
@@ -138,33 +261,356 @@ pub fn substitute<'a>(text: &'a str, secrets: &BTreeMap<String, String>) -> Resu
     Ok(Cow::Owned(out))
 }
 
+/// Finds secret values in text and bytes, and replaces them with
+/// `[REDACTED:NAME]`. Each value is looked for as it is and percent-encoded
+/// (upper- and lower-case hex), which is how it appears in URLs and form
+/// bodies. A plugin that deliberately encodes a value some other way (base64,
+/// XOR) is not caught by this; what protects the value is that the plugin
+/// never receives it — this catches a value that reached it by accident (a
+/// server echoing a token, say) before it goes further.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    inner: Option<Arc<Needles>>,
+}
+
+struct Needles {
+    ac: AhoCorasick,
+    /// Secret name of each pattern, by pattern index.
+    names: Vec<String>,
+    patterns: Vec<Vec<u8>>,
+    longest: usize,
+}
+
+fn percent_encode(value: &str, upper: bool) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
+}
+
+impl Redactor {
+    /// A redactor for these secret values (by name). Values shorter than
+    /// [`MIN_SCANNED_SECRET`] are skipped.
+    pub fn new(secrets: &BTreeMap<String, String>) -> Self {
+        let mut names = Vec::new();
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        for (name, value) in secrets {
+            if value.len() < MIN_SCANNED_SECRET {
+                continue;
+            }
+            for form in [value.clone(), percent_encode(value, true), percent_encode(value, false)] {
+                if !patterns.iter().any(|p| p == form.as_bytes()) {
+                    names.push(name.clone());
+                    patterns.push(form.into_bytes());
+                }
+            }
+        }
+        if patterns.is_empty() {
+            return Self { inner: None };
+        }
+        let ac = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&patterns);
+        let Ok(ac) = ac else {
+            // Only fails for absurd pattern sets; fall back to no scanning
+            // rather than failing the plugin, and say so.
+            tracing::error!("cannot build the secret scanner; leak detection is off for this plugin");
+            return Self { inner: None };
+        };
+        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        Self { inner: Some(Arc::new(Needles { ac, names, patterns, longest })) }
+    }
+
+    /// Whether there is nothing to look for.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// The name of the first secret whose value occurs in `hay`.
+    pub fn find(&self, hay: &[u8]) -> Option<&str> {
+        let n = self.inner.as_deref()?;
+        n.ac.find(hay).map(|m| n.names[m.pattern().as_usize()].as_str())
+    }
+
+    /// The name of a secret whose value occurs in `text` as it is or after
+    /// percent-decoding.
+    pub fn find_in_url(&self, text: &str) -> Option<&str> {
+        self.find(text.as_bytes()).or_else(|| self.find(&percent_decode(text.as_bytes())))
+    }
+
+    /// `text` with every secret value replaced by `[REDACTED:NAME]`, and the
+    /// names of the secrets replaced.
+    pub fn redact<'a>(&self, text: &'a str) -> (Cow<'a, str>, BTreeSet<String>) {
+        let Some(n) = self.inner.as_deref() else { return (Cow::Borrowed(text), BTreeSet::new()) };
+        let mut found = BTreeSet::new();
+        let mut out = String::new();
+        let mut last = 0;
+        for m in n.ac.find_iter(text) {
+            let name = &n.names[m.pattern().as_usize()];
+            // Patterns are UTF-8 strings, so matches start and end on char boundaries.
+            out.push_str(&text[last..m.start()]);
+            out.push_str(&format!("[REDACTED:{name}]"));
+            last = m.end();
+            found.insert(name.clone());
+        }
+        if found.is_empty() {
+            return (Cow::Borrowed(text), found);
+        }
+        out.push_str(&text[last..]);
+        (Cow::Owned(out), found)
+    }
+
+    /// A streaming redactor for a body that arrives in chunks.
+    pub fn stream(&self) -> StreamRedactor {
+        StreamRedactor { redactor: self.clone(), held: Vec::new() }
+    }
+}
+
+/// Redacts (or detects) secret values in a byte stream whose chunks may split
+/// a value anywhere: bytes at the end of a chunk that could be the start of a
+/// value are held back until the next chunk decides.
+pub struct StreamRedactor {
+    redactor: Redactor,
+    held: Vec<u8>,
+}
+
+/// What one chunk produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Chunk {
+    /// Bytes that may go on.
+    pub bytes: Vec<u8>,
+    /// Secrets whose values were replaced in them.
+    pub found: BTreeSet<String>,
+}
+
+impl StreamRedactor {
+    /// Feed a chunk; returns what can be passed on now.
+    pub fn push(&mut self, data: &[u8]) -> Chunk {
+        let Some(n) = self.redactor.inner.clone() else {
+            return Chunk { bytes: data.to_vec(), found: BTreeSet::new() };
+        };
+        self.held.extend_from_slice(data);
+        let buf = std::mem::take(&mut self.held);
+        let mut out = Chunk::default();
+        let mut last = 0;
+        for m in n.ac.find_iter(&buf) {
+            let name = &n.names[m.pattern().as_usize()];
+            out.bytes.extend_from_slice(&buf[last..m.start()]);
+            out.bytes.extend_from_slice(format!("[REDACTED:{name}]").as_bytes());
+            last = m.end();
+            out.found.insert(name.clone());
+        }
+        // Hold back the longest tail that is a proper prefix of some value.
+        let tail = &buf[last..];
+        let max = tail.len().min(n.longest.saturating_sub(1));
+        let keep = (1..=max)
+            .rev()
+            .find(|&k| {
+                let suffix = &tail[tail.len() - k..];
+                n.patterns.iter().any(|p| p.len() > k && p.starts_with(suffix))
+            })
+            .unwrap_or(0);
+        out.bytes.extend_from_slice(&tail[..tail.len() - keep]);
+        self.held = tail[tail.len() - keep..].to_vec();
+        out
+    }
+
+    /// The end of the stream: whatever was held back (never a whole value).
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// A token bucket: `per_minute` requests, refilled continuously.
+struct RateLimiter {
+    per_minute: u32,
+    tokens: f64,
+    last: Instant,
+    /// Whether the last request was refused (refusals after the first are not
+    /// audited one by one, so a runaway plugin cannot flood the audit log).
+    limited: bool,
+    refused: u64,
+}
+
+impl RateLimiter {
+    fn new(per_minute: u32) -> Self {
+        Self { per_minute, tokens: f64::from(per_minute), last: Instant::now(), limited: false, refused: 0 }
+    }
+
+    /// Take a token. `Err(first)` when none is left; `first` says whether this
+    /// is the first refusal since the last allowed request.
+    fn take(&mut self, now: Instant) -> Result<u64, bool> {
+        let rate = f64::from(self.per_minute) / 60.0;
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(self.per_minute));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.limited = false;
+            Ok(std::mem::take(&mut self.refused))
+        } else {
+            self.refused += 1;
+            let first = !self.limited;
+            self.limited = true;
+            Err(first)
+        }
+    }
+}
+
+/// Everything the sandbox knows about one plugin, shared by all its instances:
+/// grants, secret values, the redactor, the audit log and the rate limiter.
+pub struct PluginSandbox {
+    grants: Arc<PluginGrants>,
+    secrets: BTreeMap<String, String>,
+    redactor: Redactor,
+    auditor: Auditor,
+    rate: Mutex<RateLimiter>,
+}
+
+impl PluginSandbox {
+    /// The sandbox of a plugin with these grants and resolved secret values.
+    pub fn new(grants: Arc<PluginGrants>, secrets: BTreeMap<String, String>, auditor: Auditor) -> Self {
+        for (name, value) in &secrets {
+            if value.len() < MIN_SCANNED_SECRET {
+                tracing::warn!(
+                    plugin = %grants.name,
+                    "secret {name} is shorter than {MIN_SCANNED_SECRET} characters: it is substituted, but kata cannot scan for leaks of it"
+                );
+            }
+        }
+        let redactor = Redactor::new(&secrets);
+        let rate = Mutex::new(RateLimiter::new(grants.limits.requests_per_minute));
+        Self { grants, secrets, redactor, auditor, rate }
+    }
+
+    /// The plugin's grants.
+    pub fn grants(&self) -> &PluginGrants {
+        &self.grants
+    }
+
+    /// The plugin's secret scanner.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// The plugin's audit log writer.
+    pub fn auditor(&self) -> &Auditor {
+        &self.auditor
+    }
+
+    /// `text` with secret values replaced by `[REDACTED:NAME]`; a replacement
+    /// is audited with `place` (e.g. `log`, `message`).
+    pub fn redact<'a>(&self, text: &'a str, place: &str) -> Cow<'a, str> {
+        let (out, found) = self.redactor.redact(text);
+        for name in found {
+            self.auditor.record(
+                Event::new(Kind::Redact, Verdict::Redact)
+                    .target(place)
+                    .detail(format!("the value of secret {name} was replaced by [REDACTED:{name}] in a {place}")),
+            );
+        }
+        out
+    }
+
+    fn rate_check(&self) -> Result<(), Denial> {
+        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        match rate.take(Instant::now()) {
+            Ok(0) => Ok(()),
+            Ok(refused) => {
+                drop(rate);
+                tracing::info!(plugin = %self.grants.name, "requests flow again after {refused} were refused by the rate limit");
+                Ok(())
+            }
+            Err(first) => {
+                let d = Denial::RateLimited { per_minute: self.grants.limits.requests_per_minute };
+                if first {
+                    drop(rate);
+                    self.auditor.record(d.event(&self.grants.name, "", "").detail(format!(
+                        "{} (further refusals are not audited until a request is allowed again)",
+                        d.explain(&self.grants.name)
+                    )));
+                }
+                Err(d)
+            }
+        }
+    }
+}
+
+/// A request that passed the checks that need no network.
+#[derive(Debug)]
+pub struct Authorized {
+    /// The grant that allows it.
+    pub grant: NetworkGrant,
+    /// The method.
+    pub method: String,
+    /// The URL without query, as the plugin wrote it.
+    pub url: String,
+    /// The host to resolve (without IPv6 brackets).
+    pub host: String,
+    /// The port to connect to.
+    pub port: u16,
+}
+
 /// The wasi:http hook of one plugin instance.
 pub struct NetworkGate {
-    grants: Arc<PluginGrants>,
-    /// Resolved secret values, by name.
-    secrets: Arc<BTreeMap<String, String>>,
+    sandbox: Arc<PluginSandbox>,
 }
 
 impl NetworkGate {
-    /// A gate for a plugin with these grants and resolved secrets.
-    pub fn new(grants: Arc<PluginGrants>, secrets: Arc<BTreeMap<String, String>>) -> Self {
-        Self { grants, secrets }
+    /// A gate for one instance of the plugin whose sandbox this is.
+    pub fn new(sandbox: Arc<PluginSandbox>) -> Self {
+        Self { sandbox }
     }
 
-    /// Check and rewrite a request. On success the request carries real secret
-    /// values and may be sent.
-    pub fn authorize<B>(&self, req: &mut http::Request<B>) -> Result<(), Denial> {
-        let grant = check_uri(&self.grants, req.uri())?;
-        tracing::debug!(plugin = %self.grants.name, %grant, url = %redact_query(req.uri()), "request allowed");
-        let uri = req.uri().to_string();
-        if let Cow::Owned(new) = substitute(&uri, &self.secrets)? {
-            *req.uri_mut() = new
-                .parse()
-                .map_err(|e| Denial::Malformed { reason: format!("URL after secret substitution is invalid: {e}") })?;
+    /// The plugin's sandbox.
+    pub fn sandbox(&self) -> &Arc<PluginSandbox> {
+        &self.sandbox
+    }
+
+    /// Steps 1–4 of the module docs: rate limit, grant, leak scan, then
+    /// substitution. On success the request carries real secret values and
+    /// may be sent once its address is checked. Denials are audited by the caller.
+    pub fn authorize<B>(&self, req: &mut http::Request<B>) -> Result<Authorized, Denial> {
+        let sb = &*self.sandbox;
+        sb.rate_check()?;
+        let method = req.method().as_str().to_string();
+        let grant = check_uri(&sb.grants, &method, req.uri())?.clone();
+        let url = without_query(req.uri());
+        let authority = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        if has_placeholder(&authority) {
+            return Err(Denial::Malformed {
+                reason: "a {{secret:…}} placeholder in the host name is not allowed; put secrets in the path, query or headers".into(),
+            });
+        }
+        // Leak scan before substitution: at this point no secret value may be
+        // anywhere in the request.
+        let path_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        if let Some(name) = sb.redactor.find_in_url(&format!("{authority}{path_query}")) {
+            return Err(Denial::Leak { secret: name.to_string(), place: "URL".into() });
+        }
+        for (hname, value) in req.headers() {
+            if let Some(name) = sb.redactor.find(value.as_bytes()).or_else(|| sb.redactor.find(&percent_decode(value.as_bytes()))) {
+                return Err(Denial::Leak { secret: name.to_string(), place: format!("header {hname}") });
+            }
+        }
+        // Substitute, in the path and query only (never the host).
+        if let Cow::Owned(new) = substitute(&path_query, &sb.secrets)? {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(new.parse().map_err(|e| Denial::Malformed {
+                reason: format!("URL after secret substitution is invalid: {e}"),
+            })?);
+            *req.uri_mut() = http::Uri::from_parts(parts).map_err(|e| Denial::Malformed {
+                reason: format!("URL after secret substitution is invalid: {e}"),
+            })?;
         }
         for value in req.headers_mut().values_mut() {
             let Ok(text) = value.to_str() else { continue };
-            if let Cow::Owned(new) = substitute(text, &self.secrets)? {
+            if let Cow::Owned(new) = substitute(text, &sb.secrets)? {
                 let mut v = http::HeaderValue::from_str(&new).map_err(|_| Denial::Malformed {
                     reason: "a header value is invalid after secret substitution".into(),
                 })?;
@@ -172,7 +618,47 @@ impl NetworkGate {
                 *value = v;
             }
         }
-        Ok(())
+        let host = req.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = req.uri().port_u16().unwrap_or(if req.uri().scheme_str() == Some("http") { 80 } else { 443 });
+        Ok(Authorized { grant, method, url, host, port })
+    }
+}
+
+/// Step 5: resolve `host` and keep the addresses the grant allows. A name
+/// resolving to non-public addresses only is denied unless the grant allows
+/// private addresses; when it resolves to both, only the public ones are used.
+pub async fn resolve_checked(a: &Authorized) -> Result<Vec<SocketAddr>, Result<Denial, HttpError>> {
+    let addrs: Vec<SocketAddr> = if let Ok(ip) = a.host.parse::<IpAddr>() {
+        vec![SocketAddr::new(ip, a.port)]
+    } else {
+        match tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((a.host.as_str(), a.port))).await {
+            Err(_) => return Err(Err(HttpError::DnsTimeout)),
+            Ok(Err(e)) => return Err(Err(HttpError::DnsError { rcode: Some(e.to_string()), info_code: None })),
+            Ok(Ok(it)) => it.collect(),
+        }
+    };
+    if a.grant.allows_private_addresses() {
+        return Ok(addrs);
+    }
+    let public: Vec<SocketAddr> = addrs.iter().copied().filter(|s| address_class(s.ip()).is_none()).collect();
+    if public.is_empty() {
+        let Some(first) = addrs.first() else { return Err(Err(HttpError::DestinationNotFound)) };
+        return Err(Ok(Denial::PrivateAddress {
+            host: a.host.clone(),
+            addr: first.ip(),
+            class: address_class(first.ip()).unwrap_or("non-public"),
+            suggestion: private_suggestion(&a.grant),
+        }));
+    }
+    Ok(public)
+}
+
+fn private_suggestion(g: &NetworkGrant) -> String {
+    if g.methods().is_empty() {
+        format!("{{ url = \"{}\", private = true }}", g.source)
+    } else {
+        let list = g.methods().iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ");
+        format!("{{ url = \"{}\", methods = [{list}], private = true }}", g.source)
     }
 }
 
@@ -183,15 +669,379 @@ impl WasiHttpHooks for NetworkGate {
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send> {
-        if let Err(denial) = self.authorize(&mut request) {
-            tracing::warn!(plugin = %self.grants.name, "{}", denial.explain(&self.grants.name));
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
+        let sb = self.sandbox.clone();
+        let plugin = sb.grants.name.clone();
+        let method = request.method().as_str().to_string();
+        let authorized = match self.authorize(&mut request) {
+            Ok(a) => a,
+            Err(denial) => {
+                // Rate-limit refusals audit themselves (once per episode).
+                if !matches!(denial, Denial::RateLimited { .. }) {
+                    sb.auditor.record(denial.event(&plugin, &method, &without_query(request.uri())));
+                }
+                let code = denial.error_code();
+                return Box::new(async move { Err(code) });
+            }
+        };
         Box::new(async move {
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as IoFuture))
+            let addrs = match resolve_checked(&authorized).await {
+                Ok(a) => a,
+                Err(Ok(denial)) => {
+                    sb.auditor.record(denial.event(&plugin, &authorized.method, &authorized.url));
+                    return Err(denial.error_code());
+                }
+                Err(Err(e)) => return Err(e),
+            };
+            sb.auditor.record(
+                Event::new(Kind::Network, Verdict::Allow)
+                    .method(&authorized.method)
+                    .target(&authorized.url)
+                    .policy(grant_text(&authorized.grant))
+                    .detail(format!(
+                        "connecting to {}",
+                        addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    )),
+            );
+            let request = request.map(|body| {
+                if sb.redactor.is_empty() {
+                    body
+                } else {
+                    LeakScanBody { inner: body, scan: sb.redactor.stream(), sandbox: sb.clone(), url: authorized.url.clone(), method: authorized.method.clone(), flushed: false }
+                        .boxed_unsync()
+                }
+            });
+            let tls = request.uri().scheme_str() == Some("https");
+            let (response, io) = send_pinned(request, &addrs, tls.then_some(authorized.host.as_str()), options).await?;
+            guard_response(response, &sb, &authorized, options).map(|r| (r, io))
         })
     }
+}
+
+/// The grant as the audit log shows it.
+fn grant_text(g: &NetworkGrant) -> String {
+    let mut s = g.source.clone();
+    if !g.methods().is_empty() {
+        s.push_str(&format!(" (methods {})", g.methods().join(", ")));
+    }
+    if g.private() {
+        s.push_str(" (private)");
+    }
+    s
+}
+
+/// Cap and redact a response before the plugin sees it.
+fn guard_response(
+    response: http::Response<WasiBody>,
+    sb: &Arc<PluginSandbox>,
+    a: &Authorized,
+    options: Option<RequestOptions>,
+) -> HttpResult<http::Response<WasiBody>> {
+    let max = sb.grants.limits.max_response_bytes;
+    let (mut parts, body) = response.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > max as u64
+    {
+        sb.auditor.record(limit_event(&sb.grants.name, a, max, Some(len)));
+        return Err(HttpError::HttpResponseBodySize(Some(len)));
+    }
+    if !sb.redactor.is_empty() {
+        let mut found = BTreeSet::new();
+        for value in parts.headers.values_mut() {
+            let Ok(text) = value.to_str() else { continue };
+            let (new, names) = sb.redactor.redact(text);
+            if let Cow::Owned(new) = new
+                && let Ok(v) = http::HeaderValue::from_str(&new)
+            {
+                *value = v;
+                found.extend(names);
+            }
+        }
+        for name in found {
+            sb.auditor.record(redact_event(a, &name, "response headers"));
+        }
+        // Redaction can change the body's length.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    let between = options.and_then(|o| o.between_bytes_timeout).unwrap_or(DEFAULT_TIMEOUT).max(Duration::from_nanos(1));
+    let body = GuardedBody {
+        inner: body,
+        seen: 0,
+        max,
+        scan: sb.redactor.stream(),
+        reported: BTreeSet::new(),
+        sandbox: sb.clone(),
+        method: a.method.clone(),
+        url: a.url.clone(),
+        grant: a.grant.clone(),
+        between,
+        timer: Box::pin(tokio::time::sleep(between)),
+        done: false,
+    };
+    Ok(http::Response::from_parts(parts, body.boxed_unsync()))
+}
+
+fn limit_event(plugin: &str, a: &Authorized, max: usize, len: Option<u64>) -> Event {
+    let size = len.map_or_else(|| format!("more than {max} bytes"), |l| format!("{l} bytes"));
+    Event::new(Kind::Limit, Verdict::Deny).method(&a.method).target(&a.url).policy(format!("limits = {{ max_response = \"{}\" }}", human_size(max.saturating_mul(2)))).detail(format!(
+        "plugin {plugin}: response of {size} from {} exceeds limits.max_response ({max} bytes); the plugin got an error instead",
+        a.url
+    ))
+}
+
+fn redact_event(a: &Authorized, name: &str, place: &str) -> Event {
+    Event::new(Kind::Redact, Verdict::Redact).method(&a.method).target(&a.url).detail(format!(
+        "the value of secret {name} came back in the {place} and was replaced by [REDACTED:{name}] before the plugin saw it"
+    ))
+}
+
+fn human_size(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{}MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{}KiB", n >> 10)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The outgoing body, scanned for secret values as it streams; a value stops
+/// the request before its bytes leave.
+struct LeakScanBody {
+    inner: WasiBody,
+    scan: StreamRedactor,
+    sandbox: Arc<PluginSandbox>,
+    url: String,
+    method: String,
+    flushed: bool,
+}
+
+impl Body for LeakScanBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let chunk = this.scan.push(&data);
+                    if let Some(name) = chunk.found.first() {
+                        let d = Denial::Leak { secret: name.clone(), place: "body".into() };
+                        let plugin = this.sandbox.grants.name.clone();
+                        this.sandbox.auditor.record(d.event(&plugin, &this.method, &this.url));
+                        return Poll::Ready(Some(Err(HttpError::HttpRequestDenied)));
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk.bytes)))))
+                }
+                Err(frame) => {
+                    if let Some(trailers) = frame.trailers_ref()
+                        && let Some((hname, name)) = trailers
+                            .iter()
+                            .find_map(|(k, v)| this.sandbox.redactor.find(v.as_bytes()).map(|n| (k.clone(), n.to_string())))
+                    {
+                        let d = Denial::Leak { secret: name, place: format!("trailer {hname}") };
+                        let plugin = this.sandbox.grants.name.clone();
+                        this.sandbox.auditor.record(d.event(&plugin, &this.method, &this.url));
+                        return Poll::Ready(Some(Err(HttpError::HttpRequestDenied)));
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+            },
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None if !this.flushed => {
+                this.flushed = true;
+                let rest = this.scan.finish();
+                if rest.is_empty() { Poll::Ready(None) } else { Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest))))) }
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// The incoming body as the plugin sees it: capped at `max_response`,
+/// redacted, and with wasi:http's between-bytes timeout.
+struct GuardedBody {
+    inner: WasiBody,
+    seen: usize,
+    max: usize,
+    scan: StreamRedactor,
+    reported: BTreeSet<String>,
+    sandbox: Arc<PluginSandbox>,
+    method: String,
+    url: String,
+    grant: NetworkGrant,
+    between: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                ready!(this.timer.as_mut().poll(cx));
+                return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
+            }
+            Poll::Ready(f) => f,
+        };
+        let deadline = tokio::time::Instant::now() + this.between;
+        this.timer.as_mut().reset(deadline);
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    this.seen = this.seen.saturating_add(data.len());
+                    if this.seen > this.max {
+                        let a = Authorized {
+                            grant: this.grant.clone(),
+                            method: this.method.clone(),
+                            url: this.url.clone(),
+                            host: String::new(),
+                            port: 0,
+                        };
+                        this.sandbox.auditor.record(limit_event(&this.sandbox.grants.name, &a, this.max, None));
+                        this.done = true;
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(this.seen as u64)))));
+                    }
+                    let chunk = this.scan.push(&data);
+                    for name in chunk.found {
+                        if this.reported.insert(name.clone()) {
+                            let a = Authorized {
+                                grant: this.grant.clone(),
+                                method: this.method.clone(),
+                                url: this.url.clone(),
+                                host: String::new(),
+                                port: 0,
+                            };
+                            this.sandbox.auditor.record(redact_event(&a, &name, "response body"));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk.bytes)))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => {
+                this.done = true;
+                let rest = this.scan.finish();
+                if rest.is_empty() { Poll::Ready(None) } else { Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest))))) }
+            }
+        }
+    }
+}
+
+/// Step 6: send `req` over a connection to one of `addrs` (already checked),
+/// with TLS for `tls_name` when it is set. This is wasmtime-wasi-http's
+/// `default_send_request` with the one change that matters here: it connects
+/// to the address kata checked instead of resolving the name again.
+async fn send_pinned(
+    mut req: http::Request<WasiBody>,
+    addrs: &[SocketAddr],
+    tls_name: Option<&str>,
+    options: Option<RequestOptions>,
+) -> HttpResult<(http::Response<WasiBody>, IoFuture)> {
+    use wasmtime_wasi_http::io::TokioIo;
+
+    let connect_timeout = options.and_then(|o| o.connect_timeout).unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options.and_then(|o| o.first_byte_timeout).unwrap_or(DEFAULT_TIMEOUT);
+
+    let mut last_err = None;
+    let mut stream = None;
+    for addr in addrs {
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last_err = Some(HttpError::Connect(e)),
+            Err(_) => last_err = Some(HttpError::ConnectionTimeout),
+        }
+    }
+    let Some(stream) = stream else {
+        return Err(last_err.unwrap_or(HttpError::DestinationNotFound));
+    };
+
+    // Only the path and query go on the request line (no proxy in between).
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    *req.uri_mut() = http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    type Conn = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+    let (mut sender, conn): (hyper::client::conn::http1::SendRequest<WasiBody>, Conn) = match tls_name {
+        Some(name) => {
+            let server_name = match name.parse::<IpAddr>() {
+                Ok(ip) => rustls::pki_types::ServerName::from(ip),
+                Err(_) => rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|_| HttpError::HttpRequestUriInvalid)?,
+            };
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| HttpError::InternalError(Some(e.to_string())))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(server_name, stream)
+                .await
+                .map_err(HttpError::Tls)?;
+            let (s, c) = tokio::time::timeout(
+                connect_timeout,
+                hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(tls)),
+            )
+            .await
+            .map_err(|_| HttpError::ConnectionTimeout)??;
+            (s, Box::pin(c))
+        }
+        None => {
+            let (s, c) = tokio::time::timeout(
+                connect_timeout,
+                hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+            )
+            .await
+            .map_err(|_| HttpError::ConnectionTimeout)??;
+            (s, Box::pin(c))
+        }
+    };
+
+    let send = async move {
+        tokio::time::timeout(first_byte_timeout, sender.send_request(req))
+            .await
+            .map_err(|_| HttpError::ConnectionReadTimeout)?
+            .map_err(HttpError::from)
+    };
+    let mut send = std::pin::pin!(send);
+    let mut conn = Some(conn);
+    // Wait for the response while driving the connection's I/O.
+    let res = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(r),
+        Poll::Pending => {
+            let Some(fut) = conn.as_mut() else { return Poll::Pending };
+            let r = ready!(fut.as_mut().poll(cx));
+            conn = None;
+            match r {
+                Ok(()) => send.as_mut().poll(cx),
+                Err(e) => Poll::Ready(Err(HttpError::from(e))),
+            }
+        }
+    })
+    .await?;
+    let io: IoFuture = Box::new(async move {
+        match conn {
+            Some(c) => c.await.map_err(|e| if e.is_timeout() { HttpError::HttpResponseTimeout } else { HttpError::from(e) }),
+            None => Ok(()),
+        }
+    });
+    Ok((res.map(|b| b.map_err(HttpError::from).boxed_unsync()), io))
 }
 
 #[cfg(test)]
@@ -200,20 +1050,23 @@ mod tests {
     use crate::policy::Policy;
     use std::path::Path;
 
-    fn grants() -> Arc<PluginGrants> {
+    fn sandbox(extra: &str) -> Arc<PluginSandbox> {
         let p = Policy::parse(
-            "[plugins.tg]\npath = \"x.wasm\"\nnetwork = [\"https://api.telegram.org/bot\", \"http://127.0.0.1:9000\"]\n\
-             secrets = { bot_token = \"env:X\" }\n",
+            &format!(
+                "[plugins.tg]\npath = \"x.wasm\"\nnetwork = [\"https://api.telegram.org/bot\", \"http://127.0.0.1:9000\", \
+                 {{ url = \"https://api.example.org/v1/\", methods = [\"GET\"] }}]\n\
+                 secrets = {{ bot_token = \"env:X\" }}\n{extra}"
+            ),
             Path::new("kata.toml"),
             Path::new("/ws"),
         )
         .expect("policy");
-        Arc::new(p.plugins["tg"].clone())
+        let secrets = BTreeMap::from([("bot_token".to_string(), "123:SECRET".to_string())]);
+        Arc::new(PluginSandbox::new(Arc::new(p.plugins["tg"].clone()), secrets, Auditor::log_only("tg")))
     }
 
     fn gate() -> NetworkGate {
-        let secrets = BTreeMap::from([("bot_token".to_string(), "123:SECRET".to_string())]);
-        NetworkGate::new(grants(), Arc::new(secrets))
+        NetworkGate::new(sandbox(""))
     }
 
     fn req(url: &str) -> http::Request<()> {
@@ -223,9 +1076,11 @@ mod tests {
     #[test]
     fn substitutes_for_granted_hosts() {
         let mut r = req("https://api.telegram.org/bot{{secret:bot_token}}/getUpdates?offset=3");
-        gate().authorize(&mut r).expect("allowed");
+        let a = gate().authorize(&mut r).expect("allowed");
         assert_eq!(r.uri().to_string(), "https://api.telegram.org/bot123:SECRET/getUpdates?offset=3");
         assert_eq!(r.headers()["authorization"], "Bearer 123:SECRET");
+        assert_eq!(a.url, "https://api.telegram.org/bot{{secret:bot_token}}/getUpdates");
+        assert_eq!((a.host.as_str(), a.port), ("api.telegram.org", 443));
         let mut r = req("http://127.0.0.1:9000/x?t=%7B%7Bsecret:bot_token%7D%7D");
         gate().authorize(&mut r).expect("allowed");
         assert_eq!(r.uri().query(), Some("t=123:SECRET"));
@@ -249,6 +1104,16 @@ mod tests {
     }
 
     #[test]
+    fn methods_are_enforced_and_the_fix_is_named() {
+        let mut r = req("https://api.example.org/v1/items");
+        gate().authorize(&mut r).expect("GET is granted");
+        let mut r = http::Request::post("https://api.example.org/v1/items").body(()).expect("req");
+        let d = gate().authorize(&mut r).expect_err("POST is not");
+        let msg = d.explain("tg");
+        assert!(msg.contains(r#"methods = ["GET", "POST"]"#), "{msg}");
+    }
+
+    #[test]
     fn denial_names_the_line_to_add() {
         let mut r = req("http://10.1.2.3:8080/a/b?q=1");
         let d = gate().authorize(&mut r).expect_err("denied");
@@ -263,9 +1128,132 @@ mod tests {
     #[test]
     fn unknown_secret_is_refused() {
         let mut r = req("https://api.telegram.org/bot{{secret:other}}/x");
-        assert_eq!(gate().authorize(&mut r), Err(Denial::UnknownSecret { name: "other".into() }));
+        assert_eq!(gate().authorize(&mut r).map(|_| ()), Err(Denial::UnknownSecret { name: "other".into() }));
         let s = BTreeMap::new();
         assert_eq!(substitute("plain text", &s).expect("ok"), "plain text");
         assert_eq!(substitute("{{secret:unterminated", &s).expect("ok"), "{{secret:unterminated");
+    }
+
+    #[test]
+    fn secret_values_in_a_request_are_a_leak_before_substitution() {
+        for (url, header) in [
+            ("https://api.telegram.org/bot123:SECRET/x", "Bearer {{secret:bot_token}}"),
+            ("https://api.telegram.org/bot123%3ASECRET/x", "x"),
+            ("https://api.telegram.org/bot123%3asecret/x?u=123%3ASECRET", "x"),
+            ("https://api.telegram.org/bot/x?u=%31%32%33%3A%53ECRET", "x"),
+            ("https://api.telegram.org/bot/x", "token 123:SECRET"),
+        ] {
+            let mut r = http::Request::get(url).header("x-h", header).body(()).expect("req");
+            let d = gate().authorize(&mut r).expect_err(url);
+            assert!(matches!(d, Denial::Leak { .. }), "{url}: {d:?}");
+        }
+        // The host's own substitution is not a leak.
+        let mut r = req("https://api.telegram.org/bot{{secret:bot_token}}/x");
+        assert!(gate().authorize(&mut r).is_ok());
+    }
+
+    #[test]
+    fn placeholders_cannot_reach_the_host_name() {
+        // http::Uri (which wasi:http builds every request from) rejects braces
+        // and percent signs in the authority, so a plugin cannot put a secret
+        // into a DNS name; `authorize` checks anyway in case that changes.
+        for url in ["https://{{secret:t}}.example.net/", "https://%7B%7Bsecret:t%7D%7D.example.net/"] {
+            assert!(url.parse::<http::Uri>().is_err(), "{url}");
+        }
+        assert!(has_placeholder("%7B%7Bsecret:t%7D%7D.example.net"));
+    }
+
+    #[test]
+    fn rate_limit_refuses_after_the_bucket_is_empty() {
+        let gate = NetworkGate::new(sandbox("limits = { requests_per_minute = 2 }"));
+        for _ in 0..2 {
+            gate.authorize(&mut req("https://api.telegram.org/bot/x")).expect("within the limit");
+        }
+        let d = gate.authorize(&mut req("https://api.telegram.org/bot/x")).expect_err("over");
+        assert_eq!(d, Denial::RateLimited { per_minute: 2 });
+        let mut rl = RateLimiter::new(60);
+        let t0 = Instant::now();
+        for _ in 0..60 {
+            rl.take(t0).expect("burst");
+        }
+        assert_eq!(rl.take(t0), Err(true));
+        assert_eq!(rl.take(t0), Err(false));
+        assert_eq!(rl.take(t0 + Duration::from_secs(1)), Ok(2), "one per second refills");
+    }
+
+    #[test]
+    fn redaction_replaces_every_form() {
+        let secrets = BTreeMap::from([("tok".to_string(), "123:SECRET".to_string()), ("pin".to_string(), "42".to_string())]);
+        let r = Redactor::new(&secrets);
+        let (out, found) = r.redact("a 123:SECRET b 123%3ASECRET c 123%3aSECRET d 42");
+        assert_eq!(out, "a [REDACTED:tok] b [REDACTED:tok] c [REDACTED:tok] d 42");
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["tok"]);
+        assert!(matches!(r.redact("nothing here").0, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn streaming_redaction_sees_values_split_across_chunks() {
+        let secrets = BTreeMap::from([("tok".to_string(), "123:SECRET".to_string())]);
+        let r = Redactor::new(&secrets);
+        let mut s = r.stream();
+        let mut out = Vec::new();
+        for part in ["xx 12", "3:SEC", "RET yy 1", "23"] {
+            out.extend(s.push(part.as_bytes()).bytes);
+        }
+        out.extend(s.finish());
+        assert_eq!(String::from_utf8(out).expect("utf8"), "xx [REDACTED:tok] yy 123");
+    }
+
+    #[test]
+    fn address_classes() {
+        for (ip, class) in [
+            ("127.0.0.1", Some("loopback")),
+            ("10.0.0.8", Some("private")),
+            ("172.20.1.1", Some("private")),
+            ("192.168.1.1", Some("private")),
+            ("169.254.169.254", Some("link-local")),
+            ("0.0.0.0", Some("unspecified")),
+            ("100.64.0.1", Some("shared (carrier-grade NAT)")),
+            ("::1", Some("loopback")),
+            ("::", Some("unspecified")),
+            ("fe80::1", Some("link-local")),
+            ("fd00::1", Some("private")),
+            ("::ffff:127.0.0.1", Some("loopback")),
+            ("::ffff:169.254.169.254", Some("link-local")),
+            ("64:ff9b::a9fe:a9fe", Some("link-local")),
+            ("93.184.216.34", None),
+            ("2606:4700::1111", None),
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(address_class(ip), class, "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_loopback_need_an_explicit_grant() {
+        let p = Policy::parse(
+            "[plugins.a]\npath = \"x\"\nnetwork = [\"http://localhost:9\", \"http://127.0.0.1:9\", \"http://127.0.0.1.nip.example:9\", \
+             { url = \"http://ip6-localhost:9\", private = true }]\n",
+            Path::new("k.toml"),
+            Path::new("/"),
+        )
+        .expect("policy");
+        let g = &p.plugins["a"];
+        let auth = |i: usize, host: &str| Authorized {
+            grant: g.network[i].clone(),
+            method: "GET".into(),
+            url: String::new(),
+            host: host.into(),
+            port: 9,
+        };
+        assert!(resolve_checked(&auth(0, "localhost")).await.is_ok(), "localhost grant names its address");
+        assert!(resolve_checked(&auth(1, "127.0.0.1")).await.is_ok(), "IP literal grant");
+        // A plain name grant: `localhost` resolves to loopback, so it is refused.
+        let d = resolve_checked(&auth(2, "localhost")).await.expect_err("loopback name");
+        assert!(matches!(d, Ok(Denial::PrivateAddress { class: "loopback", .. })), "{d:?}");
+        let msg = d.expect("denial").explain("a");
+        assert!(msg.contains("private = true"), "{msg}");
+        // The private opt-in allows it.
+        assert!(resolve_checked(&auth(3, "localhost")).await.is_ok());
     }
 }

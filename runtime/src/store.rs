@@ -64,7 +64,58 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (plugin, key)
     );
     "#,
+    // 2: the audit log (see audit.rs): every network decision, refused
+    // secret, blocked leak, redaction and limit hit, append-only.
+    r#"
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        ts_ms   INTEGER NOT NULL,
+        plugin  TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        method  TEXT,
+        target  TEXT,
+        policy  TEXT,
+        detail  TEXT
+    );
+    CREATE INDEX audit_ts ON audit (ts_ms);
+    CREATE INDEX audit_plugin_ts ON audit (plugin, ts_ms);
+    "#,
 ];
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    /// Row id (0 before it is stored).
+    pub id: i64,
+    /// When it happened (ms since the Unix epoch).
+    pub ts_ms: u64,
+    /// The plugin concerned.
+    pub plugin: String,
+    /// What was decided about: `network`, `secret`, `leak`, `redact`, `limit`.
+    pub kind: String,
+    /// The decision: `allow`, `deny`, `block`, `redact`.
+    pub verdict: String,
+    /// The HTTP method, for requests.
+    pub method: Option<String>,
+    /// The URL without its query, or where a redaction happened.
+    pub target: Option<String>,
+    /// The kata.toml grant that allowed it, or the entry that would allow it.
+    pub policy: Option<String>,
+    /// Why, in words.
+    pub detail: Option<String>,
+}
+
+/// Which audit rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this plugin's rows.
+    pub plugin: Option<String>,
+    /// Only rows at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// At most this many rows: the newest ones, returned oldest first.
+    pub limit: usize,
+}
 
 /// A message as a channel delivered it, before it has an inbox id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +222,11 @@ impl Db {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the workspace database {}", path.display()))?;
+        // First, so that everything below waits for another process's lock.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let db = Self { conn: Arc::new(Mutex::new(conn)) };
         db.migrate().with_context(|| format!("cannot migrate {}", path.display()))?;
         Ok(db)
@@ -188,20 +240,24 @@ impl Db {
 
     fn migrate(&self) -> Result<()> {
         let mut conn = self.lock();
-        let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if current > MIGRATIONS.len() {
-            anyhow::bail!(
-                "the database is at schema version {current}, newer than this kata knows ({}); use a newer kata",
-                MIGRATIONS.len()
-            );
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-            let tx = conn.transaction()?;
+        // Each step re-reads the version inside an IMMEDIATE transaction (which
+        // takes SQLite's write lock first), so two processes opening a new
+        // database at once (`kata run` and `kata audit`, say) never both apply
+        // the same migration.
+        loop {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if current > MIGRATIONS.len() {
+                anyhow::bail!(
+                    "the database is at schema version {current}, newer than this kata knows ({}); use a newer kata",
+                    MIGRATIONS.len()
+                );
+            }
+            let Some(sql) = MIGRATIONS.get(current) else { return Ok(()) };
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.pragma_update(None, "user_version", current + 1)?;
             tx.commit()?;
         }
-        Ok(())
     }
 
     /// The stored poll cursor of a plugin.
@@ -381,6 +437,53 @@ impl Db {
         })
     }
 
+    /// Append a row to the audit log.
+    pub fn audit_append(&self, row: &AuditRow) -> Result<()> {
+        self.lock()
+            .prepare_cached(
+                "INSERT INTO audit (ts_ms, plugin, kind, verdict, method, target, policy, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                row.ts_ms as i64,
+                row.plugin,
+                row.kind,
+                row.verdict,
+                row.method,
+                row.target,
+                row.policy,
+                row.detail
+            ])?;
+        Ok(())
+    }
+
+    /// Read audit rows: the newest `limit` matching `q`, oldest first.
+    pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, ts_ms, plugin, kind, verdict, method, target, policy, detail FROM audit
+             WHERE (?1 IS NULL OR plugin = ?1) AND ts_ms >= ?2
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![q.plugin, q.since_ms.unwrap_or(0) as i64, limit], |r| {
+            Ok(AuditRow {
+                id: r.get(0)?,
+                ts_ms: r.get::<_, i64>(1)?.max(0) as u64,
+                plugin: r.get(2)?,
+                kind: r.get(3)?,
+                verdict: r.get(4)?,
+                method: r.get(5)?,
+                target: r.get(6)?,
+                policy: r.get(7)?,
+                detail: r.get(8)?,
+            })
+        })?;
+        let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// A plugin's stored value.
     pub fn state_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
@@ -490,6 +593,33 @@ mod tests {
         db.mark_sent(due[0].id, "r1").expect("sent");
         let c = db.counts().expect("counts");
         assert_eq!((c.inbox_done, c.outbox_sent, c.outbox_pending), (1, 1, 0));
+    }
+
+    #[test]
+    fn audit_rows_filter_by_plugin_time_and_limit() {
+        let (_d, db) = db();
+        let row = |plugin: &str, ts_ms: u64, verdict: &str| AuditRow {
+            id: 0,
+            ts_ms,
+            plugin: plugin.into(),
+            kind: "network".into(),
+            verdict: verdict.into(),
+            method: Some("GET".into()),
+            target: Some("https://x.org/a".into()),
+            policy: None,
+            detail: None,
+        };
+        db.audit_append(&row("tg", 1000, "allow")).expect("append");
+        db.audit_append(&row("tg", 2000, "deny")).expect("append");
+        db.audit_append(&row("mail", 3000, "allow")).expect("append");
+        let all = db.audit_query(&AuditQuery { limit: 10, ..Default::default() }).expect("query");
+        assert_eq!(all.iter().map(|r| r.ts_ms).collect::<Vec<_>>(), [1000, 2000, 3000]);
+        let tg = db.audit_query(&AuditQuery { plugin: Some("tg".into()), limit: 10, ..Default::default() });
+        assert_eq!(tg.expect("query").len(), 2);
+        let recent = db.audit_query(&AuditQuery { since_ms: Some(2000), limit: 10, ..Default::default() });
+        assert_eq!(recent.expect("query").len(), 2);
+        let newest = db.audit_query(&AuditQuery { limit: 1, ..Default::default() }).expect("query");
+        assert_eq!(newest[0].plugin, "mail");
     }
 
     #[test]

@@ -42,7 +42,9 @@ impl bindings::kata::plugin::types::Host for PluginCtx {}
 
 impl bindings::kata::plugin::host::Host for PluginCtx {
     fn log(&mut self, level: LogLevel, message: String) {
-        let mut message: String = message.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        let message: String = message.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        // Redact before cutting, so a cut can never leave half a secret.
+        let mut message = self.sandbox().redact(&message, "log line").into_owned();
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {

@@ -1,0 +1,242 @@
+//! `kata policy check|explain` and `kata audit`: the user's view of the
+//! policy and of what the sandbox did with it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use crate::audit::{format_time, parse_time};
+use crate::policy::{FileMode, Policy, PluginGrants, SecretSource, Severity, parse_duration};
+use crate::store::{AuditQuery, AuditRow, Db, now_ms};
+use crate::workspace::Workspace;
+
+/// `kata policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a kata.toml: every error and warning as FILE:LINE:COLUMN;
+    /// exits non-zero when there are errors.
+    Check {
+        /// The policy file (default: the workspace's kata.toml). Relative
+        /// paths in it resolve against the file's directory.
+        file: Option<PathBuf>,
+    },
+    /// Show everything a plugin is granted: network, secrets (names and
+    /// sources, never values), directories, config and limits.
+    Explain {
+        /// The plugin's name (its [plugins.NAME] table).
+        plugin: String,
+    },
+}
+
+/// `kata audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this plugin's entries.
+    #[arg(long, value_name = "NAME")]
+    pub plugin: Option<String>,
+    /// Only entries since a duration ago (`30m`, `2h`, `7d`) or a time
+    /// (`2025-03-01T12:00:00Z`, `2025-03-01`).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+    /// At most this many entries (the newest), printed oldest first.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: usize,
+    /// Print a JSON array for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `kata policy …`.
+pub fn policy(workspace: Option<&Path>, cmd: PolicyCommand, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        PolicyCommand::Check { file } => check(workspace, file.as_deref(), out),
+        PolicyCommand::Explain { plugin } => {
+            let ws = Workspace::discover(workspace)?;
+            let policy = Policy::load(&ws.policy_path(), ws.root())?;
+            let Some(g) = policy.plugins.get(&plugin) else {
+                let names: Vec<&str> = policy.plugins.keys().map(String::as_str).collect();
+                let known = if names.is_empty() { "it has none".to_string() } else { format!("it has {}", names.join(", ")) };
+                bail!("{} has no [plugins.{plugin}] table ({known}); add one to grant it anything", policy.path.display());
+            };
+            explain(g, ws.root(), out)
+        }
+    }
+}
+
+fn check(workspace: Option<&Path>, file: Option<&Path>, out: &mut impl Write) -> Result<()> {
+    let (path, root) = match file {
+        Some(f) => {
+            let f = std::path::absolute(f).with_context(|| format!("bad path {}", f.display()))?;
+            let root = f.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+            (f, root)
+        }
+        None => {
+            let ws = Workspace::discover(workspace)?;
+            (ws.policy_path(), ws.root().to_path_buf())
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let analysis = Policy::analyze(&text, &path, &root);
+    let mut diags = analysis.diagnostics.clone();
+    if let Some(p) = &analysis.policy {
+        diags.extend(p.environment_diagnostics(&text, &root));
+        diags.sort_by_key(|d| (d.line, d.column, d.severity));
+    }
+    for d in &diags {
+        writeln!(out, "{}", d.render())?;
+    }
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diags.len() - errors;
+    let plural = |n: usize, w: &str| if n == 1 { format!("1 {w}") } else { format!("{n} {w}s") };
+    if errors > 0 {
+        bail!(
+            "{} has {} and {}; fix the errors above (kata run refuses this policy)",
+            path.display(),
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        );
+    }
+    let plugins = analysis.policy.as_ref().map_or(0, |p| p.plugins.len());
+    writeln!(out, "{}: ok ({}, {})", path.display(), plural(plugins, "plugin"), plural(warnings, "warning"))?;
+    Ok(())
+}
+
+fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
+    writeln!(out, "plugin {}", g.name)?;
+    let state = match &g.path {
+        None => "not installed (no `path`)".to_string(),
+        Some(p) if !p.is_file() => format!("{} (missing)", p.display()),
+        Some(p) => p.display().to_string(),
+    };
+    writeln!(out, "  file:    {state}{}", if g.enabled { "" } else { " — disabled" })?;
+
+    writeln!(out, "  network:")?;
+    if g.network.is_empty() {
+        writeln!(out, "    none: every request is denied")?;
+    }
+    for n in &g.network {
+        let methods = if n.methods().is_empty() { "any method".to_string() } else { n.methods().join(", ") };
+        let reach = if n.private() {
+            "any address, private ones included (private = true)"
+        } else if n.names_address() {
+            "the address it names"
+        } else {
+            "public addresses only"
+        };
+        let scope = if n.is_wildcard() { "every subdomain, " } else { "" };
+        writeln!(out, "    {}  ({scope}{methods}; {reach}; paths under {})", n.source, n.path_prefix())?;
+    }
+
+    writeln!(out, "  secrets: (filled in at {{{{secret:NAME}}}} only in requests to the hosts above)")?;
+    if g.secrets.is_empty() {
+        writeln!(out, "    none")?;
+    }
+    for (name, src) in &g.secrets {
+        let how = match src {
+            SecretSource::Env(var) => {
+                let set = if std::env::var_os(var).is_some() { "set" } else { "NOT SET here" };
+                format!("environment variable {var} ({set})")
+            }
+            SecretSource::File(p) => {
+                let p = root.join(p);
+                let mode = file_mode(&p).map_or_else(|| "missing".to_string(), |m| format!("mode {m:04o}"));
+                format!("file {} ({mode})", p.display())
+            }
+        };
+        writeln!(out, "    {name}  from {how}")?;
+    }
+
+    writeln!(out, "  files:")?;
+    if g.files.is_empty() {
+        writeln!(out, "    none: the plugin sees no file system")?;
+    }
+    for f in &g.files {
+        let mode = match f.mode {
+            FileMode::Ro => "read-only",
+            FileMode::Rw => "read-write",
+        };
+        writeln!(out, "    {} -> {}  ({mode})", f.guest, f.host.display())?;
+    }
+
+    writeln!(out, "  config:")?;
+    if g.config.is_empty() {
+        writeln!(out, "    none")?;
+    }
+    for (k, v) in &g.config {
+        writeln!(out, "    {k} = {v}")?;
+    }
+
+    let l = &g.limits;
+    writeln!(out, "  limits:")?;
+    writeln!(out, "    memory              {} MiB per instance", l.memory_bytes >> 20)?;
+    writeln!(out, "    cpu_per_call        {:?} (time waiting on I/O does not count)", l.cpu_per_call)?;
+    writeln!(out, "    call_timeout        {:?}", l.call_timeout)?;
+    writeln!(out, "    requests_per_minute {}", l.requests_per_minute)?;
+    writeln!(out, "    max_response        {} bytes", l.max_response_bytes)?;
+    Ok(())
+}
+
+fn file_mode(p: &Path) -> Option<u32> {
+    let meta = std::fs::metadata(p).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(meta.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Some(0)
+    }
+}
+
+/// Run `kata audit`.
+pub fn audit(workspace: Option<&Path>, args: &AuditArgs, out: &mut impl Write) -> Result<()> {
+    let ws = Workspace::discover(workspace)?;
+    let since_ms = match &args.since {
+        None => None,
+        Some(s) => Some(match parse_duration(s) {
+            Ok(d) => now_ms().saturating_sub(d.as_millis() as u64),
+            Err(_) => parse_time(s).map_err(|e| anyhow::anyhow!("--since: {e}"))?,
+        }),
+    };
+    let db = Db::open(&ws.db_path())?;
+    let rows = db.audit_query(&AuditQuery { plugin: args.plugin.clone(), since_ms, limit: args.limit })?;
+    if args.json {
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["time"] = serde_json::Value::String(format_time(r.ts_ms));
+                v
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &json)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        writeln!(out, "no audit entries{}", if args.plugin.is_some() || args.since.is_some() { " match" } else { " yet" })?;
+    }
+    for r in &rows {
+        print_row(r, out)?;
+    }
+    Ok(())
+}
+
+fn print_row(r: &AuditRow, out: &mut impl Write) -> Result<()> {
+    let what = [r.method.as_deref(), r.target.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+    writeln!(out, "{}  {}  {} {}  {what}", format_time(r.ts_ms), r.plugin, r.kind, r.verdict)?;
+    if let Some(p) = &r.policy {
+        let label = if r.verdict == "allow" { "grant" } else { "policy" };
+        writeln!(out, "    {label}: {p}")?;
+    }
+    if r.verdict != "allow"
+        && let Some(d) = &r.detail
+    {
+        writeln!(out, "    why: {d}")?;
+    }
+    Ok(())
+}
