@@ -123,7 +123,8 @@ impl Denial {
             ),
             Denial::Leak { secret, place } => format!(
                 "plugin {plugin}: request blocked: its {place} contains the value of secret {secret}, which the \
-                 plugin should never hold (it writes {{{{secret:{secret}}}}} and kata fills it in); nothing was sent"
+                 plugin should never hold (it writes {{{{secret:{secret}}}}} and kata fills it in); the request was \
+                 stopped before the value was sent"
             ),
             Denial::PrivateAddress { host, addr, class, suggestion } => format!(
                 "plugin {plugin}: request to {host} denied: it resolves to {addr}, a {class} address, and the grant \
