@@ -609,9 +609,7 @@ pub fn address_class(ip: std::net::IpAddr) -> Option<&'static str> {
             Some("shared (carrier-grade NAT)")
         } else if ip.is_multicast() {
             Some("multicast")
-        } else if ip.is_broadcast() || o[0] >= 240 {
-            Some("reserved")
-        } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+        } else if ip.is_broadcast() || o[0] >= 240 || (o[0] == 192 && o[1] == 0 && o[2] == 0) {
             Some("reserved")
         } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
             Some("benchmarking")
@@ -1375,5 +1373,93 @@ limits = { memory = "32MiB", cpu_per_call = "50ms" }
         assert_eq!(g.limits.call_timeout, Duration::from_secs(60));
         assert!(g.network_grant("http", "127.0.0.1", 19000, "/botX/getUpdates").is_some());
         assert!(g.network_grant("http", "127.0.0.1", 19000, "/admin").is_none());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn grant_parsing_never_panics(s in ".{0,60}", t in "(https?|wss?|tcp|tls|ftp)://[a-zA-Z0-9.*:@%/\\[\\]?#-]{0,40}") {
+            let _ = NetworkGrant::parse(&s);
+            if let Ok(g) = NetworkGrant::parse(&t) {
+                // A valid grant matches itself-ish without panicking either.
+                let _ = g.allows(g.scheme(), g.host(), g.port(), g.path_prefix());
+            }
+        }
+
+        #[test]
+        fn policy_analysis_never_panics(text in ".{0,200}", entries in proptest::collection::vec("[a-z:/.\"{}=*\\[\\], 0-9-]{0,30}", 0..4)) {
+            let _ = Policy::analyze(&text, Path::new("k.toml"), Path::new("/nonexistent-ws"));
+            let toml = format!("[plugins.p]\nnetwork = [{}]\nfiles = [{{ host = \"{}\", guest = \"/g\" }}]\n",
+                entries.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", "),
+                entries.first().cloned().unwrap_or_default().replace('"', ""));
+            let _ = Policy::analyze(&toml, Path::new("k.toml"), Path::new("/nonexistent-ws"));
+        }
+
+        #[test]
+        fn sizes_durations_and_decoding_never_panic(s in ".{0,30}", bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse_size(&s);
+            let _ = parse_duration(&s);
+            let _ = percent_decode(&bytes);
+        }
+
+        #[test]
+        fn wildcards_match_subdomains_and_nothing_else(
+            label in "[a-z0-9]{1,10}",
+            label2 in "[a-z0-9]{1,10}",
+            domain in "[a-z]{1,8}\\.[a-z]{2,4}",
+            path in "(/[a-zA-Z0-9_-]{0,8}){0,4}",
+        ) {
+            let g = NetworkGrant::parse(&format!("https://*.{domain}")).expect("valid");
+            let path = if path.is_empty() { "/".to_string() } else { path };
+            let sub = format!("{label}.{domain}");
+            let deep = format!("{label}.{label2}.{}", domain.to_uppercase());
+            let glued = format!("{label}{domain}");
+            let after = format!("{domain}.{label}");
+            prop_assert!(g.allows("https", &sub, 443, &path));
+            prop_assert!(g.allows("https", &deep, 443, &path));
+            prop_assert!(!g.allows("https", &domain, 443, &path));
+            prop_assert!(!g.allows("https", &glued, 443, &path));
+            prop_assert!(!g.allows("https", &after, 443, &path));
+            prop_assert!(!g.allows("http", &sub, 443, &path));
+            prop_assert!(!g.allows("https", &sub, 444, &path));
+        }
+
+        #[test]
+        fn prefixes_hold_and_dot_segments_never_escape(
+            prefix in "(/[a-z]{1,6}){0,3}/?",
+            rest in "(/[a-zA-Z0-9_.-]{0,6}){0,4}",
+            before in "(/[a-z]{1,4}){0,2}",
+            after in "(/[a-z]{1,4}){0,2}",
+            dots in prop_oneof![Just(".."), Just("%2e%2e"), Just("%2E."), Just(".%2e"), Just("..%2f"), Just("..%5c")],
+        ) {
+            let prefix = if prefix.is_empty() { "/".to_string() } else { prefix };
+            let g = NetworkGrant::parse(&format!("https://api.example.org{prefix}")).expect("valid");
+            let path = format!("{prefix}{}", rest.trim_start_matches(if prefix.ends_with('/') { "/" } else { "" }));
+            let has_dotdot = path.split('/').any(|s| s == "..");
+            prop_assert_eq!(g.allows("https", "api.example.org", 443, &path), !has_dotdot);
+            let sneaky = format!("{prefix}{before}/{dots}{after}");
+            prop_assert!(!g.allows("https", "api.example.org", 443, &sneaky), "{} escaped", sneaky);
+        }
+
+        #[test]
+        fn embedded_ipv4_is_judged_like_ipv4(a in any::<[u8; 4]>()) {
+            let v4 = std::net::Ipv4Addr::from(a);
+            let mapped = std::net::IpAddr::V6(v4.to_ipv6_mapped());
+            prop_assert_eq!(address_class(mapped), address_class(std::net::IpAddr::V4(v4)));
+            let _ = address_class(std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from_be_bytes([a[0]; 16]))));
+        }
+
+        #[test]
+        fn percent_decoding_inverts_encoding(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let encoded: String = bytes.iter().map(|b| format!("%{b:02x}")).collect();
+            prop_assert_eq!(percent_decode(encoded.as_bytes()), bytes);
+        }
     }
 }
