@@ -518,7 +518,7 @@ impl PluginSandbox {
         out
     }
 
-    fn rate_check(&self) -> Result<(), Denial> {
+    fn rate_check(&self, method: &str, url: &str) -> Result<(), Denial> {
         let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
         match rate.take(Instant::now()) {
             Ok(0) => Ok(()),
@@ -531,7 +531,7 @@ impl PluginSandbox {
                 let d = Denial::RateLimited { per_minute: self.grants.limits.requests_per_minute };
                 if first {
                     drop(rate);
-                    self.auditor.record(d.event(&self.grants.name, "", "").detail(format!(
+                    self.auditor.record(d.event(&self.grants.name, method, url).detail(format!(
                         "{} (further refusals are not audited until a request is allowed again)",
                         d.explain(&self.grants.name)
                     )));
@@ -578,10 +578,10 @@ impl NetworkGate {
     /// may be sent once its address is checked. Denials are audited by the caller.
     pub fn authorize<B>(&self, req: &mut http::Request<B>) -> Result<Authorized, Denial> {
         let sb = &*self.sandbox;
-        sb.rate_check()?;
         let method = req.method().as_str().to_string();
-        let grant = check_uri(&sb.grants, &method, req.uri())?.clone();
         let url = without_query(req.uri());
+        sb.rate_check(&method, &url)?;
+        let grant = check_uri(&sb.grants, &method, req.uri())?.clone();
         let authority = req.uri().authority().map(|a| a.as_str().to_string()).unwrap_or_default();
         if has_placeholder(&authority) {
             return Err(Denial::Malformed {
