@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 unset RUST_BACKTRACE
-cargo bench --bench engine -- "$@"
+cargo bench --bench engine --bench lifecycle -- "$@"
