@@ -53,6 +53,11 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // Baseline for instantiation: create and drop the sandboxed store alone.
+    g.bench_function("baseline/new_store", |b| {
+        b.iter(|| std::hint::black_box(plugin.new_store()));
+    });
+
     // Instantiate from InstancePre (pooling), including the sandboxed store,
     // and drop the instance: what a restart or a fresh send instance costs.
     g.bench_function("instantiate_channel_plugin", |b| {
@@ -62,6 +67,21 @@ fn benches(c: &mut Criterion) {
                 for _ in 0..iters {
                     let inst = plugin.instantiate().await.unwrap();
                     std::hint::black_box(&inst);
+                }
+                t.elapsed()
+            })
+        })
+    });
+
+    // Baseline for poll: the same call without the wall-clock timer.
+    g.bench_function("baseline/poll_without_timeout", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut inst = plugin.instantiate().await.unwrap();
+                inst.connect().await.unwrap();
+                let t = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(inst.poll_without_timeout(None).await.unwrap());
                 }
                 t.elapsed()
             })
