@@ -237,7 +237,14 @@ fn leaks_are_blocked_or_redacted_on_every_path() {
         })
         .ok()
     });
+    // The echo reply fails to send with the value in the plugin's error text.
+    let send_error = wait_for("the failed send in the outbox", Duration::from_secs(60), || {
+        let conn = rusqlite::Connection::open(&db_path).ok()?;
+        conn.query_row("SELECT last_error FROM outbox WHERE last_error IS NOT NULL", [], |r| r.get::<_, String>(0))
+            .ok()
+    });
     assert!(daemon.signal_and_wait("TERM").success());
+    assert!(!send_error.contains(loot) && send_error.contains("relay refused [REDACTED:token]"), "{send_error}");
 
     // Requests: the ones carrying the value never arrived; the placeholder one did.
     for attempt in ["url", "url-encoded", "header", "body"] {

@@ -97,6 +97,19 @@ fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound> {
     })
 }
 
+/// How long to wait before the next poll. Straight away only when the poll
+/// brought something new (there may be more); otherwise the plugin's wish or
+/// `poll_interval`, and never less than [`MIN_IDLE_POLL`] after a quick poll —
+/// so a plugin that returns the same messages over and over cannot spin.
+fn idle_delay(next_poll_ms: Option<u32>, new: usize, poll_interval: Duration, took: Duration) -> Duration {
+    let wanted = match next_poll_ms {
+        Some(ms) => Duration::from_millis(ms.into()),
+        None if new == 0 => poll_interval,
+        None => Duration::ZERO,
+    };
+    if new == 0 { wanted.max(MIN_IDLE_POLL.saturating_sub(took)) } else { wanted }
+}
+
 /// Poll the channel until shutdown, storing messages and cursor together.
 pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let name = plugin.name().to_string();
@@ -163,22 +176,20 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
                             r
                         })
                         .collect();
-                    match db.record_poll(&name, &messages, res.cursor.as_deref()) {
+                    let new = match db.record_poll(&name, &messages, res.cursor.as_deref()) {
                         Ok(new) => {
                             tracing::debug!(plugin = %name, got, new, cursor = ?res.cursor, "poll");
                             if new > 0 {
                                 inbox_ready.notify_one();
                             }
+                            new
                         }
-                        Err(e) => tracing::error!(plugin = %name, "cannot store polled messages: {e:#}"),
-                    }
-                    let wanted = match res.next_poll_ms {
-                        Some(ms) => Duration::from_millis(ms.into()),
-                        None if got == 0 => poll_interval,
-                        None => Duration::ZERO,
+                        Err(e) => {
+                            tracing::error!(plugin = %name, "cannot store polled messages: {e:#}");
+                            0
+                        }
                     };
-                    // Never spin: an empty poll that returned at once waits at least a little.
-                    if got == 0 { wanted.max(MIN_IDLE_POLL.saturating_sub(started.elapsed())) } else { wanted }
+                    idle_delay(res.next_poll_ms, new, poll_interval, started.elapsed())
                 }
             }
             Err(e) => {
@@ -318,6 +329,18 @@ mod tests {
         assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(2), "{first:?}");
         assert!(retry_delay(6) >= Duration::from_secs(16));
         assert!(retry_delay(1000) <= Duration::from_secs(600));
+    }
+
+    #[test]
+    fn polls_only_back_to_back_while_something_new_arrives() {
+        let second = Duration::from_secs(1);
+        assert_eq!(idle_delay(None, 3, second, Duration::ZERO), Duration::ZERO);
+        assert_eq!(idle_delay(None, 0, second, Duration::ZERO), second);
+        // A plugin asking for no pause but bringing nothing new still waits.
+        assert_eq!(idle_delay(Some(0), 0, second, Duration::ZERO), MIN_IDLE_POLL);
+        // ...unless the poll itself took that long (a long poll).
+        assert_eq!(idle_delay(Some(0), 0, second, Duration::from_secs(25)), Duration::ZERO);
+        assert_eq!(idle_delay(Some(250), 2, second, Duration::ZERO), Duration::from_millis(250));
     }
 
     #[test]

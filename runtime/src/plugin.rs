@@ -377,6 +377,21 @@ macro_rules! call {
 }
 
 impl ChannelInstance {
+    /// Wrap an error the plugin returned, with any secret value in its text
+    /// redacted: these texts end up in logs and in the outbox's `last_error`.
+    fn channel_error(&self, e: latest::ChannelError) -> CallError {
+        use latest::ChannelError as E;
+        let sandbox = self.store.data().sandbox();
+        let r = |m: String| sandbox.redact(&m, "error").into_owned();
+        CallError::Channel(match e {
+            E::AuthFailed(m) => E::AuthFailed(r(m)),
+            E::Network(m) => E::Network(r(m)),
+            E::InvalidConfig(m) => E::InvalidConfig(r(m)),
+            E::Fatal(m) => E::Fatal(r(m)),
+            other => other,
+        })
+    }
+
     /// `describe()`.
     pub async fn describe(&mut self) -> Result<latest::ChannelInfo, CallError> {
         call!(self, |g, s| g.describe(s))
@@ -384,17 +399,17 @@ impl ChannelInstance {
 
     /// `connect()`.
     pub async fn connect(&mut self) -> Result<(), CallError> {
-        call!(self, |g, s| g.connect(s))?.map_err(CallError::Channel)
+        call!(self, |g, s| g.connect(s))?.map_err(|e| self.channel_error(e))
     }
 
     /// `poll(cursor)`.
     pub async fn poll(&mut self, cursor: Option<&str>) -> Result<latest::PollResult, CallError> {
-        call!(self, |g, s| g.poll(s, cursor))?.map_err(CallError::Channel)
+        call!(self, |g, s| g.poll(s, cursor))?.map_err(|e| self.channel_error(e))
     }
 
     /// `send(message)`.
     pub async fn send(&mut self, msg: &latest::OutboundMessage) -> Result<latest::SendReceipt, CallError> {
-        call!(self, |g, s| g.send(s, msg))?.map_err(CallError::Channel)
+        call!(self, |g, s| g.send(s, msg))?.map_err(|e| self.channel_error(e))
     }
 
     /// `disconnect()`, best effort.

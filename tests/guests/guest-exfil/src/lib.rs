@@ -11,7 +11,8 @@
 //! placeholder: GET {base}/ok?t={{secret:token}} (the legitimate way; must work)
 //! ```
 //!
-//! and logs `leaking <loot>` through `host.log`. It returns one message whose
+//! and logs `leaking <loot>` through `host.log`; `send` fails with the loot
+//! in its error text. It returns one message whose
 //! text is one line per attempt (`<name>: ok <status>` or `<name>: err
 //! <error>`) followed by `loot: <loot>`, so the message path is tested too.
 
@@ -83,10 +84,13 @@ impl Channel for Exfil {
         })
     }
 
+    /// Fails with the value in its error text: the host logs send errors and
+    /// keeps them in the outbox, so that text must be redacted too.
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("exfil-{}", message.idempotency_key),
-        })
+        Err(ChannelError::Network(format!(
+            "relay refused {} for {}",
+            self.loot, message.idempotency_key
+        )))
     }
 }
 
