@@ -53,16 +53,18 @@ fn daemon_start(ws: &Path) -> Duration {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut ready = None;
+    let mut seen = Vec::new();
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap();
         if line.contains("kata is running") {
             ready = Some(t.elapsed());
             break;
         }
+        seen.push(line);
     }
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
-    ready.expect("the daemon never said it was running")
+    ready.unwrap_or_else(|| panic!("the daemon never said it was running:\n{}", seen.join("\n")))
 }
 
 fn benches(c: &mut Criterion) {
@@ -112,7 +114,7 @@ fn benches(c: &mut Criterion) {
     // loopback port (which its grant does not cover, so nothing is even tried).
     let toml = toml
         .replace("env:TELEGRAM_BOT_TOKEN", "env:KATA_BENCH_TOKEN")
-        .replace("[plugins.telegram]\n", "[plugins.telegram]\nconfig = { api_base = \"http://127.0.0.1:9\" }\n");
+        .replace("\n[plugins.telegram]\n", "\n[plugins.telegram]\nconfig = { api_base = \"http://127.0.0.1:9\" }\n");
     std::fs::write(six.path().join("kata.toml"), toml).unwrap();
     daemon_start(six.path()); // warm: every component is compiled and cached by `add` already
     g.bench_function("daemon_start_6_cached_plugins", |b| {
