@@ -88,6 +88,24 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // Instantiation alone, as the target is stated: the store is made
+    // before and the instance dropped after the timed region.
+    g.bench_function("instantiate_only", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let store = plugin.new_store();
+                    let t = Instant::now();
+                    let inst = plugin.instantiate_in(store).await.unwrap();
+                    total += t.elapsed();
+                    drop(std::hint::black_box(inst));
+                }
+                total
+            })
+        })
+    });
+
     // An empty poll round trip on a warm instance (limits armed per call).
     g.bench_function("empty_poll_round_trip", |b| {
         b.iter_custom(|iters| {

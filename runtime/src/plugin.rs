@@ -280,7 +280,13 @@ impl ChannelPlugin {
 
     /// Create a fresh instance (a new store with its own memory and limits).
     pub async fn instantiate(&self) -> Result<ChannelInstance, CallError> {
-        let mut store = self.new_store();
+        self.instantiate_in(self.new_store()).await
+    }
+
+    /// Instantiate in a store made by [`Self::new_store`] (benchmarks time
+    /// this step alone).
+    #[doc(hidden)]
+    pub async fn instantiate_in(&self, mut store: Store<PluginCtx>) -> Result<ChannelInstance, CallError> {
         let limits = self.grants.limits;
         store.data_mut().cpu.reset(limits.cpu_per_call);
         store.set_epoch_deadline(1);
