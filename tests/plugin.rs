@@ -265,12 +265,35 @@ fn new_project_tests_builds_and_installs() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("acme-chat asks for") && out.contains("https://chat.example.org/api/"), "{out}");
 
-    // Kinds without a template yet say so.
-    let out = std::process::Command::new(common::kata_bin())
-        .args(["plugin", "new", "x", "--kind", "tools", "--dir"])
-        .arg(dir.path().join("x"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no rust template for tools plugins"));
+    // Tools and service projects: their own tests pass, they build to a
+    // component of their kind, and `add` says this kata runs channels only.
+    for kind in ["tools", "service"] {
+        let project = dir.path().join(kind);
+        let out = std::process::Command::new(common::kata_bin())
+            .args(["plugin", "new", &format!("acme-{kind}"), "--kind", kind, "--dir"])
+            .arg(&project)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let test = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .arg("test")
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", common::root().join("target/guest-native"))
+            .output()
+            .unwrap();
+        assert!(test.status.success(), "{kind}: {}", String::from_utf8_lossy(&test.stderr));
+        let wasm = dir.path().join(format!("{kind}.wasm"));
+        let build = std::process::Command::new(common::kata_bin())
+            .args(["plugin", "build"])
+            .arg(&project)
+            .arg("--out")
+            .arg(&wasm)
+            .env("CARGO_TARGET_DIR", common::root().join("target/wasm"))
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "{kind}: {}", String::from_utf8_lossy(&build.stderr));
+        let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&wasm)]);
+        assert!(ok && out.contains(&format!("kind:        {kind}")), "{out}");
+        refused(&ws, &["plugin", "add", path_str(&wasm)], &[&format!("is a {kind} plugin"), "channel plugins only"]);
+    }
 }

@@ -22,33 +22,52 @@ struct Template {
     lang: &'static str,
     kind: &'static str,
     files: &'static [File],
-    /// Whether the Rust SDK and the WIT are vendored in.
-    vendor_rust_sdk: bool,
+    /// What is vendored in besides the template's own files.
+    vendor: &'static [File],
 }
 
 macro_rules! file {
-    ($path:literal, $src:literal) => {
+    ($path:literal, $src:expr) => {
         File { path: $path, text: include_str!($src) }
     };
 }
 
-const TEMPLATES: &[Template] = &[Template {
-    lang: "rust",
-    kind: "channel",
-    files: &[
-        file!("Cargo.toml", "../templates/rust-channel/Cargo.toml.tmpl"),
-        file!("plugin.toml", "../templates/rust-channel/plugin.toml.tmpl"),
-        file!("src/lib.rs", "../templates/rust-channel/src/lib.rs.tmpl"),
-        file!("README.md", "../templates/rust-channel/README.md.tmpl"),
-        file!(".gitignore", "../templates/rust-channel/gitignore.tmpl"),
-    ],
-    vendor_rust_sdk: true,
-}];
+macro_rules! rust_template {
+    ($kind:literal, $dir:literal, $vendor:expr) => {
+        Template {
+            lang: "rust",
+            kind: $kind,
+            files: &[
+                file!("Cargo.toml", concat!("../templates/", $dir, "/Cargo.toml.tmpl")),
+                file!("plugin.toml", concat!("../templates/", $dir, "/plugin.toml.tmpl")),
+                file!("src/lib.rs", concat!("../templates/", $dir, "/src/lib.rs.tmpl")),
+                file!("README.md", concat!("../templates/", $dir, "/README.md.tmpl")),
+                file!(".gitignore", concat!("../templates/", $dir, "/gitignore.tmpl")),
+            ],
+            vendor: $vendor,
+        }
+    };
+}
 
-/// The Rust SDK and the WIT it is generated from, as vendored into projects.
-/// The SDK's `path = "../../wit/vX"` resolves to the project's `wit/` from
-/// `vendor/kata-sdk`.
-const RUST_SDK: &[File] = &[
+const TEMPLATES: &[Template] = &[
+    rust_template!("channel", "rust-channel", RUST_SDK_AND_WIT),
+    rust_template!("tools", "rust-tools", WIT),
+    rust_template!("service", "rust-service", WIT),
+];
+
+/// The WIT contract, as vendored into projects (`wit/vX.Y.Z/`).
+const WIT: &[File] = &[
+    file!("wit/v0.1.1/types.wit", "../../wit/v0.1.1/types.wit"),
+    file!("wit/v0.1.1/host.wit", "../../wit/v0.1.1/host.wit"),
+    file!("wit/v0.1.1/channel.wit", "../../wit/v0.1.1/channel.wit"),
+    file!("wit/v0.1.1/tools.wit", "../../wit/v0.1.1/tools.wit"),
+    file!("wit/v0.1.1/service.wit", "../../wit/v0.1.1/service.wit"),
+    file!("wit/v0.1.1/worlds.wit", "../../wit/v0.1.1/worlds.wit"),
+];
+
+/// The Rust SDK plus the WIT. The SDK's `path = "../../wit/vX"` resolves to
+/// the project's `wit/` from `vendor/kata-sdk`.
+const RUST_SDK_AND_WIT: &[File] = &[
     file!("vendor/kata-sdk/Cargo.toml", "../../sdk/rust/Cargo.toml"),
     file!("vendor/kata-sdk/src/lib.rs", "../../sdk/rust/src/lib.rs"),
     file!("vendor/kata-sdk/src/config.rs", "../../sdk/rust/src/config.rs"),
@@ -70,23 +89,21 @@ pub fn new_project(name: &str, kind: &str, lang: &str, dir: &Path) -> Result<()>
     }
     let Some(t) = TEMPLATES.iter().find(|t| t.lang == lang && t.kind == kind) else {
         let have: Vec<String> = TEMPLATES.iter().map(|t| format!("--lang {} --kind {}", t.lang, t.kind)).collect();
-        bail!(
-            "there is no {lang} template for {kind} plugins yet (this kata runs channel plugins; tools and \
-             service plugins come with the agent-tools and services work); available: {}",
-            have.join(", ")
-        );
+        bail!("there is no {lang} template for {kind} plugins; available: {}", have.join(", "));
     };
     if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty; choose another directory", dir.display());
     }
     let crate_name = name.replace('-', "_");
+    let version = crate::host::latest::VERSION;
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{crate_name}}", &crate_name)
-            .replace("{{wit_version}}", crate::host::latest::VERSION)
+            .replace("{{wit_version_len}}", &version.len().to_string())
+            .replace("{{wit_version}}", version)
     };
-    let sdk: &[File] = if t.vendor_rust_sdk { RUST_SDK } else { &[] };
-    for f in t.files.iter().map(|f| (f.path, fill(f.text))).chain(sdk.iter().map(|f| (f.path, f.text.to_string()))) {
+    let files = t.files.iter().map(|f| (f.path, fill(f.text)));
+    for f in files.chain(t.vendor.iter().map(|f| (f.path, f.text.to_string()))) {
         let path = dir.join(f.0);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
