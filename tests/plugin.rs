@@ -132,7 +132,9 @@ fn list_inspect_upgrade_and_remove() {
 
     let (ok, out, _) = kata(ws.path(), &["plugin", "list", "--json"]);
     assert!(ok);
-    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listing: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["daemon_pid"], serde_json::Value::Null, "no daemon runs here");
+    let rows = &listing["plugins"];
     assert_eq!(rows[0]["name"], "chat");
     assert_eq!(rows[0]["kind"], "channel");
     assert_eq!(rows[0]["wit_version"], "0.1.1");
@@ -223,8 +225,19 @@ async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
     common::wait_for("three replies sent by the 0.1.0 plugin", std::time::Duration::from_secs(30), || {
         (db.counts().ok()?.outbox_sent == 3).then_some(())
     });
+    // `kata plugin list` sees the running daemon and what the plugin did.
+    let (ok, out, err) = kata(ws.path(), &["plugin", "list", "--json"]);
+    assert!(ok, "{err}");
+    let listing: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listing["daemon_pid"], daemon.pid());
+    assert_eq!(listing["plugins"][0]["activity"]["received"], 3);
+    assert_eq!(listing["plugins"][0]["activity"]["sent"], 3);
+    let (_, out, _) = kata(ws.path(), &["plugin", "list"]);
+    assert!(out.contains(&format!("daemon: running (pid {})", daemon.pid())) && out.contains("3 in, 3 sent"), "{out}");
     assert!(daemon.signal_and_wait("TERM").success());
     assert!(ws.log().contains("old plugin sends"), "{}", ws.log());
+    let (_, out, _) = kata(ws.path(), &["plugin", "list"]);
+    assert!(out.contains("daemon: not running"), "{out}");
 }
 
 #[test]

@@ -480,11 +480,24 @@ pub struct Listed {
     pub missing: Vec<String>,
     /// Why the file could not be read, if so.
     pub error: Option<String>,
+    /// Messages in and replies out so far (from the workspace database).
+    pub activity: Option<crate::store::PluginActivity>,
+}
+
+/// `kata plugin list` as a whole: the plugins, and the daemon if one runs.
+#[derive(Debug, serde::Serialize)]
+pub struct Listing {
+    /// The pid of the `kata run` serving this workspace, if any.
+    pub daemon_pid: Option<u32>,
+    /// One row per plugin.
+    pub plugins: Vec<Listed>,
 }
 
 /// `kata plugin list`.
-pub fn list(ws: &Workspace) -> Result<Vec<Listed>> {
+pub fn list(ws: &Workspace) -> Result<Listing> {
     let policy = Policy::load(&ws.policy_path(), ws.root())?;
+    // The database is shared with a running daemon (WAL): reading is safe.
+    let db = if ws.db_path().exists() { Some(crate::store::Db::open(&ws.db_path())?) } else { None };
     let mut rows = Vec::new();
     for g in policy.plugins.values() {
         let mut row = Listed {
@@ -499,6 +512,7 @@ pub fn list(ws: &Workspace) -> Result<Vec<Listed>> {
             secrets: g.secrets.keys().cloned().collect(),
             missing: vec![],
             error: None,
+            activity: db.as_ref().and_then(|db| db.plugin_activity(&g.name).ok()),
         };
         match &g.path {
             None => row.error = Some("not installed (no path)".into()),
@@ -524,11 +538,16 @@ pub fn list(ws: &Workspace) -> Result<Vec<Listed>> {
         }
         rows.push(row);
     }
-    Ok(rows)
+    Ok(Listing { daemon_pid: ws.running_daemon(), plugins: rows })
 }
 
 /// Print `kata plugin list` as a table.
-pub fn print_list(rows: &[Listed], out: &mut dyn Write) -> Result<()> {
+pub fn print_list(listing: &Listing, out: &mut dyn Write) -> Result<()> {
+    let rows = &listing.plugins;
+    match listing.daemon_pid {
+        Some(pid) => writeln!(out, "daemon: running (pid {pid})")?,
+        None => writeln!(out, "daemon: not running")?,
+    }
     if rows.is_empty() {
         writeln!(out, "No plugins in this workspace. Add one with `kata plugin add FILE.wasm`.")?;
         return Ok(());
@@ -552,6 +571,15 @@ pub fn print_list(rows: &[Listed], out: &mut dyn Write) -> Result<()> {
             r.sha256.as_deref().map_or("-", |h| &h[..12]),
             r.error.as_deref().map_or(grants, |e| format!("ERROR: {e}")),
         )?;
+        if let Some(a) = &r.activity
+            && (a.received > 0 || a.sent > 0 || a.pending > 0 || a.failed > 0)
+        {
+            write!(out, "{:<16} {} in, {} sent, {} pending, {} failed", "", a.received, a.sent, a.pending, a.failed)?;
+            match &a.last_error {
+                Some(e) if a.pending > 0 || a.failed > 0 => writeln!(out, "; last error: {e}")?,
+                _ => writeln!(out)?,
+            }
+        }
     }
     Ok(())
 }

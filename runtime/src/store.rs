@@ -202,6 +202,21 @@ pub struct Counts {
     pub outbox_failed: u64,
 }
 
+/// What one plugin has done, from the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PluginActivity {
+    /// Messages it brought in.
+    pub received: u64,
+    /// Replies it delivered.
+    pub sent: u64,
+    /// Replies waiting to be delivered.
+    pub pending: u64,
+    /// Replies given up on.
+    pub failed: u64,
+    /// The most recent delivery error.
+    pub last_error: Option<String>,
+}
+
 /// The workspace database. Cheap to clone; calls are serialised on one connection
 /// (SQLite serialises writers anyway, and every call here takes microseconds).
 #[derive(Clone)]
@@ -422,6 +437,25 @@ impl Db {
             params![id, error],
         )?;
         Ok(())
+    }
+
+    /// One plugin's message counts and the last delivery error, for status output.
+    pub fn plugin_activity(&self, plugin: &str) -> Result<PluginActivity> {
+        let conn = self.lock();
+        let count = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [plugin], |r| r.get::<_, i64>(0))? as u64) };
+        Ok(PluginActivity {
+            received: count("SELECT COUNT(*) FROM inbox WHERE plugin = ?1")?,
+            sent: count("SELECT COUNT(*) FROM outbox WHERE plugin = ?1 AND status = 'sent'")?,
+            pending: count("SELECT COUNT(*) FROM outbox WHERE plugin = ?1 AND status = 'pending'")?,
+            failed: count("SELECT COUNT(*) FROM outbox WHERE plugin = ?1 AND status = 'failed'")?,
+            last_error: conn
+                .query_row(
+                    "SELECT last_error FROM outbox WHERE plugin = ?1 AND last_error IS NOT NULL ORDER BY id DESC LIMIT 1",
+                    [plugin],
+                    |r| r.get(0),
+                )
+                .optional()?,
+        })
     }
 
     /// Queue and delivery counts.

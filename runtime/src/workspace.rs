@@ -2,6 +2,7 @@
 //! (database, compile cache, logs).
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -118,12 +119,30 @@ impl Workspace {
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(file),
+            Ok(()) => {
+                // Record who holds it, for `kata plugin list` and friends.
+                let _ = file.set_len(0);
+                let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+                Ok(file)
+            }
             Err(std::fs::TryLockError::WouldBlock) => bail!(
                 "another `kata run` is already running in {}; stop it first",
                 self.root.display()
             ),
             Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+
+    /// The pid of the `kata run` holding this workspace, if one is running.
+    pub fn running_daemon(&self) -> Option<u32> {
+        let path = self.state_dir().join("run.lock");
+        let file = File::open(&path).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Some(std::fs::read_to_string(&path).ok()?.trim().parse().unwrap_or(0))
+            }
+            Err(std::fs::TryLockError::Error(_)) => None,
         }
     }
 }
