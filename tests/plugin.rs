@@ -310,3 +310,62 @@ fn new_project_tests_builds_and_installs() {
         refused(&ws, &["plugin", "add", path_str(&wasm)], &[&format!("is a {kind} plugin"), "channel plugins only"]);
     }
 }
+
+/// The manifest asks, the policy decides: a plugin gets only what both say,
+/// however wide kata.toml is.
+#[tokio::test]
+async fn grants_are_narrowed_to_what_the_manifest_asks_for() {
+    use kata::engine::Engine;
+    use kata::plugin::{ChannelPlugin, linker};
+    use kata::policy::Policy;
+
+    let server = common::RecordingServer::start();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    // guest-forbidden-host carries no manifest; give it one asking for /allowed/ only.
+    let mut bytes = std::fs::read(guest("guest-forbidden-host")).unwrap();
+    let manifest = format!("name = \"fetcher\"\nnetwork = [\"{base}/allowed/\"]\n");
+    kata::manifest::append_custom_section(&mut bytes, kata::manifest::SECTION, manifest.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("fetcher.wasm");
+    std::fs::write(&wasm, &bytes).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "a-token-value-123").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+    let engine = Engine::new(None).unwrap();
+    let load = |url: &str| {
+        // kata.toml grants the whole host and a secret the manifest never mentions.
+        let text = format!(
+            "[plugins.fetcher]\npath = \"{}\"\nnetwork = [\"{base}/\"]\nsecrets = {{ token = \"file:{}\" }}\nconfig = {{ url = \"{url}\" }}\n",
+            wasm.display(),
+            token.display()
+        );
+        let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
+        ChannelPlugin::load(&engine, &linker(&engine).unwrap(), policy.plugins["fetcher"].clone(), db.clone(), Path::new("/"))
+            .unwrap()
+    };
+    let poll = |p: ChannelPlugin| async move {
+        let mut inst = p.instantiate().await.unwrap();
+        inst.connect().await.unwrap();
+        inst.poll(None).await.unwrap().messages[0].text.clone()
+    };
+
+    let p = load(&format!("{base}/allowed/x"));
+    assert!(p.sandbox().grants().secrets.is_empty(), "an undeclared secret is not given");
+    assert_eq!(poll(p).await, "ok 200");
+    let text = poll(load(&format!("{base}/admin"))).await;
+    assert!(text.starts_with("err") && text.contains("denied"), "{text}");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1, "only the declared path was reached: {seen:?}");
+    let rows = db
+        .audit_query(&kata::store::AuditQuery { plugin: Some("fetcher".into()), limit: 100, ..Default::default() })
+        .unwrap();
+    assert!(
+        rows.iter().any(|r| r.verdict == "deny" && r.detail.as_deref().is_some_and(|d| d.contains("manifest does not ask"))),
+        "{rows:#?}"
+    );
+}

@@ -127,11 +127,12 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let core = std::fs::read(&core_path).with_context(|| format!("cannot read {}", core_path.display()))?;
     let mut component =
         componentize(&core).with_context(|| format!("cannot componentize {}", core_path.display()))?;
-    let mut manifest = read_manifest(dir)?;
-    if manifest.version.is_empty() {
-        manifest.version = package_version.unwrap_or_default();
+    if let Some(mut manifest) = read_manifest(dir)? {
+        if manifest.version.is_empty() {
+            manifest.version = package_version.unwrap_or_default();
+        }
+        crate::manifest::append_custom_section(&mut component, crate::manifest::SECTION, manifest.to_toml().as_bytes());
     }
-    crate::manifest::append_custom_section(&mut component, crate::manifest::SECTION, manifest.to_toml().as_bytes());
     let out = match out {
         Some(o) => o.to_path_buf(),
         None => core_path.with_extension("component.wasm"),
@@ -146,26 +147,20 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The crate's `plugin.toml`, or a minimal manifest from Cargo.toml's name
-/// and version when there is none (a plugin that asks for nothing).
-fn read_manifest(dir: &Path) -> Result<crate::manifest::Manifest> {
+/// The crate's `plugin.toml`, if it has one. Without it the component
+/// carries no manifest, and kata.toml alone decides what it gets.
+fn read_manifest(dir: &Path) -> Result<Option<crate::manifest::Manifest>> {
     let file = dir.join(crate::manifest::FILE);
-    if file.is_file() {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        return crate::manifest::Manifest::parse(&text, &file.display().to_string()).map_err(anyhow::Error::msg);
+    if !file.is_file() {
+        tracing::warn!(
+            "{} has no {}: the component carries no manifest (what it asks for), so kata.toml alone will decide its grants",
+            dir.display(),
+            crate::manifest::FILE
+        );
+        return Ok(None);
     }
-    let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
-    let table: toml::Table = toml::from_str(&cargo).unwrap_or_default();
-    let package = table.get("package").and_then(|p| p.as_table());
-    let get = |k: &str| package.and_then(|p| p.get(k)).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    let name = get("name");
-    let name = name.strip_prefix("kata-").unwrap_or(&name).replace('_', "-");
-    let mut m = crate::manifest::Manifest { name, version: get("version"), description: get("description"), ..Default::default() };
-    if m.name.is_empty() {
-        m.name = "plugin".into();
-    }
-    tracing::warn!("{} has no {}; embedding a manifest that asks for nothing", dir.display(), crate::manifest::FILE);
-    Ok(m)
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    crate::manifest::Manifest::parse(&text, &file.display().to_string()).map(Some).map_err(anyhow::Error::msg)
 }
 
 /// Turn a core module (with wit-bindgen's component-type sections) into a

@@ -194,9 +194,21 @@ pub struct Request {
 pub fn review(manifest: Option<&Manifest>, grants: Option<&PluginGrants>) -> Vec<Request> {
     let Some(m) = manifest else { return Vec::new() };
     let mut out = Vec::new();
+    let no_config = std::collections::BTreeMap::new();
     for entry in &m.network {
-        let granted = grants.is_some_and(|g| network_covered(g, entry));
-        out.push(Request { kind: "network", what: entry.clone(), why: String::new(), granted });
+        match crate::manifest::expand_entry(entry, grants.map_or(&no_config, |g| &g.config)) {
+            Some(url) => {
+                let granted = grants.is_some_and(|g| network_covered(g, &url));
+                out.push(Request { kind: "network", what: url, why: String::new(), granted });
+            }
+            // Depends on configuration that is not set: asks for nothing yet.
+            None => out.push(Request {
+                kind: "network",
+                what: entry.clone(),
+                why: "only once that configuration is set; grant the URL it names then".into(),
+                granted: true,
+            }),
+        }
     }
     for (name, why) in &m.secrets {
         let granted = grants.is_some_and(|g| g.secrets.contains_key(name));

@@ -90,6 +90,24 @@ impl Manifest {
     }
 }
 
+/// Expand `${KEY}` references in a manifest network entry from the plugin's
+/// configuration, so a manifest can ask for "whatever URL the user configures"
+/// (e.g. `"${api_base}/bot"` for a self-hosted or emulated API). None when a
+/// referenced key is not set: the entry then asks for nothing.
+pub fn expand_entry(entry: &str, config: &BTreeMap<String, String>) -> Option<String> {
+    let mut out = String::with_capacity(entry.len());
+    let mut rest = entry;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find('}')? + i;
+        let value = config.get(&rest[i + 2..end])?;
+        out.push_str(value.trim_end_matches('/'));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// Append a custom section to a component (or module). Custom sections may
 /// appear anywhere at the top level, so appending keeps the binary valid.
 pub fn append_custom_section(wasm: &mut Vec<u8>, name: &str, data: &[u8]) {
@@ -129,6 +147,15 @@ config = { poll_timeout_s = "long-poll timeout" }
         assert!(e.contains("netwrk"), "{e}");
         let e = Manifest::parse("name = \"x\"\nfiles = [{ guest = \"/a\", mode = \"rwx\" }]", "p").expect_err("mode");
         assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn entries_expand_from_config() {
+        let config = BTreeMap::from([("api_base".to_string(), "http://127.0.0.1:9000/".to_string())]);
+        assert_eq!(expand_entry("${api_base}/bot", &config).as_deref(), Some("http://127.0.0.1:9000/bot"));
+        assert_eq!(expand_entry("https://x.org", &config).as_deref(), Some("https://x.org"));
+        assert_eq!(expand_entry("${other}/bot", &config), None);
+        assert_eq!(expand_entry("${unterminated", &config), None);
     }
 
     #[test]

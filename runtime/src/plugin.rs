@@ -242,6 +242,19 @@ impl ChannelPlugin {
             .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
         let pre = host::ChannelPre::new(pre, info.wit_version.as_deref())
             .map_err(|e| LoadError::WrongWorld { path: path.clone(), found: format!("incompatible exports ({e:#})") })?;
+        // The manifest asks, the policy decides: only what both say is given.
+        let mut grants = grants;
+        if let Some(m) = &info.manifest {
+            let dropped = grants
+                .restrict_to(m)
+                .map_err(|reason| LoadError::Invalid { path: path.clone(), reason })?;
+            for d in dropped {
+                tracing::warn!(
+                    plugin = %grants.name,
+                    "kata.toml grants {d}, but the plugin's manifest does not ask for it: not given to the plugin"
+                );
+            }
+        }
         let mut secrets = BTreeMap::new();
         for (name, source) in &grants.secrets {
             let value = source.resolve(workspace).map_err(|e| {

@@ -570,6 +570,20 @@ impl NetworkGrant {
         };
         host_ok && path_has_prefix(path, &self.path_prefix)
     }
+
+    /// Whether some request could match both entries (same scheme and port,
+    /// hosts that can coincide, one path prefix inside the other).
+    pub fn overlaps(&self, other: &NetworkGrant) -> bool {
+        if !self.scheme.eq_ignore_ascii_case(&other.scheme) || self.port != other.port {
+            return false;
+        }
+        let covers = |wild: &str, host: &str| match wild.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")) || host == wild,
+            None => false,
+        };
+        let hosts = self.host == other.host || covers(&self.host, &other.host) || covers(&other.host, &self.host);
+        hosts && (self.path_prefix.starts_with(&other.path_prefix) || other.path_prefix.starts_with(&self.path_prefix))
+    }
 }
 
 /// `path` is under `prefix`. A prefix ending in `/` or the bare `/` is a
@@ -709,9 +723,53 @@ pub struct PluginGrants {
     pub files: Vec<FileGrant>,
     /// Resource limits.
     pub limits: Limits,
+    /// The network entries the plugin's manifest asks for, when it carries one
+    /// (set when the plugin is loaded). A request must then match a policy
+    /// grant *and* one of these: the manifest asks, the policy decides.
+    pub declared_network: Option<Vec<NetworkGrant>>,
 }
 
 impl PluginGrants {
+    /// Narrow these grants to what a manifest asks for: secrets and
+    /// directories it does not declare are dropped, and requests must match a
+    /// declared network entry as well as a grant. Returns what was dropped,
+    /// for the log. A declared entry that does not parse is an error.
+    pub fn restrict_to(&mut self, m: &crate::manifest::Manifest) -> Result<Vec<String>, String> {
+        let declared = m
+            .network
+            .iter()
+            .filter_map(|e| crate::manifest::expand_entry(e, &self.config).map(|x| (e, x)))
+            .map(|(e, x)| NetworkGrant::parse(&x).map_err(|err| format!("its manifest's network entry {e:?}: {err}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut dropped = Vec::new();
+        self.secrets.retain(|name, _| {
+            let keep = m.secrets.contains_key(name);
+            if !keep {
+                dropped.push(format!("secret {name}"));
+            }
+            keep
+        });
+        self.files.retain(|f| {
+            let keep = m.files.iter().any(|r| r.guest == f.guest && (r.mode == "rw" || f.mode == FileMode::Ro));
+            if !keep {
+                dropped.push(format!("files {} ({})", f.guest, f.mode));
+            }
+            keep
+        });
+        for g in &self.network {
+            if !declared.iter().any(|d| d.overlaps(g)) {
+                dropped.push(format!("network {}", g.source));
+            }
+        }
+        self.declared_network = Some(declared);
+        Ok(dropped)
+    }
+
+    /// Whether a request is one the manifest asked for (always, without a manifest).
+    pub fn declared(&self, scheme: &str, host: &str, port: u16, path: &str) -> bool {
+        self.declared_network.as_ref().is_none_or(|d| d.iter().any(|g| g.allows(scheme, host, port, path)))
+    }
+
     /// Find the grant that allows a request to this URL for some method, if any.
     pub fn network_grant(&self, scheme: &str, host: &str, port: u16, path: &str) -> Option<&NetworkGrant> {
         self.network.iter().find(|g| g.allows(scheme, host, port, path))
@@ -897,6 +955,7 @@ impl Policy {
             plugins.insert(
                 name.clone(),
                 PluginGrants {
+                    declared_network: None,
                     name: name.clone(),
                     path: entry.path.as_ref().map(|p| workspace.join(p)),
                     enabled: entry.enabled,

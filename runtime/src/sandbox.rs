@@ -73,6 +73,15 @@ pub enum Denial {
         /// The kata.toml entry that would allow it.
         suggestion: String,
     },
+    /// A grant covers the URL, but the plugin's manifest never asked for it.
+    Undeclared {
+        /// The HTTP method.
+        method: String,
+        /// The URL without its query.
+        url: String,
+        /// What the manifest does ask for.
+        declared: Vec<String>,
+    },
     /// The request names a secret the policy does not define.
     UnknownSecret {
         /// The secret's name.
@@ -117,6 +126,12 @@ impl Denial {
                 "plugin {plugin}: {method} {url} denied: no network grant covers it; to allow it, add \
                  {suggestion} to `network` under [plugins.{plugin}] in kata.toml"
             ),
+            Denial::Undeclared { method, url, declared } => format!(
+                "plugin {plugin}: {method} {url} denied: kata.toml grants it, but the plugin's manifest does not \
+                 ask for it (it asks for: {}); a plugin only gets what it declares and the policy grants — \
+                 use a build of the plugin that declares this host",
+                if declared.is_empty() { "no network".to_string() } else { declared.join(", ") }
+            ),
             Denial::UnknownSecret { name } => format!(
                 "plugin {plugin}: request denied: it uses {{{{secret:{name}}}}} but kata.toml defines no such secret; \
                  add `secrets = {{ {name} = \"env:VARIABLE\" }}` under [plugins.{plugin}]"
@@ -144,7 +159,7 @@ impl Denial {
         let (kind, verdict, policy) = match self {
             Denial::NotGranted { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
             Denial::PrivateAddress { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
-            Denial::Malformed { .. } => (Kind::Network, Verdict::Deny, None),
+            Denial::Malformed { .. } | Denial::Undeclared { .. } => (Kind::Network, Verdict::Deny, None),
             Denial::UnknownSecret { name } => {
                 (Kind::Secret, Verdict::Deny, Some(format!("secrets = {{ {name} = \"env:VARIABLE\" }}")))
             }
@@ -187,6 +202,10 @@ pub fn check_uri<'g>(grants: &'g PluginGrants, method: &str, uri: &http::Uri) ->
     };
     let path = uri.path();
     if let Some(g) = grants.network_grant_for(method, &scheme, host, port, path) {
+        if !grants.declared(&scheme, host, port, path) {
+            let declared = grants.declared_network.iter().flatten().map(|d| d.source.clone()).collect();
+            return Err(Denial::Undeclared { method: method.to_ascii_uppercase(), url: without_query(uri), declared });
+        }
         return Ok(g);
     }
     // A grant for the URL but not the method: suggest widening that entry.
