@@ -369,3 +369,18 @@ async fn grants_are_narrowed_to_what_the_manifest_asks_for() {
         "{rows:#?}"
     );
 }
+
+#[test]
+fn policy_check_warns_about_grants_no_manifest_asks_for() {
+    let ws = TestWorkspace::new(
+        "\n[plugins.tg]\nnetwork = [\"https://api.telegram.org\", \"https://evil.example.org\"]\n\
+         secrets = { bot_token = \"env:PATH\", extra = \"env:PATH\" }\n",
+    );
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&guest("telegram")), "--name", "tg"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kata(ws.path(), &["policy", "check"]);
+    assert!(ok, "warnings only: {out}{err}");
+    assert!(out.contains("grants network https://evil.example.org, which the plugin's manifest does not ask for"), "{out}");
+    assert!(out.contains("grants secret extra"), "{out}");
+    assert!(!out.contains("grants secret bot_token") && !out.contains("grants network https://api.telegram.org,"), "{out}");
+}

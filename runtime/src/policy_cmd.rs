@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::audit::{format_time, parse_time};
-use crate::policy::{FileMode, Policy, PluginGrants, SecretSource, Severity, parse_duration};
+use crate::policy::{Diagnostic, FileMode, Policy, PluginGrants, SecretSource, Severity, parse_duration};
 use crate::store::{AuditQuery, AuditRow, Db, now_ms};
 use crate::workspace::Workspace;
 
@@ -82,6 +82,7 @@ fn check(workspace: Option<&Path>, file: Option<&Path>, out: &mut impl Write) ->
     let mut diags = analysis.diagnostics.clone();
     if let Some(p) = &analysis.policy {
         diags.extend(p.environment_diagnostics(&text, &root));
+        diags.extend(unrequested_grants(p, &text));
         diags.sort_by_key(|d| (d.line, d.column, d.severity));
     }
     for d in &diags {
@@ -101,6 +102,38 @@ fn check(workspace: Option<&Path>, file: Option<&Path>, out: &mut impl Write) ->
     let plugins = analysis.policy.as_ref().map_or(0, |p| p.plugins.len());
     writeln!(out, "{}: ok ({}, {})", path.display(), plural(plugins, "plugin"), plural(warnings, "warning"))?;
     Ok(())
+}
+
+/// Warnings for grants an installed plugin's manifest does not ask for: they
+/// are never given to it (see `PluginGrants::restrict_to`), so they only make
+/// the policy look wider than it is.
+fn unrequested_grants(policy: &Policy, text: &str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for g in policy.plugins.values() {
+        let Some(file) = &g.path else { continue };
+        let Ok(bytes) = std::fs::read(file) else { continue };
+        let Ok(info) = crate::plugin::inspect(&bytes, &file.display().to_string()) else { continue };
+        let Some(manifest) = &info.manifest else { continue };
+        let header = format!("[plugins.{}]", g.name);
+        let line = text.lines().position(|l| l.trim() == header).map_or(0, |i| i + 1);
+        let dropped = match g.clone().restrict_to(manifest) {
+            Ok(d) => d,
+            Err(e) => vec![format!("(the manifest is invalid: {e})")],
+        };
+        for d in dropped {
+            out.push(Diagnostic {
+                severity: Severity::Warning,
+                path: policy.path.clone(),
+                line,
+                column: if line > 0 { 1 } else { 0 },
+                key: format!("plugins.{}", g.name),
+                message: format!(
+                    "grants {d}, which the plugin's manifest does not ask for: it is not given to the plugin; remove it"
+                ),
+            });
+        }
+    }
+    out
 }
 
 fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
