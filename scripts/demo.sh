@@ -32,6 +32,7 @@ path = "plugins/telegram.wasm"
 network = ["$API/bot"]
 secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
 config = { api_base = "$API", poll_timeout_s = 0, poll_interval = "200ms" }
+allow_from = ["*"]   # the demo talks to anyone; by default a stranger must pair first
 TOML
 sed -i 's/^template = .*/template = "kata heard {sender}: {text}"/' "$DEMO/kata.toml"
 

@@ -14,7 +14,7 @@ use common::{TestWorkspace, guest, wait_for};
 fn hostile_plugins_are_contained_while_a_healthy_one_delivers() {
     let mut toml = String::new();
     for (name, file, extra) in [
-        ("healthy", "guest-v0-1-0", ""),
+        ("healthy", "guest-v0-1-0", "allow_from = [\"*\"]\n"),
         ("spin", "guest-spin", "limits = { cpu_per_call = \"100ms\" }\n"),
         ("bomb", "guest-membomb", "limits = { memory = \"16MiB\" }\n"),
         ("deep", "guest-deep", ""),

@@ -217,7 +217,7 @@ async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
     assert_eq!(db.state_keys("old", "", 10).unwrap(), vec!["polls".to_string()]);
 
     // And end to end under the daemon: polled, answered, sent through the old plugin.
-    let ws = TestWorkspace::new(&format!("\n[plugins.old]\npath = \"{}\"\n", wasm.display()));
+    let ws = TestWorkspace::new(&format!("\n[plugins.old]\npath = \"{}\"\nallow_from = [\"*\"]\n", wasm.display()));
     let mut daemon = ws.run(&[]);
     let db = common::wait_for("the daemon's database", std::time::Duration::from_secs(30), || {
         kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok()

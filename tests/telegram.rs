@@ -10,7 +10,9 @@ use common::{TelegramServer, TestWorkspace, guest, wait_for};
 
 const TOKEN: &str = "123456:TEST-TOKEN-kata";
 
-fn workspace(tg: &TelegramServer) -> TestWorkspace {
+/// A workspace running the Telegram plugin against the emulator; `allow` is
+/// the `allow_from` line (empty: pairing for everyone).
+fn workspace_with(tg: &TelegramServer, allow: &str) -> TestWorkspace {
     let wasm = guest("telegram");
     TestWorkspace::new(&format!(
         r#"
@@ -19,10 +21,16 @@ path = "{wasm}"
 network = ["{base}/bot"]
 secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
 config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
+{allow}
 "#,
+        allow = allow,
         wasm = wasm.display(),
         base = tg.base()
     ))
+}
+
+fn workspace(tg: &TelegramServer) -> TestWorkspace {
+    workspace_with(tg, "allow_from = [\"*\"]")
 }
 
 fn texts(msgs: &[serde_json::Value]) -> Vec<String> {
@@ -112,5 +120,44 @@ fn ungranted_host_is_denied_with_the_line_to_add() {
     });
     assert!(log.contains(&format!("\"{}\"", tg.base())), "the denial names the entry to add:\n{log}");
     assert!(log.contains("[plugins.telegram]"), "{log}");
+    assert!(kata.signal_and_wait("TERM").success());
+}
+
+#[test]
+fn unknown_senders_pair_before_they_reach_the_agent() {
+    let tg = TelegramServer::start();
+    let ws = workspace_with(&tg, "allow_from = [\"42\"]");
+    let mut kata = ws.run(&[("TG_TEST_TOKEN", TOKEN)]);
+
+    // An allowed sender reaches the agent at once.
+    tg.user_says(TOKEN, 42, "allowed here");
+    expect_replies(&tg, 42, &["allowed here".to_string()], &ws);
+
+    // A stranger gets a pairing code, and nothing else.
+    tg.user_says(TOKEN, 7, "hello?");
+    let code = wait_for("the pairing code", Duration::from_secs(60), || {
+        let got = texts(&tg.bot_messages(TOKEN, 7));
+        let text = got.first()?.clone();
+        let code = text.split("kata pair approve ").nth(1)?.trim_end_matches(['`', '.']).to_string();
+        Some(code)
+    });
+    assert_eq!(code.len(), 6, "{code}");
+    tg.user_says(TOKEN, 7, "anyone there?");
+    let (ok, out, _) = common::kata(ws.path(), &["pair", "list"]);
+    assert!(ok && out.contains(&code) && out.contains("pending"), "{out}");
+    // Wait until the second message has been handled, then check it got nothing.
+    let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
+    wait_for("both messages handled", Duration::from_secs(60), || {
+        (db.plugin_activity("telegram").ok()?.received == 3 && db.counts().ok()?.inbox_new == 0).then_some(())
+    });
+    assert_eq!(texts(&tg.bot_messages(TOKEN, 7)).len(), 1, "a pending sender gets no second reply");
+
+    // The owner approves; the sender's next message reaches the agent.
+    let (ok, out, err) = common::kata(ws.path(), &["pair", "approve", &code.to_lowercase()]);
+    assert!(ok && out.contains("Approved 7"), "{out}{err}");
+    tg.user_says(TOKEN, 7, "now?");
+    expect_replies(&tg, 7, &["now?".to_string()], &ws);
+    let (ok, _, err) = common::kata(ws.path(), &["pair", "approve", "ZZZZZZ"]);
+    assert!(!ok && err.contains("no pairing has the code ZZZZZZ"), "{err}");
     assert!(kata.signal_and_wait("TERM").success());
 }

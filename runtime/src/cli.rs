@@ -54,11 +54,35 @@ pub enum Command {
     /// Show the audit log: every network decision, refused secret, blocked
     /// leak, redaction and limit hit.
     Audit(crate::policy_cmd::AuditArgs),
+    /// Approve or deny senders who asked to talk to the agent (pairing).
+    #[command(subcommand)]
+    Pair(PairCommand),
     /// Print shell completions for kata.
     Completions {
         /// The shell to generate completions for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `kata pair …`
+#[derive(Debug, Subcommand)]
+pub enum PairCommand {
+    /// List senders who wrote to the agent through a channel without being allowed.
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the sender with this pairing code reach the agent from now on.
+    Approve {
+        /// The code the sender received.
+        code: String,
+    },
+    /// Refuse the sender with this pairing code (they get no further replies).
+    Deny {
+        /// The code the sender received.
+        code: String,
     },
 }
 
@@ -222,11 +246,50 @@ pub fn run(cli: Cli) -> Result<()> {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
             crate::policy_cmd::audit(cli.workspace.as_deref(), &args, &mut std::io::stdout().lock())
         }
+        Command::Pair(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            pair_command(cli.workspace.as_deref(), cmd)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kata", &mut std::io::stdout());
             Ok(())
         }
     }
+}
+
+fn pair_command(workspace: Option<&Path>, cmd: PairCommand) -> Result<()> {
+    let ws = Workspace::discover(workspace)?;
+    let db = crate::store::Db::open(&ws.db_path())?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        PairCommand::List { json } => {
+            let all = db.pairings()?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &all)?;
+                writeln!(out)?;
+            } else if all.is_empty() {
+                writeln!(out, "No one has asked to pair.")?;
+            } else {
+                writeln!(out, "{:<8} {:<9} {:<14} SENDER", "CODE", "STATUS", "CHANNEL")?;
+                for p in all {
+                    let who = match &p.sender_name {
+                        Some(n) => format!("{} ({n})", p.sender),
+                        None => p.sender.clone(),
+                    };
+                    writeln!(out, "{:<8} {:<9} {:<14} {who}", p.code, p.status, p.plugin)?;
+                }
+            }
+        }
+        PairCommand::Approve { code } => match db.pairing_decide(&code, true)? {
+            Some(p) => writeln!(out, "Approved {} on {}: their next message reaches the agent.", p.sender, p.plugin)?,
+            None => anyhow::bail!("no pairing has the code {code}; `kata pair list` shows the codes"),
+        },
+        PairCommand::Deny { code } => match db.pairing_decide(&code, false)? {
+            Some(p) => writeln!(out, "Denied {} on {}: they get no replies.", p.sender, p.plugin)?,
+            None => anyhow::bail!("no pairing has the code {code}; `kata pair list` shows the codes"),
+        },
+    }
+    Ok(())
 }
 
 fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {

@@ -75,7 +75,9 @@ impl Daemon {
             tasks.spawn(channel::egress(p.clone(), self.db.clone(), ready, stop_rx.clone()));
         }
         let agent = Agent::from_config(&self.policy.file.agent);
-        tasks.spawn(agent_loop(agent, self.db.clone(), inbox_ready, outbox_ready, stop_rx.clone()));
+        let grants: BTreeMap<String, Arc<crate::policy::PluginGrants>> =
+            self.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone())).collect();
+        tasks.spawn(agent_loop(agent, self.db.clone(), grants, inbox_ready, outbox_ready, stop_rx.clone()));
         tracing::info!(workspace = %self.ws.root().display(), plugins = self.plugins.len(), "kata is running");
 
         shutdown.await;
@@ -104,10 +106,12 @@ impl Daemon {
 }
 
 /// Answer inbox messages with the agent; the inbox row is marked done in the
-/// same transaction that queues the reply.
+/// same transaction that queues the reply. Messages from senders the channel
+/// does not allow never reach the agent (see [`crate::senders`]).
 async fn agent_loop(
     agent: Agent,
     db: Db,
+    grants: BTreeMap<String, Arc<crate::policy::PluginGrants>>,
     inbox_ready: Arc<Notify>,
     outbox_ready: BTreeMap<String, Arc<Notify>>,
     mut shutdown: watch::Receiver<bool>,
@@ -133,12 +137,20 @@ async fn agent_loop(
             continue;
         }
         for row in rows {
-            let reply = agent.reply(&row);
+            let reply = match crate::senders::gate(&db, grants.get(&row.plugin).map(|g| &**g), &row) {
+                Ok(crate::senders::Gate::Allowed) => agent.reply(&row),
+                Ok(crate::senders::Gate::Pair(reply)) => Some(reply),
+                Ok(crate::senders::Gate::Held) => None,
+                Err(e) => {
+                    tracing::error!(inbox = row.id, "cannot check the sender: {e:#}");
+                    continue;
+                }
+            };
             if let Err(e) = db.complete_inbox(row.id, reply.as_ref()) {
                 tracing::error!(inbox = row.id, "cannot store the reply: {e:#}");
                 continue;
             }
-            tracing::info!(plugin = %row.plugin, inbox = row.id, from = %row.msg.sender, "answered");
+            tracing::info!(plugin = %row.plugin, inbox = row.id, from = %row.msg.sender, replied = reply.is_some(), "handled");
             if let Some(n) = outbox_ready.get(&row.plugin) {
                 n.notify_one();
             }

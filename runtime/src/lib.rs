@@ -23,5 +23,6 @@ pub mod policy;
 pub mod policy_cmd;
 pub mod sandbox;
 pub mod scaffold;
+pub mod senders;
 pub mod store;
 pub mod workspace;

@@ -214,6 +214,11 @@ pub struct PluginEntry {
     /// Resource limits for each instance.
     #[serde(default)]
     pub limits: LimitsEntry,
+    /// Who may reach the agent through this channel: sender ids, or `"*"` for
+    /// anyone. Absent: pairing — an unknown sender gets a one-time code and
+    /// nothing else until the owner runs `kata pair approve CODE`.
+    #[serde(default)]
+    pub allow_from: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -723,6 +728,8 @@ pub struct PluginGrants {
     pub files: Vec<FileGrant>,
     /// Resource limits.
     pub limits: Limits,
+    /// Senders who may reach the agent (`"*"`: anyone); None means pairing.
+    pub allow_from: Option<Vec<String>>,
     /// The network entries the plugin's manifest asks for, when it carries one
     /// (set when the plugin is loaded). A request must then match a policy
     /// grant *and* one of these: the manifest asks, the policy decides.
@@ -763,6 +770,11 @@ impl PluginGrants {
         }
         self.declared_network = Some(declared);
         Ok(dropped)
+    }
+
+    /// Whether `sender` may reach the agent without pairing.
+    pub fn sender_allowed(&self, sender: &str) -> bool {
+        self.allow_from.as_ref().is_some_and(|list| list.iter().any(|a| a == "*" || a == sender))
     }
 
     /// Whether a request is one the manifest asked for (always, without a manifest).
@@ -964,6 +976,7 @@ impl Policy {
                     config,
                     files,
                     limits,
+                    allow_from: entry.allow_from.clone(),
                 },
             );
         }

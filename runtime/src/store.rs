@@ -81,6 +81,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_ts ON audit (ts_ms);
     CREATE INDEX audit_plugin_ts ON audit (plugin, ts_ms);
     "#,
+    // 3: sender pairing (who may reach the agent through a channel).
+    r#"
+    CREATE TABLE pairings (
+        plugin       TEXT NOT NULL,
+        sender       TEXT NOT NULL,
+        code         TEXT NOT NULL UNIQUE,
+        status       TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'denied')),
+        sender_name  TEXT,
+        conversation TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        decided_ms   INTEGER,
+        PRIMARY KEY (plugin, sender)
+    );
+    "#,
 ];
 
 /// One row of the audit log.
@@ -200,6 +214,23 @@ pub struct Counts {
     pub outbox_sent: u64,
     /// Outbox rows given up on.
     pub outbox_failed: u64,
+}
+
+/// A sender's pairing with a channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pairing {
+    /// The channel plugin.
+    pub plugin: String,
+    /// The sender's id on that channel.
+    pub sender: String,
+    /// Their display name, when known.
+    pub sender_name: Option<String>,
+    /// The one-time code the owner approves or denies.
+    pub code: String,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    /// When the sender first wrote (ms since the Unix epoch).
+    pub created_ms: u64,
 }
 
 /// What one plugin has done, from the database.
@@ -458,6 +489,56 @@ impl Db {
         })
     }
 
+    /// The pairing of a sender with a channel, if they ever wrote.
+    pub fn pairing(&self, plugin: &str, sender: &str) -> Result<Option<Pairing>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT plugin, sender, sender_name, code, status, created_ms FROM pairings WHERE plugin = ?1 AND sender = ?2",
+                [plugin, sender],
+                row_to_pairing,
+            )
+            .optional()?)
+    }
+
+    /// Record a new pending pairing with `code`; returns false if the sender
+    /// already has one (nothing changes then).
+    pub fn pairing_create(&self, p: &Pairing, conversation: &str) -> Result<bool> {
+        Ok(self.lock().execute(
+            "INSERT OR IGNORE INTO pairings (plugin, sender, code, status, sender_name, conversation, created_ms)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)",
+            params![p.plugin, p.sender, p.code, p.sender_name, conversation, p.created_ms as i64],
+        )? == 1)
+    }
+
+    /// Approve or deny a pending pairing by its code; returns the pairing, or
+    /// None when no pairing has that code.
+    pub fn pairing_decide(&self, code: &str, approve: bool) -> Result<Option<Pairing>> {
+        let conn = self.lock();
+        let status = if approve { "approved" } else { "denied" };
+        conn.execute(
+            "UPDATE pairings SET status = ?2, decided_ms = ?3 WHERE code = ?1",
+            params![code.to_ascii_uppercase(), status, now_ms() as i64],
+        )?;
+        Ok(conn
+            .query_row(
+                "SELECT plugin, sender, sender_name, code, status, created_ms FROM pairings WHERE code = ?1",
+                [code.to_ascii_uppercase()],
+                row_to_pairing,
+            )
+            .optional()?)
+    }
+
+    /// Every pairing, newest first.
+    pub fn pairings(&self) -> Result<Vec<Pairing>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT plugin, sender, sender_name, code, status, created_ms FROM pairings ORDER BY created_ms DESC",
+        )?;
+        let rows = stmt.query_map([], row_to_pairing)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Queue and delivery counts.
     pub fn counts(&self) -> Result<Counts> {
         let conn = self.lock();
@@ -564,6 +645,17 @@ impl Db {
         tx.commit()?;
         Ok(())
     }
+}
+
+fn row_to_pairing(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pairing> {
+    Ok(Pairing {
+        plugin: r.get(0)?,
+        sender: r.get(1)?,
+        sender_name: r.get(2)?,
+        code: r.get(3)?,
+        status: r.get(4)?,
+        created_ms: r.get::<_, i64>(5)? as u64,
+    })
 }
 
 #[cfg(test)]
@@ -674,3 +766,4 @@ mod tests {
         assert_eq!(db.cursor("p").expect("cursor").as_deref(), Some("9"));
     }
 }
+
