@@ -57,6 +57,31 @@ async fn start_instance(plugin: &ChannelPlugin) -> Result<ChannelInstance, CallE
     Ok(inst)
 }
 
+/// The loop's instance, started (instantiated and connected) if there is
+/// none. When starting fails it logs, waits out the backoff (or until
+/// shutdown) and returns None; the caller's loop then checks for shutdown
+/// and tries again.
+async fn live_instance<'a>(
+    slot: &'a mut Option<ChannelInstance>,
+    plugin: &ChannelPlugin,
+    role: &str,
+    backoff: &mut backon::ExponentialBackoff,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<&'a mut ChannelInstance> {
+    if slot.is_none() {
+        match start_instance(plugin).await {
+            Ok(i) => *slot = Some(i),
+            Err(e) => {
+                let d = error_delay(&e, backoff);
+                tracing::warn!(plugin = %plugin.name(), "cannot start the {role} instance: {e}; retrying in {d:?}");
+                sleep_or_shutdown(d, shutdown).await;
+                return None;
+            }
+        }
+    }
+    slot.as_mut()
+}
+
 /// How long to wait after a failed call, and whether to say it loudly.
 fn error_delay(e: &CallError, backoff: &mut backon::ExponentialBackoff) -> Duration {
     let next = backoff.next().unwrap_or(Duration::from_secs(300));
@@ -125,19 +150,8 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
         if *shutdown.borrow() {
             break;
         }
-        let inst = match &mut instance {
-            Some(i) => i,
-            None => match start_instance(&plugin).await {
-                Ok(i) => instance.insert(i),
-                Err(e) => {
-                    let d = error_delay(&e, &mut backoff);
-                    tracing::warn!(plugin = %name, "cannot start the poll instance: {e}; retrying in {d:?}");
-                    if sleep_or_shutdown(d, &mut shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            },
+        let Some(inst) = live_instance(&mut instance, &plugin, "poll", &mut backoff, &mut shutdown).await else {
+            continue;
         };
         let cursor = match db.cursor(&name) {
             Ok(c) => c,
@@ -242,19 +256,8 @@ pub async fn egress(plugin: Arc<ChannelPlugin>, db: Db, outbox_ready: Arc<Notify
             }
             continue;
         }
-        let inst = match &mut instance {
-            Some(i) => i,
-            None => match start_instance(&plugin).await {
-                Ok(i) => instance.insert(i),
-                Err(e) => {
-                    let d = error_delay(&e, &mut backoff);
-                    tracing::warn!(plugin = %name, "cannot start the send instance: {e}; retrying in {d:?}");
-                    if sleep_or_shutdown(d, &mut shutdown).await {
-                        break;
-                    }
-                    continue;
-                }
-            },
+        let Some(inst) = live_instance(&mut instance, &plugin, "send", &mut backoff, &mut shutdown).await else {
+            continue;
         };
         for row in due {
             if *shutdown.borrow() {

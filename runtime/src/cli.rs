@@ -121,15 +121,9 @@ pub enum PluginCommand {
         /// Install under this name (default: the name in its manifest).
         #[arg(long)]
         name: Option<String>,
-        /// Refuse unless the bytes have this sha256 (hex).
-        #[arg(long, value_name = "HEX")]
-        sha256: Option<String>,
-        /// Also write the grants it asks for into kata.toml.
-        #[arg(short, long)]
-        yes: bool,
-        /// Largest file or download accepted, e.g. 64MiB.
-        #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_arg)]
-        max_size: u64,
+        /// Checksum, consent and size options.
+        #[command(flatten)]
+        fetch: FetchArgs,
     },
     /// List the workspace's plugins: kind, version, WIT version, hash and grants.
     List {
@@ -158,16 +152,24 @@ pub enum PluginCommand {
         name: String,
         /// The new .wasm component file or http(s) URL.
         source: String,
-        /// Refuse unless the bytes have this sha256 (hex).
-        #[arg(long, value_name = "HEX")]
-        sha256: Option<String>,
-        /// Grant new capability requests in kata.toml.
-        #[arg(short, long)]
-        yes: bool,
-        /// Largest file or download accepted, e.g. 64MiB.
-        #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_arg)]
-        max_size: u64,
+        /// Checksum, consent and size options.
+        #[command(flatten)]
+        fetch: FetchArgs,
     },
+}
+
+/// How `add` and `upgrade` fetch and accept a component.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Refuse unless the bytes have this sha256 (hex).
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// Write the grants it asks for (and kata.toml lacks) into kata.toml.
+    #[arg(short, long)]
+    yes: bool,
+    /// Largest file or download accepted, e.g. 64MiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_arg)]
+    max_size: u64,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -308,14 +310,14 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
             writeln!(out, "Created {kind} plugin {name} in {}.", dir.display())?;
             writeln!(out, "Next: cd {} && cargo test && kata plugin build .", dir.display())?;
         }
-        PluginCommand::Add { source, name, sha256, yes, max_size } => {
+        PluginCommand::Add { source, name, fetch } => {
             let ws = Workspace::discover(workspace)?;
             let opts = install::AddOptions {
                 source: &source,
                 name: name.as_deref(),
-                sha256: sha256.as_deref(),
-                yes,
-                max_size,
+                sha256: fetch.sha256.as_deref(),
+                yes: fetch.yes,
+                max_size: fetch.max_size,
             };
             install::add(&ws, &opts, &mut out)?;
         }
@@ -338,10 +340,15 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
             let ws = Workspace::discover(workspace)?;
             install::remove(&ws, &name, purge, &mut out)?;
         }
-        PluginCommand::Upgrade { name, source, sha256, yes, max_size } => {
+        PluginCommand::Upgrade { name, source, fetch } => {
             let ws = Workspace::discover(workspace)?;
-            let opts =
-                install::AddOptions { source: &source, name: Some(&name), sha256: sha256.as_deref(), yes, max_size };
+            let opts = install::AddOptions {
+                source: &source,
+                name: Some(&name),
+                sha256: fetch.sha256.as_deref(),
+                yes: fetch.yes,
+                max_size: fetch.max_size,
+            };
             install::upgrade(&ws, &name, &opts, &mut out)?;
         }
     }

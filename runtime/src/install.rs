@@ -373,6 +373,31 @@ fn release(ws: &Workspace, policy: &Policy, file: &Path, except: &str) {
     }
 }
 
+/// Store validated code and point `[plugins.NAME]` at it (adding the
+/// `missing` grants when `yes`), all or nothing: if kata.toml cannot be
+/// written, a newly stored file is removed again. Then cache the compiled
+/// artifact for the daemon.
+fn install(ws: &Workspace, engine: &Engine, v: &Validated, name: &str, missing: &[Request], yes: bool) -> Result<()> {
+    let (dest, rel) = store_path(ws, &v.hash);
+    let created = store(ws, v)?;
+    let edited = edit_policy(ws, |doc| {
+        let table = plugin_table(doc, name)?;
+        table.insert("path", toml_edit::value(rel));
+        if yes {
+            grant_missing(table, name, missing)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = edited {
+        if created {
+            let _ = std::fs::remove_file(&dest);
+        }
+        return Err(e);
+    }
+    engine.cache_compiled(&v.bytes, &v.component);
+    Ok(())
+}
+
 /// Options of `kata plugin add`.
 pub struct AddOptions<'a> {
     /// File or URL.
@@ -406,7 +431,7 @@ pub fn add(ws: &Workspace, opts: &AddOptions<'_>, out: &mut dyn Write) -> Result
     if !crate::policy::valid_plugin_name(&name) {
         bail!("plugin name {name:?} must be lowercase letters, digits, '-' or '_'; choose one with --name");
     }
-    let (dest, rel) = store_path(ws, &v.hash);
+    let (dest, _) = store_path(ws, &v.hash);
     let existing = policy.plugins.get(&name);
     if let Some(e) = existing
         && let Some(p) = &e.path
@@ -434,22 +459,7 @@ pub fn add(ws: &Workspace, opts: &AddOptions<'_>, out: &mut dyn Write) -> Result
             missing.len()
         );
     }
-    let created = store(ws, &v)?;
-    let edited = edit_policy(ws, |doc| {
-        let table = plugin_table(doc, &name)?;
-        table.insert("path", toml_edit::value(rel.clone()));
-        if opts.yes {
-            grant_missing(table, &name, &missing)?;
-        }
-        Ok(())
-    });
-    if let Err(e) = edited {
-        if created {
-            let _ = std::fs::remove_file(&dest);
-        }
-        return Err(e);
-    }
-    engine.cache_compiled(&v.bytes, &v.component);
+    install(ws, &engine, &v, &name, &missing, opts.yes)?;
     if opts.yes && !missing.is_empty() {
         writeln!(out, "Granted in kata.toml:\n{}", grant_snippet(&name, None, &missing))?;
         for r in missing.iter().filter(|r| r.kind == "secret") {
@@ -671,7 +681,7 @@ pub fn upgrade(ws: &Workspace, name: &str, opts: &AddOptions<'_>, out: &mut dyn 
     let fetched = fetch(opts.source, opts.sha256, opts.max_size)?;
     let engine = Engine::new(Some(ws.cache_dir()))?;
     let v = validate(&engine, &fetched)?;
-    let (dest, rel) = store_path(ws, &v.hash);
+    let (dest, _) = store_path(ws, &v.hash);
     if g.path.as_deref() == Some(dest.as_path()) {
         writeln!(out, "{name} already runs these exact bytes ({}); nothing to do.", &v.hash[..12])?;
         return Ok(());
@@ -687,22 +697,7 @@ pub fn upgrade(ws: &Workspace, name: &str, opts: &AddOptions<'_>, out: &mut dyn 
             bail!("not upgraded: {name} now asks for {} ungranted capabilities; grant them or re-run with --yes", missing.len());
         }
     }
-    let created = store(ws, &v)?;
-    let edited = edit_policy(ws, |doc| {
-        let table = plugin_table(doc, name)?;
-        table.insert("path", toml_edit::value(rel.clone()));
-        if opts.yes {
-            grant_missing(table, name, &missing)?;
-        }
-        Ok(())
-    });
-    if let Err(e) = edited {
-        if created {
-            let _ = std::fs::remove_file(&dest);
-        }
-        return Err(e);
-    }
-    engine.cache_compiled(&v.bytes, &v.component);
+    install(ws, &engine, &v, name, &missing, opts.yes)?;
     if let Some(old) = &g.path {
         release(ws, &policy, old, name);
     }

@@ -23,7 +23,7 @@ struct Template {
     kind: &'static str,
     files: &'static [File],
     /// What is vendored in besides the template's own files.
-    vendor: &'static [File],
+    vendor: &'static [&'static [File]],
 }
 
 macro_rules! file {
@@ -50,9 +50,9 @@ macro_rules! rust_template {
 }
 
 const TEMPLATES: &[Template] = &[
-    rust_template!("channel", "rust-channel", RUST_SDK_AND_WIT),
-    rust_template!("tools", "rust-tools", WIT),
-    rust_template!("service", "rust-service", WIT),
+    rust_template!("channel", "rust-channel", &[RUST_SDK, WIT]),
+    rust_template!("tools", "rust-tools", &[WIT]),
+    rust_template!("service", "rust-service", &[WIT]),
 ];
 
 /// The WIT contract, as vendored into projects (`wit/vX.Y.Z/`).
@@ -65,21 +65,15 @@ const WIT: &[File] = &[
     file!("wit/v0.1.1/worlds.wit", "../../wit/v0.1.1/worlds.wit"),
 ];
 
-/// The Rust SDK plus the WIT. The SDK's `path = "../../wit/vX"` resolves to
-/// the project's `wit/` from `vendor/kata-sdk`.
-const RUST_SDK_AND_WIT: &[File] = &[
+/// The Rust SDK, vendored next to the WIT: its `path = "../../wit/vX"`
+/// resolves to the project's `wit/` from `vendor/kata-sdk`.
+const RUST_SDK: &[File] = &[
     file!("vendor/kata-sdk/Cargo.toml", "../../sdk/rust/Cargo.toml"),
     file!("vendor/kata-sdk/src/lib.rs", "../../sdk/rust/src/lib.rs"),
     file!("vendor/kata-sdk/src/config.rs", "../../sdk/rust/src/config.rs"),
     file!("vendor/kata-sdk/src/http.rs", "../../sdk/rust/src/http.rs"),
     file!("vendor/kata-sdk/src/log.rs", "../../sdk/rust/src/log.rs"),
     file!("vendor/kata-sdk/src/state.rs", "../../sdk/rust/src/state.rs"),
-    file!("wit/v0.1.1/types.wit", "../../wit/v0.1.1/types.wit"),
-    file!("wit/v0.1.1/host.wit", "../../wit/v0.1.1/host.wit"),
-    file!("wit/v0.1.1/channel.wit", "../../wit/v0.1.1/channel.wit"),
-    file!("wit/v0.1.1/tools.wit", "../../wit/v0.1.1/tools.wit"),
-    file!("wit/v0.1.1/service.wit", "../../wit/v0.1.1/service.wit"),
-    file!("wit/v0.1.1/worlds.wit", "../../wit/v0.1.1/worlds.wit"),
 ];
 
 /// Create a plugin project `name` of `kind` in `lang` at `dir`.
@@ -103,7 +97,8 @@ pub fn new_project(name: &str, kind: &str, lang: &str, dir: &Path) -> Result<()>
             .replace("{{wit_version}}", version)
     };
     let files = t.files.iter().map(|f| (f.path, fill(f.text)));
-    for f in files.chain(t.vendor.iter().map(|f| (f.path, f.text.to_string()))) {
+    let vendored = t.vendor.iter().flat_map(|set| set.iter()).map(|f| (f.path, f.text.to_string()));
+    for f in files.chain(vendored) {
         let path = dir.join(f.0);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
