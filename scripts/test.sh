@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 echo "==> host tests" >&2
 cargo test --workspace --all-targets
-echo "==> guest unit tests (native target)" >&2
-CARGO_TARGET_DIR=$PWD/target/guest-native cargo test --manifest-path plugins/Cargo.toml
+echo "==> SDK and guest unit tests (native target)" >&2
+export CARGO_TARGET_DIR=$PWD/target/guest-native
+cargo test --manifest-path sdk/rust/Cargo.toml
+cargo test --manifest-path plugins/Cargo.toml

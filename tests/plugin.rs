@@ -240,30 +240,26 @@ async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
     assert!(out.contains("daemon: not running"), "{out}");
 }
 
-#[test]
-fn new_project_tests_builds_and_installs() {
-    let dir = tempfile::tempdir().unwrap();
-    let project = dir.path().join("acme-chat");
+/// `kata plugin new NAME --kind KIND`, then the project's own `cargo test`
+/// (which must pass out of the box) and `kata plugin build`; returns the component.
+fn scaffold_test_build(dir: &Path, name: &str, kind: &str) -> std::path::PathBuf {
+    let project = dir.join(name);
     let out = std::process::Command::new(common::kata_bin())
-        .args(["plugin", "new", "acme-chat", "--kind", "channel", "--dir"])
+        .args(["plugin", "new", name, "--kind", kind, "--dir"])
         .arg(&project)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(project.join("plugin.toml").exists() && project.join("vendor/kata-sdk/src/lib.rs").exists());
-
-    // Its own tests pass natively, out of the box.
+    assert!(project.join("plugin.toml").exists() && project.join("wit/v0.1.1/worlds.wit").exists());
     let test = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .arg("test")
         .current_dir(&project)
         .env("CARGO_TARGET_DIR", common::root().join("target/guest-native"))
         .output()
         .unwrap();
-    assert!(test.status.success(), "cargo test in the new project:\n{}", String::from_utf8_lossy(&test.stderr));
-    assert!(String::from_utf8_lossy(&test.stdout).contains("2 passed"));
-
-    // It builds to a component that `kata plugin add` accepts, with its manifest.
-    let wasm = dir.path().join("acme-chat.wasm");
+    assert!(test.status.success(), "cargo test in the new {kind} project:\n{}", String::from_utf8_lossy(&test.stderr));
+    assert!(String::from_utf8_lossy(&test.stdout).contains("test result: ok"));
+    let wasm = dir.join(format!("{name}.wasm"));
     let build = std::process::Command::new(common::kata_bin())
         .args(["plugin", "build"])
         .arg(&project)
@@ -272,39 +268,25 @@ fn new_project_tests_builds_and_installs() {
         .env("CARGO_TARGET_DIR", common::root().join("target/wasm"))
         .output()
         .unwrap();
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    assert!(build.status.success(), "{kind}: {}", String::from_utf8_lossy(&build.stderr));
+    wasm
+}
+
+#[test]
+fn new_project_tests_builds_and_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    // A channel project (with the SDK vendored) installs, with its manifest.
+    let wasm = scaffold_test_build(dir.path(), "acme-chat", "channel");
+    assert!(dir.path().join("acme-chat/vendor/kata-sdk/src/lib.rs").exists());
     let ws = TestWorkspace::new("");
     let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&wasm), "--yes"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("acme-chat asks for") && out.contains("https://chat.example.org/api/"), "{out}");
 
-    // Tools and service projects: their own tests pass, they build to a
-    // component of their kind, and `add` says this kata runs channels only.
+    // Tools and service projects build to a component of their kind, and
+    // `add` says this kata runs channels only.
     for kind in ["tools", "service"] {
-        let project = dir.path().join(kind);
-        let out = std::process::Command::new(common::kata_bin())
-            .args(["plugin", "new", &format!("acme-{kind}"), "--kind", kind, "--dir"])
-            .arg(&project)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let test = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .arg("test")
-            .current_dir(&project)
-            .env("CARGO_TARGET_DIR", common::root().join("target/guest-native"))
-            .output()
-            .unwrap();
-        assert!(test.status.success(), "{kind}: {}", String::from_utf8_lossy(&test.stderr));
-        let wasm = dir.path().join(format!("{kind}.wasm"));
-        let build = std::process::Command::new(common::kata_bin())
-            .args(["plugin", "build"])
-            .arg(&project)
-            .arg("--out")
-            .arg(&wasm)
-            .env("CARGO_TARGET_DIR", common::root().join("target/wasm"))
-            .output()
-            .unwrap();
-        assert!(build.status.success(), "{kind}: {}", String::from_utf8_lossy(&build.stderr));
+        let wasm = scaffold_test_build(dir.path(), &format!("acme-{kind}"), kind);
         let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&wasm)]);
         assert!(ok && out.contains(&format!("kind:        {kind}")), "{out}");
         refused(&ws, &["plugin", "add", path_str(&wasm)], &[&format!("is a {kind} plugin"), "channel plugins only"]);

@@ -100,6 +100,31 @@ pub use bindings::kata::plugin::types::{
 /// section as plain UTF-8 bytes.
 pub const WIT_VERSION: &str = "0.1.1";
 
+impl Message {
+    /// A plain text message (no thread, attachments or raw payload), stamped
+    /// with the host's clock. `id` must be unique within the plugin: the host
+    /// stores a message id once.
+    pub fn text(
+        id: impl Into<String>,
+        conversation: impl Into<String>,
+        sender: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Message {
+        Message {
+            id: id.into(),
+            conversation: conversation.into(),
+            thread: None,
+            sender: sender.into(),
+            sender_name: None,
+            text: text.into(),
+            attachments: Vec::new(),
+            // Natively (unit tests) there is no host clock.
+            timestamp_ms: if cfg!(target_family = "wasm") { now_ms() } else { 0 },
+            raw: None,
+        }
+    }
+}
+
 /// The current wall-clock time in milliseconds since the Unix epoch, as the
 /// host sees it.
 pub fn now_ms() -> u64 {

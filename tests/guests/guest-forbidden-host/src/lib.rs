@@ -35,17 +35,7 @@ impl Channel for ForbiddenHost {
         };
         let now = now_ms();
         Ok(PollResult {
-            messages: vec![Message {
-                id: format!("probe-{now}"),
-                conversation: "probe".into(),
-                thread: None,
-                sender: "forbidden-host".into(),
-                sender_name: None,
-                text,
-                attachments: Vec::new(),
-                timestamp_ms: now,
-                raw: None,
-            }],
+            messages: vec![Message::text(format!("probe-{now}"), "probe", "forbidden-host", text)],
             cursor: None,
             next_poll_ms: None,
         })

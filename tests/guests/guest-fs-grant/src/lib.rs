@@ -71,17 +71,7 @@ impl Channel for FsGrant {
         .join("\n");
         let now = now_ms();
         Ok(PollResult {
-            messages: vec![Message {
-                id: format!("fs-grant-{now}"),
-                conversation: "probe".into(),
-                thread: None,
-                sender: "fs-grant".into(),
-                sender_name: None,
-                text,
-                attachments: Vec::new(),
-                timestamp_ms: now,
-                raw: None,
-            }],
+            messages: vec![Message::text(format!("fs-grant-{now}"), "probe", "fs-grant", text)],
             cursor: None,
             next_poll_ms: None,
         })

@@ -73,17 +73,7 @@ impl Channel for FsProbe {
         .join("\n");
         let now = now_ms();
         Ok(PollResult {
-            messages: vec![Message {
-                id: format!("fs-probe-{now}"),
-                conversation: "probe".into(),
-                thread: None,
-                sender: "fs-probe".into(),
-                sender_name: None,
-                text,
-                attachments: Vec::new(),
-                timestamp_ms: now,
-                raw: None,
-            }],
+            messages: vec![Message::text(format!("fs-probe-{now}"), "probe", "fs-probe", text)],
             cursor: None,
             next_poll_ms: None,
         })

@@ -52,17 +52,7 @@ impl Channel for SecretProbe {
         };
         let now = now_ms();
         Ok(PollResult {
-            messages: vec![Message {
-                id: format!("secret-probe-{now}"),
-                conversation: "probe".into(),
-                thread: None,
-                sender: "secret-probe".into(),
-                sender_name: None,
-                text,
-                attachments: Vec::new(),
-                timestamp_ms: now,
-                raw: None,
-            }],
+            messages: vec![Message::text(format!("secret-probe-{now}"), "probe", "secret-probe", text)],
             cursor: None,
             next_poll_ms: None,
         })
