@@ -16,7 +16,10 @@ use kata::policy::Policy;
 use kata::store::Db;
 
 fn quiet_plugin(dir: &Path) -> (ChannelPlugin, Engine) {
-    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests/guest-quiet.wasm");
+    // KATA_BENCH_GUEST compares another build of the same guest (e.g. wasm32-wasip2).
+    let wasm = std::env::var_os("KATA_BENCH_GUEST")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests/guest-quiet.wasm"));
     assert!(wasm.exists(), "{} is missing: run scripts/setup.sh first", wasm.display());
     let text = format!("[plugins.quiet]\npath = \"{}\"\n", wasm.display());
     let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
