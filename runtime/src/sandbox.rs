@@ -840,6 +840,15 @@ struct LeakScanBody {
     flushed: bool,
 }
 
+impl LeakScanBody {
+    /// Stop the request: a secret value was found in its `place`. Audited.
+    fn block(&self, secret: String, place: String) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let d = Denial::Leak { secret, place };
+        self.sandbox.auditor.record(d.event(&self.sandbox.grants.name, &self.method, &self.url));
+        Poll::Ready(Some(Err(HttpError::HttpRequestDenied)))
+    }
+}
+
 impl Body for LeakScanBody {
     type Data = Bytes;
     type Error = HttpError;
@@ -851,10 +860,7 @@ impl Body for LeakScanBody {
                 Ok(data) => {
                     let chunk = this.scan.push(&data);
                     if let Some(name) = chunk.found.first() {
-                        let d = Denial::Leak { secret: name.clone(), place: "body".into() };
-                        let plugin = this.sandbox.grants.name.clone();
-                        this.sandbox.auditor.record(d.event(&plugin, &this.method, &this.url));
-                        return Poll::Ready(Some(Err(HttpError::HttpRequestDenied)));
+                        return this.block(name.clone(), "body".into());
                     }
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk.bytes)))))
                 }
@@ -864,10 +870,7 @@ impl Body for LeakScanBody {
                             .iter()
                             .find_map(|(k, v)| this.sandbox.redactor.find(v.as_bytes()).map(|n| (k.clone(), n.to_string())))
                     {
-                        let d = Denial::Leak { secret: name, place: format!("trailer {hname}") };
-                        let plugin = this.sandbox.grants.name.clone();
-                        this.sandbox.auditor.record(d.event(&plugin, &this.method, &this.url));
-                        return Poll::Ready(Some(Err(HttpError::HttpRequestDenied)));
+                        return this.block(name, format!("trailer {hname}"));
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
