@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{RecordingServer, guest};
+use common::{RecordingServer, guest, load_plugin, poll_text};
 use kata::engine::Engine;
-use kata::plugin::{CallError, ChannelPlugin, linker};
-use kata::policy::Policy;
+use kata::plugin::{CallError, ChannelPlugin};
 use kata::store::Db;
 
 struct Env {
@@ -29,20 +28,8 @@ impl Env {
 
     /// Load guest `name` as plugin `name` with the given extra policy lines.
     fn load(&self, name: &str, policy_lines: &str) -> anyhow::Result<ChannelPlugin> {
-        let wasm = guest(name);
-        let text = format!("[plugins.{name}]\npath = \"{}\"\n{policy_lines}\n", wasm.display());
-        let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
-        let grants = policy.plugins[name].clone();
-        ChannelPlugin::load(&self.engine, &linker(&self.engine).unwrap(), grants, self.db.clone(), Path::new("/"))
+        load_plugin(&self.engine, &self.db, name, &guest(name), policy_lines, Path::new("/"))
     }
-}
-
-async fn poll_text(p: &ChannelPlugin) -> String {
-    let mut inst = p.instantiate().await.unwrap();
-    inst.connect().await.unwrap();
-    let r = inst.poll(None).await.unwrap();
-    assert_eq!(r.messages.len(), 1, "the probe returns one message");
-    r.messages[0].text.clone()
 }
 
 // A single-threaded runtime: if the spinning guest did not yield, the quiet

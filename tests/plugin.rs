@@ -192,19 +192,12 @@ fn installed_plugin_runs_under_kata_run() {
 
 #[tokio::test]
 async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
-    use kata::engine::Engine;
-    use kata::plugin::{ChannelPlugin, linker};
-    use kata::policy::Policy;
-
     let dir = tempfile::tempdir().unwrap();
     let wasm = guest("guest-v0-1-0");
-    let text = format!("[plugins.old]\npath = \"{}\"\nconfig = {{ greeting = \"hi\" }}\n", wasm.display());
-    let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
     let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
-    let engine = Engine::new(None).unwrap();
+    let engine = kata::engine::Engine::new(None).unwrap();
     let plugin =
-        ChannelPlugin::load(&engine, &linker(&engine).unwrap(), policy.plugins["old"].clone(), db.clone(), Path::new("/"))
-            .unwrap();
+        common::load_plugin(&engine, &db, "old", &wasm, "config = { greeting = \"hi\" }", Path::new("/")).unwrap();
     assert_eq!(plugin.info.wit_version.as_deref(), Some("0.1.0"));
     assert!(plugin.info.exports.contains(&"kata:plugin/channel@0.1.0".to_string()), "{:?}", plugin.info.exports);
     let mut inst = plugin.instantiate().await.unwrap();
@@ -297,10 +290,6 @@ fn new_project_tests_builds_and_installs() {
 /// however wide kata.toml is.
 #[tokio::test]
 async fn grants_are_narrowed_to_what_the_manifest_asks_for() {
-    use kata::engine::Engine;
-    use kata::plugin::{ChannelPlugin, linker};
-    use kata::policy::Policy;
-
     let server = common::RecordingServer::start();
     let base = format!("http://127.0.0.1:{}", server.port);
     // guest-forbidden-host carries no manifest; give it one asking for /allowed/ only.
@@ -318,28 +307,20 @@ async fn grants_are_narrowed_to_what_the_manifest_asks_for() {
     }
 
     let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
-    let engine = Engine::new(None).unwrap();
+    let engine = kata::engine::Engine::new(None).unwrap();
     let load = |url: &str| {
         // kata.toml grants the whole host and a secret the manifest never mentions.
-        let text = format!(
-            "[plugins.fetcher]\npath = \"{}\"\nnetwork = [\"{base}/\"]\nsecrets = {{ token = \"file:{}\" }}\nconfig = {{ url = \"{url}\" }}\n",
-            wasm.display(),
+        let lines = format!(
+            "network = [\"{base}/\"]\nsecrets = {{ token = \"file:{}\" }}\nconfig = {{ url = \"{url}\" }}",
             token.display()
         );
-        let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
-        ChannelPlugin::load(&engine, &linker(&engine).unwrap(), policy.plugins["fetcher"].clone(), db.clone(), Path::new("/"))
-            .unwrap()
-    };
-    let poll = |p: ChannelPlugin| async move {
-        let mut inst = p.instantiate().await.unwrap();
-        inst.connect().await.unwrap();
-        inst.poll(None).await.unwrap().messages[0].text.clone()
+        common::load_plugin(&engine, &db, "fetcher", &wasm, &lines, Path::new("/")).unwrap()
     };
 
     let p = load(&format!("{base}/allowed/x"));
     assert!(p.sandbox().grants().secrets.is_empty(), "an undeclared secret is not given");
-    assert_eq!(poll(p).await, "ok 200");
-    let text = poll(load(&format!("{base}/admin"))).await;
+    assert_eq!(common::poll_text(&p).await, "ok 200");
+    let text = common::poll_text(&load(&format!("{base}/admin"))).await;
     assert!(text.starts_with("err") && text.contains("denied"), "{text}");
     let seen = server.requests();
     assert_eq!(seen.len(), 1, "only the declared path was reached: {seen:?}");

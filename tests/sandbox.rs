@@ -14,10 +14,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestWorkspace, guest, wait_for};
+use common::{TestWorkspace, guest, load_plugin, poll_text, wait_for};
 use kata::engine::Engine;
-use kata::plugin::{ChannelPlugin, linker};
-use kata::policy::Policy;
+use kata::plugin::ChannelPlugin;
 use kata::store::{AuditQuery, AuditRow, Db};
 
 /// One request as the server saw it.
@@ -146,12 +145,7 @@ impl Env {
 
     /// Load guest `name` as plugin `name` with the given extra policy lines.
     fn load(&self, name: &str, policy_lines: &str) -> ChannelPlugin {
-        let wasm = guest(name);
-        let text = format!("[plugins.{name}]\npath = \"{}\"\n{policy_lines}\n", wasm.display());
-        let policy = Policy::parse(&text, Path::new("kata.toml"), self.dir.path()).unwrap();
-        let grants = policy.plugins[name].clone();
-        ChannelPlugin::load(&self.engine, &linker(&self.engine).unwrap(), grants, self.db.clone(), self.dir.path())
-            .unwrap()
+        load_plugin(&self.engine, &self.db, name, &guest(name), policy_lines, self.dir.path()).unwrap()
     }
 
     fn audit(&self) -> Vec<AuditRow> {
@@ -159,13 +153,6 @@ impl Env {
     }
 }
 
-async fn poll_text(p: &ChannelPlugin) -> String {
-    let mut inst = p.instantiate().await.unwrap();
-    inst.connect().await.unwrap();
-    let r = inst.poll(None).await.unwrap();
-    assert_eq!(r.messages.len(), 1, "the probe returns one message");
-    r.messages[0].text.clone()
-}
 
 fn write_private(path: &Path, value: &str) {
     use std::os::unix::fs::PermissionsExt;

@@ -325,3 +325,28 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// Load guest component `file` as plugin `name` under `[plugins.NAME] path = …`
+/// plus `policy_lines`, resolving relative paths against `workspace`.
+pub fn load_plugin(
+    engine: &kata::engine::Engine,
+    db: &kata::store::Db,
+    name: &str,
+    file: &Path,
+    policy_lines: &str,
+    workspace: &Path,
+) -> anyhow::Result<kata::plugin::ChannelPlugin> {
+    let text = format!("[plugins.{name}]\npath = \"{}\"\n{policy_lines}\n", file.display());
+    let policy = kata::policy::Policy::parse(&text, Path::new("kata.toml"), workspace).unwrap();
+    let linker = kata::plugin::linker(engine).unwrap();
+    kata::plugin::ChannelPlugin::load(engine, &linker, policy.plugins[name].clone(), db.clone(), workspace)
+}
+
+/// Instantiate, connect and poll once; the probe guests return one message.
+pub async fn poll_text(p: &kata::plugin::ChannelPlugin) -> String {
+    let mut inst = p.instantiate().await.unwrap();
+    inst.connect().await.unwrap();
+    let r = inst.poll(None).await.unwrap();
+    assert_eq!(r.messages.len(), 1, "the probe returns one message");
+    r.messages[0].text.clone()
+}
