@@ -80,6 +80,7 @@ mod tests {
                 timestamp_ms: 0,
                 raw: None,
             },
+            origin: None,
         }
     }
 

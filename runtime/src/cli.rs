@@ -57,6 +57,9 @@ pub enum Command {
     /// Approve or deny senders who asked to talk to the agent (pairing).
     #[command(subcommand)]
     Pair(PairCommand),
+    /// Schedule prompts for the agent: cron, intervals or one-shot times.
+    #[command(subcommand)]
+    Task(crate::task_cmd::TaskCommand),
     /// Print shell completions for kata.
     Completions {
         /// The shell to generate completions for.
@@ -251,6 +254,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pair(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
             pair_command(cli.workspace.as_deref(), cmd)
+        }
+        Command::Task(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            crate::task_cmd::task(cli.workspace.as_deref(), cmd, &mut std::io::stdout().lock())
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kata", &mut std::io::stdout());

@@ -77,6 +77,7 @@ impl Daemon {
         let agent = Agent::from_config(&self.policy.file.agent);
         let grants: BTreeMap<String, Arc<crate::policy::PluginGrants>> =
             self.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone())).collect();
+        tasks.spawn(crate::scheduler::run(self.db.clone(), inbox_ready.clone(), stop_rx.clone()));
         tasks.spawn(agent_loop(agent, self.db.clone(), grants, inbox_ready, outbox_ready, stop_rx.clone()));
         tracing::info!(workspace = %self.ws.root().display(), plugins = self.plugins.len(), "kata is running");
 
@@ -138,7 +139,9 @@ async fn agent_loop(
         }
         for row in rows {
             let reply = match crate::senders::gate(&db, grants.get(&row.plugin).map(|g| &**g), &row) {
-                Ok(crate::senders::Gate::Allowed) => agent.reply(&row),
+                Ok(crate::senders::Gate::Allowed) => agent
+                    .reply(&row)
+                    .and_then(|r| crate::senders::addressed(r, &row, grants.get(&row.plugin).map(|g| &**g))),
                 Ok(crate::senders::Gate::Pair(reply)) => Some(reply),
                 Ok(crate::senders::Gate::Held) => None,
                 Err(e) => {
@@ -151,7 +154,7 @@ async fn agent_loop(
                 continue;
             }
             tracing::info!(plugin = %row.plugin, inbox = row.id, from = %row.msg.sender, replied = reply.is_some(), "handled");
-            if let Some(n) = outbox_ready.get(&row.plugin) {
+            if let Some(n) = reply.as_ref().and_then(|r| outbox_ready.get(&r.plugin)) {
                 n.notify_one();
             }
         }

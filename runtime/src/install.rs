@@ -53,7 +53,8 @@ impl Kind {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// `channel`, `tools` or `service`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Channel => "channel",
             Self::Tools => "tools",

@@ -23,6 +23,8 @@ pub mod policy;
 pub mod policy_cmd;
 pub mod sandbox;
 pub mod scaffold;
+pub mod scheduler;
 pub mod senders;
 pub mod store;
+pub mod task_cmd;
 pub mod workspace;

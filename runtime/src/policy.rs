@@ -219,6 +219,10 @@ pub struct PluginEntry {
     /// nothing else until the owner runs `kata pair approve CODE`.
     #[serde(default)]
     pub allow_from: Option<Vec<String>>,
+    /// For a service plugin: the channel conversation its messages are
+    /// answered in, `"PLUGIN:CONVERSATION"` (e.g. `"telegram:123456"`).
+    #[serde(default)]
+    pub deliver_to: Option<String>,
 }
 
 fn yes() -> bool {
@@ -730,6 +734,8 @@ pub struct PluginGrants {
     pub limits: Limits,
     /// Senders who may reach the agent (`"*"`: anyone); None means pairing.
     pub allow_from: Option<Vec<String>>,
+    /// Where a service's messages are answered (`deliver_to`).
+    pub deliver_to: Option<Target>,
     /// The network entries the plugin's manifest asks for, when it carries one
     /// (set when the plugin is loaded). A request must then match a policy
     /// grant *and* one of these: the manifest asks, the policy decides.
@@ -790,6 +796,38 @@ impl PluginGrants {
     /// Find the grant that allows a request with `method` to this URL, if any.
     pub fn network_grant_for(&self, method: &str, scheme: &str, host: &str, port: u16, path: &str) -> Option<&NetworkGrant> {
         self.network.iter().find(|g| g.allows_request(method, scheme, host, port, path))
+    }
+}
+
+/// A channel conversation, written `PLUGIN:CONVERSATION` (`telegram:123456`):
+/// where a scheduled task's prompt is posted and a service's messages are
+/// answered. Only the first `:` separates, so conversation ids may contain more.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Target {
+    /// The channel plugin's name in kata.toml.
+    pub plugin: String,
+    /// The conversation (chat id, room, channel…) in that channel.
+    pub conversation: String,
+}
+
+impl Target {
+    /// Parse `PLUGIN:CONVERSATION`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((plugin, conversation)) if valid_plugin_name(plugin) && !conversation.trim().is_empty() => {
+                Ok(Self { plugin: plugin.to_string(), conversation: conversation.to_string() })
+            }
+            _ => Err(format!(
+                "{s:?} is not a channel conversation: write PLUGIN:CONVERSATION, the channel's name in kata.toml and \
+                 the conversation (chat) id in it, e.g. \"telegram:123456\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.plugin, self.conversation)
     }
 }
 
@@ -961,6 +999,24 @@ impl Policy {
                     ));
                 }
             }
+            let deliver_to = entry.deliver_to.as_deref().and_then(|d| {
+                let at = [p, n, Seg::Key("deliver_to")];
+                match Target::parse(d) {
+                    Ok(t) if t.plugin == *name => {
+                        diags.push(loc.diag(Severity::Error, &at, format!("{d:?} names this plugin itself; name the channel that should carry its messages, e.g. \"telegram:123456\"")));
+                        None
+                    }
+                    Ok(t) if !file.plugins.contains_key(&t.plugin) => {
+                        diags.push(loc.diag(Severity::Error, &at, format!("{d:?} names plugin {:?}, which has no [plugins.{}] table here; add that channel or fix the name", t.plugin, t.plugin)));
+                        None
+                    }
+                    Ok(t) => Some(t),
+                    Err(m) => {
+                        diags.push(loc.diag(Severity::Error, &at, m));
+                        None
+                    }
+                }
+            });
             if diags[before..].iter().any(|d| d.severity == Severity::Error) {
                 continue;
             }
@@ -977,6 +1033,7 @@ impl Policy {
                     files,
                     limits,
                     allow_from: entry.allow_from.clone(),
+                    deliver_to,
                 },
             );
         }

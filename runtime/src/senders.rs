@@ -2,12 +2,21 @@
 //! (`allow_from` in kata.toml), and pairing for everyone else — an unknown
 //! sender gets a one-time code and nothing else, never the agent, until the
 //! owner runs `kata pair approve CODE`. The decision is stored.
+//!
+//! Messages the host itself put in the inbox — a scheduled task's prompt, a
+//! service's event (see the inbox `origin`) — come from the owner's own setup
+//! and pass without pairing; [`addressed`] decides where their replies go.
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::policy::PluginGrants;
 use crate::store::{Db, InboxRow, Pairing, Reply, now_ms};
+
+/// Whether `origin` is one the host sets itself (never a channel's input).
+fn owner_origin(origin: Option<&str>) -> bool {
+    origin.is_some_and(|o| o.starts_with("task:") || o.starts_with("service:"))
+}
 
 /// What happens to an inbound message.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +49,9 @@ fn code(plugin: &str, sender: &str, attempt: u32) -> String {
 /// Decide what to do with `row`, creating a pairing for a new sender.
 pub fn gate(db: &Db, grants: Option<&PluginGrants>, row: &InboxRow) -> Result<Gate> {
     let sender = &row.msg.sender;
+    if owner_origin(row.origin.as_deref()) {
+        return Ok(Gate::Allowed);
+    }
     if grants.is_some_and(|g| g.sender_allowed(sender)) {
         return Ok(Gate::Allowed);
     }
@@ -81,4 +93,99 @@ pub fn gate(db: &Db, grants: Option<&PluginGrants>, row: &InboxRow) -> Result<Ga
         }
     }
     Ok(Gate::Held)
+}
+
+/// Where the agent's reply to `row` goes. A channel message's reply goes back
+/// where it came from. A task's prompt was not a message in the channel, so
+/// the reply quotes nothing. A service's event is answered in the channel
+/// conversation its `deliver_to` names; without one, nowhere (None).
+pub fn addressed(mut reply: Reply, row: &InboxRow, grants: Option<&PluginGrants>) -> Option<Reply> {
+    match row.origin.as_deref() {
+        Some(o) if o.starts_with("service:") => {
+            let Some(to) = grants.and_then(|g| g.deliver_to.as_ref()) else {
+                tracing::warn!(plugin = %row.plugin, inbox = row.id, "a reply to service {} has nowhere to go: set `deliver_to = \"CHANNEL:CONVERSATION\"` under [plugins.{}]", row.plugin, row.plugin);
+                return None;
+            };
+            reply.plugin = to.plugin.clone();
+            reply.conversation = to.conversation.clone();
+            reply.thread = None;
+            reply.reply_to = None;
+            Some(reply)
+        }
+        Some(o) if owner_origin(Some(o)) => {
+            reply.reply_to = None;
+            Some(reply)
+        }
+        _ => Some(reply),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Inbound;
+
+    fn row(plugin: &str, sender: &str, origin: Option<&str>) -> InboxRow {
+        InboxRow {
+            id: 9,
+            plugin: plugin.into(),
+            msg: Inbound {
+                channel_msg_id: "m1".into(),
+                conversation: "c1".into(),
+                thread: Some("t1".into()),
+                sender: sender.into(),
+                sender_name: None,
+                text: "hi".into(),
+                attachments_json: "[]".into(),
+                timestamp_ms: 0,
+                raw: None,
+            },
+            origin: origin.map(Into::into),
+        }
+    }
+
+    fn grants(toml: &str, name: &str) -> PluginGrants {
+        let p = crate::policy::Policy::parse(toml, std::path::Path::new("kata.toml"), std::path::Path::new("/")).expect("policy");
+        p.plugins[name].clone()
+    }
+
+    fn reply_to(row: &InboxRow) -> Reply {
+        Reply {
+            plugin: row.plugin.clone(),
+            conversation: row.msg.conversation.clone(),
+            thread: row.msg.thread.clone(),
+            reply_to: Some(row.msg.channel_msg_id.clone()),
+            text: "answer".into(),
+        }
+    }
+
+    #[test]
+    fn task_and_service_messages_pass_without_pairing_and_others_do_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("kata.db")).expect("db");
+        let tg = grants("[plugins.telegram]\n", "telegram");
+        // A task's prompt in a channel that pairs everyone: allowed, no pairing made.
+        assert_eq!(gate(&db, Some(&tg), &row("telegram", "task:3", Some("task:3"))).expect("gate"), Gate::Allowed);
+        assert_eq!(gate(&db, None, &row("feed", "feed-bot", Some("service:feed"))).expect("gate"), Gate::Allowed);
+        assert!(db.pairings().expect("pairings").is_empty());
+        // The same sender id without the host's mark pairs like anyone else,
+        // and an origin the host never sets is no pass either.
+        assert!(matches!(gate(&db, Some(&tg), &row("telegram", "task:3", None)).expect("gate"), Gate::Pair(_)));
+        assert!(matches!(gate(&db, Some(&tg), &row("telegram", "x", Some("channel"))).expect("gate"), Gate::Pair(_)));
+    }
+
+    #[test]
+    fn replies_are_addressed_by_origin() {
+        let toml = "[plugins.telegram]\n[plugins.feed]\ndeliver_to = \"telegram:555\"\n[plugins.mute]\n";
+        let channel = row("telegram", "42", None);
+        assert_eq!(addressed(reply_to(&channel), &channel, None), Some(reply_to(&channel)));
+        let task = row("telegram", "task:1", Some("task:1"));
+        let r = addressed(reply_to(&task), &task, None).expect("reply");
+        assert_eq!((r.plugin.as_str(), r.conversation.as_str(), r.thread.as_deref(), r.reply_to), ("telegram", "c1", Some("t1"), None));
+        let svc = row("feed", "feed-bot", Some("service:feed"));
+        let r = addressed(reply_to(&svc), &svc, Some(&grants(toml, "feed"))).expect("reply");
+        assert_eq!((r.plugin.as_str(), r.conversation.as_str(), r.thread, r.reply_to), ("telegram", "555", None, None));
+        let mute = row("mute", "m", Some("service:mute"));
+        assert_eq!(addressed(reply_to(&mute), &mute, Some(&grants(toml, "mute"))), None);
+    }
 }

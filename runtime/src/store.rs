@@ -95,6 +95,25 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (plugin, sender)
     );
     "#,
+    // 4: scheduled tasks (see scheduler.rs), and who put an inbox row there
+    // when it was not a channel: `task:<id>` or `service:<name>` (set by the
+    // host only, never from what a plugin returns).
+    r#"
+    CREATE TABLE tasks (
+        id           INTEGER PRIMARY KEY,
+        schedule     TEXT NOT NULL,
+        prompt       TEXT NOT NULL,
+        plugin       TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        thread       TEXT,
+        next_run_ms  INTEGER,
+        last_run_ms  INTEGER,
+        runs         INTEGER NOT NULL DEFAULT 0,
+        created_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_due ON tasks (next_run_ms) WHERE next_run_ms IS NOT NULL;
+    ALTER TABLE inbox ADD COLUMN origin TEXT;
+    "#,
 ];
 
 /// One row of the audit log.
@@ -163,6 +182,10 @@ pub struct InboxRow {
     pub plugin: String,
     /// The message.
     pub msg: Inbound,
+    /// Who put it there when it was not a channel's poll: `task:<id>` (a
+    /// scheduled task) or `service:<name>` (a service's emit). Set by the host
+    /// only, never from what a plugin returns.
+    pub origin: Option<String>,
 }
 
 /// A reply waiting to be delivered (or delivered).
@@ -278,7 +301,7 @@ impl Db {
         Ok(db)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (transactions roll back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -354,12 +377,19 @@ impl Db {
         Ok(inserted)
     }
 
+    /// Store one message the host itself injects (a task run, a service's
+    /// emit), marked with its `origin`; a message whose id is already stored
+    /// for `plugin` is ignored. Returns whether it was new.
+    pub fn insert_inbox(&self, plugin: &str, m: &Inbound, origin: &str) -> Result<bool> {
+        Ok(insert_inbox(&self.lock(), plugin, m, origin)? == 1)
+    }
+
     /// Inbound messages not yet answered, oldest first.
     pub fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT id, plugin, channel_msg_id, conversation, thread, sender, sender_name, text,
-                    attachments, timestamp_ms, raw
+                    attachments, timestamp_ms, raw, origin
              FROM inbox WHERE status = 'new' ORDER BY id LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
@@ -377,6 +407,7 @@ impl Db {
                     timestamp_ms: r.get::<_, i64>(9)? as u64,
                     raw: r.get(10)?,
                 },
+                origin: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -645,6 +676,29 @@ impl Db {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Insert one inbox row with an origin, on `conn` (a transaction or not).
+pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO inbox (plugin, channel_msg_id, conversation, thread, sender, sender_name,
+            text, attachments, timestamp_ms, raw, received_ms, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        plugin,
+        m.channel_msg_id,
+        m.conversation,
+        m.thread,
+        m.sender,
+        m.sender_name,
+        m.text,
+        m.attachments_json,
+        m.timestamp_ms as i64,
+        m.raw,
+        now_ms() as i64,
+        origin
+    ])
 }
 
 fn row_to_pairing(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pairing> {
