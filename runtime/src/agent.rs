@@ -21,6 +21,27 @@ impl Agent {
         }
     }
 
+    /// The reply to one line of an interactive session (`kata chat`).
+    pub fn chat(&self, session: &str, text: &str) -> Option<String> {
+        let row = InboxRow {
+            id: 0,
+            plugin: "chat".into(),
+            origin: Some("chat".into()),
+            msg: crate::store::Inbound {
+                channel_msg_id: String::new(),
+                conversation: session.to_string(),
+                thread: None,
+                sender: "you".into(),
+                sender_name: None,
+                text: text.to_string(),
+                attachments_json: "[]".into(),
+                timestamp_ms: crate::store::now_ms(),
+                raw: None,
+            },
+        };
+        self.reply(&row).map(|r| r.text)
+    }
+
     /// The reply to one message (None: no reply).
     pub fn reply(&self, row: &InboxRow) -> Option<Reply> {
         match self {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use tokio::sync::{Notify, watch};
 
+use crate::health::{Fault, Health};
 use crate::host::latest::{ChannelError, Message, OutboundMessage};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
@@ -20,8 +21,13 @@ const MIN_IDLE_POLL: Duration = Duration::from_millis(100);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Messages a single poll may return; more is treated as a plugin bug.
 const MAX_MESSAGES_PER_POLL: usize = 1000;
-/// Delivery attempts before a reply that fails permanently is given up.
+/// Delivery attempts before a reply that fails permanently (auth, config,
+/// unsupported, fatal) goes to the dead letters.
 const MAX_SEND_ATTEMPTS: u32 = 5;
+/// Delivery attempts before a reply that keeps failing for any other reason
+/// (network, rate limit, traps) goes to the dead letters: with the backoff
+/// capped at five minutes, about 40 minutes of trying. `kata retry` requeues.
+const MAX_TRANSIENT_SEND_ATTEMPTS: u32 = 15;
 
 /// Exponential backoff with jitter, from half a second up to five minutes.
 fn backoff() -> backon::ExponentialBackoff {
@@ -57,29 +63,102 @@ async fn start_instance(plugin: &ChannelPlugin) -> Result<ChannelInstance, CallE
     Ok(inst)
 }
 
-/// The loop's instance, started (instantiated and connected) if there is
-/// none. When starting fails it logs, waits out the backoff (or until
-/// shutdown) and returns None; the caller's loop then checks for shutdown
-/// and tries again.
-async fn live_instance<'a>(
-    slot: &'a mut Option<ChannelInstance>,
-    plugin: &ChannelPlugin,
-    role: &str,
-    backoff: &mut backon::ExponentialBackoff,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<&'a mut ChannelInstance> {
-    if slot.is_none() {
-        match start_instance(plugin).await {
-            Ok(i) => *slot = Some(i),
-            Err(e) => {
-                let d = error_delay(&e, backoff);
-                tracing::warn!(plugin = %plugin.name(), "cannot start the {role} instance: {e}; retrying in {d:?}");
-                sleep_or_shutdown(d, shutdown).await;
+/// Whether a failed call is the plugin's own fault (counts towards its
+/// circuit breaker) or the world's (only backs off).
+pub fn fault_of(e: &CallError) -> Fault {
+    match e {
+        CallError::Trap(_) | CallError::Timeout(_) | CallError::Channel(ChannelError::Fatal(_)) => Fault::Plugin,
+        CallError::Channel(_) => Fault::External,
+    }
+}
+
+/// One loop's instance of a plugin and what it needs to keep one alive:
+/// start it when there is none, report failures to [`Health`], and hold off
+/// while the plugin's circuit breaker is open.
+pub struct Slot {
+    plugin: Arc<ChannelPlugin>,
+    health: Arc<Health>,
+    role: &'static str,
+    instance: Option<ChannelInstance>,
+    backoff: backon::ExponentialBackoff,
+    started: bool,
+}
+
+impl Slot {
+    /// An empty slot for the `role` loop ("poll", "send", "stream") of `plugin`.
+    pub fn new(plugin: Arc<ChannelPlugin>, health: Arc<Health>, role: &'static str) -> Self {
+        Self { plugin, health, role, instance: None, backoff: backoff(), started: false }
+    }
+
+    /// The instance, started (instantiated and connected) if there is none.
+    /// While the breaker is open, or when starting fails, it waits (or until
+    /// shutdown) and returns None; the caller's loop then checks for
+    /// shutdown and tries again.
+    pub async fn live(&mut self, shutdown: &mut watch::Receiver<bool>) -> Option<&mut ChannelInstance> {
+        if self.instance.is_none() {
+            let plugin = self.plugin.clone();
+            let name = plugin.name();
+            let hold = self.health.breaker_wait(name);
+            if !hold.is_zero() {
+                sleep_or_shutdown(hold, shutdown).await;
                 return None;
             }
+            match start_instance(&self.plugin).await {
+                Ok(i) => {
+                    self.health.instance_started(name, self.started);
+                    self.started = true;
+                    self.instance = Some(i);
+                }
+                Err(e) => {
+                    let d = self.failed(&e);
+                    tracing::warn!(plugin = %name, "cannot start the {} instance: {e}; retrying in {d:?}", self.role);
+                    sleep_or_shutdown(d, shutdown).await;
+                    return None;
+                }
+            }
+        }
+        self.instance.as_mut()
+    }
+
+    /// A call succeeded.
+    pub fn succeeded(&mut self) {
+        self.backoff = backoff();
+        self.health.success(self.plugin.name());
+    }
+
+    /// A call failed: drop a broken instance, tell [`Health`], and return how
+    /// long to wait before the next call (the breaker's cooldown if this
+    /// failure opened it).
+    pub fn failed(&mut self, e: &CallError) -> Duration {
+        if e.breaks_instance() {
+            self.instance = None;
+        }
+        let delay = error_delay(e, &mut self.backoff);
+        let name = self.plugin.name();
+        match self.health.failure(name, &e.to_string(), fault_of(e)) {
+            Some(open) => {
+                tracing::error!(
+                    plugin = %name,
+                    "circuit breaker open: {name} keeps failing ({e}); leaving it alone for {open:?} \
+                     (`kata status` shows it; fix the plugin or its limits, then `kata reload`)"
+                );
+                open.max(delay)
+            }
+            None => delay,
         }
     }
-    slot.as_mut()
+
+    /// Abandon the instance (e.g. a call cancelled mid-way).
+    pub fn drop_instance(&mut self) {
+        self.instance = None;
+    }
+
+    /// Disconnect and drop the instance, if any.
+    pub async fn close(&mut self) {
+        if let Some(mut i) = self.instance.take() {
+            i.disconnect().await;
+        }
+    }
 }
 
 /// How long to wait after a failed call, and whether to say it loudly.
@@ -136,7 +215,13 @@ fn idle_delay(next_poll_ms: Option<u32>, new: usize, poll_interval: Duration, to
 }
 
 /// Poll the channel until shutdown, storing messages and cursor together.
-pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+pub async fn ingress(
+    plugin: Arc<ChannelPlugin>,
+    db: Db,
+    health: Arc<Health>,
+    inbox_ready: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let name = plugin.name().to_string();
     let poll_interval = plugin
         .grants
@@ -144,13 +229,12 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
         .get("poll_interval")
         .and_then(|s| crate::policy::parse_duration(s).ok())
         .unwrap_or(DEFAULT_POLL_INTERVAL);
-    let mut backoff = backoff();
-    let mut instance: Option<ChannelInstance> = None;
+    let mut slot = Slot::new(plugin.clone(), health.clone(), "poll");
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let Some(inst) = live_instance(&mut instance, &plugin, "poll", &mut backoff, &mut shutdown).await else {
+        let Some(inst) = slot.live(&mut shutdown).await else {
             continue;
         };
         let cursor = match db.cursor(&name) {
@@ -168,11 +252,11 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
             r = inst.poll(cursor.as_deref()) => r,
             // A poll may wait a long time for messages; abandon it on shutdown.
             // Nothing is lost: the cursor only moves when a result is stored.
-            _ = shutdown.changed() => { instance = None; break; }
+            _ = shutdown.changed() => { slot.drop_instance(); break; }
         };
         let delay = match result {
             Ok(res) => {
-                backoff = self::backoff();
+                slot.succeeded();
                 let got = res.messages.len();
                 if got > MAX_MESSAGES_PER_POLL {
                     tracing::warn!(plugin = %name, "poll returned {got} messages (limit {MAX_MESSAGES_PER_POLL}); ignoring this result");
@@ -192,6 +276,7 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
                         .collect();
                     let new = match db.record_poll(&name, &messages, res.cursor.as_deref()) {
                         Ok(new) => {
+                            health.polled(&name, new);
                             tracing::debug!(plugin = %name, got, new, cursor = ?res.cursor, "poll");
                             if new > 0 {
                                 inbox_ready.notify_one();
@@ -207,10 +292,7 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
                 }
             }
             Err(e) => {
-                if e.breaks_instance() {
-                    instance = None;
-                }
-                let d = error_delay(&e, &mut backoff);
+                let d = slot.failed(&e);
                 tracing::warn!(plugin = %name, "poll failed: {e}; retrying in {d:?}");
                 d
             }
@@ -219,17 +301,21 @@ pub async fn ingress(plugin: Arc<ChannelPlugin>, db: Db, inbox_ready: Arc<Notify
             break;
         }
     }
-    if let Some(mut i) = instance {
-        i.disconnect().await;
-    }
+    slot.close().await;
+    health.stopped(&name);
     tracing::debug!(plugin = %name, "ingress stopped");
 }
 
 /// Deliver this plugin's outbox until shutdown.
-pub async fn egress(plugin: Arc<ChannelPlugin>, db: Db, outbox_ready: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+pub async fn egress(
+    plugin: Arc<ChannelPlugin>,
+    db: Db,
+    health: Arc<Health>,
+    outbox_ready: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let name = plugin.name().to_string();
-    let mut backoff = backoff();
-    let mut instance: Option<ChannelInstance> = None;
+    let mut slot = Slot::new(plugin.clone(), health.clone(), "send");
     'outer: loop {
         if *shutdown.borrow() {
             break;
@@ -256,13 +342,13 @@ pub async fn egress(plugin: Arc<ChannelPlugin>, db: Db, outbox_ready: Arc<Notify
             }
             continue;
         }
-        let Some(inst) = live_instance(&mut instance, &plugin, "send", &mut backoff, &mut shutdown).await else {
-            continue;
-        };
         for row in due {
             if *shutdown.borrow() {
                 break 'outer;
             }
+            let Some(inst) = slot.live(&mut shutdown).await else {
+                continue 'outer;
+            };
             let msg = OutboundMessage {
                 conversation: row.conversation.clone(),
                 thread: row.thread.clone(),
@@ -275,7 +361,8 @@ pub async fn egress(plugin: Arc<ChannelPlugin>, db: Db, outbox_ready: Arc<Notify
             let result = inst.send(&msg).await;
             let stored = match result {
                 Ok(receipt) => {
-                    backoff = self::backoff();
+                    slot.succeeded();
+                    health.sent(&name);
                     tracing::info!(plugin = %name, outbox = row.id, receipt = %receipt.id, "sent");
                     db.mark_sent(row.id, &receipt.id)
                 }
@@ -289,21 +376,25 @@ pub async fn egress(plugin: Arc<ChannelPlugin>, db: Db, outbox_ready: Arc<Notify
                                 | ChannelError::Fatal(_)
                         )
                     );
-                    let breaks = e.breaks_instance();
-                    let r = if permanent && row.attempts + 1 >= MAX_SEND_ATTEMPTS {
-                        tracing::error!(plugin = %name, outbox = row.id, "giving up on a reply after {} attempts: {e}", row.attempts + 1);
+                    health.send_failed(&name);
+                    let hold = slot.failed(&e);
+                    let limit = if permanent { MAX_SEND_ATTEMPTS } else { MAX_TRANSIENT_SEND_ATTEMPTS };
+                    let r = if row.attempts + 1 >= limit {
+                        tracing::error!(
+                            plugin = %name, outbox = row.id,
+                            "giving up on a reply after {} attempts: {e}; it is kept as a dead letter \
+                             (`kata status` counts them, `kata retry` lists and requeues them)",
+                            row.attempts + 1
+                        );
                         db.mark_failed(row.id, &e.to_string())
                     } else {
                         let d = match &e {
                             CallError::Channel(ChannelError::RateLimited(ms)) => Duration::from_millis(*ms),
-                            _ => retry_delay(row.attempts),
+                            _ => retry_delay(row.attempts).max(hold),
                         };
                         tracing::warn!(plugin = %name, outbox = row.id, "send failed: {e}; retrying in {d:?}");
                         db.mark_retry(row.id, &e.to_string(), now_ms() + d.as_millis() as u64)
                     };
-                    if breaks {
-                        instance = None;
-                    }
                     if let Err(err) = r {
                         tracing::error!(plugin = %name, "cannot record a delivery result: {err:#}");
                     }
@@ -316,9 +407,8 @@ pub async fn egress(plugin: Arc<ChannelPlugin>, db: Db, outbox_ready: Arc<Notify
             }
         }
     }
-    if let Some(mut i) = instance {
-        i.disconnect().await;
-    }
+    slot.close().await;
+    health.stopped(&name);
     tracing::debug!(plugin = %name, "egress stopped");
 }
 

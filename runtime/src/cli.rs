@@ -43,8 +43,68 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Run the daemon in the foreground until SIGINT or SIGTERM.
+    /// Run the daemon in the foreground until SIGINT or SIGTERM (SIGHUP
+    /// reloads kata.toml). `kata daemon start` runs it in the background.
     Run,
+    /// Show the running daemon: each plugin's state, circuit breaker, last
+    /// error, counters and queue depths.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running daemon gracefully (replies in flight are finished).
+    Stop,
+    /// Make the running daemon re-read kata.toml and its plugins; queued
+    /// messages are kept. A broken kata.toml is reported and changes nothing.
+    Reload,
+    /// Show the running daemon's recent log events.
+    Logs {
+        /// Keep following new events until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many recent events to show first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Print events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to a conversation through a running channel plugin.
+    Send {
+        /// The channel plugin's name (as in kata.toml).
+        channel: String,
+        /// The conversation: chat id, room, channel or nick, as the plugin names it.
+        to: String,
+        /// The text to send.
+        text: String,
+        /// Post in this thread of the conversation.
+        #[arg(long)]
+        thread: Option<String>,
+    },
+    /// Talk to the agent through the running daemon, line by line.
+    Chat {
+        /// The session's name; the same name continues the same session.
+        #[arg(long, default_value = "chat/local")]
+        session: String,
+    },
+    /// List replies that could not be delivered (dead letters), or requeue them.
+    Retry {
+        /// Outbox ids to requeue (as listed).
+        ids: Vec<i64>,
+        /// Requeue all dead letters (of --plugin, if given).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Only this channel plugin's.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run kata in the background, or install it as a user service.
+    #[command(subcommand)]
+    Daemon(crate::daemonize::DaemonCommand),
     /// Build, inspect and manage plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -195,15 +255,25 @@ fn log_filter(verbose: u8, default: &str) -> tracing_subscriber::EnvFilter {
 }
 
 fn init_logging(format: LogFormat, verbose: u8, default: &str) {
+    init_logging_with(format, verbose, default, None);
+}
+
+/// Log to stderr, and when `events` is given also to the daemon's event
+/// stream (what `kata logs` shows).
+fn init_logging_with(format: LogFormat, verbose: u8, default: &str, events: Option<&crate::events::Events>) {
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(log_filter(verbose, default))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Human => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let fmt: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match format {
+        LogFormat::Human => Box::new(fmt.with_target(false)),
+        LogFormat::Json => Box::new(fmt.json()),
     };
+    let _ = tracing_subscriber::registry()
+        .with(log_filter(verbose, default))
+        .with(fmt)
+        .with(events.map(|e| e.layer()))
+        .try_init();
 }
 
 /// Run the parsed command line.
@@ -229,15 +299,33 @@ pub fn run(cli: Cli) -> Result<()> {
                     .map(|p| p.file.daemon.log_format)
                     .unwrap_or_default()
             });
-            init_logging(format, cli.verbose, "info");
+            let events = crate::events::Events::new();
+            init_logging_with(format, cli.verbose, "info", Some(&events));
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
-                let daemon = crate::daemon::Daemon::load(ws)?;
+                let daemon = crate::daemon::Daemon::load_with_events(ws, events)?;
                 daemon.run(crate::daemon::shutdown_signal()).await
             })
+        }
+        Command::Status { json } => crate::client::status(&Workspace::discover(cli.workspace.as_deref())?, json),
+        Command::Stop => crate::client::stop(&Workspace::discover(cli.workspace.as_deref())?),
+        Command::Reload => crate::client::reload(&Workspace::discover(cli.workspace.as_deref())?),
+        Command::Logs { follow, lines, json } => {
+            crate::client::logs(&Workspace::discover(cli.workspace.as_deref())?, follow, lines, json)
+        }
+        Command::Send { channel, to, text, thread } => {
+            crate::client::send(&Workspace::discover(cli.workspace.as_deref())?, channel, to, text, thread)
+        }
+        Command::Chat { session } => crate::client::chat(&Workspace::discover(cli.workspace.as_deref())?, session),
+        Command::Retry { ids, all, plugin, json } => {
+            crate::client::retry(&Workspace::discover(cli.workspace.as_deref())?, ids, all, plugin, json)
+        }
+        Command::Daemon(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            crate::daemonize::command(cli.workspace.as_deref(), cmd)
         }
         Command::Plugin(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");

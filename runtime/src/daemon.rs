@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::agent::Agent;
 use crate::channel;
-use crate::engine::Engine;
+use crate::control::{self, DaemonCommand, Shared};
+use crate::engine::{Engine, PluginCtx};
+use wasmtime::component::Linker;
+use crate::events::Events;
+use crate::health::{BreakerConfig, Health};
 use crate::plugin::{self, ChannelPlugin};
 use crate::policy::Policy;
 use crate::store::Db;
@@ -20,72 +24,89 @@ use crate::workspace::Workspace;
 /// How long shutdown waits for in-flight sends before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
+/// The policy and the plugins it enables, loaded and ready to run.
+struct Loaded {
+    policy: Policy,
+    plugins: Vec<Arc<ChannelPlugin>>,
+}
+
+/// Read kata.toml and load every enabled plugin. Any error is the user's to
+/// fix (bad kata.toml, missing plugin, missing secret).
+fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<PluginCtx>) -> Result<Loaded> {
+    let policy = Policy::load(&ws.policy_path(), ws.root())?;
+    let mut plugins = Vec::new();
+    for grants in policy.plugins.values().filter(|g| g.enabled) {
+        let name = grants.name.clone();
+        let Some(path) = &grants.path else {
+            tracing::warn!(plugin = %name, "[plugins.{name}] has no `path`: not installed, skipped (install it with `kata plugin add`)");
+            continue;
+        };
+        let p = ChannelPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
+            .with_context(|| format!("cannot load plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
+        tracing::info!(plugin = %name, path = %path.display(), wit = ?p.info.wit_version, "plugin loaded");
+        plugins.push(Arc::new(p));
+    }
+    if plugins.is_empty() {
+        tracing::warn!("no plugins are enabled in {}; add a [plugins.NAME] table", policy.path.display());
+    }
+    Ok(Loaded { policy, plugins })
+}
+
 /// Everything `kata run` has loaded, before it starts running.
 pub struct Daemon {
     ws: Workspace,
-    policy: Policy,
     db: Db,
-    plugins: Vec<Arc<ChannelPlugin>>,
+    engine: Engine,
+    linker: Linker<PluginCtx>,
+    loaded: Loaded,
+    events: Events,
     _lock: std::fs::File,
 }
 
-impl Daemon {
-    /// Load policy, database and plugins. Any error here is the user's to fix
-    /// (bad kata.toml, missing plugin, missing secret) and stops the start.
-    pub fn load(ws: Workspace) -> Result<Self> {
-        let policy = Policy::load(&ws.policy_path(), ws.root())?;
-        let lock = ws.lock()?;
-        let db = Db::open(&ws.db_path())?;
-        let engine = Engine::new(Some(ws.cache_dir()))?;
-        let linker = plugin::linker(&engine)?;
-        let mut plugins = Vec::new();
-        for grants in policy.plugins.values().filter(|g| g.enabled) {
-            let name = grants.name.clone();
-            let Some(path) = &grants.path else {
-                tracing::warn!(plugin = %name, "[plugins.{name}] has no `path`: not installed, skipped (install it with `kata plugin add`)");
-                continue;
-            };
-            let p = ChannelPlugin::load(&engine, &linker, grants.clone(), db.clone(), ws.root())
-                .with_context(|| format!("cannot load plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
-            tracing::info!(plugin = %name, path = %path.display(), wit = ?p.info.wit_version, "plugin loaded");
-            plugins.push(Arc::new(p));
-        }
-        if plugins.is_empty() {
-            tracing::warn!("no plugins are enabled in {}; add a [plugins.NAME] table", policy.path.display());
-        }
-        Ok(Self { ws, policy, db, plugins, _lock: lock })
-    }
+/// The loops of one loaded configuration: ingress and egress per channel
+/// plugin, and the agent. Replaced as a whole on reload.
+struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    names: Vec<String>,
+}
 
-    /// The workspace database.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
-    /// Run until `shutdown` resolves, then stop gracefully: polls in flight are
-    /// abandoned (nothing was acknowledged), sends in flight are finished.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+impl Workers {
+    fn start(loaded: &Loaded, db: &Db, shared: &Shared) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
         let inbox_ready = Arc::new(Notify::new());
         let mut outbox_ready: BTreeMap<String, Arc<Notify>> = BTreeMap::new();
         let mut tasks = JoinSet::new();
-        for p in &self.plugins {
+        let health = shared.health.clone();
+        let names: Vec<String> = loaded.plugins.iter().map(|p| p.name().to_string()).collect();
+        health.retain(&names);
+        for p in &loaded.plugins {
             let ready = Arc::new(Notify::new());
             outbox_ready.insert(p.name().to_string(), ready.clone());
-            tasks.spawn(channel::ingress(p.clone(), self.db.clone(), inbox_ready.clone(), stop_rx.clone()));
-            tasks.spawn(channel::egress(p.clone(), self.db.clone(), ready, stop_rx.clone()));
+            health.register(p.name());
+            tasks.spawn(channel::ingress(p.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
+            tasks.spawn(channel::egress(p.clone(), db.clone(), health.clone(), ready, stop_rx.clone()));
         }
-        let agent = Agent::from_config(&self.policy.file.agent);
+        let agent = Agent::from_config(&loaded.policy.file.agent);
+        let chat_agent = agent.clone();
+        *shared.chat.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(move |session: String, text: String| {
+            let agent = chat_agent.clone();
+            Box::pin(async move { Ok(agent.chat(&session, &text)) })
+        }));
         let grants: BTreeMap<String, Arc<crate::policy::PluginGrants>> =
-            self.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone())).collect();
-        tasks.spawn(crate::scheduler::run(self.db.clone(), inbox_ready.clone(), stop_rx.clone()));
-        tasks.spawn(agent_loop(agent, self.db.clone(), grants, inbox_ready, outbox_ready, stop_rx.clone()));
-        tracing::info!(workspace = %self.ws.root().display(), plugins = self.plugins.len(), "kata is running");
+            loaded.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone())).collect();
+        *shared.outbox_ready.write().unwrap_or_else(|p| p.into_inner()) = outbox_ready.clone();
+        tasks.spawn(crate::scheduler::run(db.clone(), inbox_ready.clone(), stop_rx.clone()));
+        tasks.spawn(agent_loop(agent, db.clone(), grants, inbox_ready, outbox_ready, stop_rx));
+        Self { stop, tasks, names }
+    }
 
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+    /// Stop gracefully: polls in flight are abandoned (nothing was
+    /// acknowledged), sends in flight are finished.
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while let Some(r) = tasks.join_next().await {
+            while let Some(r) = self.tasks.join_next().await {
                 if let Err(e) = r {
                     tracing::error!("a daemon task failed: {e}");
                 }
@@ -94,7 +115,91 @@ impl Daemon {
         .await;
         if drained.is_err() {
             tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; their work resumes on the next start");
+            self.tasks.abort_all();
         }
+    }
+}
+
+impl Daemon {
+    /// Load policy, database and plugins. Any error here is the user's to fix
+    /// (bad kata.toml, missing plugin, missing secret) and stops the start.
+    pub fn load(ws: Workspace) -> Result<Self> {
+        Self::load_with_events(ws, Events::new())
+    }
+
+    /// [`Daemon::load`], publishing log events to `events` (the stream `kata
+    /// logs` follows; the caller installs its tracing layer).
+    pub fn load_with_events(ws: Workspace, events: Events) -> Result<Self> {
+        // Read the policy before taking the lock, so a broken kata.toml is
+        // reported as such even when another daemon runs.
+        Policy::load(&ws.policy_path(), ws.root())?;
+        let lock = ws.lock()?;
+        let db = Db::open(&ws.db_path())?;
+        let engine = Engine::new(Some(ws.cache_dir()))?;
+        let linker = plugin::linker(&engine)?;
+        let loaded = load_plugins(&ws, &db, &engine, &linker)?;
+        Ok(Self { ws, db, engine, linker, loaded, events, _lock: lock })
+    }
+
+    /// The workspace database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Run until `shutdown` resolves or a client asks to stop, serving the
+    /// control socket and reloading on request (or SIGHUP).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let listener = control::bind(&self.ws)?;
+        let (commands, mut command_rx) = mpsc::channel(8);
+        let d = &self.loaded.policy.file.daemon;
+        let breaker = BreakerConfig {
+            threshold: d.breaker_threshold,
+            cooldown: d.breaker_cooldown,
+            ..BreakerConfig::default()
+        };
+        let shared = Arc::new(Shared {
+            ws: self.ws.clone(),
+            db: self.db.clone(),
+            health: Arc::new(Health::new(breaker)),
+            events: self.events.clone(),
+            started_ms: crate::store::now_ms(),
+            outbox_ready: Default::default(),
+            commands,
+            chat: Default::default(),
+        });
+        let (ctl_stop, ctl_stop_rx) = watch::channel(false);
+        let control = tokio::spawn(control::serve(listener, shared.clone(), ctl_stop_rx));
+        let mut workers = Workers::start(&self.loaded, &self.db, &shared);
+        tracing::info!(
+            workspace = %self.ws.root().display(),
+            plugins = self.loaded.plugins.len(),
+            socket = %control::socket_path(&self.ws).display(),
+            "kata is running"
+        );
+
+        let mut hangup = hangup_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    workers = self.reload(workers, &shared).await.1;
+                }
+                cmd = command_rx.recv() => match cmd {
+                    Some(DaemonCommand::Stop) | None => break,
+                    Some(DaemonCommand::Reload(reply)) => {
+                        let (r, w) = self.reload(workers, &shared).await;
+                        workers = w;
+                        let _ = reply.send(r);
+                    }
+                },
+            }
+        }
+        tracing::info!("shutting down");
+        workers.stop().await;
+        let _ = ctl_stop.send(true);
+        let _ = control.await;
         let c = self.db.counts()?;
         tracing::info!(
             inbox_done = c.inbox_done,
@@ -103,6 +208,30 @@ impl Daemon {
             "stopped"
         );
         Ok(())
+    }
+
+    /// Load the policy and plugins again; when that works, stop the old
+    /// workers and start new ones. When it fails, the old ones keep running
+    /// and the error goes back to whoever asked. Queued messages live in the
+    /// database, so nothing is dropped either way.
+    async fn reload(&mut self, workers: Workers, shared: &Shared) -> (Result<serde_json::Value, String>, Workers) {
+        let loaded = match load_plugins(&self.ws, &self.db, &self.engine, &self.linker) {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("{e:#}; the daemon keeps running with the previous configuration");
+                tracing::error!("reload failed: {msg}");
+                return (Err(msg), workers);
+            }
+        };
+        let before = workers.names.clone();
+        workers.stop().await;
+        self.loaded = loaded;
+        let workers = Workers::start(&self.loaded, &self.db, shared);
+        tracing::info!(plugins = ?workers.names, "reloaded");
+        let added: Vec<&String> = workers.names.iter().filter(|n| !before.contains(n)).collect();
+        let removed: Vec<&String> = before.iter().filter(|n| !workers.names.contains(n)).collect();
+        let r = serde_json::json!({"plugins": workers.names, "added": added, "removed": removed});
+        (Ok(r), workers)
     }
 }
 
@@ -158,6 +287,32 @@ async fn agent_loop(
                 n.notify_one();
             }
         }
+    }
+}
+
+/// A stream of SIGHUPs (never yields where there are none).
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        Hangup(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
+    }
+    #[cfg(not(unix))]
+    {
+        Hangup(())
+    }
+}
+
+/// SIGHUP, the conventional "reload your configuration" signal.
+struct Hangup(#[cfg(unix)] Option<tokio::signal::unix::Signal>, #[cfg(not(unix))] ());
+
+impl Hangup {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.0 {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
     }
 }
 

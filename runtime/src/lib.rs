@@ -11,10 +11,15 @@
 pub mod agent;
 pub mod audit;
 pub mod channel;
+pub mod client;
 pub mod cli;
 pub mod componentize;
+pub mod control;
 pub mod daemon;
+pub mod daemonize;
 pub mod engine;
+pub mod events;
+pub mod health;
 pub mod host;
 pub mod install;
 pub mod manifest;

@@ -132,12 +132,38 @@ pub struct DaemonConfig {
     /// How many daemon-triggered sessions may run at once.
     #[serde(default = "default_sessions")]
     pub max_concurrent_sessions: u32,
+    /// Failures in a row (traps, limit hits, failed starts) after which a
+    /// plugin's circuit breaker opens.
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// How long an open breaker leaves a plugin alone (doubling on each
+    /// re-opening, up to an hour), e.g. "60s".
+    #[serde(default = "default_breaker_cooldown", deserialize_with = "de_duration")]
+    pub breaker_cooldown: std::time::Duration,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Human, max_concurrent_sessions: default_sessions() }
+        Self {
+            log_format: LogFormat::Human,
+            max_concurrent_sessions: default_sessions(),
+            breaker_threshold: default_breaker_threshold(),
+            breaker_cooldown: default_breaker_cooldown(),
+        }
     }
+}
+
+fn default_breaker_threshold() -> u32 {
+    5
+}
+
+fn default_breaker_cooldown() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 fn default_sessions() -> u32 {

@@ -225,7 +225,7 @@ pub struct Reply {
 }
 
 /// Counts for status output and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// Inbox rows not yet answered.
     pub inbox_new: u64,
@@ -701,6 +701,84 @@ pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin:
     ])
 }
 
+/// A reply given up on after its delivery attempts ran out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// Outbox row id (what `kata retry ID` takes).
+    pub id: i64,
+    /// The channel plugin.
+    pub plugin: String,
+    /// Conversation it was for.
+    pub conversation: String,
+    /// Its text.
+    pub text: String,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// The last delivery error.
+    pub last_error: Option<String>,
+    /// When it was queued (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+impl Db {
+    /// Queue a message that answers no inbox row (`kata send`, scheduled
+    /// output). The same `idempotency_key` twice queues it once; returns the
+    /// outbox id either way.
+    pub fn enqueue(&self, reply: &Reply, idempotency_key: &str) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, conversation, thread, reply_to, text, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![reply.plugin, idempotency_key, reply.conversation, reply.thread, reply.reply_to, reply.text, now_ms() as i64],
+        )?;
+        Ok(conn.query_row("SELECT id FROM outbox WHERE idempotency_key = ?1", [idempotency_key], |r| r.get(0))?)
+    }
+
+    /// Dead letters, oldest first, of one plugin or all.
+    pub fn dead_letters(&self, plugin: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, plugin, conversation, text, attempts, last_error, created_ms FROM outbox
+             WHERE status = 'failed' AND (?1 IS NULL OR plugin = ?1) ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![plugin, limit as i64], |r| {
+            Ok(DeadLetter {
+                id: r.get(0)?,
+                plugin: r.get(1)?,
+                conversation: r.get(2)?,
+                text: r.get(3)?,
+                attempts: r.get(4)?,
+                last_error: r.get(5)?,
+                created_ms: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Put dead letters back in the queue with fresh attempts: the ones in
+    /// `ids`, or (when `ids` is empty) all of `plugin`'s, or all. Returns how
+    /// many were requeued; ids that are not dead letters are left alone.
+    pub fn requeue_dead(&self, ids: &[i64], plugin: Option<&str>) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        {
+            let sql = "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_ms = 0
+                       WHERE status = 'failed'";
+            if ids.is_empty() {
+                n += tx.execute(&format!("{sql} AND (?1 IS NULL OR plugin = ?1)"), params![plugin])?;
+            } else {
+                let mut stmt = tx.prepare(&format!("{sql} AND id = ?1"))?;
+                for id in ids {
+                    n += stmt.execute([id])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+}
+
 fn row_to_pairing(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pairing> {
     Ok(Pairing {
         plugin: r.get(0)?,
@@ -728,6 +806,31 @@ mod tests {
             timestamp_ms: 1,
             raw: None,
         }
+    }
+
+    #[test]
+    fn dead_letters_are_listed_and_requeued() {
+        let (_d, db) = db();
+        let r = |text: &str| Reply {
+            plugin: "telegram".into(),
+            conversation: "c1".into(),
+            thread: None,
+            reply_to: None,
+            text: text.into(),
+        };
+        let a = db.enqueue(&r("a"), "send-a").expect("enqueue");
+        assert_eq!(db.enqueue(&r("a again"), "send-a").expect("same key"), a);
+        let b = db.enqueue(&r("b"), "send-b").expect("enqueue");
+        db.mark_failed(a, "auth failed").expect("fail");
+        db.mark_failed(b, "network").expect("fail");
+        let dead = db.dead_letters(None, 10).expect("list");
+        assert_eq!(dead.iter().map(|d| (d.id, d.last_error.as_deref())).collect::<Vec<_>>(), vec![(a, Some("auth failed")), (b, Some("network"))]);
+        assert_eq!(db.dead_letters(Some("other"), 10).expect("list"), vec![]);
+        assert_eq!(db.requeue_dead(&[a, 999], None).expect("requeue"), 1);
+        let due = db.due_outbox("telegram", now_ms(), 10).expect("due");
+        assert_eq!((due.len(), due[0].id, due[0].attempts), (1, a, 0));
+        assert_eq!(db.requeue_dead(&[], Some("telegram")).expect("requeue all"), 1);
+        assert!(db.dead_letters(None, 10).expect("list").is_empty());
     }
 
     fn db() -> (tempfile::TempDir, Db) {

@@ -1,0 +1,702 @@
+//! The control socket: `.kata/kata.sock`, owner-only, speaking a versioned
+//! JSON-lines protocol. The daemon is the program; `kata status`, `stop`,
+//! `reload`, `logs`, `send`, `chat` and `retry` are thin clients of it.
+//!
+//! # Protocol (version 1)
+//!
+//! Each request is one line of JSON, at most [`MAX_REQUEST`] bytes:
+//!
+//! ```json
+//! {"v": 1, "id": 7, "cmd": "send", "args": {"channel": "telegram", "to": "42", "text": "hi"}}
+//! ```
+//!
+//! `id` is any JSON value and is echoed back; `args` may be left out when a
+//! command takes none. Each reply is one line:
+//!
+//! ```json
+//! {"v": 1, "id": 7, "ok": true, "result": {"outbox": 12}}
+//! {"v": 1, "id": 7, "ok": false, "error": {"kind": "bad-request", "message": "…"}}
+//! ```
+//!
+//! `logs` with `follow` answers `ok` and then streams `{"v": 1, "id": …,
+//! "event": {…}}` lines until the client hangs up. A malformed request gets
+//! an error reply and the connection stays usable; an oversized one gets an
+//! error reply and the connection is closed. Nothing a client sends can stop
+//! the daemon except `stop`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+
+use crate::events::{Event, Events};
+use crate::health::Health;
+use crate::store::{Db, Reply};
+use crate::workspace::Workspace;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest request line accepted.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// The socket's file name inside `.kata/`.
+pub const SOCKET_FILE: &str = "kata.sock";
+/// Clients served at once; more wait.
+const MAX_CLIENTS: usize = 64;
+/// Longest text `send` and `chat` accept.
+const MAX_TEXT: usize = 32 * 1024;
+
+/// A request, after the envelope (`v`, `id`) is taken off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "args", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The daemon's identity: pid, version, workspace, protocol versions.
+    Hello,
+    /// Per-plugin state, breaker, last error, counters and queue depths.
+    Status,
+    /// Stop the daemon gracefully.
+    Stop,
+    /// Re-read kata.toml and the plugin set; queued messages are kept.
+    Reload,
+    /// Recent log events, and with `follow` every later one.
+    Logs {
+        /// How many past events to replay first.
+        #[serde(default = "default_lines")]
+        lines: usize,
+        /// Keep the connection open and stream new events.
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Queue a message to a conversation through a channel plugin.
+    Send {
+        /// The channel plugin's name.
+        channel: String,
+        /// The conversation (chat id, room, nick…).
+        to: String,
+        /// The text.
+        text: String,
+        /// A thread in that conversation.
+        #[serde(default)]
+        thread: Option<String>,
+    },
+    /// One turn of an interactive session with the agent.
+    Chat {
+        /// What the person said.
+        text: String,
+        /// The session's name (default: `chat/local`).
+        #[serde(default)]
+        session: Option<String>,
+    },
+    /// Dead letters: list them, or requeue some.
+    Retry {
+        /// Outbox ids to requeue.
+        #[serde(default)]
+        ids: Vec<i64>,
+        /// Requeue all (of `plugin`, if given).
+        #[serde(default)]
+        all: bool,
+        /// Only this plugin's.
+        #[serde(default)]
+        plugin: Option<String>,
+    },
+}
+
+fn default_lines() -> usize {
+    50
+}
+
+/// What went wrong with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `bad-request`, `too-large`, `unsupported-version`, `not-found`, `failed`.
+    pub kind: String,
+    /// One paragraph for a person.
+    pub message: String,
+}
+
+impl ErrorBody {
+    fn new(kind: &str, message: impl Into<String>) -> Self {
+        Self { kind: kind.to_string(), message: message.into() }
+    }
+}
+
+/// One reply line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub v: u32,
+    /// The request's id.
+    #[serde(default)]
+    pub id: Value,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// A streamed event (`logs` with `follow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+}
+
+impl Response {
+    fn ok(id: Value, result: Value) -> Self {
+        Self { v: PROTOCOL_VERSION, id, ok: true, result: Some(result), error: None, event: None }
+    }
+
+    fn err(id: Value, e: ErrorBody) -> Self {
+        Self { v: PROTOCOL_VERSION, id, ok: false, result: None, error: Some(e), event: None }
+    }
+
+    fn line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| br#"{"v":1,"ok":false}"#.to_vec());
+        v.push(b'\n');
+        v
+    }
+}
+
+/// Parse one request line. Errors carry the request's id when it could be read.
+pub fn parse_request(line: &[u8]) -> Result<(Value, Request), (Value, ErrorBody)> {
+    let raw: Value = serde_json::from_slice(line).map_err(|e| {
+        (Value::Null, ErrorBody::new("bad-request", format!("the request is not valid JSON ({e}); send one JSON object per line")))
+    })?;
+    let Value::Object(mut obj) = raw else {
+        return Err((Value::Null, ErrorBody::new("bad-request", "the request must be a JSON object like {\"v\":1,\"cmd\":\"status\"}")));
+    };
+    let id = obj.remove("id").unwrap_or(Value::Null);
+    match obj.remove("v") {
+        Some(Value::Number(n)) if n.as_u64() == Some(PROTOCOL_VERSION.into()) => {}
+        Some(v) => {
+            return Err((
+                id,
+                ErrorBody::new(
+                    "unsupported-version",
+                    format!("protocol version {v} is not supported; this daemon speaks version {PROTOCOL_VERSION}"),
+                ),
+            ));
+        }
+        None => return Err((id, ErrorBody::new("bad-request", format!("the request has no \"v\"; add \"v\": {PROTOCOL_VERSION}")))),
+    }
+    let mut tagged = serde_json::Map::new();
+    tagged.insert("cmd".into(), obj.remove("cmd").unwrap_or(Value::Null));
+    if let Some(args) = obj.remove("args") {
+        tagged.insert("args".into(), args);
+    }
+    if let Some(extra) = obj.keys().next() {
+        return Err((id, ErrorBody::new("bad-request", format!("unknown request field \"{extra}\"; a request has v, id, cmd and args"))));
+    }
+    // A command without arguments may be sent without "args" or with {}.
+    if matches!(tagged.get("args"), Some(Value::Object(m)) if m.is_empty()) {
+        let unit = serde_json::from_value::<Request>(json!({"cmd": tagged["cmd"]}));
+        if let Ok(r) = unit {
+            return Ok((id, r));
+        }
+    }
+    let with_defaults = match (tagged.get("cmd"), tagged.contains_key("args")) {
+        // Commands whose arguments all have defaults may leave "args" out.
+        (Some(Value::String(c)), false) if matches!(c.as_str(), "logs" | "retry") => {
+            let mut t = tagged.clone();
+            t.insert("args".into(), json!({}));
+            t
+        }
+        _ => tagged,
+    };
+    serde_json::from_value::<Request>(Value::Object(with_defaults)).map(|r| (id.clone(), r)).map_err(|e| {
+        (
+            id,
+            ErrorBody::new(
+                "bad-request",
+                format!("bad request: {e}; commands are hello, status, stop, reload, logs, send, chat and retry"),
+            ),
+        )
+    })
+}
+
+/// Something only the daemon's main loop may do.
+#[derive(Debug)]
+pub enum DaemonCommand {
+    /// Stop gracefully.
+    Stop,
+    /// Reload the policy and plugins; the reply says what runs now.
+    Reload(oneshot::Sender<Result<Value, String>>),
+}
+
+/// A chat turn in progress: the agent's reply (None: it chose not to
+/// answer), or an error for the person.
+pub type ChatTurn = std::pin::Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
+
+/// What an interactive chat turn runs on (the daemon's agent): called with
+/// the session name and the text.
+pub type ChatFn = Arc<dyn Fn(String, String) -> ChatTurn + Send + Sync>;
+
+/// What the control socket can see and do in the daemon.
+pub struct Shared {
+    /// The workspace.
+    pub ws: Workspace,
+    /// Its database.
+    pub db: Db,
+    /// Per-plugin health.
+    pub health: Arc<Health>,
+    /// The log broadcast.
+    pub events: Events,
+    /// When the daemon started (ms since the Unix epoch).
+    pub started_ms: u64,
+    /// The running channel plugins and the notifier of each one's egress loop.
+    pub outbox_ready: RwLock<BTreeMap<String, Arc<Notify>>>,
+    /// Requests for the daemon's main loop.
+    pub commands: mpsc::Sender<DaemonCommand>,
+    /// Runs one interactive turn with the agent (session, text).
+    pub chat: RwLock<Option<ChatFn>>,
+}
+
+impl Shared {
+    fn notify_outbox(&self, plugin: Option<&str>) {
+        let map = self.outbox_ready.read().unwrap_or_else(|p| p.into_inner());
+        for (name, n) in map.iter() {
+            if plugin.is_none_or(|p| p == name) {
+                n.notify_one();
+            }
+        }
+    }
+
+    fn channels(&self) -> Vec<String> {
+        self.outbox_ready.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// The status report `kata status` prints.
+    pub fn status(&self) -> Result<Value> {
+        let health = self.health.snapshot();
+        let mut plugins = Vec::new();
+        for name in self.channels() {
+            let h = health.get(&name).cloned().unwrap_or_default();
+            let a = self.db.plugin_activity(&name)?;
+            plugins.push(json!({
+                "name": name,
+                "health": h,
+                "queue": {"outbox_pending": a.pending, "dead_letters": a.failed},
+                "last_delivery_error": a.last_error,
+            }));
+        }
+        let counts = self.db.counts()?;
+        Ok(json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "workspace": self.ws.root(),
+            "started_ms": self.started_ms,
+            "uptime_s": crate::store::now_ms().saturating_sub(self.started_ms) / 1000,
+            "plugins": plugins,
+            "queues": counts,
+        }))
+    }
+}
+
+/// The socket's path in a workspace.
+pub fn socket_path(ws: &Workspace) -> PathBuf {
+    ws.state_dir().join(SOCKET_FILE)
+}
+
+/// Bind the control socket (owner-only). A socket file left by a daemon
+/// that died is replaced; the caller holds the workspace's run lock, so no
+/// live daemon can own it.
+pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
+    ws.ensure_state_dir()?;
+    let path = socket_path(ws);
+    // sun_path holds 108 bytes on Linux (104 on macOS), with the NUL.
+    if path.as_os_str().len() > 100 {
+        bail!(
+            "the control socket path {} is too long for a Unix socket ({} bytes; the limit is about 100); \
+             use a workspace with a shorter path",
+            path.display(),
+            path.as_os_str().len()
+        );
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove the stale control socket {}", path.display())),
+    }
+    let listener =
+        tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot create the control socket {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict the control socket {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// Serve clients until `shutdown`; then remove the socket file.
+pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_client(stream, &shared, shutdown).await {
+                        tracing::debug!("control client: {e:#}");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(socket_path(&shared.ws));
+}
+
+/// Read one line of at most `max` bytes (without the newline). `Ok(None)` at
+/// end of stream; `Err` with `InvalidData` when the line is longer.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Option<()>> {
+    buf.clear();
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() { None } else { Some(()) });
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if buf.len() + take > max + 1 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request too large"));
+        }
+        buf.extend_from_slice(&chunk[..take]);
+        r.consume(take);
+        if done {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(Some(()));
+        }
+    }
+}
+
+async fn serve_client(stream: UnixStream, shared: &Shared, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        let got = tokio::select! {
+            r = read_line(&mut reader, &mut line, MAX_REQUEST) => r,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match got {
+            Ok(None) => return Ok(()),
+            Ok(Some(())) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let r = Response::err(Value::Null, ErrorBody::new("too-large", format!("the request is longer than {MAX_REQUEST} bytes")));
+                write.write_all(&r.line()).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let (id, req) = match parse_request(&line) {
+            Ok(p) => p,
+            Err((id, e)) => {
+                write.write_all(&Response::err(id, e).line()).await?;
+                continue;
+            }
+        };
+        if let Request::Logs { lines, follow } = req {
+            let (backlog, mut rx) = shared.events.subscribe(lines);
+            write.write_all(&Response::ok(id.clone(), json!({"follow": follow})).line()).await?;
+            for e in backlog {
+                write.write_all(&event_line(&id, &e)).await?;
+            }
+            if !follow {
+                // An empty event-less line would be ambiguous; the client
+                // stops reading when `follow` is false and the backlog is sent.
+                write.write_all(&Response::ok(id.clone(), json!({"end": true})).line()).await?;
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    e = rx.recv() => match e {
+                        Ok(e) => write.write_all(&event_line(&id, &e)).await?,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let note = Event {
+                                ts_ms: crate::store::now_ms(),
+                                level: "WARN".into(),
+                                target: "kata::control".into(),
+                                message: format!("{n} events were skipped: this client read too slowly"),
+                                fields: vec![],
+                            };
+                            write.write_all(&event_line(&id, &note)).await?;
+                        }
+                        Err(_) => return Ok(()),
+                    },
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+        }
+        let stop = req == Request::Stop;
+        let reply = match handle(shared, req).await {
+            Ok(v) => Response::ok(id, v),
+            Err(e) => Response::err(id, e),
+        };
+        write.write_all(&reply.line()).await?;
+        if stop {
+            return Ok(());
+        }
+    }
+}
+
+fn event_line(id: &Value, e: &Event) -> Vec<u8> {
+    let r = Response { v: PROTOCOL_VERSION, id: id.clone(), ok: true, result: None, error: None, event: Some(e.clone()) };
+    r.line()
+}
+
+fn failed(e: anyhow::Error) -> ErrorBody {
+    ErrorBody::new("failed", format!("{e:#}"))
+}
+
+/// Carry out one request.
+async fn handle(shared: &Shared, req: Request) -> Result<Value, ErrorBody> {
+    match req {
+        Request::Hello => Ok(json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "protocol": [PROTOCOL_VERSION],
+            "workspace": shared.ws.root(),
+        })),
+        Request::Status => shared.status().map_err(failed),
+        Request::Stop => {
+            tracing::info!("stop requested through the control socket");
+            shared.commands.send(DaemonCommand::Stop).await.map_err(|_| ErrorBody::new("failed", "the daemon is already stopping"))?;
+            Ok(json!({"stopping": true}))
+        }
+        Request::Reload => {
+            let (tx, rx) = oneshot::channel();
+            shared
+                .commands
+                .send(DaemonCommand::Reload(tx))
+                .await
+                .map_err(|_| ErrorBody::new("failed", "the daemon is stopping"))?;
+            match rx.await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(ErrorBody::new("failed", e)),
+                Err(_) => Err(ErrorBody::new("failed", "the daemon stopped before the reload finished")),
+            }
+        }
+        Request::Logs { .. } => Err(ErrorBody::new("failed", "logs are streamed by the connection, not answered here")),
+        Request::Send { channel, to, text, thread } => {
+            if !shared.channels().contains(&channel) {
+                return Err(ErrorBody::new(
+                    "not-found",
+                    format!("no channel plugin named {channel:?} is running; running: {}", shared.channels().join(", ")),
+                ));
+            }
+            check_text(&text)?;
+            if to.is_empty() {
+                return Err(ErrorBody::new("bad-request", "the conversation (to) is empty"));
+            }
+            let key = format!("send-{}-{}", crate::store::now_ms(), random_suffix());
+            let reply = Reply { plugin: channel.clone(), conversation: to, thread, reply_to: None, text };
+            let id = shared.db.enqueue(&reply, &key).map_err(failed)?;
+            shared.notify_outbox(Some(&channel));
+            Ok(json!({"outbox": id}))
+        }
+        Request::Chat { text, session } => {
+            check_text(&text)?;
+            let session = session.unwrap_or_else(|| "chat/local".to_string());
+            let chat = shared.chat.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let Some(chat) = chat else {
+                return Err(ErrorBody::new("failed", "the agent is not running"));
+            };
+            match chat(session.clone(), text).await {
+                Ok(reply) => Ok(json!({"session": session, "reply": reply})),
+                Err(e) => Err(ErrorBody::new("failed", e)),
+            }
+        }
+        Request::Retry { ids, all, plugin } => {
+            if ids.is_empty() && !all {
+                let dead = shared.db.dead_letters(plugin.as_deref(), 1000).map_err(failed)?;
+                return Ok(json!({"dead_letters": dead}));
+            }
+            let n = shared.db.requeue_dead(&ids, plugin.as_deref()).map_err(failed)?;
+            shared.notify_outbox(plugin.as_deref());
+            Ok(json!({"requeued": n}))
+        }
+    }
+}
+
+fn check_text(text: &str) -> Result<(), ErrorBody> {
+    if text.trim().is_empty() {
+        return Err(ErrorBody::new("bad-request", "the text is empty"));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(ErrorBody::new("too-large", format!("the text is {} bytes; the limit is {MAX_TEXT}", text.len())));
+    }
+    Ok(())
+}
+
+/// 64 random bits as hex, for idempotency keys.
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::store::now_ms());
+    format!("{:016x}", h.finish())
+}
+
+/// A blocking client of the control socket, for the CLI.
+pub struct Client {
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connect to the daemon of `ws`, or explain that none is running.
+    pub fn connect(ws: &Workspace) -> Result<Self> {
+        let path = socket_path(ws);
+        let stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| not_running(ws, &path, e))?;
+        let writer = stream.try_clone().context("cannot use the control socket")?;
+        Ok(Self { reader: BufReader::new(stream), writer, next_id: 1 })
+    }
+
+    /// Send a request and wait (at most `timeout`) for its reply.
+    pub fn call(&mut self, req: &Request, timeout: Duration) -> Result<Value> {
+        let id = self.send(req)?;
+        self.reader.get_ref().set_read_timeout(Some(timeout)).ok();
+        let r = self.read()?.context("the daemon closed the connection without replying (it may be stopping)")?;
+        if r.id != json!(id) {
+            bail!("the daemon answered another request (id {}, expected {id})", r.id);
+        }
+        into_result(r)
+    }
+
+    /// Send a request; returns its id.
+    pub fn send(&mut self, req: &Request) -> Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut v = serde_json::to_value(req)?;
+        if let Value::Object(o) = &mut v {
+            o.insert("v".into(), json!(PROTOCOL_VERSION));
+            o.insert("id".into(), json!(id));
+        }
+        let mut line = serde_json::to_vec(&v)?;
+        line.push(b'\n');
+        self.writer.write_all(&line).context("cannot write to the control socket")?;
+        Ok(id)
+    }
+
+    /// Read one reply line; None when the daemon hung up.
+    pub fn read(&mut self) -> Result<Option<Response>> {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).context("no reply from the daemon on the control socket")?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let r: Response = serde_json::from_str(&line).with_context(|| format!("the daemon sent a reply this kata cannot read: {line:?}"))?;
+        Ok(Some(r))
+    }
+
+    /// Stop waiting for replies after `timeout` (None: wait forever).
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        self.reader.get_ref().set_read_timeout(timeout).ok();
+    }
+}
+
+/// A reply as a result.
+pub fn into_result(r: Response) -> Result<Value> {
+    if r.ok {
+        Ok(r.result.unwrap_or(Value::Null))
+    } else {
+        let e = r.error.unwrap_or_else(|| ErrorBody::new("failed", "no details"));
+        bail!("the daemon refused the request: {}", e.message)
+    }
+}
+
+fn not_running(ws: &Workspace, path: &Path, e: std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    match e.kind() {
+        NotFound | ConnectionRefused => anyhow::anyhow!(
+            "kata is not running in {} (no daemon answers on {}); start it with `kata run` or `kata daemon start`",
+            ws.root().display(),
+            path.display()
+        ),
+        _ => anyhow::anyhow!("cannot connect to the daemon's control socket {}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_with_and_without_args() {
+        assert_eq!(parse_request(br#"{"v":1,"id":3,"cmd":"status"}"#), Ok((json!(3), Request::Status)));
+        assert_eq!(parse_request(br#"{"v":1,"cmd":"status","args":{}}"#), Ok((Value::Null, Request::Status)));
+        assert_eq!(parse_request(br#"{"v":1,"cmd":"logs"}"#), Ok((Value::Null, Request::Logs { lines: 50, follow: false })));
+        assert_eq!(
+            parse_request(br#"{"v":1,"id":"a","cmd":"send","args":{"channel":"t","to":"1","text":"hi"}}"#),
+            Ok((json!("a"), Request::Send { channel: "t".into(), to: "1".into(), text: "hi".into(), thread: None }))
+        );
+    }
+
+    #[test]
+    fn bad_requests_get_a_reason_and_keep_the_id() {
+        let kind = |line: &[u8]| parse_request(line).expect_err("bad").1.kind;
+        assert_eq!(kind(b"not json"), "bad-request");
+        assert_eq!(kind(b"[1,2]"), "bad-request");
+        assert_eq!(kind(br#"{"cmd":"status"}"#), "bad-request");
+        assert_eq!(kind(br#"{"v":2,"cmd":"status"}"#), "unsupported-version");
+        assert_eq!(kind(br#"{"v":1,"cmd":"launch-missiles"}"#), "bad-request");
+        assert_eq!(kind(br#"{"v":1,"cmd":"send","args":{"channel":"t"}}"#), "bad-request");
+        assert_eq!(kind(br#"{"v":1,"cmd":"status","extra":1}"#), "bad-request");
+        let (id, e) = parse_request(br#"{"v":1,"id":9,"cmd":"nope"}"#).expect_err("bad");
+        assert_eq!(id, json!(9));
+        assert!(e.message.contains("commands are hello, status"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn lines_longer_than_the_limit_are_refused() {
+        let data = b"12345\n1234567890\nabc".to_vec();
+        let mut r = tokio::io::BufReader::with_capacity(4, &data[..]);
+        let mut buf = Vec::new();
+        assert!(read_line(&mut r, &mut buf, 6).await.expect("fits").is_some());
+        assert_eq!(buf, b"12345");
+        assert!(read_line(&mut r, &mut buf, 6).await.is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_line_parses_or_is_refused_without_panicking(line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_request(&line);
+        }
+
+        #[test]
+        fn any_json_request_parses_or_is_refused_without_panicking(
+            cmd in "[a-z-]{0,12}",
+            v in proptest::prelude::any::<i64>(),
+            args in proptest::prelude::any::<Option<String>>(),
+        ) {
+            let line = json!({"v": v.rem_euclid(3), "cmd": cmd, "args": args.map(|a| json!({"text": a, "channel": 1}))}).to_string();
+            let _ = parse_request(line.as_bytes());
+        }
+    }
+}
