@@ -1,0 +1,175 @@
+//! The server side of `guest-loopback`: a chat service on 127.0.0.1 that
+//! hands out a script of inbound messages and records every send, for the
+//! crash test and the throughput benchmark.
+//!
+//! Messages are `m<i>` (id, text) in conversation `c<i % conversations>`;
+//! each becomes visible to `poll` at its release time, which is what a reply's
+//! latency is measured from. Sends are recorded per idempotency key: the
+//! first is the delivery (as an idempotent service would do), repeats are
+//! counted as the duplicates a service without idempotency would have shown.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most messages one poll returns.
+const BATCH: usize = 500;
+
+/// One recorded delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message index the reply answers (from its text `m<i>`), if any.
+    pub answers: Option<usize>,
+    /// Latency from the message's release to its first delivery.
+    pub latency: Duration,
+    /// How many times this key was sent (1 = no duplicate).
+    pub sends: u32,
+}
+
+#[derive(Default)]
+struct State {
+    /// Release time of each message, relative to `start`.
+    release: Vec<Duration>,
+    /// First delivery and send count per idempotency key.
+    sends: HashMap<String, Delivery>,
+    polls: u64,
+}
+
+/// The running server.
+pub struct LoopbackServer {
+    pub port: u16,
+    start: Instant,
+    state: Arc<Mutex<State>>,
+    conversations: usize,
+    stop: Arc<AtomicBool>,
+}
+
+impl LoopbackServer {
+    /// Serve `n` messages spread over `conversations`, message `i` released
+    /// at `release(i)` after start.
+    pub fn start(n: usize, conversations: usize, release: impl Fn(usize) -> Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State { release: (0..n).map(release).collect(), ..State::default() }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let (st, stp) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stp.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &st, start, conversations);
+                });
+            }
+        });
+        Self { port, start, state, conversations, stop }
+    }
+
+    /// The `base` to configure the plugin with.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every delivery so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state.lock().unwrap().sends.values().cloned().collect()
+    }
+
+    /// Number of distinct keys delivered.
+    pub fn delivered(&self) -> usize {
+        self.state.lock().unwrap().sends.len()
+    }
+
+    /// Polls served.
+    pub fn polls(&self) -> u64 {
+        self.state.lock().unwrap().polls
+    }
+
+    /// Time since the server started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(conn: TcpStream, state: &Mutex<State>, start: Instant, conversations: usize) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let mut len = 0usize;
+        let mut close = false;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            } else if lower == "connection: close" {
+                close = true;
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        let now = start.elapsed();
+        let reply = match (method.as_str(), target.split('?').next().unwrap_or("")) {
+            ("GET", "/poll") => {
+                let cursor: usize = target.split("cursor=").nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                let mut st = state.lock().unwrap();
+                st.polls += 1;
+                let end = (cursor..st.release.len().min(cursor + BATCH)).take_while(|&i| st.release[i] <= now).last().map_or(cursor, |i| i + 1);
+                let messages: Vec<serde_json::Value> = (cursor..end)
+                    .map(|i| serde_json::json!({"id": format!("m{i}"), "conversation": format!("c{}", i % conversations), "sender": "u1", "text": format!("m{i}")}))
+                    .collect();
+                serde_json::json!({"messages": messages, "cursor": end.to_string()})
+            }
+            ("POST", "/send") => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let key = v["key"].as_str().unwrap_or("").to_string();
+                let answers = v["text"].as_str().and_then(|t| t.strip_prefix('m')).and_then(|i| i.parse::<usize>().ok());
+                let mut st = state.lock().unwrap();
+                let released = answers.and_then(|i| st.release.get(i).copied()).unwrap_or(now);
+                st.sends
+                    .entry(key.clone())
+                    .and_modify(|d| d.sends += 1)
+                    .or_insert(Delivery { answers, latency: now.saturating_sub(released), sends: 1 });
+                serde_json::json!({"id": format!("sent-{key}")})
+            }
+            _ => {
+                out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")?;
+                continue;
+            }
+        };
+        let body = reply.to_string();
+        write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())?;
+        if close {
+            return Ok(());
+        }
+    }
+}
