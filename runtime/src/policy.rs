@@ -228,9 +228,16 @@ pub struct PluginEntry {
     /// allowed, or a table `{ url = "...", methods = ["GET"], private = true }`.
     #[serde(default)]
     pub network: Vec<NetworkEntry>,
-    /// Secrets: `NAME = "env:VAR"` or `NAME = "file:PATH"`.
+    /// Secrets: `NAME = "env:VAR"`, `"file:PATH"` or `"kata:NAME"` (kata's
+    /// encrypted store), or a table `{ from = "...", hosts = ["api.example.org"] }`
+    /// that binds the secret to the hosts it may be sent to.
     #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretEntry>,
+    /// Extra certificate authorities this plugin's HTTPS requests trust, on
+    /// top of the public web roots: `"file:PATH"` (PEM) or a list of them.
+    /// For a self-hosted server with its own CA (Matrix, Mattermost on a LAN).
+    #[serde(default)]
+    pub ca: Option<OneOrMany>,
     /// Directories the plugin may open: `{ host = "~/notes", guest = "/notes", mode = "ro" }`.
     #[serde(default)]
     pub files: Vec<FileEntry>,
@@ -253,6 +260,180 @@ pub struct PluginEntry {
 
 fn yes() -> bool {
     true
+}
+
+/// One `secrets` value as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretEntry {
+    /// `"env:VAR"`, `"file:PATH"` or `"kata:NAME"`: sent to any granted host.
+    Source(String),
+    /// `{ from = "env:VAR", hosts = ["api.example.org"] }`.
+    Table(SecretTable),
+}
+
+/// The table form of a `secrets` value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretTable {
+    /// Where the value comes from, as in the string form.
+    pub from: String,
+    /// The hosts (`host`, `host:port`, `*.domain`) the value may be sent to.
+    /// Absent: every host the plugin's `network` grants.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+}
+
+impl SecretEntry {
+    fn from(&self) -> &str {
+        match self {
+            SecretEntry::Source(s) => s,
+            SecretEntry::Table(t) => &t.from,
+        }
+    }
+}
+
+/// One string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A host a secret is bound to: `host`, `host:port`, `[v6]:port` or `*.domain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// As written.
+    pub source: String,
+    /// Lowercase host; a leading `*.` matches any subdomain (not the bare domain).
+    host: String,
+    /// The port, when one is written (any port otherwise).
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    /// Parse `host`, `host:port` or `*.domain[:port]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.contains("://") || s.contains('/') {
+            let bare = s.split("://").nth(1).unwrap_or(s).split('/').next().unwrap_or("");
+            return Err(format!(
+                "secret host {s:?} must be a host name, not a URL: write {bare:?} (the `network` entry says which paths)"
+            ));
+        }
+        let (host, port) = split_host_port(s).ok_or_else(|| format!("secret host {s:?}: bad host or port"))?;
+        let host = host.to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        if bare.is_empty()
+            || bare.contains('*')
+            || bare.contains('@')
+            || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+        {
+            return Err(format!(
+                "secret host {s:?}: write a host name like \"api.telegram.org\", optionally with :port, or \"*.example.com\""
+            ));
+        }
+        Ok(Self { source: s.to_string(), host, port })
+    }
+
+    /// Whether a request to `host:port` is to this host.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        match self.host.strip_prefix("*.") {
+            Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+            None => host == self.host,
+        }
+    }
+
+    /// Whether some request under `grant` goes to this host.
+    pub fn covers_grant(&self, grant: &NetworkGrant) -> bool {
+        if self.port.is_some_and(|p| p != grant.port) {
+            return false;
+        }
+        if grant.is_wildcard() {
+            // `*.a.org` covers the wildcard grant `*.a.org` and is covered by `*.org`.
+            return self.host == grant.host || self.host.strip_prefix("*.").is_some_and(|d| grant.host.ends_with(&format!(".{d}")));
+        }
+        self.matches(&grant.host, grant.port)
+    }
+}
+
+/// Which hosts a secret may be sent to, as kata.toml says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretBinding {
+    /// The hosts; empty means none at all.
+    pub hosts: Vec<HostPattern>,
+    /// Where it is written: `kata.toml:LINE`.
+    pub at: String,
+}
+
+impl SecretBinding {
+    /// Whether the secret may go to `host:port`.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        self.hosts.iter().any(|h| h.matches(host, port))
+    }
+
+    /// The hosts as a list for messages: `a, b` (or `no host`).
+    pub fn describe(&self) -> String {
+        if self.hosts.is_empty() {
+            "no host".into()
+        } else {
+            self.hosts.iter().map(|h| h.source.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+/// An extra certificate authority from `ca = "file:PATH"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFile {
+    /// The PEM file, absolute.
+    pub path: PathBuf,
+    /// Its certificates (DER).
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl CaFile {
+    /// Read `file:PATH` (relative to `workspace`): a PEM file with at least
+    /// one certificate that works as a trust anchor.
+    pub fn load(source: &str, workspace: &Path) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        let Some(p) = source.strip_prefix("file:").filter(|p| !p.is_empty()) else {
+            return Err(format!("ca {source:?}: write \"file:PATH\" naming a PEM file with the CA certificate"));
+        };
+        let path = expand_home(p)?;
+        let path = if path.is_absolute() { path } else { workspace.join(path) };
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read CA file {}: {e}; fix the path", path.display()))?;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("CA file {} is not valid PEM ({e}); it must hold -----BEGIN CERTIFICATE----- blocks", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "CA file {} holds no certificate; it must hold -----BEGIN CERTIFICATE----- blocks",
+                path.display()
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &certs {
+            roots.add(c.clone()).map_err(|e| {
+                format!("CA file {}: a certificate cannot be used as a trust anchor ({e})", path.display())
+            })?;
+        }
+        Ok(Self { path, certs })
+    }
 }
 
 /// One `network` entry as written: a URL, or a table with options.
@@ -377,6 +558,8 @@ pub enum SecretSource {
     Env(String),
     /// A file (relative paths are resolved against the workspace).
     File(PathBuf),
+    /// kata's own encrypted store (`kata secret set NAME`).
+    Kata(String),
 }
 
 impl SecretSource {
@@ -392,9 +575,17 @@ impl SecretSource {
                 return Err("`file:` needs a path, e.g. \"file:secrets/token\"".into());
             }
             Ok(Self::File(PathBuf::from(path)))
+        } else if let Some(name) = s.strip_prefix("kata:") {
+            if !valid_secret_name(name) {
+                return Err(format!(
+                    "`kata:` needs the name of a secret in kata's store (letters, digits, '-', '_'), e.g. \"kata:bot_token\"; got {name:?}"
+                ));
+            }
+            Ok(Self::Kata(name.to_string()))
         } else {
             Err(format!(
-                "unknown secret source {s:?}: write \"env:VARIABLE\" or \"file:PATH\" (secret values never go in kata.toml)"
+                "unknown secret source {s:?}: write \"env:VARIABLE\", \"file:PATH\" or \"kata:NAME\" \
+                 (`kata secret set NAME` stores it encrypted; secret values never go in kata.toml)"
             ))
         }
     }
@@ -411,6 +602,9 @@ impl SecretSource {
                     .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                     .map_err(|e| format!("cannot read {}: {e}", p.display()))
             }
+            Self::Kata(name) => crate::secret_store::SecretStore::for_workspace(base)
+                .and_then(|s| s.get(name))
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -752,6 +946,11 @@ pub struct PluginGrants {
     pub network: Vec<NetworkGrant>,
     /// Secret names and where their values come from.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Secrets bound to particular hosts (`hosts = [...]`). A secret not
+    /// here is filled in for every host the plugin is granted.
+    pub secret_hosts: BTreeMap<String, SecretBinding>,
+    /// Extra certificate authorities for this plugin's HTTPS requests.
+    pub ca: Vec<CaFile>,
     /// Non-secret configuration, each value rendered as text.
     pub config: BTreeMap<String, String>,
     /// Directories it may open.
@@ -802,6 +1001,12 @@ impl PluginGrants {
         }
         self.declared_network = Some(declared);
         Ok(dropped)
+    }
+
+    /// Whether secret `name` may be sent to `host:port` (a secret without
+    /// `hosts` may go to any host the plugin is granted).
+    pub fn secret_allowed(&self, name: &str, host: &str, port: u16) -> bool {
+        self.secret_hosts.get(name).is_none_or(|b| b.allows(host, port))
     }
 
     /// Whether `sender` may reach the agent without pairing.
@@ -956,19 +1161,40 @@ impl Policy {
                 }
             }
             let mut secrets = BTreeMap::new();
+            let mut secret_hosts = BTreeMap::new();
             for (k, v) in &entry.secrets {
+                let at = [p, n, Seg::Key("secrets"), Seg::Key(k)];
                 if !valid_secret_name(k) {
-                    err(
-                        &[p, n, Seg::Key("secrets"), Seg::Key(k)],
-                        format!("secret name {k:?} must be letters, digits, '-' or '_' (it is written as {{{{secret:NAME}}}})"),
-                    );
+                    err(&at, format!("secret name {k:?} must be letters, digits, '-' or '_' (it is written as {{{{secret:NAME}}}})"));
                     continue;
                 }
-                match SecretSource::parse(v) {
+                match SecretSource::parse(v.from()) {
                     Ok(src) => {
                         secrets.insert(k.clone(), src);
                     }
-                    Err(m) => err(&[p, n, Seg::Key("secrets"), Seg::Key(k)], m),
+                    Err(m) => err(&at, m),
+                }
+                if let SecretEntry::Table(SecretTable { hosts: Some(hosts), .. }) = v {
+                    let mut parsed = Vec::new();
+                    for (i, h) in hosts.iter().enumerate() {
+                        match HostPattern::parse(h) {
+                            Ok(h) => parsed.push(h),
+                            Err(m) => err(&[p, n, Seg::Key("secrets"), Seg::Key(k), Seg::Key("hosts"), Seg::Index(i)], m),
+                        }
+                    }
+                    let line = loc.span(&at).map_or(0, |r| line_col(text, r.start).0);
+                    secret_hosts.insert(k.clone(), SecretBinding { hosts: parsed, at: format!("{}:{line}", path.display()) });
+                }
+            }
+            let mut ca = Vec::new();
+            for (i, c) in entry.ca.as_ref().map(OneOrMany::items).unwrap_or_default().into_iter().enumerate() {
+                let segs = match &entry.ca {
+                    Some(OneOrMany::Many(_)) => vec![p, n, Seg::Key("ca"), Seg::Index(i)],
+                    _ => vec![p, n, Seg::Key("ca")],
+                };
+                match CaFile::load(c, workspace) {
+                    Ok(f) => ca.push(f),
+                    Err(m) => err(&segs, m),
                 }
             }
             let mut files: Vec<FileGrant> = Vec::new();
@@ -1043,6 +1269,14 @@ impl Policy {
                     }
                 }
             });
+            secret_binding_warnings(&loc, name, entry, &network, &secrets, &secret_hosts, &mut diags);
+            if !ca.is_empty() && !network.iter().any(|g| matches!(g.scheme.as_str(), "https" | "wss")) {
+                diags.push(loc.diag(
+                    Severity::Warning,
+                    &[p, n, Seg::Key("ca")],
+                    "`ca` is only used for https:// and wss:// requests, and no `network` entry of this plugin grants one".into(),
+                ));
+            }
             if diags[before..].iter().any(|d| d.severity == Severity::Error) {
                 continue;
             }
@@ -1055,6 +1289,8 @@ impl Policy {
                     enabled: entry.enabled,
                     network,
                     secrets,
+                    secret_hosts,
+                    ca,
                     config,
                     files,
                     limits,
@@ -1102,7 +1338,7 @@ impl Policy {
                         format!("environment variable {var} is not set here; `kata run` fails unless it is set in the daemon's environment"),
                     )),
                     SecretSource::Env(_) => {}
-                    SecretSource::File(_) => {
+                    SecretSource::File(_) | SecretSource::Kata(_) => {
                         if let Err(m) = src.resolve(workspace) {
                             diags.push(loc.diag(Severity::Error, &at, m));
                         }
@@ -1112,6 +1348,71 @@ impl Policy {
         }
         diags.sort_by_key(|d| (d.line, d.column, d.severity));
         diags
+    }
+}
+
+/// Warnings about where secrets may go: a secret without `hosts` when the
+/// plugin is granted several hosts (it would be filled in for all of them),
+/// and a `hosts` entry no `network` grant reaches (the secret never goes
+/// there, which is probably a typo).
+fn secret_binding_warnings(
+    loc: &Locator<'_>,
+    plugin: &str,
+    entry: &PluginEntry,
+    network: &[NetworkGrant],
+    secrets: &BTreeMap<String, SecretSource>,
+    bound: &BTreeMap<String, SecretBinding>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let (p, n) = (Seg::Key("plugins"), Seg::Key(plugin));
+    let mut hosts: Vec<String> = Vec::new();
+    for g in network {
+        let h = if default_port(&g.scheme) == Some(g.port) { g.host.clone() } else { format!("{}:{}", g.host, g.port) };
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    let wide = hosts.len() > 1 || network.iter().any(NetworkGrant::is_wildcard);
+    for name in secrets.keys() {
+        let at = [p, n, Seg::Key("secrets"), Seg::Key(name)];
+        match bound.get(name) {
+            None if wide => {
+                let from = entry.secrets.get(name).map_or("env:VARIABLE", SecretEntry::from);
+                diags.push(loc.diag(
+                    Severity::Warning,
+                    &at,
+                    format!(
+                        "secret {name} has no `hosts`, so it is filled in for requests to every host this plugin is granted \
+                         ({}); bind it to the one that needs it: {name} = {{ from = \"{from}\", hosts = [\"{}\"] }}",
+                        hosts.join(", "),
+                        hosts.first().map_or("api.example.org", String::as_str)
+                    ),
+                ));
+            }
+            None => {}
+            Some(b) => {
+                for (i, h) in b.hosts.iter().enumerate() {
+                    if !network.iter().any(|g| h.covers_grant(g)) {
+                        diags.push(loc.diag(
+                            Severity::Warning,
+                            &[p, n, Seg::Key("secrets"), Seg::Key(name), Seg::Key("hosts"), Seg::Index(i)],
+                            format!(
+                                "secret {name} is bound to {}, but no `network` entry of this plugin grants that host, so the \
+                                 secret is never sent there; grant it in `network` or fix the host",
+                                h.source
+                            ),
+                        ));
+                    }
+                }
+                if b.hosts.is_empty() {
+                    diags.push(loc.diag(
+                        Severity::Warning,
+                        &at,
+                        format!("secret {name} has `hosts = []`: it is never sent anywhere; list the hosts that need it, or remove it"),
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -1242,6 +1543,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// toml's messages are good; a few serde ones are not. Keep them one paragraph.
 fn friendly_toml_message(msg: &str) -> String {
     let msg = msg.trim().replace('\n', " ");
+    if msg.contains("untagged enum SecretEntry") {
+        return "a secret is a source string like \"env:TELEGRAM_BOT_TOKEN\", \"file:PATH\" or \"kata:NAME\", or a table like \
+                { from = \"env:TELEGRAM_BOT_TOKEN\", hosts = [\"api.telegram.org\"] } (keys: from, hosts)"
+            .into();
+    }
+    if msg.contains("untagged enum OneOrMany") {
+        return "`ca` is \"file:PATH\" (a PEM file with the CA certificate) or a list of them".into();
+    }
     if msg.contains("untagged enum NetworkEntry") {
         return "a network entry is a URL string like \"https://api.example.org/v1/\" or a table like \
                 { url = \"https://api.example.org\", methods = [\"GET\"], private = false } (keys: url, methods, private)"
@@ -1482,6 +1791,96 @@ mod tests {
     }
 
     #[test]
+    fn secret_tables_bind_hosts_and_say_where() {
+        let text = "[plugins.tg]\nnetwork = [\"https://api.telegram.org/bot\", \"http://127.0.0.1:9000\", \"https://*.svc.example.net\"]\n\
+                    secrets = { bot_token = { from = \"kata:bot_token\", hosts = [\"API.telegram.org\", \"127.0.0.1:9000\", \"*.svc.example.net\"] }, \
+                    other = \"env:O\" }\n";
+        let p = Policy::parse(text, Path::new("k.toml"), Path::new("/")).expect("valid");
+        let g = &p.plugins["tg"];
+        assert_eq!(g.secrets["bot_token"], SecretSource::Kata("bot_token".into()));
+        let b = &g.secret_hosts["bot_token"];
+        assert_eq!(b.at, "k.toml:3");
+        assert!(g.secret_allowed("bot_token", "api.telegram.org", 443));
+        assert!(g.secret_allowed("bot_token", "api.telegram.org", 8443), "no port written: any port");
+        assert!(g.secret_allowed("bot_token", "127.0.0.1", 9000));
+        assert!(!g.secret_allowed("bot_token", "127.0.0.1", 9001));
+        assert!(g.secret_allowed("bot_token", "a.svc.example.net", 443));
+        assert!(!g.secret_allowed("bot_token", "svc.example.net", 443));
+        assert!(!g.secret_allowed("bot_token", "api.telegram.org.evil.example", 443));
+        assert!(g.secret_allowed("other", "anything.example", 443), "no hosts: every granted host");
+        for (entry, want) in [
+            ("{ from = \"env:X\", hosts = [\"https://api.telegram.org/bot\"] }", "not a URL: write \"api.telegram.org\""),
+            ("{ from = \"env:X\", hosts = [\"a.*.org\"] }", "write a host name"),
+            ("{ from = \"env:X\", hosts = [\"x.org:99999\"] }", "bad host or port"),
+            ("{ from = \"env:X\", host = [\"x.org\"] }", "keys: from, hosts"),
+            ("{ from = \"literal\" }", "kata:NAME"),
+            ("\"kata:\"", "needs the name"),
+            ("\"kata:a b\"", "needs the name"),
+        ] {
+            let text = format!("[plugins.tg]\nsecrets = {{ t = {entry} }}\n");
+            let e = Policy::parse(&text, Path::new("k.toml"), Path::new("/")).expect_err(entry).to_string();
+            assert!(e.contains(want) && e.contains("k.toml:2:"), "{entry}: {e}");
+        }
+    }
+
+    #[test]
+    fn check_warns_where_a_secret_could_go_further_than_meant() {
+        let warn = |text: &str| -> Vec<String> {
+            Policy::analyze(text, Path::new("k.toml"), Path::new("/"))
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Warning)
+                .map(Diagnostic::render)
+                .collect()
+        };
+        // One host: nothing to bind.
+        assert!(warn("[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\"]\nsecrets = { t = \"env:T\" }\n").is_empty());
+        // Two hosts, unbound: warned, with the line to write.
+        let w = warn("[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\", \"https://cdn.example.org\"]\nsecrets = { t = \"env:T\" }\n");
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].starts_with("k.toml:3:17: warning: plugins.a.secrets.t: "), "{w:#?}");
+        assert!(w[0].contains("api.telegram.org, cdn.example.org") && w[0].contains("t = { from = \"env:T\", hosts = [\"api.telegram.org\"] }"), "{w:#?}");
+        // A wildcard counts as many hosts.
+        assert_eq!(warn("[plugins.a]\nnetwork = [\"https://*.example.org\"]\nsecrets = { t = \"env:T\" }\n").len(), 2);
+        // Bound to a host no grant reaches: probably a typo.
+        let w = warn("[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\", \"https://cdn.example.org\"]\n\
+                      secrets = { t = { from = \"env:T\", hosts = [\"api.telegram.org\", \"api.telegran.org\"] } }\n");
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].contains("plugins.a.secrets.t.hosts[1]") && w[0].contains("never sent there"), "{w:#?}");
+        assert!(warn("[plugins.a]\nnetwork = [\"https://a.org\"]\nsecrets = { t = { from = \"env:T\", hosts = [] } }\n")[0].contains("never sent anywhere"));
+    }
+
+    #[test]
+    fn ca_files_are_loaded_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        let mut ca = ca;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = ca.self_signed(&key).expect("cert");
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.path().join("empty.pem"), "nothing here\n").expect("write");
+        let p = Policy::parse("[plugins.a]\nnetwork = [\"https://nas.lan\"]\nca = \"file:ca.pem\"\n", Path::new("k"), dir.path())
+            .expect("valid");
+        assert_eq!(p.plugins["a"].ca.len(), 1);
+        assert_eq!(p.plugins["a"].ca[0].certs[0].as_ref(), cert.der().as_ref());
+        let p = Policy::parse("[plugins.a]\nnetwork = [\"https://nas.lan\"]\nca = [\"file:ca.pem\", \"file:ca.pem\"]\n", Path::new("k"), dir.path())
+            .expect("list");
+        assert_eq!(p.plugins["a"].ca.len(), 2);
+        for (entry, want) in [
+            ("\"ca.pem\"", "write \"file:PATH\""),
+            ("\"file:missing.pem\"", "cannot read CA file"),
+            ("\"file:empty.pem\"", "holds no certificate"),
+            ("[\"file:ca.pem\", \"file:empty.pem\"]", "holds no certificate"),
+            ("3", "`ca` is \"file:PATH\""),
+        ] {
+            let text = format!("[plugins.a]\nnetwork = [\"https://nas.lan\"]\nca = {entry}\n");
+            let e = Policy::parse(&text, Path::new("k"), dir.path()).expect_err(entry).to_string();
+            assert!(e.contains(want) && e.contains("k:3:"), "{entry}: {e}");
+        }
+    }
+
+    #[test]
     fn limits_parse_rate_and_response_size() {
         let p = Policy::parse(
             "[plugins.a]\nlimits = { requests_per_minute = 30, max_response = \"1MiB\" }\n",
@@ -1555,6 +1954,23 @@ mod properties {
                 entries.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", "),
                 entries.first().cloned().unwrap_or_default().replace('"', ""));
             let _ = Policy::analyze(&toml, Path::new("k.toml"), Path::new("/nonexistent-ws"));
+        }
+
+        #[test]
+        fn host_patterns_never_panic_and_match_like_grants(s in ".{0,40}", label in "[a-z0-9]{1,10}", domain in "[a-z]{1,8}\\.[a-z]{2,4}", port in 1u16..) {
+            if let Ok(h) = HostPattern::parse(&s) {
+                let _ = h.matches(&s, port);
+            }
+            let exact = HostPattern::parse(&domain).expect("valid");
+            let wild = HostPattern::parse(&format!("*.{domain}")).expect("valid");
+            let sub = format!("{label}.{domain}");
+            prop_assert!(exact.matches(&domain.to_uppercase(), port) && !exact.matches(&sub, port));
+            prop_assert!(wild.matches(&sub, port) && !wild.matches(&domain, port));
+            let glued = format!("{label}{domain}");
+            prop_assert!(!wild.matches(&glued, port));
+            let with_port = HostPattern::parse(&format!("{domain}:{port}")).expect("valid");
+            let other = if port == u16::MAX { 1 } else { port + 1 };
+            prop_assert!(with_port.matches(&domain, port) && !with_port.matches(&domain, other));
         }
 
         #[test]

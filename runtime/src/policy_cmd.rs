@@ -162,10 +162,15 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
         writeln!(out, "    {}  ({scope}{methods}; {reach}; paths under {})", n.source, n.path_prefix())?;
     }
 
-    writeln!(out, "  secrets: (filled in at {{{{secret:NAME}}}} only in requests to the hosts above)")?;
+    writeln!(out, "  secrets: (filled in at {{{{secret:NAME}}}} only in requests to granted hosts it is bound to)")?;
     if g.secrets.is_empty() {
         writeln!(out, "    none")?;
     }
+    let store = g
+        .secrets
+        .values()
+        .any(|s| matches!(s, SecretSource::Kata(_)))
+        .then(|| crate::secret_store::SecretStore::for_workspace(root).and_then(|s| s.list()));
     for (name, src) in &g.secrets {
         let how = match src {
             SecretSource::Env(var) => {
@@ -177,8 +182,35 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
                 let mode = file_mode(&p).map_or_else(|| "missing".to_string(), |m| format!("mode {m:04o}"));
                 format!("file {} ({mode})", p.display())
             }
+            SecretSource::Kata(key) => {
+                let state = match &store {
+                    Some(Ok(list)) => match list.iter().find(|l| &l.name == key) {
+                        Some(l) => format!("set {}", crate::audit::format_time(l.set_ms)),
+                        None => format!("NOT SET: run `kata secret set {key}`"),
+                    },
+                    Some(Err(e)) => format!("cannot read the store: {e}"),
+                    None => String::new(),
+                };
+                format!("kata's secret store as {key} ({state})")
+            }
         };
         writeln!(out, "    {name}  from {how}")?;
+        match g.secret_hosts.get(name) {
+            Some(b) => writeln!(out, "      sent to: {} only ({})", b.describe(), b.at)?,
+            None if g.network.is_empty() => writeln!(out, "      sent to: nowhere (no network grants)")?,
+            None => writeln!(out, "      sent to: every granted host (no `hosts`; bind it with {{ from = \"...\", hosts = [...] }})")?,
+        }
+    }
+
+    writeln!(out, "  tls:")?;
+    if g.ca.is_empty() {
+        writeln!(out, "    the public web roots (webpki-roots)")?;
+    } else {
+        writeln!(out, "    the public web roots, and:")?;
+        for c in &g.ca {
+            let n = c.certs.len();
+            writeln!(out, "    {} ({n} certificate{})", c.path.display(), if n == 1 { "" } else { "s" })?;
+        }
     }
 
     writeln!(out, "  files:")?;

@@ -10,15 +10,21 @@
 //!    only ever holds `{{secret:NAME}}` placeholders, so a value there means it
 //!    got one somehow and is sending it out (IronClaw's lesson: scan first,
 //!    inject after, or the scan flags the host's own substitution);
-//! 4. **substitution**: placeholders in the path, query and headers become
-//!    values, only now that the destination is known to be granted;
-//! 5. **resolve, then check**: the host name is resolved here and a name
+//! 4. **secret binding**: every `{{secret:NAME}}` the request names must be
+//!    defined and bound to the request's host (`hosts = [...]` in the
+//!    secret's table; a secret without `hosts` may go to any granted host) —
+//!    checked for all placeholders before any is filled in
+//!    ([`PluginSandbox::secret_for`], the only place that hands out a value);
+//! 5. **substitution**: placeholders in the path, query and headers become
+//!    values, only now that the destination is known to be granted and bound;
+//! 6. **resolve, then check**: the host name is resolved here and a name
 //!    that resolves to a loopback, private, link-local or unspecified address
 //!    is refused unless the grant names that address itself (an IP literal or
 //!    `localhost`) or opts in with `private = true`;
-//! 6. **pinned connect**: the connection goes to an address that passed the
+//! 7. **pinned connect**: the connection goes to an address that passed the
 //!    check — not to a second lookup of the name, which DNS rebinding could
-//!    answer differently. TLS still verifies the certificate for the name.
+//!    answer differently. TLS still verifies the certificate for the name,
+//!    against the public web roots plus the plugin's own `ca` files, if any.
 //!
 //! The request body is scanned for secret values as it streams out (bytes that
 //! could be the start of a secret are held back until it is clear they are
@@ -87,6 +93,17 @@ pub enum Denial {
         /// The secret's name.
         name: String,
     },
+    /// The request puts a secret towards a granted host it is not bound to.
+    UnboundSecret {
+        /// The secret's name.
+        name: String,
+        /// The request's host (`host` or `host:port`), as `hosts` would list it.
+        host: String,
+        /// The hosts it is bound to, for the message.
+        bound: String,
+        /// Where the binding is written: `kata.toml:LINE`.
+        at: String,
+    },
     /// The URL or a header already holds a secret value: a leak.
     Leak {
         /// The secret's name.
@@ -136,6 +153,11 @@ impl Denial {
                 "plugin {plugin}: request denied: it uses {{{{secret:{name}}}}} but kata.toml defines no such secret; \
                  add `secrets = {{ {name} = \"env:VARIABLE\" }}` under [plugins.{plugin}]"
             ),
+            Denial::UnboundSecret { name, host, bound, at } => format!(
+                "plugin {plugin}: request to {host} denied: it puts secret {name} ({{{{secret:{name}}}}}) in a request \
+                 to {host}, but {at} binds {name} to {bound} only, so nothing was sent; if {host} really should get \
+                 it, add \"{host}\" to `hosts` of secret {name} under [plugins.{plugin}] there"
+            ),
             Denial::Leak { secret, place } => format!(
                 "plugin {plugin}: request blocked: its {place} contains the value of secret {secret}, which the \
                  plugin should never hold (it writes {{{{secret:{secret}}}}} and kata fills it in); the request was \
@@ -162,6 +184,9 @@ impl Denial {
             Denial::Malformed { .. } | Denial::Undeclared { .. } => (Kind::Network, Verdict::Deny, None),
             Denial::UnknownSecret { name } => {
                 (Kind::Secret, Verdict::Deny, Some(format!("secrets = {{ {name} = \"env:VARIABLE\" }}")))
+            }
+            Denial::UnboundSecret { name, bound, at, .. } => {
+                (Kind::Secret, Verdict::Deny, Some(format!("{at}: secret {name} is bound to {bound}")))
             }
             Denial::Leak { .. } => (Kind::Leak, Verdict::Block, None),
             Denial::RateLimited { per_minute } => {
@@ -250,6 +275,24 @@ fn has_placeholder(text: &str) -> bool {
 /// Fails on a name `secrets` does not hold, rather than sending the
 /// placeholder to the network.
 pub fn substitute<'a>(text: &'a str, secrets: &BTreeMap<String, String>) -> Result<Cow<'a, str>, Denial> {
+    substitute_with(text, |name| {
+        secrets.get(name).map(String::as_str).ok_or_else(|| Denial::UnknownSecret { name: name.to_string() })
+    })
+}
+
+/// The names of the `{{secret:NAME}}` placeholders in `text`, in order
+/// (parsed exactly as [`substitute`] parses them).
+pub fn placeholder_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let _ = substitute_with(text, |name| {
+        names.push(name.to_string());
+        Ok("")
+    });
+    names
+}
+
+/// [`substitute`] with a lookup that may refuse a name.
+fn substitute_with<'a, 's>(text: &'a str, mut lookup: impl FnMut(&str) -> Result<&'s str, Denial>) -> Result<Cow<'a, str>, Denial> {
     if !has_placeholder(text) {
         return Ok(Cow::Borrowed(text));
     }
@@ -274,8 +317,7 @@ pub fn substitute<'a>(text: &'a str, secrets: &BTreeMap<String, String>) -> Resu
             break;
         };
         let name = &text[after..after + end];
-        let value = secrets.get(name).ok_or_else(|| Denial::UnknownSecret { name: name.to_string() })?;
-        out.push_str(value);
+        out.push_str(lookup(name)?);
         i = after + end + close.len();
     }
     Ok(Cow::Owned(out))
@@ -490,6 +532,9 @@ pub struct PluginSandbox {
     redactor: Redactor,
     auditor: Auditor,
     rate: Mutex<RateLimiter>,
+    /// The TLS client configuration: the public web roots plus the plugin's
+    /// `ca` files (built once; an error is reported on each https request).
+    tls: Result<Arc<rustls::ClientConfig>, String>,
 }
 
 impl PluginSandbox {
@@ -505,7 +550,28 @@ impl PluginSandbox {
         }
         let redactor = Redactor::new(&secrets);
         let rate = Mutex::new(RateLimiter::new(grants.limits.requests_per_minute));
-        Self { grants, secrets, redactor, auditor, rate }
+        let tls = tls_config(&grants);
+        if let Err(e) = &tls {
+            tracing::error!(plugin = %grants.name, "{e}");
+        }
+        Self { grants, secrets, redactor, auditor, rate, tls }
+    }
+
+    /// The value of secret `name` for a request to `host:port` (`shown` is
+    /// the host as `hosts` would list it). The one place a value is handed
+    /// out: an undefined secret, or one not bound to this host, is refused.
+    pub fn secret_for(&self, name: &str, host: &str, port: u16, shown: &str) -> Result<&str, Denial> {
+        let value = self.secrets.get(name).ok_or_else(|| Denial::UnknownSecret { name: name.to_string() })?;
+        if !self.grants.secret_allowed(name, host, port) {
+            let b = &self.grants.secret_hosts[name];
+            return Err(Denial::UnboundSecret {
+                name: name.to_string(),
+                host: shown.to_string(),
+                bound: b.describe(),
+                at: b.at.clone(),
+            });
+        }
+        Ok(value)
     }
 
     /// The plugin's grants.
@@ -592,8 +658,8 @@ impl NetworkGate {
         &self.sandbox
     }
 
-    /// Steps 1–4 of the module docs: rate limit, grant, leak scan, then
-    /// substitution. On success the request carries real secret values and
+    /// Steps 1–5 of the module docs: rate limit, grant, leak scan, secret
+    /// binding, then substitution. On success the request carries real secret values and
     /// may be sent once its address is checked. Denials are audited by the caller.
     pub fn authorize<B>(&self, req: &mut http::Request<B>) -> Result<Authorized, Denial> {
         let sb = &*self.sandbox;
@@ -618,8 +684,24 @@ impl NetworkGate {
                 return Err(Denial::Leak { secret: name.to_string(), place: format!("header {hname}") });
             }
         }
+        // Every secret named anywhere must be defined and bound to this host,
+        // checked before any value is filled in.
+        let scheme = req.uri().scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = req.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = req.uri().port_u16().unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let shown = match (scheme.as_str(), port) {
+            ("http", 80) | ("https", 443) => host.clone(),
+            _ if host.contains(':') => format!("[{host}]:{port}"),
+            _ => format!("{host}:{port}"),
+        };
+        let lookup = |name: &str| sb.secret_for(name, &host, port, &shown);
+        for text in std::iter::once(path_query.as_str()).chain(req.headers().values().filter_map(|v| v.to_str().ok())) {
+            for name in placeholder_names(text) {
+                lookup(&name)?;
+            }
+        }
         // Substitute, in the path and query only (never the host).
-        if let Cow::Owned(new) = substitute(&path_query, &sb.secrets)? {
+        if let Cow::Owned(new) = substitute_with(&path_query, lookup)? {
             let mut parts = req.uri().clone().into_parts();
             parts.path_and_query = Some(new.parse().map_err(|e| Denial::Malformed {
                 reason: format!("URL after secret substitution is invalid: {e}"),
@@ -630,7 +712,7 @@ impl NetworkGate {
         }
         for value in req.headers_mut().values_mut() {
             let Ok(text) = value.to_str() else { continue };
-            if let Cow::Owned(new) = substitute(text, &sb.secrets)? {
+            if let Cow::Owned(new) = substitute_with(text, lookup)? {
                 let mut v = http::HeaderValue::from_str(&new).map_err(|_| Denial::Malformed {
                     reason: "a header value is invalid after secret substitution".into(),
                 })?;
@@ -638,13 +720,11 @@ impl NetworkGate {
                 *value = v;
             }
         }
-        let host = req.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-        let port = req.uri().port_u16().unwrap_or(if req.uri().scheme_str() == Some("http") { 80 } else { 443 });
         Ok(Authorized { grant, method, url, host, port })
     }
 }
 
-/// Step 5: resolve `host` and keep the addresses the grant allows. A name
+/// Step 6: resolve `host` and keep the addresses the grant allows. A name
 /// resolving to non-public addresses only is denied unless the grant allows
 /// private addresses; when it resolves to both, only the public ones are used.
 pub async fn resolve_checked(a: &Authorized) -> Result<Vec<SocketAddr>, Result<Denial, HttpError>> {
@@ -730,8 +810,11 @@ impl WasiHttpHooks for NetworkGate {
                         .boxed_unsync()
                 }
             });
-            let tls = request.uri().scheme_str() == Some("https");
-            let (response, io) = send_pinned(request, &addrs, tls.then_some(authorized.host.as_str()), options).await?;
+            let tls = match request.uri().scheme_str() {
+                Some("https") => Some((authorized.host.as_str(), sb.tls.clone().map_err(|e| HttpError::InternalError(Some(e)))?)),
+                _ => None,
+            };
+            let (response, io) = send_pinned(request, &addrs, tls, options).await?;
             guard_response(response, &sb, &authorized, options).map(|r| (r, io))
         })
     }
@@ -964,14 +1047,34 @@ impl Body for GuardedBody {
     }
 }
 
-/// Step 6: send `req` over a connection to one of `addrs` (already checked),
-/// with TLS for `tls_name` when it is set. This is wasmtime-wasi-http's
-/// `default_send_request` with the one change that matters here: it connects
-/// to the address kata checked instead of resolving the name again.
+/// The TLS client configuration of a plugin: the public web roots
+/// (webpki-roots) plus the certificates of its `ca` files.
+fn tls_config(grants: &PluginGrants) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
+    for file in &grants.ca {
+        for cert in &file.certs {
+            roots.add(cert.clone()).map_err(|e| {
+                format!("plugin {}: CA file {}: a certificate cannot be used ({e})", grants.name, file.path.display())
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("plugin {}: cannot set up TLS: {e}", grants.name))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Step 7: send `req` over a connection to one of `addrs` (already checked),
+/// with TLS for the name in `tls` when it is set, verified with its config.
+/// This is wasmtime-wasi-http's `default_send_request` with the one change
+/// that matters here: it connects to the address kata checked instead of
+/// resolving the name again.
 async fn send_pinned(
     mut req: http::Request<WasiBody>,
     addrs: &[SocketAddr],
-    tls_name: Option<&str>,
+    tls: Option<(&str, Arc<rustls::ClientConfig>)>,
     options: Option<RequestOptions>,
 ) -> HttpResult<(http::Response<WasiBody>, IoFuture)> {
     use wasmtime_wasi_http::io::TokioIo;
@@ -1000,20 +1103,14 @@ async fn send_pinned(
     *req.uri_mut() = http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
 
     type Conn = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
-    let (mut sender, conn): (hyper::client::conn::http1::SendRequest<WasiBody>, Conn) = match tls_name {
-        Some(name) => {
+    let (mut sender, conn): (hyper::client::conn::http1::SendRequest<WasiBody>, Conn) = match tls {
+        Some((name, config)) => {
             let server_name = match name.parse::<IpAddr>() {
                 Ok(ip) => rustls::pki_types::ServerName::from(ip),
                 Err(_) => rustls::pki_types::ServerName::try_from(name.to_string())
                     .map_err(|_| HttpError::HttpRequestUriInvalid)?,
             };
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| HttpError::InternalError(Some(e.to_string())))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(server_name, stream)
                 .await
                 .map_err(HttpError::Tls)?;
@@ -1124,6 +1221,58 @@ mod tests {
             assert!(!r.uri().to_string().contains("SECRET"), "{url}");
             assert_eq!(r.headers()["authorization"], "Bearer {{secret:bot_token}}");
         }
+    }
+
+    fn bound_gate(secrets_line: &str) -> NetworkGate {
+        let p = Policy::parse(
+            &format!(
+                "[plugins.tg]\npath = \"x.wasm\"\nnetwork = [\"https://api.telegram.org/bot\", \"https://upload.example.org\", \
+                 \"http://127.0.0.1:9000\", \"http://127.0.0.1:9001\"]\n{secrets_line}\n"
+            ),
+            Path::new("kata.toml"),
+            Path::new("/ws"),
+        )
+        .expect("policy");
+        let secrets = BTreeMap::from([("bot_token".to_string(), "123:SECRET".to_string())]);
+        NetworkGate::new(Arc::new(PluginSandbox::new(Arc::new(p.plugins["tg"].clone()), secrets, Auditor::log_only("tg"))))
+    }
+
+    #[test]
+    fn secrets_go_only_to_the_hosts_they_are_bound_to() {
+        let gate = bound_gate(
+            "secrets = { bot_token = { from = \"env:X\", hosts = [\"api.telegram.org\", \"127.0.0.1:9000\"] } }",
+        );
+        let mut r = req("https://api.telegram.org/bot{{secret:bot_token}}/getMe");
+        gate.authorize(&mut r).expect("bound host");
+        assert_eq!(r.uri().path(), "/bot123:SECRET/getMe");
+        let mut r = req("http://127.0.0.1:9000/x?t={{secret:bot_token}}");
+        gate.authorize(&mut r).expect("bound host and port");
+        for (url, shown) in [
+            ("https://upload.example.org/x", "upload.example.org"),
+            ("http://127.0.0.1:9001/x?t={{secret:bot_token}}", "127.0.0.1:9001"),
+        ] {
+            // The header carries the placeholder; the URL may too. Refused
+            // before anything is substituted anywhere.
+            let mut r = req(url);
+            let d = gate.authorize(&mut r).expect_err(url);
+            assert!(matches!(&d, Denial::UnboundSecret { name, host, .. } if name == "bot_token" && host == shown), "{d:?}");
+            assert_eq!(r.headers()["authorization"], "Bearer {{secret:bot_token}}");
+            assert!(!r.uri().to_string().contains("SECRET"));
+            let msg = d.explain("tg");
+            assert!(msg.contains("kata.toml:4") && msg.contains(&format!("add \"{shown}\" to `hosts`")), "{msg}");
+            let e = d.event("tg", "GET", url);
+            assert_eq!(e.policy.as_deref(), Some("kata.toml:4: secret bot_token is bound to api.telegram.org, 127.0.0.1:9000"));
+        }
+        // A granted, unbound host still gets requests without the secret.
+        let mut r = http::Request::get("https://upload.example.org/x").body(()).expect("req");
+        gate.authorize(&mut r).expect("no secret, no binding needed");
+        // Without `hosts`, every granted host gets it (the documented default).
+        let gate = bound_gate("secrets = { bot_token = \"env:X\" }");
+        gate.authorize(&mut req("https://upload.example.org/x")).expect("unbound secret goes to any granted host");
+        // `hosts = []`: nowhere.
+        let gate = bound_gate("secrets = { bot_token = { from = \"env:X\", hosts = [] } }");
+        let d = gate.authorize(&mut req("https://api.telegram.org/bot/x")).expect_err("bound to nothing");
+        assert!(d.explain("tg").contains("to no host only"), "{d:?}");
     }
 
     #[test]
@@ -1344,6 +1493,56 @@ mod properties {
             let mut r = http::Request::get(uri).body(()).expect("req");
             let d = gate().authorize(&mut r).map(|_| ());
             prop_assert!(matches!(d, Err(Denial::Leak { .. })), "{}: {:?}", url, d);
+        }
+    }
+
+    /// The granted hosts of the binding property below.
+    const HOSTS: [(&str, &str); 4] = [
+        ("https://api.telegram.org", "api.telegram.org"),
+        ("https://files.example.org", "files.example.org"),
+        ("http://127.0.0.1:9000", "127.0.0.1:9000"),
+        ("https://a.svc.example.net", "*.svc.example.net"),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// For any binding and any granted host, a request naming the secret
+        /// (in path, query or header) is authorized exactly when the host is
+        /// bound, and a refused request never holds the value.
+        #[test]
+        fn a_secret_reaches_exactly_its_bound_hosts(
+            bound in proptest::collection::vec(any::<bool>(), 4),
+            target in 0usize..4,
+            place in 0u8..3,
+            path in "[a-z0-9/_-]{0,12}",
+        ) {
+            let network = HOSTS.iter().map(|(u, _)| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+            let hosts = HOSTS.iter().zip(&bound).filter(|(_, b)| **b).map(|((_, h), _)| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
+            let p = crate::policy::Policy::parse(
+                &format!("[plugins.tg]\nnetwork = [{network}]\nsecrets = {{ t = {{ from = \"env:X\", hosts = [{hosts}] }} }}\n"),
+                std::path::Path::new("k.toml"),
+                std::path::Path::new("/"),
+            )
+            .expect("policy");
+            let secrets = BTreeMap::from([("t".to_string(), "123:SECRET".to_string())]);
+            let gate = NetworkGate::new(Arc::new(PluginSandbox::new(Arc::new(p.plugins["tg"].clone()), secrets, Auditor::log_only("tg"))));
+            let base = HOSTS[target].0;
+            let url = match place {
+                0 => format!("{base}/{path}{{{{secret:t}}}}"),
+                1 => format!("{base}/{path}?k=%7B%7Bsecret:t%7D%7D"),
+                _ => format!("{base}/{path}"),
+            };
+            let mut r = http::Request::get(url.as_str()).header("x-k", if place == 2 { "{{secret:t}}" } else { "none" }).body(()).expect("req");
+            let result = gate.authorize(&mut r);
+            let held = format!("{} {}", r.uri(), r.headers().values().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(" "));
+            if bound[target] {
+                prop_assert!(result.is_ok(), "{}: {:?}", url, result);
+                prop_assert!(held.contains("123:SECRET"));
+            } else {
+                prop_assert!(matches!(result, Err(Denial::UnboundSecret { .. })), "{}: {:?}", url, result);
+                prop_assert!(!held.contains("123:SECRET"), "{}", held);
+            }
         }
     }
 
