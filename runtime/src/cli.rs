@@ -114,6 +114,9 @@ pub enum Command {
     /// Show the audit log: every network decision, refused secret, blocked
     /// leak, redaction and limit hit.
     Audit(crate::policy_cmd::AuditArgs),
+    /// Keep secrets in kata's encrypted store, for `secrets = { NAME = "kata:NAME" }`.
+    #[command(subcommand)]
+    Secret(crate::secret_cmd::SecretCommand),
     /// Approve or deny senders who asked to talk to the agent (pairing).
     #[command(subcommand)]
     Pair(PairCommand),
@@ -338,6 +341,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Audit(args) => {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
             crate::policy_cmd::audit(cli.workspace.as_deref(), &args, &mut std::io::stdout().lock())
+        }
+        Command::Secret(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            crate::secret_cmd::secret(cli.workspace.as_deref(), cmd, &mut std::io::stdout().lock())
         }
         Command::Pair(cmd) => {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");

@@ -29,6 +29,7 @@ pub mod policy_cmd;
 pub mod sandbox;
 pub mod scaffold;
 pub mod scheduler;
+pub mod secret_cmd;
 pub mod secret_store;
 pub mod senders;
 pub mod store;

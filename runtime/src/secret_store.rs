@@ -297,12 +297,14 @@ impl SecretStore {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         create_private_dir(dir)?;
         let path = dir.join("secrets.lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("cannot open", &path))?;
+        let mut opts = File::options();
+        opts.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let f = opts.open(&path).map_err(io("cannot open", &path))?;
         f.lock().map_err(io("cannot lock", &path))?;
         Ok(f)
     }
