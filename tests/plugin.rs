@@ -53,7 +53,8 @@ fn add_refuses_what_it_cannot_run_and_changes_nothing() {
     refused(&ws, &["plugin", "add", path_str(&guest("guest-unknown-import"))], &["imports something kata does not provide", "acme:evil/backdoor"]);
 
     // The same component claiming a future contract version.
-    let needle = b"kata:wit-version0.1.1";
+    let needle = format!("kata:wit-version{}", kata::host::latest::VERSION).into_bytes();
+    let needle = needle.as_slice();
     let at = quiet.windows(needle.len()).position(|w| w == needle).expect("version section");
     let mut future = quiet.clone();
     future[at + needle.len() - 5..at + needle.len()].copy_from_slice(b"0.9.0");
@@ -137,12 +138,12 @@ fn list_inspect_upgrade_and_remove() {
     let rows = &listing["plugins"];
     assert_eq!(rows[0]["name"], "chat");
     assert_eq!(rows[0]["kind"], "channel");
-    assert_eq!(rows[0]["wit_version"], "0.1.1");
+    assert_eq!(rows[0]["wit_version"], kata::host::latest::VERSION);
     let (ok, out, _) = kata(ws.path(), &["plugin", "list"]);
     assert!(ok && out.contains("chat") && out.contains("channel"), "{out}");
 
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", "chat"]);
-    assert!(ok && out.contains("kata:plugin/channel@0.1.1") && out.contains("compiled (cached)"), "{out}");
+    assert!(ok && out.contains(&format!("kata:plugin/channel@{}", kata::host::latest::VERSION)) && out.contains("compiled (cached)"), "{out}");
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&guest("guest-tools-only"))]);
     assert!(ok && out.contains("kind:        tools"), "{out}");
 
@@ -191,7 +192,7 @@ fn installed_plugin_runs_under_kata_run() {
 }
 
 #[tokio::test]
-async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
+async fn a_component_built_against_0_1_0_runs_on_the_latest_host() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = guest("guest-v0-1-0");
     let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
@@ -233,6 +234,49 @@ async fn a_component_built_against_0_1_0_runs_on_the_0_1_1_host() {
     assert!(out.contains("daemon: not running"), "{out}");
 }
 
+#[tokio::test]
+async fn a_component_built_against_0_1_1_runs_on_the_latest_host() {
+    use kata::host::latest::{ConversationKind, Frame, StreamKind};
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest("guest-v0-1-1");
+    let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+    let engine = kata::engine::Engine::new(None).unwrap();
+    let plugin = common::load_plugin(&engine, &db, "old11", &wasm, "", Path::new("/")).unwrap();
+    assert_eq!(plugin.info.wit_version.as_deref(), Some("0.1.1"));
+    let mut inst = plugin.instantiate().await.unwrap();
+    let info = inst.describe().await.unwrap();
+    assert_eq!(info.ingress, [kata::host::latest::IngressMode::Poll, kata::host::latest::IngressMode::Subscribe]);
+    inst.connect().await.unwrap();
+    let r = inst.poll(None).await.unwrap();
+    let m = &r.messages[0];
+    assert_eq!((m.text.as_str(), m.thread.as_deref(), m.sender_name.as_deref()), ("from 0.1.1 #0 (0 keys)", Some("t"), Some("Old Timer")));
+    assert_eq!((m.attachments[0].name.as_str(), m.attachments[0].size), ("a.txt", Some(3)));
+    // An old component cannot say: its messages are direct and not mentioned.
+    assert_eq!((m.conversation_kind, m.mentioned), (ConversationKind::Direct, false));
+    // state-keys (0.1.1's addition) answers through the latest host.
+    assert_eq!(inst.poll(Some("1")).await.unwrap().messages[0].text, "from 0.1.1 #1 (1 keys)");
+
+    let sub = inst.subscribe().await.unwrap();
+    assert_eq!((sub.kind, sub.url.as_str(), sub.heartbeat_ms), (StreamKind::TcpLines, "tcp://127.0.0.1:7", Some(1000)));
+    assert_eq!(sub.initial_frames, [Frame::Text("HELLO".into()), Frame::Binary(vec![1, 2])]);
+    assert_eq!(sub.headers, [("x-old".to_string(), "1".to_string())]);
+    let fr = inst.on_frame(&Frame::Text("hi".into())).await.unwrap();
+    assert_eq!(fr.replies, [Frame::Text("ECHO hi".into())]);
+    assert_eq!((fr.messages[0].id.as_str(), fr.messages[0].conversation_kind), ("line-hi", ConversationKind::Direct));
+    let e = inst.on_frame(&Frame::Binary(vec![0])).await.expect_err("binary is unsupported");
+    assert!(e.to_string().contains("not supported"), "{e}");
+
+    let out = kata::host::latest::OutboundMessage {
+        conversation: "c".into(),
+        thread: None,
+        reply_to: None,
+        text: "yo".into(),
+        idempotency_key: "k1".into(),
+    };
+    let receipt = inst.send(&out).await.unwrap();
+    assert_eq!((receipt.id.as_str(), receipt.frames.len()), ("old11-k1-yo", 0));
+}
+
 /// `kata plugin new NAME --kind KIND`, then the project's own `cargo test`
 /// (which must pass out of the box) and `kata plugin build`; returns the component.
 fn scaffold_test_build(dir: &Path, name: &str, kind: &str) -> std::path::PathBuf {
@@ -243,7 +287,7 @@ fn scaffold_test_build(dir: &Path, name: &str, kind: &str) -> std::path::PathBuf
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(project.join("plugin.toml").exists() && project.join("wit/v0.1.1/worlds.wit").exists());
+    assert!(project.join("plugin.toml").exists() && project.join(format!("wit/v{}/worlds.wit", kata::host::latest::VERSION)).exists());
     let test = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .arg("test")
         .current_dir(&project)

@@ -100,6 +100,8 @@ mod tests {
                 attachments_json: "[]".into(),
                 timestamp_ms: 0,
                 raw: None,
+                group: false,
+                mentioned: false,
             },
             origin: None,
         }

@@ -10,7 +10,7 @@ use backon::BackoffBuilder;
 use tokio::sync::{Notify, watch};
 
 use crate::health::{Fault, Health};
-use crate::host::latest::{ChannelError, Message, OutboundMessage};
+use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
 use crate::store::{Db, Inbound, now_ms};
@@ -175,7 +175,7 @@ fn error_delay(e: &CallError, backoff: &mut backon::ExponentialBackoff) -> Durat
 /// A polled message as the inbox stores it. Every text field passes the
 /// plugin's secret scanner first: a secret value the plugin got hold of is
 /// stored (and shown to the agent) as `[REDACTED:NAME]`, never as itself.
-fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound> {
+pub(crate) fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound> {
     if m.id.is_empty() || m.conversation.is_empty() {
         return None;
     }
@@ -198,6 +198,8 @@ fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound> {
         attachments_json: serde_json::Value::Array(attachments).to_string(),
         timestamp_ms: m.timestamp_ms,
         raw: m.raw.map(r),
+        group: matches!(m.conversation_kind, ConversationKind::Group),
+        mentioned: m.mentioned,
     })
 }
 

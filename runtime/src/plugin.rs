@@ -426,6 +426,16 @@ impl ChannelInstance {
         call!(self, |g, s| g.poll(s, cursor))?.map_err(|e| self.channel_error(e))
     }
 
+    /// `subscribe()`.
+    pub async fn subscribe(&mut self) -> Result<latest::Subscription, CallError> {
+        call!(self, |g, s| g.subscribe(s))?.map_err(|e| self.channel_error(e))
+    }
+
+    /// `on-frame(frame)`.
+    pub async fn on_frame(&mut self, frame: &latest::Frame) -> Result<latest::FrameResult, CallError> {
+        call!(self, |g, s| g.on_frame(s, frame))?.map_err(|e| self.channel_error(e))
+    }
+
     /// `send(message)`.
     pub async fn send(&mut self, msg: &latest::OutboundMessage) -> Result<latest::SendReceipt, CallError> {
         call!(self, |g, s| g.send(s, msg))?.map_err(|e| self.channel_error(e))

@@ -57,12 +57,12 @@ const TEMPLATES: &[Template] = &[
 
 /// The WIT contract, as vendored into projects (`wit/vX.Y.Z/`).
 const WIT: &[File] = &[
-    file!("wit/v0.1.1/types.wit", "../../wit/v0.1.1/types.wit"),
-    file!("wit/v0.1.1/host.wit", "../../wit/v0.1.1/host.wit"),
-    file!("wit/v0.1.1/channel.wit", "../../wit/v0.1.1/channel.wit"),
-    file!("wit/v0.1.1/tools.wit", "../../wit/v0.1.1/tools.wit"),
-    file!("wit/v0.1.1/service.wit", "../../wit/v0.1.1/service.wit"),
-    file!("wit/v0.1.1/worlds.wit", "../../wit/v0.1.1/worlds.wit"),
+    file!("wit/v0.1.2/types.wit", "../../wit/v0.1.2/types.wit"),
+    file!("wit/v0.1.2/host.wit", "../../wit/v0.1.2/host.wit"),
+    file!("wit/v0.1.2/channel.wit", "../../wit/v0.1.2/channel.wit"),
+    file!("wit/v0.1.2/tools.wit", "../../wit/v0.1.2/tools.wit"),
+    file!("wit/v0.1.2/service.wit", "../../wit/v0.1.2/service.wit"),
+    file!("wit/v0.1.2/worlds.wit", "../../wit/v0.1.2/worlds.wit"),
 ];
 
 /// The Rust SDK, vendored next to the WIT: its `path = "../../wit/vX"`

@@ -114,6 +114,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_due ON tasks (next_run_ms) WHERE next_run_ms IS NOT NULL;
     ALTER TABLE inbox ADD COLUMN origin TEXT;
     "#,
+    // 5: what kind of conversation a message came from and whether it
+    // addresses the agent (WIT 0.1.2 `message.conversation-kind` and
+    // `mentioned`), so group messages can require a grant and a mention.
+    // Rows stored before are direct and not mentioned, as older plugins' are.
+    r#"
+    ALTER TABLE inbox ADD COLUMN is_group INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE inbox ADD COLUMN mentioned INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// One row of the audit log.
@@ -151,7 +159,7 @@ pub struct AuditQuery {
 }
 
 /// A message as a channel delivered it, before it has an inbox id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inbound {
     /// The channel's id (dedup key within the plugin).
     pub channel_msg_id: String,
@@ -171,6 +179,10 @@ pub struct Inbound {
     pub timestamp_ms: u64,
     /// Original payload.
     pub raw: Option<String>,
+    /// The conversation is a group (several people), not a direct one.
+    pub group: bool,
+    /// The message addresses the agent (mentions the bot or replies to it).
+    pub mentioned: bool,
 }
 
 /// A stored inbound message.
@@ -347,8 +359,8 @@ impl Db {
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO inbox (plugin, channel_msg_id, conversation, thread, sender, sender_name,
-                    text, attachments, timestamp_ms, raw, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    text, attachments, timestamp_ms, raw, received_ms, is_group, mentioned)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for m in messages {
                 inserted += stmt.execute(params![
@@ -362,7 +374,9 @@ impl Db {
                     m.attachments_json,
                     m.timestamp_ms as i64,
                     m.raw,
-                    now
+                    now,
+                    m.group,
+                    m.mentioned
                 ])?;
             }
         }
@@ -389,7 +403,7 @@ impl Db {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT id, plugin, channel_msg_id, conversation, thread, sender, sender_name, text,
-                    attachments, timestamp_ms, raw, origin
+                    attachments, timestamp_ms, raw, origin, is_group, mentioned
              FROM inbox WHERE status = 'new' ORDER BY id LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
@@ -406,6 +420,8 @@ impl Db {
                     attachments_json: r.get(8)?,
                     timestamp_ms: r.get::<_, i64>(9)? as u64,
                     raw: r.get(10)?,
+                    group: r.get(12)?,
+                    mentioned: r.get(13)?,
                 },
                 origin: r.get(11)?,
             })
@@ -805,6 +821,8 @@ mod tests {
             attachments_json: "[]".into(),
             timestamp_ms: 1,
             raw: None,
+            group: false,
+            mentioned: false,
         }
     }
 
@@ -851,6 +869,18 @@ mod tests {
         // The same id through another plugin is another message.
         assert_eq!(db.record_poll("other", &[msg("a")], None).expect("poll"), 1);
         assert_eq!(db.pending_inbox(10).expect("inbox").len(), 4);
+    }
+
+    #[test]
+    fn group_and_mention_are_stored_with_the_message() {
+        let (_d, db) = db();
+        let group = Inbound { group: true, mentioned: true, ..msg("g") };
+        let quiet = Inbound { group: true, ..msg("q") };
+        db.record_poll("irc", &[msg("d"), group.clone(), quiet.clone()], None).expect("poll");
+        let rows = db.pending_inbox(10).expect("inbox");
+        let got: Vec<(bool, bool)> = rows.iter().map(|r| (r.msg.group, r.msg.mentioned)).collect();
+        assert_eq!(got, [(false, false), (true, true), (true, false)]);
+        assert_eq!(rows[1].msg, group);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Pure Telegram Bot API logic: URLs, request bodies, response parsing and
 //! error mapping. Nothing here touches the host, so it is unit-tested natively.
 
-use kata_sdk::{ChannelError, Message, OutboundMessage, PollResult, SendReceipt};
+use kata_sdk::{ChannelError, ConversationKind, Message, OutboundMessage, PollResult, SendReceipt};
 use serde_json::{Value, json};
 
 /// Dates above this are milliseconds (the telegram-test-api emulator), below
@@ -48,17 +48,94 @@ pub fn get_updates_url(api_base: &str, offset: Option<i64>, timeout_s: u32) -> S
     }
 }
 
+/// Who the bot is (from `getMe`), to tell when a group message addresses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bot {
+    /// The bot's user id.
+    pub id: String,
+    /// Its username, without the `@`.
+    pub username: String,
+}
+
+impl Bot {
+    /// The stored form (`id username`), for `host.state-set`.
+    pub fn to_state(&self) -> String {
+        format!("{} {}", self.id, self.username)
+    }
+
+    /// Parse the stored form.
+    pub fn from_state(s: &str) -> Option<Bot> {
+        let (id, username) = s.trim().split_once(' ')?;
+        (!id.is_empty() && !username.is_empty()).then(|| Bot { id: id.into(), username: username.into() })
+    }
+}
+
+/// The bot's identity from a `getMe` response.
+pub fn parse_get_me(status: u16, body: &[u8]) -> Result<Bot, ChannelError> {
+    let me = api_result(status, body)?;
+    let id = me.get("id").and_then(id_text);
+    let username = str_field(&me, "username");
+    match (id, username) {
+        (Some(id), Some(username)) => Ok(Bot { id, username }),
+        _ => Err(ChannelError::Fatal("Telegram getMe returned no id or username".into())),
+    }
+}
+
+/// Whether a message addresses the bot: an `@username` mention of it (or a
+/// mention of its user without a username), or a reply to one of its messages.
+/// Without the bot's identity a reply to any bot counts, and mentions cannot
+/// be told apart, so they do not.
+pub fn addresses_bot(msg: &Value, text: &str, bot: Option<&Bot>) -> bool {
+    let entities = msg
+        .get("entities")
+        .or_else(|| msg.get("caption_entities"))
+        .and_then(Value::as_array);
+    if let (Some(bot), Some(entities)) = (bot, entities) {
+        let units: Vec<u16> = text.encode_utf16().collect();
+        for e in entities {
+            let kind = e.get("type").and_then(Value::as_str).unwrap_or_default();
+            if kind == "text_mention" && e.get("user").and_then(|u| u.get("id")).and_then(id_text).as_deref() == Some(bot.id.as_str()) {
+                return true;
+            }
+            if kind != "mention" {
+                continue;
+            }
+            // Offsets and lengths count UTF-16 code units.
+            let (Some(off), Some(len)) = (
+                e.get("offset").and_then(Value::as_u64).map(|v| v as usize),
+                e.get("length").and_then(Value::as_u64).map(|v| v as usize),
+            ) else {
+                continue;
+            };
+            let Some(span) = units.get(off..off.saturating_add(len)) else { continue };
+            let mention = String::from_utf16_lossy(span);
+            if mention.trim_start_matches('@').eq_ignore_ascii_case(&bot.username) {
+                return true;
+            }
+        }
+    }
+    let Some(author) = msg.get("reply_to_message").and_then(|r| r.get("from")) else {
+        return false;
+    };
+    match bot {
+        Some(bot) => author.get("id").and_then(id_text).as_deref() == Some(bot.id.as_str()),
+        None => author.get("is_bot").and_then(Value::as_bool) == Some(true),
+    }
+}
+
 /// Turn a `getUpdates` response into a poll result.
 ///
 /// `offset` is the cursor the poll started from; it is kept when there are
 /// no updates. Otherwise the new cursor is the highest `update_id` + 1, also
 /// past updates that carry no text message (edits, joins, callbacks…), so they
-/// are not fetched again. `now_ms` dates messages that carry no `date`.
+/// are not fetched again. `now_ms` dates messages that carry no `date`;
+/// `bot` (when known) tells mentions of the bot apart.
 pub fn parse_updates(
     status: u16,
     body: &[u8],
     offset: Option<i64>,
     now_ms: u64,
+    bot: Option<&Bot>,
 ) -> Result<PollResult, ChannelError> {
     let result = api_result(status, body)?;
     let updates = result.as_array().ok_or_else(|| {
@@ -72,7 +149,7 @@ pub fn parse_updates(
             continue;
         };
         max_update_id = Some(max_update_id.map_or(update_id, |m| m.max(update_id)));
-        if let Some(message) = parse_update(update, now_ms) {
+        if let Some(message) = parse_update(update, now_ms, bot) {
             messages.push(message);
         }
     }
@@ -89,8 +166,10 @@ pub fn parse_updates(
 }
 
 /// One update as a kata message, when it carries a (channel) message with
-/// text or a caption.
-pub fn parse_update(update: &Value, now_ms: u64) -> Option<Message> {
+/// text or a caption. A private chat is a direct conversation (every message
+/// in it addresses the bot); groups, supergroups and channels are groups, in
+/// which a message is `mentioned` when [`addresses_bot`] says so.
+pub fn parse_update(update: &Value, now_ms: u64, bot: Option<&Bot>) -> Option<Message> {
     let msg = update
         .get("message")
         .or_else(|| update.get("channel_post"))?;
@@ -116,6 +195,13 @@ pub fn parse_update(update: &Value, now_ms: u64) -> Option<Message> {
         }
     };
 
+    let private = msg.get("chat").and_then(|c| c.get("type")).and_then(Value::as_str) == Some("private");
+    let (conversation_kind, mentioned) = if private {
+        (ConversationKind::Direct, true)
+    } else {
+        (ConversationKind::Group, addresses_bot(msg, text, bot))
+    };
+
     Some(Message {
         id: format!("{chat_id}:{message_id}"),
         conversation: chat_id.clone(),
@@ -129,6 +215,8 @@ pub fn parse_update(update: &Value, now_ms: u64) -> Option<Message> {
             .and_then(Value::as_u64)
             .map_or(now_ms, date_to_ms),
         raw: serde_json::to_string(update).ok(),
+        conversation_kind,
+        mentioned,
     })
 }
 
@@ -197,9 +285,7 @@ pub fn parse_send(
         .and_then(|c| c.get("id"))
         .and_then(id_text)
         .unwrap_or_else(|| conversation.to_string());
-    Ok(SendReceipt {
-        id: format!("{chat_id}:{message_id}"),
-    })
+    Ok(SendReceipt::sent(format!("{chat_id}:{message_id}")))
 }
 
 /// The `result` of a successful Bot API response, or the mapped error.
@@ -303,7 +389,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000_000;
 
     fn poll(body: &str, offset: Option<i64>) -> PollResult {
-        parse_updates(200, body.as_bytes(), offset, NOW).expect("poll ok")
+        parse_updates(200, body.as_bytes(), offset, NOW, None).expect("poll ok")
     }
 
     #[test]
@@ -385,7 +471,7 @@ mod tests {
             r#"{"update_id":1,"channel_post":{"message_id":3,"chat":{"id":-1001,"title":"News","type":"channel"},"date":5,"text":"t"}}"#,
         )
         .unwrap();
-        let m = parse_update(&u, NOW).unwrap();
+        let m = parse_update(&u, NOW, None).unwrap();
         assert_eq!(
             (m.sender.as_str(), m.sender_name.as_deref()),
             ("-1001", Some("News"))
@@ -480,7 +566,7 @@ mod tests {
         );
         // ok:false with a 200 status still counts.
         assert!(matches!(
-            parse_updates(200, body, None, NOW),
+            parse_updates(200, body, None, NOW, None),
             Err(ChannelError::AuthFailed(_))
         ));
     }
@@ -526,12 +612,59 @@ mod tests {
     #[test]
     fn garbage_success_is_fatal() {
         assert!(matches!(
-            parse_updates(200, b"not json", None, NOW),
+            parse_updates(200, b"not json", None, NOW, None),
             Err(ChannelError::Fatal(_))
         ));
         assert!(matches!(
-            parse_updates(200, br#"{"ok":true,"result":{}}"#, None, NOW),
+            parse_updates(200, br#"{"ok":true,"result":{}}"#, None, NOW, None),
             Err(ChannelError::Fatal(_))
         ));
+    }
+
+    fn group_update(extra: &str) -> Value {
+        serde_json::from_str(&format!(
+            r#"{{"update_id":1,"message":{{"message_id":4,"chat":{{"id":-100,"type":"supergroup","title":"G"}},
+                "from":{{"id":9,"first_name":"A"}},"date":5,{extra}}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn private_chats_are_direct_and_groups_need_a_mention() {
+        let bot = Bot { id: "77".into(), username: "kata_bot".into() };
+        let dm: Value = serde_json::from_str(
+            r#"{"update_id":1,"message":{"message_id":1,"chat":{"id":9,"type":"private"},"from":{"id":9},"date":5,"text":"hi"}}"#,
+        )
+        .unwrap();
+        let m = parse_update(&dm, NOW, Some(&bot)).unwrap();
+        assert_eq!((m.conversation_kind, m.mentioned), (ConversationKind::Direct, true));
+
+        let plain = parse_update(&group_update(r#""text":"hello all""#), NOW, Some(&bot)).unwrap();
+        assert_eq!((plain.conversation_kind, plain.mentioned), (ConversationKind::Group, false));
+
+        // "héllo @Kata_Bot": the mention's offset counts UTF-16 units.
+        let mention = group_update(r#""text":"h\u00e9llo @Kata_Bot","entities":[{"type":"mention","offset":6,"length":9}]"#);
+        assert!(parse_update(&mention, NOW, Some(&bot)).unwrap().mentioned);
+        let other = group_update(r#""text":"hi @other_bot","entities":[{"type":"mention","offset":3,"length":10}]"#);
+        assert!(!parse_update(&other, NOW, Some(&bot)).unwrap().mentioned);
+        let by_user = group_update(r#""text":"hi Kata","entities":[{"type":"text_mention","offset":3,"length":4,"user":{"id":77}}]"#);
+        assert!(parse_update(&by_user, NOW, Some(&bot)).unwrap().mentioned);
+
+        let reply = group_update(r#""text":"yes","reply_to_message":{"message_id":3,"from":{"id":77,"is_bot":true}}"#);
+        assert!(parse_update(&reply, NOW, Some(&bot)).unwrap().mentioned);
+        let reply_other = group_update(r#""text":"yes","reply_to_message":{"message_id":3,"from":{"id":78,"is_bot":true}}"#);
+        assert!(!parse_update(&reply_other, NOW, Some(&bot)).unwrap().mentioned);
+        // Without getMe, a reply to a bot is the best guess; mentions cannot be checked.
+        assert!(parse_update(&reply_other, NOW, None).unwrap().mentioned);
+        assert!(!parse_update(&mention, NOW, None).unwrap().mentioned);
+    }
+
+    #[test]
+    fn get_me_and_its_stored_form() {
+        let bot = parse_get_me(200, br#"{"ok":true,"result":{"id":77,"is_bot":true,"first_name":"K","username":"kata_bot"}}"#).unwrap();
+        assert_eq!(bot, Bot { id: "77".into(), username: "kata_bot".into() });
+        assert_eq!(Bot::from_state(&bot.to_state()), Some(bot));
+        assert!(parse_get_me(200, br#"{"ok":true,"result":{"id":77}}"#).is_err());
+        assert_eq!(Bot::from_state("77"), None);
     }
 }

@@ -46,6 +46,42 @@ pub struct Telegram {
     api_base: String,
     /// Long-poll timeout in seconds.
     poll_timeout_s: u32,
+    /// The bot's identity, to recognise mentions in groups (from `getMe`,
+    /// cached in plugin state); `None` until known.
+    bot: Option<api::Bot>,
+    /// Whether this instance already asked `getMe` (once is enough).
+    asked_me: bool,
+}
+
+impl Telegram {
+    /// The bot's identity: from state, else one `getMe` per instance. A
+    /// failure only costs mention detection, so it is logged, not returned.
+    fn bot(&mut self) -> Option<&api::Bot> {
+        if self.bot.is_none() && !self.asked_me {
+            self.asked_me = true;
+            self.bot = state::get_string("bot").as_deref().and_then(api::Bot::from_state);
+            if self.bot.is_none() {
+                let me = Request::get(api::method_url(&self.api_base, "getMe"))
+                    .header("accept", "application/json")
+                    .timeout(SEND_TIMEOUT)
+                    .send()
+                    .map_err(ChannelError::from)
+                    .and_then(|r| api::parse_get_me(r.status, &r.body));
+                match me {
+                    Ok(bot) => {
+                        if let Err(e) = state::set_string("bot", &bot.to_state()) {
+                            log::warn(&format!("telegram: cannot cache the bot identity: {e}"));
+                        }
+                        self.bot = Some(bot);
+                    }
+                    Err(e) => log::warn(&format!(
+                        "telegram: getMe failed ({e:?}); mentions of the bot in groups are not recognised"
+                    )),
+                }
+            }
+        }
+        self.bot.as_ref()
+    }
 }
 
 impl Channel for Telegram {
@@ -67,6 +103,8 @@ impl Channel for Telegram {
         Ok(Telegram {
             api_base,
             poll_timeout_s,
+            bot: None,
+            asked_me: false,
         })
     }
 
@@ -82,7 +120,9 @@ impl Channel for Telegram {
             .header("accept", "application/json")
             .timeout(Duration::from_secs(u64::from(self.poll_timeout_s)) + HTTP_GRACE)
             .send()?;
-        let result = api::parse_updates(response.status, &response.body, offset, now_ms())?;
+        let bot = self.bot().cloned();
+        let result =
+            api::parse_updates(response.status, &response.body, offset, now_ms(), bot.as_ref())?;
         if !result.messages.is_empty() {
             log::debug(&format!(
                 "telegram: {} new message(s), next offset {}",

@@ -9,8 +9,9 @@
 
 pub mod v0_1_0;
 pub mod v0_1_1;
+pub mod v0_1_2;
 
-pub use v0_1_1 as latest;
+pub use v0_1_2 as latest;
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -24,7 +25,7 @@ pub const PACKAGE: &str = "kata:plugin";
 pub const VERSION_SECTION: &str = "kata:wit-version";
 
 /// WIT versions this host can run, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION, v0_1_1::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION, v0_1_1::VERSION, v0_1_2::VERSION];
 
 /// Add the latest host interfaces, and WASI 0.2 with wasi:http, to a linker.
 /// Older 0.1.x components link against them through semver-compatible names.
@@ -43,6 +44,8 @@ pub enum ChannelPre {
     V0_1_0(v0_1_0::ChannelPluginPre<PluginCtx>),
     /// Built against 0.1.1.
     V0_1_1(v0_1_1::ChannelPluginPre<PluginCtx>),
+    /// Built against 0.1.2.
+    V0_1_2(v0_1_2::ChannelPluginPre<PluginCtx>),
 }
 
 impl ChannelPre {
@@ -50,7 +53,8 @@ impl ChannelPre {
     pub fn new(pre: InstancePre<PluginCtx>, version: Option<&str>) -> wasmtime::Result<Self> {
         Ok(match version {
             Some("0.1.0") => Self::V0_1_0(v0_1_0::ChannelPluginPre::new(pre)?),
-            _ => Self::V0_1_1(v0_1_1::ChannelPluginPre::new(pre)?),
+            Some("0.1.1") => Self::V0_1_1(v0_1_1::ChannelPluginPre::new(pre)?),
+            _ => Self::V0_1_2(v0_1_2::ChannelPluginPre::new(pre)?),
         })
     }
 
@@ -59,6 +63,7 @@ impl ChannelPre {
         Ok(match self {
             Self::V0_1_0(p) => ChannelBindings::V0_1_0(p.instantiate_async(store).await?),
             Self::V0_1_1(p) => ChannelBindings::V0_1_1(p.instantiate_async(store).await?),
+            Self::V0_1_2(p) => ChannelBindings::V0_1_2(p.instantiate_async(store).await?),
         })
     }
 }
@@ -70,6 +75,8 @@ pub enum ChannelBindings {
     V0_1_0(v0_1_0::ChannelPlugin),
     /// 0.1.1.
     V0_1_1(v0_1_1::ChannelPlugin),
+    /// 0.1.2.
+    V0_1_2(v0_1_2::ChannelPlugin),
 }
 
 type ChannelResult<T> = wasmtime::Result<Result<T, latest::ChannelError>>;
@@ -79,31 +86,57 @@ impl ChannelBindings {
     pub async fn describe(&self, s: &mut Store<PluginCtx>) -> wasmtime::Result<latest::ChannelInfo> {
         match self {
             Self::V0_1_0(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
-            Self::V0_1_1(b) => b.kata_plugin_channel().call_describe(s).await,
+            Self::V0_1_1(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_describe(s).await,
         }
     }
 
     /// `connect()`.
     pub async fn connect(&self, s: &mut Store<PluginCtx>) -> ChannelResult<()> {
         match self {
-            Self::V0_1_0(b) => b.kata_plugin_channel().call_connect(s).await,
-            Self::V0_1_1(b) => b.kata_plugin_channel().call_connect(s).await,
+            Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
+            Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_connect(s).await,
         }
     }
 
     /// `poll(cursor)`.
     pub async fn poll(&self, s: &mut Store<PluginCtx>, cursor: Option<&str>) -> ChannelResult<latest::PollResult> {
         match self {
-            Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into)),
-            Self::V0_1_1(b) => b.kata_plugin_channel().call_poll(s, cursor).await,
+            Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_poll(s, cursor).await,
+        }
+    }
+
+    /// `subscribe()`.
+    pub async fn subscribe(&self, s: &mut Store<PluginCtx>) -> ChannelResult<latest::Subscription> {
+        match self {
+            Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_subscribe(s).await,
+        }
+    }
+
+    /// `on-frame(frame)`.
+    pub async fn on_frame(&self, s: &mut Store<PluginCtx>, frame: &latest::Frame) -> ChannelResult<latest::FrameResult> {
+        match self {
+            Self::V0_1_0(b) => {
+                Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into))
+            }
+            Self::V0_1_1(b) => {
+                Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into))
+            }
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_on_frame(s, frame).await,
         }
     }
 
     /// `send(message)`.
     pub async fn send(&self, s: &mut Store<PluginCtx>, msg: &latest::OutboundMessage) -> ChannelResult<latest::SendReceipt> {
         match self {
-            Self::V0_1_0(b) => b.kata_plugin_channel().call_send(s, msg).await,
-            Self::V0_1_1(b) => b.kata_plugin_channel().call_send(s, msg).await,
+            Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_send(s, msg).await,
         }
     }
 
@@ -112,6 +145,7 @@ impl ChannelBindings {
         match self {
             Self::V0_1_0(b) => b.kata_plugin_channel().call_disconnect(s).await,
             Self::V0_1_1(b) => b.kata_plugin_channel().call_disconnect(s).await,
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_disconnect(s).await,
         }
     }
 }

@@ -1,21 +1,17 @@
-//! `kata:plugin@0.1.1` (latest): bindings generated from `wit/v0.1.1` and the
-//! host functions every plugin imports. 0.1.1 adds `host.state-keys` to 0.1.0.
+//! `kata:plugin@0.1.1`, kept so components built against it run unchanged.
+//!
+//! Its `host` interface is a subset of the latest one (it links against it,
+//! see [`super::latest::add_to_linker`]), but its records differ: `message`
+//! has no `conversation-kind` or `mentioned`, `send-receipt` no `frames`, and
+//! `frame` lives in `channel`. So the `channel` export gets its own bindings,
+//! and its records are converted to the latest ones here. A 0.1.1 message is
+//! taken as `direct` and not `mentioned`: the component cannot say, and this
+//! keeps the sender rules it ran under (allow_from and pairing per sender).
 
-use wasmtime::component::{HasSelf, Linker};
-
-use crate::engine::PluginCtx;
+use super::v0_1_2 as latest;
 
 /// The version this module implements.
 pub const VERSION: &str = "0.1.1";
-
-/// Largest log line kept from a plugin; longer ones are cut.
-const MAX_LOG_LINE: usize = 4096;
-/// Largest state key.
-const MAX_STATE_KEY: usize = 256;
-/// Largest state value.
-const MAX_STATE_VALUE: usize = 1 << 20;
-/// Most keys `state-keys` returns.
-const MAX_STATE_KEYS: usize = 1000;
 
 #[allow(missing_docs)]
 pub(crate) mod bindings {
@@ -26,84 +22,133 @@ pub(crate) mod bindings {
     });
 }
 
-pub use bindings::exports::kata::plugin::channel::{ChannelInfo, IngressMode, PollResult};
-pub use bindings::kata::plugin::types::{ChannelError, LogLevel, Message, OutboundMessage, SendReceipt};
 pub use bindings::{ChannelPlugin, ChannelPluginPre};
 
-/// Add the host interfaces to a linker. Components built against older 0.1.x
-/// versions link against these too: wasmtime resolves `host@0.1.0` to the
-/// semver-compatible `host@0.1.1`, which only adds functions.
-pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> anyhow::Result<()> {
-    ChannelPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
-    Ok(())
+use bindings::exports::kata::plugin::channel as old;
+use bindings::kata::plugin::types as old_types;
+
+impl From<old::IngressMode> for latest::IngressMode {
+    fn from(m: old::IngressMode) -> Self {
+        match m {
+            old::IngressMode::Poll => Self::Poll,
+            old::IngressMode::Subscribe => Self::Subscribe,
+        }
+    }
 }
 
-impl bindings::kata::plugin::types::Host for PluginCtx {}
+impl From<old::ChannelInfo> for latest::ChannelInfo {
+    fn from(i: old::ChannelInfo) -> Self {
+        Self { name: i.name, version: i.version, ingress: i.ingress.into_iter().map(Into::into).collect() }
+    }
+}
 
-impl bindings::kata::plugin::host::Host for PluginCtx {
-    fn log(&mut self, level: LogLevel, message: String) {
-        let message: String = message.chars().filter(|c| !c.is_control() || *c == '\t').collect();
-        // Redact before cutting, so a cut can never leave half a secret.
-        let mut message = self.sandbox().redact(&message, "log line").into_owned();
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let plugin = &*self.id.name;
-        match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
+impl From<old_types::Attachment> for latest::Attachment {
+    fn from(a: old_types::Attachment) -> Self {
+        Self { name: a.name, mime_type: a.mime_type, url: a.url, size: a.size }
+    }
+}
+
+impl From<old_types::Message> for latest::Message {
+    fn from(m: old_types::Message) -> Self {
+        Self {
+            id: m.id,
+            conversation: m.conversation,
+            thread: m.thread,
+            sender: m.sender,
+            sender_name: m.sender_name,
+            text: m.text,
+            attachments: m.attachments.into_iter().map(Into::into).collect(),
+            timestamp_ms: m.timestamp_ms,
+            raw: m.raw,
+            conversation_kind: latest::ConversationKind::Direct,
+            mentioned: false,
         }
     }
+}
 
-    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.id.db.state_get(&self.id.name, &key) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(plugin = %self.id.name, "state-get {key:?} failed: {e:#}");
-                None
-            }
+impl From<old::PollResult> for latest::PollResult {
+    fn from(r: old::PollResult) -> Self {
+        Self { messages: r.messages.into_iter().map(Into::into).collect(), cursor: r.cursor, next_poll_ms: r.next_poll_ms }
+    }
+}
+
+impl From<old_types::ChannelError> for latest::ChannelError {
+    fn from(e: old_types::ChannelError) -> Self {
+        use old_types::ChannelError as E;
+        match e {
+            E::AuthFailed(m) => Self::AuthFailed(m),
+            E::RateLimited(ms) => Self::RateLimited(ms),
+            E::Network(m) => Self::Network(m),
+            E::InvalidConfig(m) => Self::InvalidConfig(m),
+            E::Unsupported => Self::Unsupported,
+            E::Fatal(m) => Self::Fatal(m),
         }
     }
+}
 
-    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        if key.len() > MAX_STATE_KEY {
-            return Err(format!("state key is {} bytes; the limit is {MAX_STATE_KEY}", key.len()));
-        }
-        if value.len() > MAX_STATE_VALUE {
-            return Err(format!("state value is {} bytes; the limit is {MAX_STATE_VALUE}", value.len()));
-        }
-        self.id.db.state_set(&self.id.name, &key, &value).map_err(|e| format!("cannot store state: {e:#}"))
+impl From<old_types::SendReceipt> for latest::SendReceipt {
+    fn from(r: old_types::SendReceipt) -> Self {
+        Self { id: r.id, frames: Vec::new() }
     }
+}
 
-    fn state_delete(&mut self, key: String) {
-        if let Err(e) = self.id.db.state_delete(&self.id.name, &key) {
-            tracing::error!(plugin = %self.id.name, "state-delete {key:?} failed: {e:#}");
-        }
-    }
-
-    fn state_keys(&mut self, prefix: String) -> Vec<String> {
-        match self.id.db.state_keys(&self.id.name, &prefix, MAX_STATE_KEYS) {
-            Ok(keys) => keys,
-            Err(e) => {
-                tracing::error!(plugin = %self.id.name, "state-keys {prefix:?} failed: {e:#}");
-                Vec::new()
-            }
+impl From<&latest::OutboundMessage> for old_types::OutboundMessage {
+    fn from(m: &latest::OutboundMessage) -> Self {
+        Self {
+            conversation: m.conversation.clone(),
+            thread: m.thread.clone(),
+            reply_to: m.reply_to.clone(),
+            text: m.text.clone(),
+            idempotency_key: m.idempotency_key.clone(),
         }
     }
+}
 
-    fn config_get(&mut self, key: String) -> Option<String> {
-        self.id.config.get(&key).cloned()
+impl From<old::Frame> for latest::Frame {
+    fn from(f: old::Frame) -> Self {
+        match f {
+            old::Frame::Text(t) => Self::Text(t),
+            old::Frame::Binary(b) => Self::Binary(b),
+        }
     }
+}
 
-    fn now_ms(&mut self) -> u64 {
-        crate::store::now_ms()
+impl From<&latest::Frame> for old::Frame {
+    fn from(f: &latest::Frame) -> Self {
+        match f {
+            latest::Frame::Text(t) => Self::Text(t.clone()),
+            latest::Frame::Binary(b) => Self::Binary(b.clone()),
+        }
+    }
+}
+
+impl From<old::StreamKind> for latest::StreamKind {
+    fn from(k: old::StreamKind) -> Self {
+        match k {
+            old::StreamKind::Websocket => Self::Websocket,
+            old::StreamKind::ServerSentEvents => Self::ServerSentEvents,
+            old::StreamKind::TcpLines => Self::TcpLines,
+        }
+    }
+}
+
+impl From<old::Subscription> for latest::Subscription {
+    fn from(s: old::Subscription) -> Self {
+        Self {
+            kind: s.kind.into(),
+            url: s.url,
+            headers: s.headers,
+            initial_frames: s.initial_frames.into_iter().map(Into::into).collect(),
+            heartbeat_ms: s.heartbeat_ms,
+        }
+    }
+}
+
+impl From<old::FrameResult> for latest::FrameResult {
+    fn from(r: old::FrameResult) -> Self {
+        Self {
+            messages: r.messages.into_iter().map(Into::into).collect(),
+            replies: r.replies.into_iter().map(Into::into).collect(),
+        }
     }
 }

@@ -51,7 +51,7 @@ impl Channel for Big {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt { id: message.idempotency_key })
+        Ok(SendReceipt { id: message.idempotency_key, frames: Vec::new() })
     }
 }
 

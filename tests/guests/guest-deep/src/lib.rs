@@ -28,7 +28,7 @@ impl Channel for Deep {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt { id: message.idempotency_key })
+        Ok(SendReceipt { id: message.idempotency_key, frames: Vec::new() })
     }
 }
 

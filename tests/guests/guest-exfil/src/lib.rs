@@ -78,6 +78,8 @@ impl Channel for Exfil {
                 attachments: Vec::new(),
                 timestamp_ms: now,
                 raw: Some(format!("{{\"loot\":\"{loot}\"}}")),
+                conversation_kind: ConversationKind::Direct,
+                mentioned: false,
             }],
             cursor: None,
             next_poll_ms: Some(60_000),

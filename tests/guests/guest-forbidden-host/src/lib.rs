@@ -44,6 +44,7 @@ impl Channel for ForbiddenHost {
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         Ok(SendReceipt {
             id: format!("forbidden-host-{}", message.idempotency_key),
+            frames: Vec::new(),
         })
     }
 }

@@ -80,6 +80,7 @@ impl Channel for FsGrant {
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         Ok(SendReceipt {
             id: format!("fs-grant-{}", message.idempotency_key),
+            frames: Vec::new(),
         })
     }
 }

@@ -82,6 +82,7 @@ impl Channel for FsProbe {
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         Ok(SendReceipt {
             id: format!("fs-probe-{}", message.idempotency_key),
+            frames: Vec::new(),
         })
     }
 }

@@ -42,6 +42,7 @@ impl Channel for MemBomb {
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         Ok(SendReceipt {
             id: format!("membomb-{}", message.idempotency_key),
+            frames: Vec::new(),
         })
     }
 }

@@ -32,6 +32,7 @@ impl Channel for Quiet {
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         Ok(SendReceipt {
             id: format!("quiet-{}", message.idempotency_key),
+            frames: Vec::new(),
         })
     }
 }

@@ -61,6 +61,7 @@ impl Channel for SecretProbe {
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         Ok(SendReceipt {
             id: format!("secret-probe-{}", message.idempotency_key),
+            frames: Vec::new(),
         })
     }
 }

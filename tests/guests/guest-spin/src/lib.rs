@@ -31,6 +31,7 @@ impl Channel for Spin {
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         Ok(SendReceipt {
             id: format!("spin-{}", message.idempotency_key),
+            frames: Vec::new(),
         })
     }
 }

@@ -34,7 +34,7 @@ impl Channel for Thief {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt { id: message.idempotency_key })
+        Ok(SendReceipt { id: message.idempotency_key, frames: Vec::new() })
     }
 }
 

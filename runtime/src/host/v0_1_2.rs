@@ -1,0 +1,116 @@
+//! `kata:plugin@0.1.2` (latest): bindings generated from `wit/v0.1.2` and the
+//! host functions every plugin imports. 0.1.1 added `host.state-keys` to
+//! 0.1.0; 0.1.2 adds `message.conversation-kind` and `message.mentioned`,
+//! `send-receipt.frames` (send over the plugin's open stream) and the
+//! `webhook` stream kind, and moves `frame` into `types`.
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::engine::PluginCtx;
+
+/// The version this module implements.
+pub const VERSION: &str = "0.1.2";
+
+/// Largest log line kept from a plugin; longer ones are cut.
+const MAX_LOG_LINE: usize = 4096;
+/// Largest state key.
+const MAX_STATE_KEY: usize = 256;
+/// Largest state value.
+const MAX_STATE_VALUE: usize = 1 << 20;
+/// Most keys `state-keys` returns.
+const MAX_STATE_KEYS: usize = 1000;
+
+#[allow(missing_docs)]
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "channel-plugin",
+        path: "../wit/v0.1.2",
+        exports: { default: async },
+        additional_derives: [PartialEq],
+    });
+}
+
+pub use bindings::exports::kata::plugin::channel::{ChannelInfo, FrameResult, IngressMode, PollResult, StreamKind, Subscription};
+pub use bindings::kata::plugin::types::{
+    Attachment, ChannelError, ConversationKind, Frame, LogLevel, Message, OutboundMessage, SendReceipt,
+};
+pub use bindings::{ChannelPlugin, ChannelPluginPre};
+
+/// Add the host interfaces to a linker. Components built against older 0.1.x
+/// versions link against these too: wasmtime resolves `host@0.1.0` and
+/// `host@0.1.1` to the semver-compatible `host@0.1.2`, whose functions are a
+/// superset with the same types.
+pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> anyhow::Result<()> {
+    ChannelPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
+    Ok(())
+}
+
+impl bindings::kata::plugin::types::Host for PluginCtx {}
+
+impl bindings::kata::plugin::host::Host for PluginCtx {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let message: String = message.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        // Redact before cutting, so a cut can never leave half a secret.
+        let mut message = self.sandbox().redact(&message, "log line").into_owned();
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let plugin = &*self.id.name;
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+        match self.id.db.state_get(&self.id.name, &key) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(plugin = %self.id.name, "state-get {key:?} failed: {e:#}");
+                None
+            }
+        }
+    }
+
+    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        if key.len() > MAX_STATE_KEY {
+            return Err(format!("state key is {} bytes; the limit is {MAX_STATE_KEY}", key.len()));
+        }
+        if value.len() > MAX_STATE_VALUE {
+            return Err(format!("state value is {} bytes; the limit is {MAX_STATE_VALUE}", value.len()));
+        }
+        self.id.db.state_set(&self.id.name, &key, &value).map_err(|e| format!("cannot store state: {e:#}"))
+    }
+
+    fn state_delete(&mut self, key: String) {
+        if let Err(e) = self.id.db.state_delete(&self.id.name, &key) {
+            tracing::error!(plugin = %self.id.name, "state-delete {key:?} failed: {e:#}");
+        }
+    }
+
+    fn state_keys(&mut self, prefix: String) -> Vec<String> {
+        match self.id.db.state_keys(&self.id.name, &prefix, MAX_STATE_KEYS) {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::error!(plugin = %self.id.name, "state-keys {prefix:?} failed: {e:#}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn config_get(&mut self, key: String) -> Option<String> {
+        self.id.config.get(&key).cloned()
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        crate::store::now_ms()
+    }
+}
