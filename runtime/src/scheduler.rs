@@ -302,6 +302,8 @@ impl Db {
             attachments_json: "[]".into(),
             timestamp_ms: now,
             raw: None,
+            group: false,
+            mentioned: false,
         };
         crate::store::insert_inbox(&tx, &task.target.plugin, &msg, &format!("task:{}", task.id))?;
         tx.commit()?;

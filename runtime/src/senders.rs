@@ -139,6 +139,8 @@ mod tests {
                 attachments_json: "[]".into(),
                 timestamp_ms: 0,
                 raw: None,
+                group: false,
+                mentioned: false,
             },
             origin: origin.map(Into::into),
         }

@@ -698,8 +698,8 @@ impl Db {
 pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin: &str) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO inbox (plugin, channel_msg_id, conversation, thread, sender, sender_name,
-            text, attachments, timestamp_ms, raw, received_ms, origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            text, attachments, timestamp_ms, raw, received_ms, origin, is_group, mentioned)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         plugin,
@@ -713,7 +713,9 @@ pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin:
         m.timestamp_ms as i64,
         m.raw,
         now_ms() as i64,
-        origin
+        origin,
+        m.group,
+        m.mentioned
     ])
 }
 
