@@ -37,6 +37,8 @@ impl Agent {
                 attachments_json: "[]".into(),
                 timestamp_ms: crate::store::now_ms(),
                 raw: None,
+                group: false,
+                mentioned: true,
             },
         };
         self.reply(&row).map(|r| r.text)

@@ -91,7 +91,7 @@ impl Channel for Loopback {
             return Err(ChannelError::Network(format!("send answered {}", r.status)));
         }
         let s: Sent = r.json().map_err(network)?;
-        Ok(SendReceipt { id: s.id })
+        Ok(SendReceipt::sent(s.id))
     }
 }
 
