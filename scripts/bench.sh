@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 unset RUST_BACKTRACE
 cargo bench --bench engine --bench lifecycle -- "$@"
+cargo bench --bench throughput

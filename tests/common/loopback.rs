@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Most messages one poll returns.
 const BATCH: usize = 500;
+/// Longest a poll waits for the next message.
+const LONG_POLL: Duration = Duration::from_secs(1);
 
 /// One recorded delivery.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct Delivery {
 
 #[derive(Default)]
 struct State {
+    /// When the script started (None: not yet; nothing is released).
+    begun: Option<Instant>,
     /// Release time of each message, relative to `start`.
     release: Vec<Duration>,
     /// First delivery and send count per idempotency key.
@@ -52,6 +56,13 @@ impl LoopbackServer {
     /// Serve `n` messages spread over `conversations`, message `i` released
     /// at `release(i)` after start.
     pub fn start(n: usize, conversations: usize, release: impl Fn(usize) -> Duration) -> Self {
+        let s = Self::start_paused(n, conversations, release);
+        s.begin();
+        s
+    }
+
+    /// Like [`LoopbackServer::start`], but nothing is released until [`LoopbackServer::begin`].
+    pub fn start_paused(n: usize, conversations: usize, release: impl Fn(usize) -> Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State { release: (0..n).map(release).collect(), ..State::default() }));
@@ -66,11 +77,16 @@ impl LoopbackServer {
                 let Ok(conn) = conn else { continue };
                 let st = st.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &st, start, conversations);
+                    let _ = serve(conn, &st, conversations);
                 });
             }
         });
         Self { port, start, state, conversations, stop }
+    }
+
+    /// Start releasing messages (their release times count from now).
+    pub fn begin(&self) {
+        self.state.lock().unwrap().begun = Some(Instant::now());
     }
 
     /// The `base` to configure the plugin with.
@@ -106,7 +122,7 @@ impl Drop for LoopbackServer {
     }
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>, start: Instant, conversations: usize) -> std::io::Result<()> {
+fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
@@ -137,10 +153,25 @@ fn serve(conn: TcpStream, state: &Mutex<State>, start: Instant, conversations: u
         }
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
-        let now = start.elapsed();
+        let begun = state.lock().unwrap().begun;
+        let Some(now) = begun.map(|b| b.elapsed()) else {
+            let body = r#"{"messages":[],"cursor":null}"#;
+            write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())?;
+            continue;
+        };
         let reply = match (method.as_str(), target.split('?').next().unwrap_or("")) {
             ("GET", "/poll") => {
                 let cursor: usize = target.split("cursor=").nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                // A long poll: with nothing released yet, wait (up to a
+                // second) for the next message, as chat services do.
+                let next = state.lock().unwrap().release.get(cursor).copied();
+                if let Some(at) = next {
+                    let wait = at.saturating_sub(now).min(LONG_POLL);
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let now = begun.map(|b| b.elapsed()).unwrap_or(now);
                 let mut st = state.lock().unwrap();
                 st.polls += 1;
                 let end = (cursor..st.release.len().min(cursor + BATCH)).take_while(|&i| st.release[i] <= now).last().map_or(cursor, |i| i + 1);

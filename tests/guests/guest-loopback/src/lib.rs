@@ -2,7 +2,7 @@
 //! by a server in the test (or the benchmark's load generator), standing in
 //! for a chat service.
 //!
-//! - `poll(cursor)`: `GET {base}/poll?cursor=C` answers
+//! - `poll(cursor)`: `GET {base}/poll?cursor=C` (a long poll) answers
 //!   `{"messages": [{"id", "conversation", "sender", "text"}], "cursor": "C2"}`.
 //! - `send(m)`: `POST {base}/send` with
 //!   `{"key", "conversation", "text", "reply_to"}` answers `{"id": "…"}`. The
@@ -76,7 +76,7 @@ impl Channel for Loopback {
                 m
             })
             .collect();
-        Ok(PollResult { messages, cursor: p.cursor, next_poll_ms: Some(20) })
+        Ok(PollResult { messages, cursor: p.cursor, next_poll_ms: Some(0) })
     }
 
     fn send(&mut self, m: OutboundMessage) -> Result<SendReceipt, ChannelError> {
