@@ -124,6 +124,7 @@ impl Drop for LoopbackServer {
 
 fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
     loop {
@@ -155,8 +156,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
         reader.read_exact(&mut body)?;
         let begun = state.lock().unwrap().begun;
         let Some(now) = begun.map(|b| b.elapsed()) else {
-            let body = r#"{"messages":[],"cursor":null}"#;
-            write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())?;
+            respond(&mut out, r#"{"messages":[],"cursor":null}"#)?;
             continue;
         };
         let reply = match (method.as_str(), target.split('?').next().unwrap_or("")) {
@@ -197,10 +197,16 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
                 continue;
             }
         };
-        let body = reply.to_string();
-        write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())?;
+        respond(&mut out, &reply.to_string())?;
         if close {
             return Ok(());
         }
     }
+}
+
+/// One response in one write (several small writes would meet Nagle's
+/// algorithm and the peer's delayed ACK: 40 ms each).
+fn respond(out: &mut TcpStream, body: &str) -> std::io::Result<()> {
+    let msg = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    out.write_all(msg.as_bytes())
 }
