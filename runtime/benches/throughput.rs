@@ -114,6 +114,8 @@ fn storage_baseline(n: usize) -> f64 {
                 attachments_json: "[]".into(),
                 timestamp_ms: 0,
                 raw: None,
+                group: false,
+                mentioned: false,
             })
             .collect();
         db.record_poll("loop", &msgs, Some(&chunk[chunk.len() - 1].to_string())).unwrap();
