@@ -97,6 +97,9 @@ impl Workers {
             loaded.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone())).collect();
         *shared.outbox_ready.write().unwrap_or_else(|p| p.into_inner()) = outbox_ready.clone();
         tasks.spawn(crate::scheduler::run(db.clone(), inbox_ready.clone(), stop_rx.clone()));
+        let mut wake: Vec<Arc<Notify>> = outbox_ready.values().cloned().collect();
+        wake.push(inbox_ready.clone());
+        tasks.spawn(clock_watch(wake, stop_rx.clone()));
         tasks.spawn(agent_loop(agent, db.clone(), grants, inbox_ready, outbox_ready, stop_rx));
         Self { stop, tasks, names }
     }
@@ -290,6 +293,41 @@ async fn agent_loop(
     }
 }
 
+/// How often the wall clock is compared with the monotonic one.
+const CLOCK_CHECK: Duration = Duration::from_secs(5);
+/// A wall-clock jump larger than this (beyond the monotonic time that
+/// passed) counts as a sleep/wake or a clock change.
+const CLOCK_JUMP: Duration = Duration::from_secs(30);
+
+/// The wall-clock time that passed beyond the monotonic time, if it is a jump.
+fn clock_jump(wall: Duration, mono: Duration) -> Option<Duration> {
+    wall.checked_sub(mono).filter(|d| *d > CLOCK_JUMP)
+}
+
+/// Notice a sleep/wake (the wall clock jumps ahead of the monotonic clock,
+/// which stops while the machine sleeps) and wake every loop, so replies
+/// whose retry time passed during the sleep go out and the inbox is worked
+/// now rather than when the monotonic timers finally fire. The scheduler
+/// catches up missed task runs by itself, once.
+async fn clock_watch(wake: Vec<Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
+    let mut last = (std::time::SystemTime::now(), std::time::Instant::now());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CLOCK_CHECK) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = (std::time::SystemTime::now(), std::time::Instant::now());
+        let wall = now.0.duration_since(last.0).unwrap_or_default();
+        if let Some(jump) = clock_jump(wall, now.1 - last.1) {
+            tracing::info!("the wall clock jumped {jump:?} ahead (sleep/wake or a clock change): catching up");
+            for n in &wake {
+                n.notify_one();
+            }
+        }
+        last = now;
+    }
+}
+
 /// A stream of SIGHUPs (never yields where there are none).
 fn hangup_signal() -> Hangup {
     #[cfg(unix)]
@@ -336,5 +374,19 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_real_jump_counts_as_sleep() {
+        let s = Duration::from_secs;
+        assert_eq!(clock_jump(s(5), s(5)), None);
+        assert_eq!(clock_jump(s(20), s(5)), None, "NTP slews and scheduling delays are not sleeps");
+        assert_eq!(clock_jump(s(3605), s(5)), Some(s(3600)));
+        assert_eq!(clock_jump(s(0), s(5)), None, "a clock set back is no reason to hurry");
     }
 }
