@@ -20,7 +20,8 @@ use crate::store::{AuditRow, Db, now_ms};
 pub enum Kind {
     /// An outgoing request checked against the `network` grants.
     Network,
-    /// A `{{secret:NAME}}` placeholder naming a secret the policy does not define.
+    /// A `{{secret:NAME}}` placeholder naming a secret the policy does not
+    /// define, or putting a secret towards a host it is not bound to.
     Secret,
     /// A secret value found in something the plugin sent.
     Leak,

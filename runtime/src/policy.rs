@@ -256,6 +256,15 @@ pub struct PluginEntry {
     /// answered in, `"PLUGIN:CONVERSATION"` (e.g. `"telegram:123456"`).
     #[serde(default)]
     pub deliver_to: Option<String>,
+    /// Group conversations (ids as the channel reports them, or `"*"`) whose
+    /// messages may reach the agent. Absent: none — a message from a group
+    /// never reaches the agent, whoever sent it.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    /// In a granted group, only messages that address the agent (mention it
+    /// or reply to it) reach it. Default true.
+    #[serde(default)]
+    pub require_mention: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -959,6 +968,11 @@ pub struct PluginGrants {
     pub limits: Limits,
     /// Senders who may reach the agent (`"*"`: anyone); None means pairing.
     pub allow_from: Option<Vec<String>>,
+    /// Group conversations whose messages may reach the agent (`"*"`: any);
+    /// empty: none.
+    pub groups: Vec<String>,
+    /// Whether a group message must address the agent to reach it.
+    pub require_mention: bool,
     /// Where a service's messages are answered (`deliver_to`).
     pub deliver_to: Option<Target>,
     /// The network entries the plugin's manifest asks for, when it carries one
@@ -1007,6 +1021,19 @@ impl PluginGrants {
     /// `hosts` may go to any host the plugin is granted).
     pub fn secret_allowed(&self, name: &str, host: &str, port: u16) -> bool {
         self.secret_hosts.get(name).is_none_or(|b| b.allows(host, port))
+    }
+
+    /// What happens to a message in group conversation `conversation`
+    /// (`mentioned`: it addresses the agent). Group messages never pair:
+    /// only the policy lets a group in.
+    pub fn group_verdict(&self, conversation: &str, mentioned: bool) -> GroupVerdict {
+        if !self.groups.iter().any(|g| g == "*" || g == conversation) {
+            GroupVerdict::NotGranted
+        } else if self.require_mention && !mentioned {
+            GroupVerdict::NotMentioned
+        } else {
+            GroupVerdict::Allowed
+        }
     }
 
     /// Whether `sender` may reach the agent without pairing.
@@ -1060,6 +1087,18 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.plugin, self.conversation)
     }
+}
+
+/// What the policy says about a message in a group conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupVerdict {
+    /// The group is granted and the message may reach the agent.
+    Allowed,
+    /// The group is not in `groups`.
+    NotGranted,
+    /// The group is granted, but `require_mention` holds and the message
+    /// does not address the agent.
+    NotMentioned,
 }
 
 /// A loaded, validated policy.
@@ -1270,6 +1309,26 @@ impl Policy {
                 }
             });
             secret_binding_warnings(&loc, name, entry, &network, &secrets, &secret_hosts, &mut diags);
+            for (i, g) in entry.groups.iter().flatten().enumerate() {
+                if g.trim().is_empty() || g.trim() != g {
+                    diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("groups"), Seg::Index(i)], format!("group {g:?} must be a conversation id as the channel reports it (e.g. \"-1001234567890\"), or \"*\" for every group")));
+                }
+            }
+            let every_group = entry.groups.iter().flatten().any(|g| g == "*");
+            if entry.require_mention == Some(false) && every_group {
+                diags.push(loc.diag(
+                    Severity::Warning,
+                    &[p, n, Seg::Key("require_mention")],
+                    "with groups = [\"*\"] and require_mention = false, every message in every group the bot is added to reaches the agent; list the groups, or require a mention".into(),
+                ));
+            }
+            if entry.require_mention.is_some() && entry.groups.as_ref().is_none_or(Vec::is_empty) {
+                diags.push(loc.diag(
+                    Severity::Warning,
+                    &[p, n, Seg::Key("require_mention")],
+                    "require_mention only applies to granted groups, and `groups` grants none; add the group ids, e.g. groups = [\"-1001234567890\"]".into(),
+                ));
+            }
             if !ca.is_empty() && !network.iter().any(|g| matches!(g.scheme.as_str(), "https" | "wss")) {
                 diags.push(loc.diag(
                     Severity::Warning,
@@ -1295,6 +1354,8 @@ impl Policy {
                     files,
                     limits,
                     allow_from: entry.allow_from.clone(),
+                    groups: entry.groups.clone().unwrap_or_default(),
+                    require_mention: entry.require_mention.unwrap_or(true),
                     deliver_to,
                 },
             );
@@ -1878,6 +1939,40 @@ mod tests {
             let e = Policy::parse(&text, Path::new("k"), dir.path()).expect_err(entry).to_string();
             assert!(e.contains(want) && e.contains("k:3:"), "{entry}: {e}");
         }
+    }
+
+    #[test]
+    fn groups_need_a_grant_and_by_default_a_mention() {
+        let parse = |extra: &str| {
+            Policy::parse(&format!("[plugins.tg]\n{extra}\n"), Path::new("k"), Path::new("/")).expect("valid").plugins["tg"].clone()
+        };
+        let none = parse("");
+        assert_eq!(none.group_verdict("-100123", true), GroupVerdict::NotGranted, "no `groups`: no group");
+        let one = parse("groups = [\"-100123\"]");
+        assert!(one.require_mention, "require_mention defaults to true");
+        assert_eq!(one.group_verdict("-100123", true), GroupVerdict::Allowed);
+        assert_eq!(one.group_verdict("-100123", false), GroupVerdict::NotMentioned);
+        assert_eq!(one.group_verdict("-100999", true), GroupVerdict::NotGranted);
+        let open = parse("groups = [\"*\"]\nrequire_mention = false");
+        assert_eq!(open.group_verdict("-100999", false), GroupVerdict::Allowed);
+        // allow_from says nothing about groups.
+        let senders = parse("allow_from = [\"*\"]");
+        assert_eq!(senders.group_verdict("-100123", true), GroupVerdict::NotGranted);
+
+        let warnings = |extra: &str| -> Vec<String> {
+            Policy::analyze(&format!("[plugins.tg]\n{extra}\n"), Path::new("k"), Path::new("/"))
+                .diagnostics
+                .iter()
+                .map(Diagnostic::render)
+                .collect()
+        };
+        let w = warnings("groups = [\"*\"]\nrequire_mention = false");
+        assert!(w.len() == 1 && w[0].starts_with("k:3:19: warning: plugins.tg.require_mention: ") && w[0].contains("every group"), "{w:#?}");
+        let w = warnings("require_mention = true");
+        assert!(w.len() == 1 && w[0].contains("grants none"), "{w:#?}");
+        let w = warnings("groups = [\" -1\"]");
+        assert!(w.len() == 1 && w[0].starts_with("k:2:11: error: plugins.tg.groups[0]: "), "{w:#?}");
+        assert!(warnings("groups = [\"-100123\"]").is_empty());
     }
 
     #[test]

@@ -234,6 +234,20 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
     }
 
     let l = &g.limits;
+    writeln!(out, "  senders:")?;
+    match g.allow_from.as_deref() {
+        None => writeln!(out, "    direct: pairing (a stranger gets a code; `kata pair approve CODE` lets them in)")?,
+        Some(l) if l.iter().any(|a| a == "*") => writeln!(out, "    direct: anyone (allow_from = [\"*\"])")?,
+        Some(l) => writeln!(out, "    direct: {} (allow_from), others get a pairing code", l.join(", "))?,
+    }
+    if g.groups.is_empty() {
+        writeln!(out, "    groups: none (group messages never reach the agent; grant one with groups = [\"ID\"])")?;
+    } else {
+        let which = if g.groups.iter().any(|x| x == "*") { "every group".to_string() } else { g.groups.join(", ") };
+        let mention = if g.require_mention { "only messages that mention or reply to the agent" } else { "every message (require_mention = false)" };
+        writeln!(out, "    groups: {which}; {mention}; no pairing in groups")?;
+    }
+
     writeln!(out, "  limits:")?;
     writeln!(out, "    memory              {} MiB per instance", l.memory_bytes >> 20)?;
     writeln!(out, "    cpu_per_call        {:?} (time waiting on I/O does not count)", l.cpu_per_call)?;

@@ -95,6 +95,48 @@ pub fn gate(db: &Db, grants: Option<&PluginGrants>, row: &InboxRow) -> Result<Ga
     Ok(Gate::Held)
 }
 
+/// A message in a group conversation (`conversation` on `plugin`; `mentioned`:
+/// it addresses the agent). Only a group granted by `groups` gets through,
+/// and with `require_mention` (the default) only a message that mentions or
+/// replies to the agent. There is no pairing in groups: a code posted there
+/// would be read by everyone in the group, and whether a group may talk to
+/// the agent is the owner's decision in kata.toml, not a member's request.
+/// A stranger in a granted group can still DM the bot to pair.
+pub fn group_gate(grants: Option<&PluginGrants>, plugin: &str, conversation: &str, mentioned: bool) -> Gate {
+    use crate::policy::GroupVerdict;
+    match grants.map_or(GroupVerdict::NotGranted, |g| g.group_verdict(conversation, mentioned)) {
+        GroupVerdict::Allowed => Gate::Allowed,
+        GroupVerdict::NotGranted => {
+            // Once per group and daemon run, so a busy group cannot flood the log.
+            if first_sighting(plugin, conversation) {
+                tracing::info!(
+                    plugin = %plugin, group = %conversation,
+                    "messages in group {conversation} do not reach the agent: the group is not granted; to let it in, add \
+                     groups = [\"{conversation}\"] under [plugins.{plugin}] in kata.toml"
+                );
+            }
+            Gate::Held
+        }
+        GroupVerdict::NotMentioned => {
+            tracing::debug!(plugin = %plugin, group = %conversation, "group message does not mention the agent (require_mention): not passed on");
+            Gate::Held
+        }
+    }
+}
+
+/// Whether this is the first ungranted message from this group since the
+/// daemon started (remembers up to 10 000 groups, then starts over).
+fn first_sighting(plugin: &str, conversation: &str) -> bool {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if seen.len() >= 10_000 {
+        seen.clear();
+    }
+    seen.insert((plugin.to_string(), conversation.to_string()))
+}
+
 /// Where the agent's reply to `row` goes. A channel message's reply goes back
 /// where it came from. A task's prompt was not a message in the channel, so
 /// the reply quotes nothing. A service's event is answered in the channel
@@ -174,6 +216,17 @@ mod tests {
         // and an origin the host never sets is no pass either.
         assert!(matches!(gate(&db, Some(&tg), &row("telegram", "task:3", None)).expect("gate"), Gate::Pair(_)));
         assert!(matches!(gate(&db, Some(&tg), &row("telegram", "x", Some("channel"))).expect("gate"), Gate::Pair(_)));
+    }
+
+    #[test]
+    fn groups_are_granted_by_policy_never_by_pairing() {
+        let tg = grants("[plugins.telegram]\nallow_from = [\"42\"]\ngroups = [\"-100123\"]\n", "telegram");
+        assert_eq!(group_gate(Some(&tg), "telegram", "-100123", true), Gate::Allowed);
+        assert_eq!(group_gate(Some(&tg), "telegram", "-100123", false), Gate::Held, "require_mention by default");
+        assert_eq!(group_gate(Some(&tg), "telegram", "-100999", true), Gate::Held, "not granted");
+        assert_eq!(group_gate(None, "telegram", "-100123", true), Gate::Held, "no policy table: no groups");
+        let open = grants("[plugins.telegram]\ngroups = [\"*\"]\nrequire_mention = false\n", "telegram");
+        assert_eq!(group_gate(Some(&open), "telegram", "-1", false), Gate::Allowed);
     }
 
     #[test]
