@@ -3,6 +3,11 @@
 //! sender gets a one-time code and nothing else, never the agent, until the
 //! owner runs `kata pair approve CODE`. The decision is stored.
 //!
+//! Group conversations are different: only a group the policy grants
+//! (`groups`) reaches the agent, by default only where the message mentions
+//! or replies to it (`require_mention`), and nobody in a group is ever sent a
+//! pairing code (see [`group_gate`]).
+//!
 //! Messages the host itself put in the inbox — a scheduled task's prompt, a
 //! service's event (see the inbox `origin`) — come from the owner's own setup
 //! and pass without pairing; [`addressed`] decides where their replies go.
@@ -51,6 +56,11 @@ pub fn gate(db: &Db, grants: Option<&PluginGrants>, row: &InboxRow) -> Result<Ga
     let sender = &row.msg.sender;
     if owner_origin(row.origin.as_deref()) {
         return Ok(Gate::Allowed);
+    }
+    // Groups are the policy's to grant; allow_from and pairing are for
+    // direct conversations only.
+    if row.msg.group {
+        return Ok(group_gate(grants, &row.plugin, &row.msg.conversation, row.msg.mentioned));
     }
     if grants.is_some_and(|g| g.sender_allowed(sender)) {
         return Ok(Gate::Allowed);
@@ -216,6 +226,30 @@ mod tests {
         // and an origin the host never sets is no pass either.
         assert!(matches!(gate(&db, Some(&tg), &row("telegram", "task:3", None)).expect("gate"), Gate::Pair(_)));
         assert!(matches!(gate(&db, Some(&tg), &row("telegram", "x", Some("channel"))).expect("gate"), Gate::Pair(_)));
+    }
+
+    #[test]
+    fn a_group_message_never_pairs_and_dms_pair_as_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("kata.db")).expect("db");
+        let tg = grants("[plugins.telegram]\nallow_from = [\"42\"]\ngroups = [\"g1\"]\n", "telegram");
+        let in_group = |conversation: &str, sender: &str, mentioned: bool| {
+            let mut r = row("telegram", sender, None);
+            r.msg.conversation = conversation.into();
+            r.msg.group = true;
+            r.msg.mentioned = mentioned;
+            r
+        };
+        // An allowed sender in an ungranted group: held. A stranger in a granted
+        // group who mentions the agent: through. Not mentioned: held.
+        assert_eq!(gate(&db, Some(&tg), &in_group("g2", "42", true)).expect("gate"), Gate::Held);
+        assert_eq!(gate(&db, Some(&tg), &in_group("g1", "stranger", true)).expect("gate"), Gate::Allowed);
+        assert_eq!(gate(&db, Some(&tg), &in_group("g1", "stranger", false)).expect("gate"), Gate::Held);
+        assert_eq!(gate(&db, Some(&tg), &in_group("g2", "stranger", true)).expect("gate"), Gate::Held);
+        assert!(db.pairings().expect("pairings").is_empty(), "no pairing from a group");
+        // Direct conversations: unchanged.
+        assert_eq!(gate(&db, Some(&tg), &row("telegram", "42", None)).expect("gate"), Gate::Allowed);
+        assert!(matches!(gate(&db, Some(&tg), &row("telegram", "stranger", None)).expect("gate"), Gate::Pair(_)));
     }
 
     #[test]
