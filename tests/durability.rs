@@ -39,7 +39,7 @@ path = "{wasm}"
 network = ["{base}"]
 config = {{ base = "{base}" }}
 allow_from = ["*"]
-limits = {{ requests_per_minute = 10000000 }}
+limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000 }}
 "#,
         wasm = guest("guest-loopback").display(),
         base = server.base()

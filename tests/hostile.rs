@@ -1,6 +1,6 @@
 //! Hostile plugins in the real daemon, next to a healthy channel that must
-//! keep delivering: a busy loop, a memory bomb, unbounded recursion and a
-//! plugin that traps on every call. Each is contained and reported; the
+//! keep delivering: a busy loop, a memory bomb, unbounded recursion, a
+//! plugin that traps on every call, a message flood and an oversized poll. Each is contained and reported; the
 //! daemon and the healthy plugin carry on.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -19,6 +19,8 @@ fn hostile_plugins_are_contained_while_a_healthy_one_delivers() {
         ("bomb", "guest-membomb", "limits = { memory = \"16MiB\" }\n"),
         ("deep", "guest-deep", ""),
         ("trap", "guest-trap", ""),
+        ("flood", "guest-flood", "limits = { messages_per_minute = 600 }\n"),
+        ("bigpoll", "guest-flood", "config = { count = 1001 }\n"),
     ] {
         toml.push_str(&format!("\n[plugins.{name}]\npath = \"{}\"\n{extra}", guest(file).display()));
     }
@@ -44,6 +46,16 @@ fn hostile_plugins_are_contained_while_a_healthy_one_delivers() {
     assert!(line("bomb").contains("memory limit of 16 MiB"), "{}", line("bomb"));
     assert!(line("deep").contains("stack overflow") || line("deep").contains("trapped"), "{}", line("deep"));
     assert!(line("trap").contains("trapped"), "{}", line("trap"));
+    // The flood is stored (its cursor moved) but slows itself down; the
+    // oversized poll is refused whole; neither reaches the agent unpaired.
+    let log = wait_for("the flood to be throttled and the big poll refused", Duration::from_secs(60), || {
+        let log = ws.log();
+        let flood = log.lines().any(|l| l.contains("plugin=flood") && l.contains("pausing polls for"));
+        let big = log.lines().any(|l| l.contains("plugin=bigpoll") && l.contains("poll returned 1001 messages (limit 1000)"));
+        (flood && big).then_some(log)
+    });
+    assert_eq!(db.plugin_activity("bigpoll").unwrap().received, 0, "{log}");
+    assert!(db.plugin_activity("flood").unwrap().sent <= 1, "at most the one pairing reply goes to the flooder");
     // The daemon is alive and stops cleanly.
     assert!(daemon.signal_and_wait("TERM").success(), "{log}");
     assert_eq!(db.plugin_activity("healthy").unwrap().sent, 3);

@@ -203,6 +203,35 @@ pub(crate) fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound>
     })
 }
 
+/// The inbound message budget of one plugin: a bucket of `per_minute`
+/// messages refilled continuously. Messages a poll brings are always stored
+/// (the cursor already moved past them); a plugin over its budget is simply
+/// polled later, so a flood slows itself down instead of crowding out the
+/// other channels.
+#[derive(Debug)]
+pub struct InboundBudget {
+    per_minute: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl InboundBudget {
+    /// A full bucket.
+    pub fn new(per_minute: u32) -> Self {
+        let per_minute = f64::from(per_minute.max(1));
+        Self { per_minute, tokens: per_minute, at: Instant::now() }
+    }
+
+    /// Take `n` messages from the bucket at `now`; returns how long polling
+    /// must pause until the bucket is no longer in debt.
+    pub fn take(&mut self, n: usize, now: Instant) -> Duration {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
+        self.tokens = (self.tokens + refill).min(self.per_minute) - n as f64;
+        self.at = now;
+        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens * 60.0 / self.per_minute) }
+    }
+}
+
 /// How long to wait before the next poll. Straight away only when the poll
 /// brought something new (there may be more); otherwise the plugin's wish or
 /// `poll_interval`, and never less than [`MIN_IDLE_POLL`] after a quick poll —
@@ -232,6 +261,7 @@ pub async fn ingress(
         .and_then(|s| crate::policy::parse_duration(s).ok())
         .unwrap_or(DEFAULT_POLL_INTERVAL);
     let mut slot = Slot::new(plugin.clone(), health.clone(), "poll");
+    let mut budget = InboundBudget::new(plugin.grants.limits.messages_per_minute);
     loop {
         if *shutdown.borrow() {
             break;
@@ -290,7 +320,15 @@ pub async fn ingress(
                             0
                         }
                     };
-                    idle_delay(res.next_poll_ms, new, poll_interval, started.elapsed())
+                    let pause = budget.take(new, Instant::now());
+                    if !pause.is_zero() {
+                        tracing::warn!(
+                            plugin = %name,
+                            "more than {} messages a minute (limits.messages_per_minute): pausing polls for {pause:?}",
+                            plugin.grants.limits.messages_per_minute
+                        );
+                    }
+                    idle_delay(res.next_poll_ms, new, poll_interval, started.elapsed()).max(pause)
                 }
             }
             Err(e) => {
@@ -436,6 +474,20 @@ mod tests {
         // ...unless the poll itself took that long (a long poll).
         assert_eq!(idle_delay(Some(0), 0, second, Duration::from_secs(25)), Duration::ZERO);
         assert_eq!(idle_delay(Some(250), 2, second, Duration::ZERO), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_flood_pauses_polling_until_the_budget_recovers() {
+        let t0 = Instant::now();
+        let mut b = InboundBudget::new(60);
+        assert_eq!(b.take(60, t0), Duration::ZERO, "a burst up to the budget is fine");
+        // 30 more: 30 messages in debt at one a second.
+        assert_eq!(b.take(30, t0), Duration::from_secs(30));
+        // Ten seconds later, ten were paid back.
+        assert_eq!(b.take(0, t0 + Duration::from_secs(10)), Duration::from_secs(20));
+        // After a long quiet spell the bucket is full again, not over-full.
+        assert_eq!(b.take(60, t0 + Duration::from_secs(3600)), Duration::ZERO);
+        assert_eq!(b.take(1, t0 + Duration::from_secs(3600)), Duration::from_secs(1));
     }
 
     #[test]

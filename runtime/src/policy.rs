@@ -530,6 +530,9 @@ pub struct LimitsEntry {
     pub requests_per_minute: Option<u32>,
     /// Largest HTTP response body the plugin may receive, e.g. `"8MiB"`.
     pub max_response: Option<String>,
+    /// Inbound messages per minute the daemon accepts from the plugin; a
+    /// plugin that brings more is polled less often until it is back under.
+    pub messages_per_minute: Option<u32>,
 }
 
 /// Resource limits, resolved.
@@ -546,6 +549,9 @@ pub struct Limits {
     pub requests_per_minute: u32,
     /// Largest HTTP response body, in bytes.
     pub max_response_bytes: usize,
+    /// Inbound messages per minute (a bucket of this many that refills
+    /// continuously); a flood slows the plugin's polling down.
+    pub messages_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -556,6 +562,7 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(60),
             requests_per_minute: 600,
             max_response_bytes: 16 << 20,
+            messages_per_minute: 1200,
         }
     }
 }
@@ -1650,6 +1657,11 @@ fn resolve_limits(l: &LimitsEntry) -> Result<Limits, String> {
         max_response_bytes: match &l.max_response {
             Some(s) => parse_size(s).map_err(|e| format!("max_response: {e}"))?,
             None => d.max_response_bytes,
+        },
+        messages_per_minute: match l.messages_per_minute {
+            Some(0) => return Err("messages_per_minute: 0 would refuse every message; set enabled = false to stop the plugin".into()),
+            Some(n) => n,
+            None => d.messages_per_minute,
         },
     })
 }
