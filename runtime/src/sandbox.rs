@@ -574,6 +574,15 @@ impl PluginSandbox {
         Ok(value)
     }
 
+    /// `text` with every `{{secret:NAME}}` filled in for a connection to
+    /// `host:port` (`shown`: the host as `hosts` would list it), or the first
+    /// refusal from [`Self::secret_for`]; nothing is filled in unless every
+    /// name passes. Anything that sends plugin-written text to the network
+    /// (requests here, host-managed streams) fills secrets in through this.
+    pub fn fill_secrets<'a>(&self, text: &'a str, host: &str, port: u16, shown: &str) -> Result<Cow<'a, str>, Denial> {
+        substitute_with(text, |name| self.secret_for(name, host, port, shown))
+    }
+
     /// The plugin's grants.
     pub fn grants(&self) -> &PluginGrants {
         &self.grants
@@ -694,14 +703,13 @@ impl NetworkGate {
             _ if host.contains(':') => format!("[{host}]:{port}"),
             _ => format!("{host}:{port}"),
         };
-        let lookup = |name: &str| sb.secret_for(name, &host, port, &shown);
         for text in std::iter::once(path_query.as_str()).chain(req.headers().values().filter_map(|v| v.to_str().ok())) {
             for name in placeholder_names(text) {
-                lookup(&name)?;
+                sb.secret_for(&name, &host, port, &shown)?;
             }
         }
         // Substitute, in the path and query only (never the host).
-        if let Cow::Owned(new) = substitute_with(&path_query, lookup)? {
+        if let Cow::Owned(new) = sb.fill_secrets(&path_query, &host, port, &shown)? {
             let mut parts = req.uri().clone().into_parts();
             parts.path_and_query = Some(new.parse().map_err(|e| Denial::Malformed {
                 reason: format!("URL after secret substitution is invalid: {e}"),
@@ -712,7 +720,7 @@ impl NetworkGate {
         }
         for value in req.headers_mut().values_mut() {
             let Ok(text) = value.to_str() else { continue };
-            if let Cow::Owned(new) = substitute_with(text, lookup)? {
+            if let Cow::Owned(new) = sb.fill_secrets(text, &host, port, &shown)? {
                 let mut v = http::HeaderValue::from_str(&new).map_err(|_| Denial::Malformed {
                     reason: "a header value is invalid after secret substitution".into(),
                 })?;

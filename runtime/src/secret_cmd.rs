@@ -55,7 +55,7 @@ pub fn secret(workspace: Option<&Path>, cmd: SecretCommand, out: &mut impl Write
             }
             writeln!(
                 out,
-                "{} secret {name} in {} (key {}). Use it in kata.toml as `{name} = \"kata:{name}\"`; a running daemon picks it up when it restarts.",
+                "{} secret {name} in {} (key {}). Use it in kata.toml as `{name} = \"kata:{name}\"`; a running daemon picks it up on `kata reload` or a restart.",
                 if replaced { "Replaced" } else { "Stored" },
                 store.path().display(),
                 store.key_path().display()
