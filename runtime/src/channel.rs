@@ -30,7 +30,7 @@ const MAX_SEND_ATTEMPTS: u32 = 5;
 const MAX_TRANSIENT_SEND_ATTEMPTS: u32 = 15;
 
 /// Exponential backoff with jitter, from half a second up to five minutes.
-fn backoff() -> backon::ExponentialBackoff {
+pub(crate) fn backoff() -> backon::ExponentialBackoff {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(300))
@@ -46,7 +46,7 @@ fn retry_delay(attempt: u32) -> Duration {
 }
 
 /// Sleep, or return early (true) when shutdown is requested.
-async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     if *shutdown.borrow() {
         return true;
     }

@@ -28,6 +28,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 struct Loaded {
     policy: Policy,
     plugins: Vec<Arc<ChannelPlugin>>,
+    services: Vec<Arc<crate::service::ServicePlugin>>,
 }
 
 /// Read kata.toml and load every enabled plugin. Any error is the user's to
@@ -35,21 +36,31 @@ struct Loaded {
 fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<PluginCtx>) -> Result<Loaded> {
     let policy = Policy::load(&ws.policy_path(), ws.root())?;
     let mut plugins = Vec::new();
+    let mut services = Vec::new();
     for grants in policy.plugins.values().filter(|g| g.enabled) {
         let name = grants.name.clone();
         let Some(path) = &grants.path else {
             tracing::warn!(plugin = %name, "[plugins.{name}] has no `path`: not installed, skipped (install it with `kata plugin add`)");
             continue;
         };
+        if crate::service::is_service(path) {
+            let s = crate::service::ServicePlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
+                .with_context(|| format!("cannot load service {name} ([plugins.{name}] in {})", policy.path.display()))?;
+            tracing::info!(plugin = %name, path = %path.display(), wit = ?s.info.wit_version, "service loaded");
+            services.push(Arc::new(s));
+            continue;
+        }
         let p = ChannelPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
             .with_context(|| format!("cannot load plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
         tracing::info!(plugin = %name, path = %path.display(), wit = ?p.info.wit_version, "plugin loaded");
         plugins.push(Arc::new(p));
     }
-    if plugins.is_empty() {
+    let channels: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
+    crate::service::check_targets(&services, &channels, &policy.path)?;
+    if plugins.is_empty() && services.is_empty() {
         tracing::warn!("no plugins are enabled in {}; add a [plugins.NAME] table", policy.path.display());
     }
-    Ok(Loaded { policy, plugins })
+    Ok(Loaded { policy, plugins, services })
 }
 
 /// Everything `kata run` has loaded, before it starts running.
@@ -94,7 +105,11 @@ impl Workers {
             Box::pin(async move { Ok(agent.chat(&session, &text)) })
         }));
         let grants: BTreeMap<String, Arc<crate::policy::PluginGrants>> =
-            loaded.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone())).collect();
+            loaded.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone()))
+                .chain(loaded.services.iter().map(|s| (s.name().to_string(), s.grants.clone()))).collect();
+        for s in &loaded.services {
+            tasks.spawn(crate::service::run(s.clone(), db.clone(), inbox_ready.clone(), stop_rx.clone()));
+        }
         *shared.outbox_ready.write().unwrap_or_else(|p| p.into_inner()) = outbox_ready.clone();
         tasks.spawn(crate::scheduler::run(db.clone(), inbox_ready.clone(), stop_rx.clone()));
         let mut wake: Vec<Arc<Notify>> = outbox_ready.values().cloned().collect();

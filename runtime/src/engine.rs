@@ -192,6 +192,8 @@ pub struct PluginCtx {
     pub cpu: CpuMeter,
     /// Which plugin this is.
     pub id: PluginIdentity,
+    /// Where `emitter.emit` puts messages: set for service instances only.
+    pub emitter: Option<Arc<crate::service::Emitter>>,
 }
 
 impl PluginCtx {
@@ -255,6 +257,7 @@ pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants:
             .build(),
         cpu: CpuMeter::default(),
         id,
+        emitter: None,
     };
     let mut store = Store::new(engine.wasmtime(), ctx);
     store.limiter(|c| &mut c.limits);

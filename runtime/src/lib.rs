@@ -32,6 +32,7 @@ pub mod scheduler;
 pub mod secret_cmd;
 pub mod secret_store;
 pub mod senders;
+pub mod service;
 pub mod store;
 pub mod task_cmd;
 pub mod workspace;

@@ -85,6 +85,14 @@ pub enum LoadError {
         /// Upgrade kata or rebuild the plugin.
         advice: &'static str,
     },
+    /// A component, but not a service where one is expected.
+    #[error("{path} is not a service plugin: it exports {found}; a service plugin exports kata:plugin/service (build it against the `service-plugin` world, e.g. from `kata plugin new NAME --kind service`)")]
+    NotAService {
+        /// The file.
+        path: String,
+        /// What it does export.
+        found: String,
+    },
     /// A component, but not the kind expected here.
     #[error("{path} is not a channel plugin: it exports {found}; a channel plugin exports kata:plugin/channel (build it against the `channel-plugin` world)")]
     WrongWorld {
@@ -215,61 +223,92 @@ pub fn linker(engine: &Engine) -> Result<Linker<PluginCtx>> {
     Ok(linker)
 }
 
+/// A component read, checked, compiled and linked, with its grants narrowed
+/// to its manifest, its secrets resolved and its sandbox built: everything
+/// every kind of plugin needs before its world's bindings.
+pub(crate) struct Prepared {
+    pub(crate) grants: Arc<PluginGrants>,
+    pub(crate) sandbox: Arc<PluginSandbox>,
+    pub(crate) pre: wasmtime::component::InstancePre<PluginCtx>,
+    pub(crate) id: PluginIdentity,
+    pub(crate) info: ComponentInfo,
+    pub(crate) path: String,
+}
+
+/// Read, validate, compile (or load from cache) and link a plugin that must
+/// export `kata:plugin/{export}`. Secrets are resolved now, so a missing one
+/// fails at start, not mid-run.
+pub(crate) fn prepare(
+    engine: &Engine,
+    linker: &Linker<PluginCtx>,
+    grants: PluginGrants,
+    db: Db,
+    workspace: &Path,
+    export: &str,
+) -> Result<Prepared> {
+    let Some(file) = grants.path.clone() else {
+        anyhow::bail!(
+            "plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE --name {}`",
+            grants.name,
+            grants.name
+        );
+    };
+    let path = file.display().to_string();
+    let bytes = std::fs::read(&file).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+    let info = inspect(&bytes, &path)?;
+    if let Some(v) = &info.wit_version {
+        check_version(v, &path)?;
+    }
+    if !info.kata_exports().contains(&export) {
+        let found = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
+        return Err(match export {
+            "service" => LoadError::NotAService { path, found },
+            _ => LoadError::WrongWorld { path, found },
+        }
+        .into());
+    }
+    let component = compile(engine, &bytes, &path)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
+    // The manifest asks, the policy decides: only what both say is given.
+    let mut grants = grants;
+    if let Some(m) = &info.manifest {
+        let dropped = grants
+            .restrict_to(m)
+            .map_err(|reason| LoadError::Invalid { path: path.clone(), reason })?;
+        for d in dropped {
+            tracing::warn!(
+                plugin = %grants.name,
+                "kata.toml grants {d}, but the plugin's manifest does not ask for it: not given to the plugin"
+            );
+        }
+    }
+    let mut secrets = BTreeMap::new();
+    for (name, source) in &grants.secrets {
+        let value = source.resolve(workspace).map_err(|e| {
+            anyhow::anyhow!("plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml", grants.name, grants.name)
+        })?;
+        secrets.insert(name.clone(), value);
+    }
+    let id = PluginIdentity {
+        name: grants.name.as_str().into(),
+        config: Arc::new(grants.config.clone()),
+        db,
+    };
+    let grants = Arc::new(grants);
+    let auditor = Auditor::new(id.db.clone(), &grants.name);
+    let sandbox = Arc::new(PluginSandbox::new(grants.clone(), secrets, auditor));
+    Ok(Prepared { grants, sandbox, pre, id, info, path })
+}
+
 impl ChannelPlugin {
     /// Read, validate, compile (or load from cache) and link a channel plugin.
     /// Secrets are resolved now, so a missing one fails at start, not mid-run.
     pub fn load(engine: &Engine, linker: &Linker<PluginCtx>, grants: PluginGrants, db: Db, workspace: &Path) -> Result<Self> {
-        let Some(file) = grants.path.clone() else {
-            anyhow::bail!(
-                "plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE --name {}`",
-                grants.name,
-                grants.name
-            );
-        };
-        let path = file.display().to_string();
-        let bytes = std::fs::read(&file).map_err(|source| LoadError::Read { path: path.clone(), source })?;
-        let info = inspect(&bytes, &path)?;
-        if let Some(v) = &info.wit_version {
-            check_version(v, &path)?;
-        }
-        if !info.kata_exports().contains(&"channel") {
-            let found = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
-            return Err(LoadError::WrongWorld { path, found }.into());
-        }
-        let component = compile(engine, &bytes, &path)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
+        let Prepared { grants, sandbox, pre, id, info, path } = prepare(engine, linker, grants, db, workspace, "channel")?;
         let pre = host::ChannelPre::new(pre, info.wit_version.as_deref())
-            .map_err(|e| LoadError::WrongWorld { path: path.clone(), found: format!("incompatible exports ({e:#})") })?;
-        // The manifest asks, the policy decides: only what both say is given.
-        let mut grants = grants;
-        if let Some(m) = &info.manifest {
-            let dropped = grants
-                .restrict_to(m)
-                .map_err(|reason| LoadError::Invalid { path: path.clone(), reason })?;
-            for d in dropped {
-                tracing::warn!(
-                    plugin = %grants.name,
-                    "kata.toml grants {d}, but the plugin's manifest does not ask for it: not given to the plugin"
-                );
-            }
-        }
-        let mut secrets = BTreeMap::new();
-        for (name, source) in &grants.secrets {
-            let value = source.resolve(workspace).map_err(|e| {
-                anyhow::anyhow!("plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml", grants.name, grants.name)
-            })?;
-            secrets.insert(name.clone(), value);
-        }
-        let id = PluginIdentity {
-            name: grants.name.as_str().into(),
-            config: Arc::new(grants.config.clone()),
-            db,
-        };
-        let grants = Arc::new(grants);
-        let auditor = Auditor::new(id.db.clone(), &grants.name);
-        let sandbox = Arc::new(PluginSandbox::new(grants.clone(), secrets, auditor));
+            .map_err(|e| LoadError::WrongWorld { path, found: format!("incompatible exports ({e:#})") })?;
         Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info })
     }
 
@@ -346,7 +385,7 @@ pub fn describe_channel_error(e: &latest::ChannelError) -> String {
     }
 }
 
-async fn guarded<T>(limits: &Limits, fut: impl Future<Output = wasmtime::Result<T>>) -> Result<T, CallError> {
+pub(crate) async fn guarded<T>(limits: &Limits, fut: impl Future<Output = wasmtime::Result<T>>) -> Result<T, CallError> {
     match tokio::time::timeout(limits.call_timeout, fut).await {
         Err(_) => Err(CallError::Timeout(limits.call_timeout)),
         Ok(Ok(v)) => Ok(v),
@@ -354,7 +393,7 @@ async fn guarded<T>(limits: &Limits, fut: impl Future<Output = wasmtime::Result<
     }
 }
 
-fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
+pub(crate) fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
     if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         return format!("exceeded its CPU budget of {:?} per call (limits.cpu_per_call)", limits.cpu_per_call);
     }

@@ -30,6 +30,23 @@ pub(crate) mod bindings {
     });
 }
 
+/// The `service-plugin` world: the same `types` and `host` as channels, plus
+/// the `emitter` import and the `service` export.
+#[allow(missing_docs)]
+pub(crate) mod service_bindings {
+    wasmtime::component::bindgen!({
+        world: "service-plugin",
+        path: "../wit/v0.1.2",
+        exports: { default: async },
+        with: {
+            "kata:plugin/types@0.1.2": super::bindings::kata::plugin::types,
+            "kata:plugin/host@0.1.2": super::bindings::kata::plugin::host,
+        },
+    });
+}
+
+pub use service_bindings::{ServicePlugin as ServiceBindings, ServicePluginPre as ServicePre};
+
 pub use bindings::exports::kata::plugin::channel::{ChannelInfo, FrameResult, IngressMode, PollResult, StreamKind, Subscription};
 pub use bindings::kata::plugin::types::{
     Attachment, ChannelError, ConversationKind, Frame, LogLevel, Message, OutboundMessage, SendReceipt,
@@ -42,10 +59,20 @@ pub use bindings::{ChannelPlugin, ChannelPluginPre};
 /// superset with the same types.
 pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> anyhow::Result<()> {
     ChannelPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
+    service_bindings::kata::plugin::emitter::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
     Ok(())
 }
 
 impl bindings::kata::plugin::types::Host for PluginCtx {}
+
+impl service_bindings::kata::plugin::emitter::Host for PluginCtx {
+    fn emit(&mut self, message: Message) -> Result<(), String> {
+        match &self.emitter {
+            Some(e) => e.emit(message, self.sandbox()),
+            None => Err("emit is for service plugins only; a channel returns its messages from poll".into()),
+        }
+    }
+}
 
 impl bindings::kata::plugin::host::Host for PluginCtx {
     fn log(&mut self, level: LogLevel, message: String) {

@@ -1,0 +1,291 @@
+//! Service plugins (world `service-plugin`): background work that hands events
+//! to the agent — a feed reader, a mail watcher. The host calls `start`, then
+//! `tick` again after the number of milliseconds each tick returns, and
+//! `stop` at shutdown. A service's `emitter.emit` stores a message in the
+//! inbox under the service's name (redacted exactly like a channel's polled
+//! messages, marked `origin = service:<name>`), and the agent's reply goes to
+//! the channel conversation named by the service's `deliver_to` in kata.toml.
+//!
+//! A service runs in the same sandbox as a channel: only the network hosts,
+//! directories and secrets its `[plugins.NAME]` table grants (and its
+//! manifest asks for), under the same memory and CPU limits. A trap, timeout
+//! or CPU/memory overrun replaces the instance (with a fresh `start`) after
+//! an exponential backoff; a tick that returns an error is retried after the
+//! same backoff on the same instance; a `start` that returns an error stops
+//! the service until kata restarts (its configuration is wrong).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::{Notify, watch};
+use wasmtime::Store;
+use wasmtime::component::Linker;
+
+use crate::channel::{backoff, sleep_or_shutdown, to_inbound};
+use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
+use crate::host::latest::{Message, ServiceBindings, ServicePre};
+use crate::plugin::{CallError, ComponentInfo, LoadError, Prepared, guarded, prepare};
+use crate::policy::{Limits, PluginGrants};
+use crate::sandbox::{NetworkGate, PluginSandbox};
+use crate::store::Db;
+
+/// The shortest pause between two ticks, whatever the plugin asks for, so a
+/// service returning 0 over and over cannot spin.
+const MIN_TICK: Duration = Duration::from_millis(100);
+/// Messages one call may emit; more are refused (the plugin sees an error).
+const MAX_EMITS_PER_CALL: usize = 1000;
+
+/// Whether the component at `path` is a service plugin (exports
+/// `kata:plugin/service` and not `channel`). Unreadable files are not: the
+/// channel loader then reports them.
+pub fn is_service(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    crate::plugin::inspect(&bytes, &path.display().to_string())
+        .is_ok_and(|i| matches!(crate::install::Kind::of(&i), Some(crate::install::Kind::Service)))
+}
+
+/// Where a service instance's `emit` calls go: the inbox, under the service's name.
+pub struct Emitter {
+    plugin: Arc<str>,
+    db: Db,
+    inbox_ready: Arc<Notify>,
+    emitted: AtomicUsize,
+}
+
+impl Emitter {
+    /// An emitter for service `plugin` that wakes the agent through `inbox_ready`.
+    pub fn new(plugin: &str, db: Db, inbox_ready: Arc<Notify>) -> Self {
+        Self { plugin: plugin.into(), db, inbox_ready, emitted: AtomicUsize::new(0) }
+    }
+
+    /// Store one emitted message (the host side of `emitter.emit`). Its text
+    /// fields pass the service's secret scanner first, as a channel's do. A
+    /// message whose id was stored before is accepted and not stored again.
+    pub(crate) fn emit(&self, m: Message, sandbox: &PluginSandbox) -> Result<(), String> {
+        if self.emitted.fetch_add(1, Ordering::Relaxed) >= MAX_EMITS_PER_CALL {
+            return Err(format!("more than {MAX_EMITS_PER_CALL} messages in one call; emit the rest in the next tick"));
+        }
+        let Some(inbound) = to_inbound(m, sandbox) else {
+            return Err("a message needs a non-empty id and conversation".into());
+        };
+        match self.db.insert_inbox(&self.plugin, &inbound, &format!("service:{}", self.plugin)) {
+            Ok(new) => {
+                if new {
+                    self.inbox_ready.notify_one();
+                }
+                tracing::debug!(plugin = %self.plugin, id = %inbound.channel_msg_id, new, "emit");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(plugin = %self.plugin, "cannot store an emitted message: {e:#}");
+                Err("the host could not store the message; try again later".into())
+            }
+        }
+    }
+}
+
+/// A service plugin compiled, linked and ready to instantiate.
+pub struct ServicePlugin {
+    /// Its grants from the policy.
+    pub grants: Arc<PluginGrants>,
+    sandbox: Arc<PluginSandbox>,
+    pre: ServicePre<PluginCtx>,
+    id: PluginIdentity,
+    engine: Engine,
+    /// What the file declared.
+    pub info: ComponentInfo,
+}
+
+impl ServicePlugin {
+    /// Read, validate, compile and link a service plugin, with the same
+    /// checks and sandbox as a channel (manifest ∩ policy, secrets resolved now).
+    pub fn load(engine: &Engine, linker: &Linker<PluginCtx>, grants: PluginGrants, db: Db, workspace: &Path) -> Result<Self> {
+        // Services run from 0.1.2 on: no host ran them before, and 0.1.0/0.1.1
+        // messages (emitted through their own `emitter`) lack 0.1.2's fields.
+        if let Some(file) = &grants.path
+            && let Ok(bytes) = std::fs::read(file)
+            && let Ok(info) = crate::plugin::inspect(&bytes, &file.display().to_string())
+            && let Some(v @ ("0.1.0" | "0.1.1")) = info.wit_version.as_deref()
+        {
+            anyhow::bail!(
+                "{} is a service built against kata:plugin@{v}; services run from kata:plugin@{} on: \
+                 rebuild it against the current WIT (`kata plugin new NAME --kind service` shows the layout)",
+                file.display(),
+                crate::host::latest::VERSION
+            );
+        }
+        let Prepared { grants, sandbox, pre, id, info, path } = prepare(engine, linker, grants, db, workspace, "service")?;
+        let pre = ServicePre::new(pre)
+            .map_err(|e| LoadError::NotAService { path, found: format!("incompatible exports ({e:#})") })?;
+        Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.grants.name
+    }
+
+    /// A fresh instance whose `emit` calls go to `emitter`.
+    pub async fn instantiate(&self, emitter: Arc<Emitter>) -> Result<ServiceInstance, CallError> {
+        let gate = NetworkGate::new(self.sandbox.clone());
+        let mut store = new_store(&self.engine, self.id.clone(), gate, &self.grants);
+        store.data_mut().emitter = Some(emitter);
+        let limits = self.grants.limits;
+        store.data_mut().cpu.reset(limits.cpu_per_call);
+        store.set_epoch_deadline(1);
+        let bindings = guarded(&limits, self.pre.instantiate_async(&mut store)).await?;
+        Ok(ServiceInstance { store, bindings, limits, broken: false })
+    }
+}
+
+/// One live instance of a service. After a trap or timeout it refuses
+/// further calls; the supervisor makes a new one.
+pub struct ServiceInstance {
+    store: Store<PluginCtx>,
+    bindings: ServiceBindings,
+    limits: Limits,
+    broken: bool,
+}
+
+macro_rules! call {
+    ($self:ident, |$g:ident, $s:ident| $body:expr) => {{
+        if $self.broken {
+            return Err(CallError::Trap("instance was stopped earlier".into()));
+        }
+        $self.store.data_mut().cpu.reset($self.limits.cpu_per_call);
+        $self.store.set_epoch_deadline(1);
+        if let Some(e) = &$self.store.data().emitter {
+            e.emitted.store(0, Ordering::Relaxed);
+        }
+        let $g = $self.bindings.kata_plugin_service();
+        let $s = &mut $self.store;
+        let r = guarded(&$self.limits, $body).await;
+        if let Err(e) = &r {
+            $self.broken = e.breaks_instance();
+        }
+        r
+    }};
+}
+
+impl ServiceInstance {
+    /// An error text from the plugin, with secret values redacted (it goes to the log).
+    fn redact(&self, text: String) -> String {
+        self.store.data().sandbox().redact(&text, "error").into_owned()
+    }
+
+    /// `start()`: Ok(Err(text)) when the service refuses to start.
+    pub async fn start(&mut self) -> Result<Result<(), String>, CallError> {
+        Ok(call!(self, |g, s| g.call_start(s))?.map_err(|t| self.redact(t)))
+    }
+
+    /// `tick()`: Ok(Ok(ms until the next tick)) or Ok(Err(text)).
+    pub async fn tick(&mut self) -> Result<Result<u64, String>, CallError> {
+        Ok(call!(self, |g, s| g.call_tick(s))?.map_err(|t| self.redact(t)))
+    }
+
+    /// `stop()`, best effort.
+    pub async fn stop(&mut self) {
+        let _: Result<(), CallError> = async { call!(self, |g, s| g.call_stop(s)) }.await;
+    }
+}
+
+/// Check the services' `deliver_to` against the channels that run: a reply
+/// must have a channel to go out through. No `deliver_to` is allowed (the
+/// agent still sees the events) but warned about.
+pub fn check_targets(services: &[Arc<ServicePlugin>], channels: &[&str], policy_path: &Path) -> Result<()> {
+    for s in services {
+        let name = s.name();
+        match &s.grants.deliver_to {
+            None => tracing::warn!(
+                plugin = %name,
+                "service {name} has no `deliver_to`: the agent gets its messages but its replies go nowhere; \
+                 add `deliver_to = \"CHANNEL:CONVERSATION\"` under [plugins.{name}] in {}",
+                policy_path.display()
+            ),
+            Some(t) if !channels.contains(&t.plugin.as_str()) => anyhow::bail!(
+                "service {name}: `deliver_to = \"{t}\"` in {} names {}, which is not a channel plugin that runs \
+                 (it is disabled, not installed, or not a channel); name a running channel, e.g. \"telegram:123456\"",
+                policy_path.display(),
+                t.plugin
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Run one service until shutdown: start, tick on the plugin's schedule,
+/// restart after traps with backoff, stop at the end.
+pub async fn run(plugin: Arc<ServicePlugin>, db: Db, inbox_ready: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    let name = plugin.name().to_string();
+    let emitter = Arc::new(Emitter::new(&name, db, inbox_ready));
+    let mut backoff = backoff();
+    let mut instance: Option<ServiceInstance> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if instance.is_none() {
+            let started = match plugin.instantiate(emitter.clone()).await {
+                Ok(mut i) => i.start().await.map(|r| r.map(|()| i)),
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(Ok(i)) => {
+                    tracing::info!(plugin = %name, "service started");
+                    instance = Some(i);
+                }
+                Ok(Err(text)) => {
+                    tracing::error!(
+                        plugin = %name,
+                        "service {name} refused to start: {text}; it stays stopped until kata restarts (check [plugins.{name}] in kata.toml)"
+                    );
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                    break;
+                }
+                Err(e) => {
+                    let d = backoff.next().unwrap_or(Duration::from_secs(300));
+                    tracing::warn!(plugin = %name, "service {name} failed to start: {e}; restarting in {d:?}");
+                    if sleep_or_shutdown(d, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(inst) = instance.as_mut() else { continue };
+        let result = tokio::select! {
+            r = inst.tick() => r,
+            // Abandon a tick in flight on shutdown: what it emitted so far is
+            // stored (each emit commits on its own).
+            _ = shutdown.changed() => { instance = None; break; }
+        };
+        let delay = match result {
+            Ok(Ok(ms)) => {
+                backoff = self::backoff();
+                Duration::from_millis(ms).max(MIN_TICK)
+            }
+            Ok(Err(text)) => {
+                let d = backoff.next().unwrap_or(Duration::from_secs(300));
+                tracing::warn!(plugin = %name, "service {name}: tick failed: {text}; next tick in {d:?}");
+                d
+            }
+            Err(e) => {
+                instance = None;
+                let d = backoff.next().unwrap_or(Duration::from_secs(300));
+                tracing::warn!(plugin = %name, "service {name}: {e}; restarting in {d:?}");
+                d
+            }
+        };
+        if sleep_or_shutdown(delay, &mut shutdown).await {
+            break;
+        }
+    }
+    if let Some(mut i) = instance {
+        i.stop().await;
+    }
+    tracing::debug!(plugin = %name, "service stopped");
+}
