@@ -309,8 +309,8 @@ fn scaffold_test_build(dir: &Path, name: &str, kind: &str) -> std::path::PathBuf
     wasm
 }
 
-#[test]
-fn new_project_tests_builds_and_installs() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_project_tests_builds_and_installs() {
     let dir = tempfile::tempdir().unwrap();
     // A channel project (with the SDK vendored) installs, with its manifest.
     let wasm = scaffold_test_build(dir.path(), "acme-chat", "channel");
@@ -320,14 +320,34 @@ fn new_project_tests_builds_and_installs() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("acme-chat asks for") && out.contains("https://chat.example.org/api/"), "{out}");
 
-    // Tools and service projects build to a component of their kind, and
-    // `add` says this kata runs channels only.
-    for kind in ["tools", "service"] {
-        let wasm = scaffold_test_build(dir.path(), &format!("acme-{kind}"), kind);
-        let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&wasm)]);
-        assert!(ok && out.contains(&format!("kind:        {kind}")), "{out}");
-        refused(&ws, &["plugin", "add", path_str(&wasm)], &[&format!("is a {kind} plugin"), "channel plugins only"]);
-    }
+    // A tools project builds to a tools component, which this kata does not run yet.
+    let wasm = scaffold_test_build(dir.path(), "acme-tools", "tools");
+    let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&wasm)]);
+    assert!(ok && out.contains("kind:        tools"), "{out}");
+    refused(&ws, &["plugin", "add", path_str(&wasm)], &["is a tools plugin", "channel and service plugins only"]);
+
+    // A service project installs, and the host runs it as the template
+    // means: start, then a tick that emits its reminder into the inbox.
+    let wasm = scaffold_test_build(dir.path(), "acme-service", "service");
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&wasm), "--yes"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("deliver_to"), "adding a service says where its replies go: {out}");
+    let policy = kata::policy::Policy::load(&ws.path().join("kata.toml"), ws.path()).unwrap();
+    let mut grants = policy.plugins["acme-service"].clone();
+    grants.config.insert("every_s".into(), "7".into());
+    grants.config.insert("text".into(), "stretch".into());
+    let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
+    let engine = kata::engine::Engine::new(None).unwrap();
+    let linker = kata::plugin::linker(&engine).unwrap();
+    let svc = kata::service::ServicePlugin::load(&engine, &linker, grants, db.clone(), ws.path()).unwrap();
+    let emitter = std::sync::Arc::new(kata::service::Emitter::new("acme-service", db.clone(), Default::default()));
+    let mut inst = svc.instantiate(emitter).await.unwrap();
+    inst.start().await.unwrap().unwrap();
+    assert_eq!(inst.tick().await.unwrap(), Ok(7000), "the tick asks for the configured interval");
+    let rows = db.pending_inbox(10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].plugin.as_str(), rows[0].msg.text.as_str()), ("acme-service", "stretch"));
+    assert_eq!(rows[0].origin.as_deref(), Some("service:acme-service"));
 }
 
 /// The manifest asks, the policy decides: a plugin gets only what both say,

@@ -138,9 +138,9 @@ pub fn validate(engine: &Engine, fetched: &Fetched) -> Result<Validated> {
         None => bail!("{origin} does not say which kata:plugin version it targets; build it with a kata SDK"),
     }
     let kind = match Kind::of(&info) {
-        Some(Kind::Channel) => Kind::Channel,
+        Some(k @ (Kind::Channel | Kind::Service)) => k,
         Some(k) => bail!(
-            "{origin} is a {} plugin; this kata runs channel plugins only so far, so it was not installed",
+            "{origin} is a {} plugin; this kata runs channel and service plugins only so far, so it was not installed",
             k.as_str()
         ),
         None => {
@@ -475,6 +475,13 @@ pub fn add(ws: &Workspace, opts: &AddOptions<'_>, out: &mut dyn Write) -> Result
         v.info.wit_version.as_deref().unwrap_or("?"),
         &v.hash[..12]
     )?;
+    if v.kind == Kind::Service {
+        writeln!(
+            out,
+            "The agent answers its messages in the channel conversation you name under [plugins.{name}]: \
+             deliver_to = \"CHANNEL:CONVERSATION\" (e.g. \"telegram:123456\")."
+        )?;
+    }
     Ok(())
 }
 

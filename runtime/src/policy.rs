@@ -1803,6 +1803,19 @@ mod tests {
     }
 
     #[test]
+    fn deliver_to_names_a_channel_of_this_file() {
+        let (p, ws) = (Path::new("k.toml"), Path::new("/"));
+        let ok = Policy::parse("[plugins.tg]\n[plugins.feed]\ndeliver_to = \"tg:-100:7\"\n", p, ws).expect("valid");
+        let t = ok.plugins["feed"].deliver_to.clone().expect("target");
+        assert_eq!((t.plugin.as_str(), t.conversation.as_str(), t.to_string().as_str()), ("tg", "-100:7", "tg:-100:7"));
+        for (value, want) in [("tg", "PLUGIN:CONVERSATION"), ("tg:", "PLUGIN:CONVERSATION"), ("tgx:1", "no [plugins.tgx]"), ("feed:1", "itself")] {
+            let text = format!("[plugins.tg]\n[plugins.feed]\ndeliver_to = \"{value}\"\n");
+            let e = Policy::parse(&text, p, ws).expect_err(value).to_string();
+            assert!(e.contains("k.toml:3:14") && e.contains("deliver_to") && e.contains(want), "{value}: {e}");
+        }
+    }
+
+    #[test]
     fn network_tables_methods_and_private() {
         let text = "[plugins.a]\nnetwork = [{ url = \"https://nas.lan:8443/api/\", methods = [\"get\", \"POST\"], private = true }, \
                     \"https://api.example.org\", \"http://localhost:9000\", \"http://192.168.1.2\"]\n";
