@@ -88,6 +88,17 @@ deliver_to = "telegram:558"
         texts(&tg, 42).contains(&"still there?".to_string()).then_some(())
     });
     assert!(texts(&tg, 557).is_empty() && texts(&tg, 558).is_empty());
+    // `kata status` shows the services next to the channel.
+    let (ok, out, err) = common::kata(ws.path(), &["status", "--json"]);
+    assert!(ok, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let health = |name: &str| {
+        st["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["health"].clone()).unwrap()
+    };
+    assert!(health("crashy")["restarts"].as_u64().unwrap() >= 1, "{st:#}");
+    assert!(health("crashy")["last_error"].as_str().unwrap().contains("trapped"), "{st:#}");
+    assert!(health("feed")["received"].as_u64().unwrap() >= 3, "{st:#}");
+    assert!(health("refuser")["last_error"].as_str().unwrap().contains("refused to start"), "{st:#}");
 
     // The events are in the inbox under the service's name, marked as its.
     let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();

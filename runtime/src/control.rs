@@ -276,7 +276,10 @@ impl Shared {
     pub fn status(&self) -> Result<Value> {
         let health = self.health.snapshot();
         let mut plugins = Vec::new();
-        for name in self.channels() {
+        // Channels, then services (which have health but no outbox of their own).
+        let mut names = self.channels();
+        names.extend(health.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>());
+        for name in names {
             let h = health.get(&name).cloned().unwrap_or_default();
             let a = self.db.plugin_activity(&name)?;
             plugins.push(json!({

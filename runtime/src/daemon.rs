@@ -89,7 +89,8 @@ impl Workers {
         let mut outbox_ready: BTreeMap<String, Arc<Notify>> = BTreeMap::new();
         let mut tasks = JoinSet::new();
         let health = shared.health.clone();
-        let names: Vec<String> = loaded.plugins.iter().map(|p| p.name().to_string()).collect();
+        let names: Vec<String> =
+            loaded.plugins.iter().map(|p| p.name()).chain(loaded.services.iter().map(|s| s.name())).map(String::from).collect();
         health.retain(&names);
         for p in &loaded.plugins {
             let ready = Arc::new(Notify::new());
@@ -108,7 +109,8 @@ impl Workers {
             loaded.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone()))
                 .chain(loaded.services.iter().map(|s| (s.name().to_string(), s.grants.clone()))).collect();
         for s in &loaded.services {
-            tasks.spawn(crate::service::run(s.clone(), db.clone(), inbox_ready.clone(), stop_rx.clone()));
+            health.register(s.name());
+            tasks.spawn(crate::service::run(s.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
         }
         *shared.outbox_ready.write().unwrap_or_else(|p| p.into_inner()) = outbox_ready.clone();
         tasks.spawn(crate::scheduler::run(db.clone(), inbox_ready.clone(), stop_rx.clone()));

@@ -26,6 +26,7 @@ use wasmtime::component::Linker;
 
 use crate::channel::{backoff, sleep_or_shutdown, to_inbound};
 use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
+use crate::health::{Fault, Health};
 use crate::host::latest::{Message, ServiceBindings, ServicePre};
 use crate::plugin::{CallError, ComponentInfo, LoadError, Prepared, guarded, prepare};
 use crate::policy::{Limits, PluginGrants};
@@ -52,13 +53,16 @@ pub struct Emitter {
     plugin: Arc<str>,
     db: Db,
     inbox_ready: Arc<Notify>,
+    /// Emit calls in the current plugin call (reset before each call).
     emitted: AtomicUsize,
+    /// New messages stored since the supervisor last looked (for `kata status`).
+    emitted_new: AtomicUsize,
 }
 
 impl Emitter {
     /// An emitter for service `plugin` that wakes the agent through `inbox_ready`.
     pub fn new(plugin: &str, db: Db, inbox_ready: Arc<Notify>) -> Self {
-        Self { plugin: plugin.into(), db, inbox_ready, emitted: AtomicUsize::new(0) }
+        Self { plugin: plugin.into(), db, inbox_ready, emitted: AtomicUsize::new(0), emitted_new: AtomicUsize::new(0) }
     }
 
     /// Store one emitted message (the host side of `emitter.emit`). Its text
@@ -74,6 +78,7 @@ impl Emitter {
         match self.db.insert_inbox(&self.plugin, &inbound, &format!("service:{}", self.plugin)) {
             Ok(new) => {
                 if new {
+                    self.emitted_new.fetch_add(1, Ordering::Relaxed);
                     self.inbox_ready.notify_one();
                 }
                 tracing::debug!(plugin = %self.plugin, id = %inbound.channel_msg_id, new, "emit");
@@ -217,18 +222,50 @@ pub fn check_targets(services: &[Arc<ServicePlugin>], channels: &[&str], policy_
     Ok(())
 }
 
+/// Report a failed start or call to [`Health`] and return how long to wait:
+/// the backoff, or the breaker's cooldown if this failure opened it. Traps and
+/// limit hits are the plugin's fault (they count towards the breaker); a tick
+/// that returns an error only backs off, like a channel's network error.
+fn failed(health: &Health, name: &str, error: &str, fault: Fault, backoff: &mut backon::ExponentialBackoff) -> Duration {
+    let delay = backoff.next().unwrap_or(Duration::from_secs(300));
+    match health.failure(name, error, fault) {
+        Some(open) => {
+            tracing::error!(
+                plugin = %name,
+                "circuit breaker open: service {name} keeps failing ({error}); leaving it alone for {open:?} \
+                 (`kata status` shows it; fix the plugin or its limits, then `kata reload`)"
+            );
+            open.max(delay)
+        }
+        None => delay,
+    }
+}
+
 /// Run one service until shutdown: start, tick on the plugin's schedule,
-/// restart after traps with backoff, stop at the end.
-pub async fn run(plugin: Arc<ServicePlugin>, db: Db, inbox_ready: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+/// restart after traps with backoff (and the circuit breaker), stop at the
+/// end. Its state and errors are reported to `health` (`kata status`).
+pub async fn run(
+    plugin: Arc<ServicePlugin>,
+    db: Db,
+    health: Arc<Health>,
+    inbox_ready: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let name = plugin.name().to_string();
     let emitter = Arc::new(Emitter::new(&name, db, inbox_ready));
     let mut backoff = backoff();
     let mut instance: Option<ServiceInstance> = None;
+    let mut started_once = false;
     loop {
         if *shutdown.borrow() {
             break;
         }
         if instance.is_none() {
+            let hold = health.breaker_wait(&name);
+            if !hold.is_zero() {
+                sleep_or_shutdown(hold, &mut shutdown).await;
+                continue;
+            }
             let started = match plugin.instantiate(emitter.clone()).await {
                 Ok(mut i) => i.start().await.map(|r| r.map(|()| i)),
                 Err(e) => Err(e),
@@ -236,18 +273,21 @@ pub async fn run(plugin: Arc<ServicePlugin>, db: Db, inbox_ready: Arc<Notify>, m
             match started {
                 Ok(Ok(i)) => {
                     tracing::info!(plugin = %name, "service started");
+                    health.instance_started(&name, started_once);
+                    started_once = true;
                     instance = Some(i);
                 }
                 Ok(Err(text)) => {
                     tracing::error!(
                         plugin = %name,
-                        "service {name} refused to start: {text}; it stays stopped until kata restarts (check [plugins.{name}] in kata.toml)"
+                        "service {name} refused to start: {text}; it stays stopped until kata restarts or reloads (check [plugins.{name}] in kata.toml)"
                     );
+                    health.failure(&name, &format!("refused to start: {text}"), Fault::External);
                     let _ = shutdown.wait_for(|stop| *stop).await;
                     break;
                 }
                 Err(e) => {
-                    let d = backoff.next().unwrap_or(Duration::from_secs(300));
+                    let d = failed(&health, &name, &e.to_string(), Fault::Plugin, &mut backoff);
                     tracing::warn!(plugin = %name, "service {name} failed to start: {e}; restarting in {d:?}");
                     if sleep_or_shutdown(d, &mut shutdown).await {
                         break;
@@ -266,16 +306,18 @@ pub async fn run(plugin: Arc<ServicePlugin>, db: Db, inbox_ready: Arc<Notify>, m
         let delay = match result {
             Ok(Ok(ms)) => {
                 backoff = self::backoff();
+                health.success(&name);
+                health.polled(&name, emitter.emitted_new.swap(0, Ordering::Relaxed));
                 Duration::from_millis(ms).max(MIN_TICK)
             }
             Ok(Err(text)) => {
-                let d = backoff.next().unwrap_or(Duration::from_secs(300));
+                let d = failed(&health, &name, &format!("tick failed: {text}"), Fault::External, &mut backoff);
                 tracing::warn!(plugin = %name, "service {name}: tick failed: {text}; next tick in {d:?}");
                 d
             }
             Err(e) => {
                 instance = None;
-                let d = backoff.next().unwrap_or(Duration::from_secs(300));
+                let d = failed(&health, &name, &e.to_string(), Fault::Plugin, &mut backoff);
                 tracing::warn!(plugin = %name, "service {name}: {e}; restarting in {d:?}");
                 d
             }
@@ -287,5 +329,6 @@ pub async fn run(plugin: Arc<ServicePlugin>, db: Db, inbox_ready: Arc<Notify>, m
     if let Some(mut i) = instance {
         i.stop().await;
     }
+    health.stopped(&name);
     tracing::debug!(plugin = %name, "service stopped");
 }
