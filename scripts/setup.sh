@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup for kata on a fresh Debian machine: the guest toolchain
 # (Rust -> wasm32-wasip1), Node.js + the telegram-test-api emulator used by the
-# demo and tests, the kata binary, and every guest component (plugins/ and
+# demo and tests, ngircd for the IRC tests, the kata binary, and every guest component (plugins/ and
 # tests/guests/) built once into target/guests/. Re-running does only what is
 # missing or changed.
 set -euo pipefail
@@ -42,6 +42,10 @@ if [ ! -f tests/servers/telegram/node_modules/telegram-test-api/package.json ]; 
   (cd tests/servers/telegram && npm install --no-audit --no-fund --loglevel=error >&2)
 fi
 
+# 2b. ngircd, the IRC server tests/irc.rs runs on loopback (started by the
+#     test itself, never as a system service).
+apt_install ngircd
+
 # 3. The kata binary (debug profile; dependencies are optimised, see Cargo.toml).
 log "building kata"
 cargo build --quiet --bin kata
@@ -55,6 +59,7 @@ build_guest() { # build_guest DIR NAME
 }
 log "building guest components into target/guests/"
 build_guest plugins/telegram telegram
+build_guest plugins/irc irc
 for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done

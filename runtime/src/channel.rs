@@ -398,7 +398,11 @@ pub async fn egress(
             };
             // An in-flight send is never abandoned for shutdown: the call is
             // bounded by call_timeout, and abandoning it could send twice.
-            let result = inst.send(&msg).await;
+            let result = match inst.send(&msg).await {
+                // A plugin that sends over its stream: the host writes the frames.
+                Ok(r) if !r.frames.is_empty() => crate::stream::deliver(&plugin, r).await,
+                other => other,
+            };
             let stored = match result {
                 Ok(receipt) => {
                     slot.succeeded();

@@ -96,7 +96,7 @@ impl Workers {
             let ready = Arc::new(Notify::new());
             outbox_ready.insert(p.name().to_string(), ready.clone());
             health.register(p.name());
-            tasks.spawn(channel::ingress(p.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
+            tasks.spawn(crate::stream::ingress(p.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
             tasks.spawn(channel::egress(p.clone(), db.clone(), health.clone(), ready, stop_rx.clone()));
         }
         let agent = Agent::from_config(&loaded.policy.file.agent);

@@ -34,5 +34,6 @@ pub mod secret_store;
 pub mod senders;
 pub mod service;
 pub mod store;
+pub mod stream;
 pub mod task_cmd;
 pub mod workspace;

@@ -214,6 +214,8 @@ pub struct ChannelPlugin {
     engine: Engine,
     /// What the file declared.
     pub info: ComponentInfo,
+    /// Where `send` puts frames for the plugin's open stream.
+    outlet: crate::stream::Outlet,
 }
 
 /// Build the linker every plugin is instantiated through.
@@ -309,12 +311,17 @@ impl ChannelPlugin {
         let Prepared { grants, sandbox, pre, id, info, path } = prepare(engine, linker, grants, db, workspace, "channel")?;
         let pre = host::ChannelPre::new(pre, info.wit_version.as_deref())
             .map_err(|e| LoadError::WrongWorld { path, found: format!("incompatible exports ({e:#})") })?;
-        Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info })
+        Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info, outlet: Default::default() })
     }
 
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.grants.name
+    }
+
+    /// Where `send` puts frames for the plugin's open stream (see [`crate::stream`]).
+    pub fn outlet(&self) -> &crate::stream::Outlet {
+        &self.outlet
     }
 
     /// Its sandbox: secret scanner and audit log (for redacting what it returns).

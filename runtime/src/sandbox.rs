@@ -177,7 +177,7 @@ impl Denial {
     }
 
     /// The audit row for this denial.
-    fn event(&self, plugin: &str, method: &str, url: &str) -> Event {
+    pub fn event(&self, plugin: &str, method: &str, url: &str) -> Event {
         let (kind, verdict, policy) = match self {
             Denial::NotGranted { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
             Denial::PrivateAddress { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
@@ -588,6 +588,30 @@ impl PluginSandbox {
         &self.grants
     }
 
+    /// The plugin's TLS client configuration (web roots plus its `ca` files),
+    /// for host-managed streams; the error says why it could not be built.
+    pub fn tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.tls.clone()
+    }
+
+    /// Text the host writes to a granted stream on the plugin's behalf (an
+    /// initial frame, a reply, a line from `send`), made ready the way
+    /// [`NetworkGate::authorize`] makes a request ready: scanned for secret
+    /// values first (the plugin never holds one, so a value is a leak), then
+    /// `{{secret:NAME}}` placeholders filled in for secrets bound to
+    /// `host:port` (`shown` as `hosts` would list it). Denials are audited by
+    /// the caller.
+    pub fn stream_text<'a>(&self, text: &'a str, host: &str, port: u16, shown: &str) -> Result<Cow<'a, str>, Denial> {
+        if let Some(name) = self.redactor.find(text.as_bytes()) {
+            return Err(Denial::Leak { secret: name.to_string(), place: "stream frame".into() });
+        }
+        let lookup = |name: &str| self.secret_for(name, host, port, shown);
+        for name in placeholder_names(text) {
+            lookup(&name)?;
+        }
+        substitute_with(text, lookup)
+    }
+
     /// The plugin's secret scanner.
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
@@ -829,7 +853,7 @@ impl WasiHttpHooks for NetworkGate {
 }
 
 /// The grant as the audit log shows it.
-fn grant_text(g: &NetworkGrant) -> String {
+pub fn grant_text(g: &NetworkGrant) -> String {
     let mut s = g.source.clone();
     if !g.methods().is_empty() {
         s.push_str(&format!(" (methods {})", g.methods().join(", ")));

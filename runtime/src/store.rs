@@ -398,6 +398,16 @@ impl Db {
         Ok(insert_inbox(&self.lock(), plugin, m, origin)? == 1)
     }
 
+    /// Each stored message of `plugin`, oldest first, as (conversation,
+    /// group, mentioned): how a channel classified what it received.
+    pub fn inbox_flags(&self, plugin: &str) -> Result<Vec<(String, bool, bool)>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT conversation, is_group, mentioned FROM inbox WHERE plugin = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([plugin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Inbound messages not yet answered, oldest first.
     pub fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRow>> {
         let conn = self.lock();
@@ -883,6 +893,8 @@ mod tests {
         let got: Vec<(bool, bool)> = rows.iter().map(|r| (r.msg.group, r.msg.mentioned)).collect();
         assert_eq!(got, [(false, false), (true, true), (true, false)]);
         assert_eq!(rows[1].msg, group);
+        let flags = db.inbox_flags("irc").expect("flags");
+        assert_eq!(flags, [("c1".into(), false, false), ("c1".into(), true, true), ("c1".into(), true, false)]);
     }
 
     #[test]
