@@ -90,6 +90,11 @@ fn the_encrypted_store_feeds_the_daemon_and_explains_every_failure() {
     let (ok, out, err) = secret_set(ws.path(), &key, "token", value);
     assert!(ok, "{err}");
     assert!(out.contains("Created kata's secret key") && out.contains("Stored secret token"), "{out}");
+    assert!(!out.contains("Warning"), "{out}");
+    // A key kept inside the workspace works, but is called out.
+    let careless = TestWorkspace::new("");
+    let (ok, out, err) = secret_set(careless.path(), &careless.path().join("inside.key"), "other", "x-value");
+    assert!(ok && out.contains("Warning: the key") && out.contains("inside the workspace"), "{out}{err}");
     let (ok, out, _) = kata_with_key(ws.path(), &key, &["secret", "list"]);
     assert!(ok && out.contains("token") && !out.contains(value), "{out}");
     let (ok, out, _) = kata_with_key(ws.path(), &key, &["policy", "explain", "probe"]);

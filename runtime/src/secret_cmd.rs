@@ -46,6 +46,15 @@ pub fn secret(workspace: Option<&Path>, cmd: SecretCommand, out: &mut impl Write
             let value = read_value(&name)?;
             let new_key = !store.key_path().exists();
             let replaced = store.set(&name, &value, now_ms())?;
+            let key_abs = std::path::absolute(store.key_path()).unwrap_or_else(|_| store.key_path().to_path_buf());
+            if key_abs.starts_with(ws.root()) {
+                writeln!(
+                    out,
+                    "Warning: the key {} is inside the workspace, so a copy of the workspace carries both the store and its key; keep the key elsewhere ({} names it).",
+                    key_abs.display(),
+                    crate::secret_store::KEY_ENV
+                )?;
+            }
             if new_key {
                 writeln!(
                     out,
