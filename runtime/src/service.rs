@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 use wasmtime::Store;
 use wasmtime::component::Linker;
 
-use crate::channel::{backoff, sleep_or_shutdown, to_inbound};
+use crate::channel::{InboundBudget, backoff, sleep_or_shutdown, to_inbound};
 use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
 use crate::health::{Fault, Health};
 use crate::host::latest::{Message, ServiceBindings, ServicePre};
@@ -256,6 +256,7 @@ pub async fn run(
     let mut backoff = backoff();
     let mut instance: Option<ServiceInstance> = None;
     let mut started_once = false;
+    let mut budget = InboundBudget::new(plugin.grants.limits.messages_per_minute);
     loop {
         if *shutdown.borrow() {
             break;
@@ -307,8 +308,18 @@ pub async fn run(
             Ok(Ok(ms)) => {
                 backoff = self::backoff();
                 health.success(&name);
-                health.polled(&name, emitter.emitted_new.swap(0, Ordering::Relaxed));
-                Duration::from_millis(ms).max(MIN_TICK)
+                let new = emitter.emitted_new.swap(0, Ordering::Relaxed);
+                health.polled(&name, new);
+                // The same flood limit as a channel's: over budget, the next tick waits.
+                let pause = budget.take(new, std::time::Instant::now());
+                if !pause.is_zero() {
+                    tracing::warn!(
+                        plugin = %name,
+                        "more than {} messages a minute (limits.messages_per_minute): pausing ticks for {pause:?}",
+                        plugin.grants.limits.messages_per_minute
+                    );
+                }
+                Duration::from_millis(ms).max(MIN_TICK).max(pause)
             }
             Ok(Err(text)) => {
                 let d = failed(&health, &name, &format!("tick failed: {text}"), Fault::External, &mut backoff);
@@ -331,4 +342,55 @@ pub async fn run(
     }
     health.stopped(&name);
     tracing::debug!(plugin = %name, "service stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::latest::ConversationKind;
+
+    fn message(id: &str, text: &str) -> Message {
+        Message {
+            id: id.into(),
+            conversation: "feed".into(),
+            thread: None,
+            sender: "svc".into(),
+            sender_name: None,
+            text: text.into(),
+            attachments: vec![],
+            timestamp_ms: 1,
+            raw: None,
+            conversation_kind: ConversationKind::Direct,
+            mentioned: false,
+        }
+    }
+
+    #[test]
+    fn emitted_messages_are_redacted_deduplicated_marked_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("kata.db")).expect("db");
+        let policy = crate::policy::Policy::parse("[plugins.svc]\n", Path::new("kata.toml"), Path::new("/")).expect("policy");
+        let grants = Arc::new(policy.plugins["svc"].clone());
+        let secrets = [("token".to_string(), "s3cr3t-value-123456".to_string())].into_iter().collect();
+        let sandbox = PluginSandbox::new(grants, secrets, crate::audit::Auditor::new(db.clone(), "svc"));
+        let ready = Arc::new(Notify::new());
+        let e = Emitter::new("svc", db.clone(), ready);
+
+        e.emit(message("a", "the token is s3cr3t-value-123456"), &sandbox).expect("emit");
+        e.emit(message("a", "again"), &sandbox).expect("a repeated id is accepted");
+        assert!(e.emit(message("", "no id"), &sandbox).expect_err("no id").contains("non-empty id"));
+        let rows = db.pending_inbox(10).expect("inbox");
+        assert_eq!(rows.len(), 1, "stored once");
+        assert_eq!(rows[0].msg.text, "the token is [REDACTED:token]");
+        assert_eq!((rows[0].plugin.as_str(), rows[0].origin.as_deref()), ("svc", Some("service:svc")));
+        assert_eq!(e.emitted_new.load(Ordering::Relaxed), 1);
+
+        // One call may emit at most MAX_EMITS_PER_CALL messages.
+        e.emitted.store(0, Ordering::Relaxed);
+        for i in 0..MAX_EMITS_PER_CALL {
+            e.emit(message(&format!("m{i}"), "x"), &sandbox).expect("within the cap");
+        }
+        let err = e.emit(message("over", "x"), &sandbox).expect_err("over the cap");
+        assert!(err.contains("next tick"), "{err}");
+    }
 }
