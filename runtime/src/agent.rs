@@ -1,122 +1,271 @@
-//! Agent backends: what turns an inbound message into a reply.
+//! Agent backends: what turns a message (and the session's history) into a
+//! reply. `echo` fills a template; `openai` talks to any OpenAI-compatible
+//! chat completions endpoint and routes tool calls to tool plugins (see
+//! [`crate::openai`] and [`crate::tools`]).
 
-use crate::policy::{AgentBackend, AgentConfig};
-use crate::store::{InboxRow, Reply};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::policy::{AgentBackend, PolicyFile, SecretSource, ToolMode, parse_duration};
+use crate::session::Entry;
+use crate::tools::{CallContext, ToolBox};
+
+/// Defaults of the `[agent]` table.
+const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_BUDGET: usize = 24_000;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// `[agent]` and `[tools]` resolved: durations parsed, defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which backend answers.
+    pub backend: AgentBackend,
+    /// The echo template.
+    pub template: String,
+    /// The OpenAI-compatible API base URL (no trailing slash).
+    pub base_url: String,
+    /// The model name.
+    pub model: String,
+    /// Where the API key comes from.
+    pub api_key: Option<SecretSource>,
+    /// The system prompt.
+    pub system_prompt: Option<String>,
+    /// Timeout of one HTTP request to the backend.
+    pub request_timeout: Duration,
+    /// Retries after 429, 5xx or a network error.
+    pub max_retries: u32,
+    /// Most tool-call rounds per turn.
+    pub max_tool_rounds: u32,
+    /// After this long without activity, a conversation starts a new session.
+    pub idle_timeout: Duration,
+    /// History budget in characters.
+    pub history_budget: usize,
+    /// Concurrent daemon-triggered turns.
+    pub max_concurrent_sessions: usize,
+    /// The workspace tool permission mode.
+    pub tools_mode: ToolMode,
+    /// `[tools] allow` patterns.
+    pub tools_allow: Vec<String>,
+    /// How long an `ask` waits for a decision.
+    pub ask_timeout: Duration,
+}
+
+/// Where in kata.toml a setting error is: (table, key).
+pub type SettingKey = (&'static str, &'static str);
+
+impl Settings {
+    /// Resolve and check the `[agent]` and `[tools]` tables; an error names the
+    /// key it is about.
+    pub fn resolve(file: &PolicyFile, _workspace: &Path) -> Result<Self, (SettingKey, String)> {
+        let a = &file.agent;
+        let dur = |key: &'static str, v: &Option<String>, default: Duration| -> Result<Duration, (SettingKey, String)> {
+            match v {
+                None => Ok(default),
+                Some(s) => match parse_duration(s) {
+                    Ok(d) if d.is_zero() => Err((("agent", key), format!("{key} must be more than zero"))),
+                    Ok(d) => Ok(d),
+                    Err(m) => Err((("agent", key), m)),
+                },
+            }
+        };
+        let api_key = match &a.api_key {
+            None => None,
+            Some(s) => Some(SecretSource::parse(s).map_err(|m| (("agent", "api_key"), m))?),
+        };
+        let base_url = a.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err((
+                ("agent", "base_url"),
+                format!("base_url {base_url:?} must be an http:// or https:// URL, e.g. \"https://api.openai.com/v1\""),
+            ));
+        }
+        let model = a.model.clone().unwrap_or_default();
+        if a.backend == AgentBackend::Openai && model.is_empty() {
+            return Err((("agent", "model"), "backend \"openai\" needs a model, e.g. model = \"gpt-4o-mini\"".into()));
+        }
+        let sessions = a.max_concurrent_sessions.unwrap_or(file.daemon.max_concurrent_sessions);
+        if sessions == 0 {
+            return Err((("agent", "max_concurrent_sessions"), "max_concurrent_sessions must be at least 1".into()));
+        }
+        let budget = a.history_budget.unwrap_or(DEFAULT_BUDGET);
+        if budget < 100 {
+            return Err((("agent", "history_budget"), "history_budget must be at least 100 characters".into()));
+        }
+        for pattern in &file.tools.allow {
+            check_pattern(pattern).map_err(|m| (("tools", "allow"), m))?;
+        }
+        let ask_timeout = match &file.tools.ask_timeout {
+            None => DEFAULT_ASK_TIMEOUT,
+            Some(s) => parse_duration(s).map_err(|m| (("tools", "ask_timeout"), m))?,
+        };
+        Ok(Self {
+            backend: a.backend,
+            template: a.template.clone(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            model,
+            api_key,
+            system_prompt: a.system_prompt.clone(),
+            request_timeout: dur("request_timeout", &a.request_timeout, DEFAULT_TIMEOUT)?,
+            max_retries: a.max_retries.unwrap_or(4),
+            max_tool_rounds: a.max_tool_rounds.unwrap_or(8).max(1),
+            idle_timeout: dur("idle_timeout", &a.idle_timeout, DEFAULT_IDLE)?,
+            history_budget: budget,
+            max_concurrent_sessions: sessions as usize,
+            tools_mode: file.tools.mode,
+            tools_allow: file.tools.allow.clone(),
+            ask_timeout,
+        })
+    }
+}
+
+/// Check one `[tools] allow` pattern: `plugin.tool` or `plugin.*`.
+pub fn check_pattern(p: &str) -> Result<(), String> {
+    let ok = p.split_once('.').is_some_and(|(plugin, tool)| {
+        crate::policy::valid_plugin_name(plugin)
+            && (tool == "*" || (!tool.is_empty() && tool.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("tool pattern {p:?} must be \"plugin.tool\" or \"plugin.*\" (e.g. \"notes.search\")"))
+    }
+}
+
+/// One turn for the agent: the new message and what came before it.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    /// The message text.
+    pub text: String,
+    /// Who wrote it (display name when known).
+    pub sender: String,
+    /// The channel it came through (`chat` for interactive turns).
+    pub channel: String,
+    /// The session's summary of compacted history, if any.
+    pub summary: Option<String>,
+    /// The session's history (oldest first), not including this message.
+    pub history: Vec<Entry>,
+    /// Where tool calls are checked: session, permission mode, origin.
+    pub call: CallContext,
+}
+
+/// What a turn produced.
+#[derive(Debug, Clone, Default)]
+pub struct TurnOutput {
+    /// History entries after the user's message: assistant tool-call
+    /// requests, tool results, and the final answer.
+    pub entries: Vec<Entry>,
+    /// The text to send back (None: no reply).
+    pub reply: Option<String>,
+}
 
 /// An agent that answers messages.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Agent {
     /// Replies with a template filled from the message.
     Echo {
         /// `{text}`, `{sender}` and `{channel}` are replaced.
         template: String,
     },
+    /// An OpenAI-compatible chat completions endpoint with tool calling.
+    OpenAi(Arc<crate::openai::OpenAi>),
 }
 
 impl Agent {
-    /// The agent the `[agent]` table describes.
-    pub fn from_config(cfg: &AgentConfig) -> Self {
-        match cfg.backend {
-            AgentBackend::Echo => Agent::Echo { template: cfg.template.clone() },
+    /// The agent the settings describe; `tools` are the tools it may call.
+    /// Fails when the API key cannot be read.
+    pub fn new(settings: &Settings, workspace: &Path, tools: Arc<ToolBox>) -> Result<Self> {
+        Ok(match settings.backend {
+            AgentBackend::Echo => Agent::Echo { template: settings.template.clone() },
+            AgentBackend::Openai => Agent::OpenAi(Arc::new(crate::openai::OpenAi::new(settings, workspace, tools)?)),
+        })
+    }
+
+    /// Whether the backend can summarise history (otherwise compaction truncates).
+    pub fn can_summarize(&self) -> bool {
+        matches!(self, Agent::OpenAi(_))
+    }
+
+    /// Summarise `previous` (an earlier summary) and `entries` into a short text.
+    pub async fn summarize(&self, previous: Option<&str>, entries: &[Entry]) -> Result<String> {
+        match self {
+            Agent::Echo { .. } => anyhow::bail!("the echo backend cannot summarise"),
+            Agent::OpenAi(o) => o.summarize(previous, entries).await,
         }
     }
 
-    /// The reply to one line of an interactive session (`kata chat`).
-    pub fn chat(&self, session: &str, text: &str) -> Option<String> {
-        let row = InboxRow {
-            id: 0,
-            plugin: "chat".into(),
-            origin: Some("chat".into()),
-            msg: crate::store::Inbound {
-                channel_msg_id: String::new(),
-                conversation: session.to_string(),
-                thread: None,
-                sender: "you".into(),
-                sender_name: None,
-                text: text.to_string(),
-                attachments_json: "[]".into(),
-                timestamp_ms: crate::store::now_ms(),
-                raw: None,
-                group: false,
-                mentioned: true,
-            },
-        };
-        self.reply(&row).map(|r| r.text)
-    }
-
-    /// The reply to one message (None: no reply).
-    pub fn reply(&self, row: &InboxRow) -> Option<Reply> {
+    /// Run one turn.
+    pub async fn turn(&self, input: TurnInput) -> Result<TurnOutput> {
         match self {
             Agent::Echo { template } => {
-                let sender = row.msg.sender_name.as_deref().unwrap_or(&row.msg.sender);
-                // One pass, so text containing "{sender}" is not expanded again.
-                let mut text = String::with_capacity(template.len() + row.msg.text.len());
-                let mut rest = template.as_str();
-                while let Some(i) = rest.find('{') {
-                    text.push_str(&rest[..i]);
-                    let tail = &rest[i..];
-                    let (value, len) = if tail.starts_with("{text}") {
-                        (row.msg.text.as_str(), 6)
-                    } else if tail.starts_with("{sender}") {
-                        (sender, 8)
-                    } else if tail.starts_with("{channel}") {
-                        (row.plugin.as_str(), 9)
-                    } else {
-                        ("{", 1)
-                    };
-                    text.push_str(value);
-                    rest = &tail[len..];
-                }
-                text.push_str(rest);
+                let text = fill(template, &input.text, &input.sender, &input.channel);
                 if text.is_empty() {
-                    return None;
+                    return Ok(TurnOutput::default());
                 }
-                Some(Reply {
-                    plugin: row.plugin.clone(),
-                    conversation: row.msg.conversation.clone(),
-                    thread: row.msg.thread.clone(),
-                    reply_to: Some(row.msg.channel_msg_id.clone()),
-                    text,
-                })
+                Ok(TurnOutput { entries: vec![Entry::assistant(&text)], reply: Some(text) })
             }
+            Agent::OpenAi(o) => o.turn(input).await,
         }
     }
+}
+
+/// Fill an echo template in one pass, so text containing "{sender}" is not
+/// expanded again.
+pub fn fill(template: &str, message: &str, sender: &str, channel: &str) -> String {
+    let mut text = String::with_capacity(template.len() + message.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        text.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let (value, len) = if tail.starts_with("{text}") {
+            (message, 6)
+        } else if tail.starts_with("{sender}") {
+            (sender, 8)
+        } else if tail.starts_with("{channel}") {
+            (channel, 9)
+        } else {
+            ("{", 1)
+        };
+        text.push_str(value);
+        rest = &tail[len..];
+    }
+    text.push_str(rest);
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Inbound;
-
-    fn row(text: &str) -> InboxRow {
-        InboxRow {
-            id: 1,
-            plugin: "telegram".into(),
-            msg: Inbound {
-                channel_msg_id: "7:1".into(),
-                conversation: "7".into(),
-                thread: Some("t".into()),
-                sender: "42".into(),
-                sender_name: Some("ann".into()),
-                text: text.into(),
-                attachments_json: "[]".into(),
-                timestamp_ms: 0,
-                raw: None,
-                group: false,
-                mentioned: false,
-            },
-            origin: None,
-        }
-    }
 
     #[test]
     fn echo_fills_the_template_once() {
-        let a = Agent::Echo { template: "{sender} on {channel} said: {text} {unknown}".into() };
-        let r = a.reply(&row("hi {sender}")).expect("reply");
-        assert_eq!(r.text, "ann on telegram said: hi {sender} {unknown}");
-        assert_eq!((r.conversation.as_str(), r.reply_to.as_deref(), r.thread.as_deref()), ("7", Some("7:1"), Some("t")));
-        let plain = Agent::Echo { template: "{text}".into() };
-        assert_eq!(plain.reply(&row("hello")).expect("reply").text, "hello");
-        assert!(plain.reply(&row("")).is_none());
+        assert_eq!(
+            fill("{sender} on {channel} said: {text} {unknown}", "hi {sender}", "ann", "telegram"),
+            "ann on telegram said: hi {sender} {unknown}"
+        );
+        assert_eq!(fill("{text}", "hello", "a", "b"), "hello");
+        assert_eq!(fill("{text}", "", "a", "b"), "");
+    }
+
+    #[test]
+    fn settings_are_checked_with_the_key_named() {
+        let parse = |t: &str| {
+            let f: PolicyFile = toml::from_str(t).expect("toml");
+            Settings::resolve(&f, Path::new("/ws"))
+        };
+        let s = parse("").expect("defaults");
+        assert_eq!((s.idle_timeout, s.history_budget, s.max_concurrent_sessions), (DEFAULT_IDLE, DEFAULT_BUDGET, 3));
+        assert_eq!(s.tools_mode, ToolMode::Safe);
+        let s = parse("[agent]\nidle_timeout = \"2s\"\nmax_concurrent_sessions = 5\n[tools]\nmode = \"daemon\"\nallow = [\"notes.*\"]")
+            .expect("valid");
+        assert_eq!((s.idle_timeout, s.max_concurrent_sessions, s.tools_mode), (Duration::from_secs(2), 5, ToolMode::Daemon));
+        assert_eq!(parse("[agent]\nbackend = \"openai\"").expect_err("model").0, ("agent", "model"));
+        assert_eq!(parse("[agent]\nidle_timeout = \"soon\"").expect_err("bad").0, ("agent", "idle_timeout"));
+        assert_eq!(parse("[tools]\nallow = [\"notes\"]").expect_err("pattern").0, ("tools", "allow"));
+        assert_eq!(parse("[agent]\napi_key = \"sk-123\"").expect_err("key").0, ("agent", "api_key"));
     }
 }

@@ -30,6 +30,9 @@ pub enum Kind {
     Redact,
     /// A limit (request rate, response size) was hit.
     Limit,
+    /// An agent tool call checked against the permission mode (see
+    /// `crate::permissions`); the row's `method` holds the mode.
+    Tool,
 }
 
 impl Kind {
@@ -41,6 +44,7 @@ impl Kind {
             Kind::Leak => "leak",
             Kind::Redact => "redact",
             Kind::Limit => "limit",
+            Kind::Tool => "tool",
         }
     }
 }

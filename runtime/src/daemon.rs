@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::agent::Agent;
 use crate::channel;
 use crate::control::{self, DaemonCommand, Shared};
 use crate::engine::{Engine, PluginCtx};
@@ -29,6 +28,7 @@ struct Loaded {
     policy: Policy,
     plugins: Vec<Arc<ChannelPlugin>>,
     services: Vec<Arc<crate::service::ServicePlugin>>,
+    agent: crate::router::AgentHandle,
 }
 
 /// Read kata.toml and load every enabled plugin. Any error is the user's to
@@ -37,6 +37,7 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
     let policy = Policy::load(&ws.policy_path(), ws.root())?;
     let mut plugins = Vec::new();
     let mut services = Vec::new();
+    let mut tools = Vec::new();
     for grants in policy.plugins.values().filter(|g| g.enabled) {
         let name = grants.name.clone();
         let Some(path) = &grants.path else {
@@ -50,6 +51,15 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
             services.push(Arc::new(s));
             continue;
         }
+        let (is_channel, is_tools) = crate::tools::kinds_of(path);
+        if is_tools {
+            let t = crate::tools::ToolsPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
+                .with_context(|| format!("cannot load tools plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
+            tools.push(Arc::new(t));
+            if !is_channel {
+                continue;
+            }
+        }
         let p = ChannelPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
             .with_context(|| format!("cannot load plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
         tracing::info!(plugin = %name, path = %path.display(), wit = ?p.info.wit_version, "plugin loaded");
@@ -60,7 +70,13 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
     if plugins.is_empty() && services.is_empty() {
         tracing::warn!("no plugins are enabled in {}; add a [plugins.NAME] table", policy.path.display());
     }
-    Ok(Loaded { policy, plugins, services })
+    let grants = plugins
+        .iter()
+        .map(|p| (p.name().to_string(), p.grants.clone()))
+        .chain(services.iter().map(|s| (s.name().to_string(), s.grants.clone())))
+        .collect();
+    let agent = crate::router::load(&policy, ws, db, tools, grants)?;
+    Ok(Loaded { policy, plugins, services, agent })
 }
 
 /// Everything `kata run` has loaded, before it starts running.
@@ -99,15 +115,11 @@ impl Workers {
             tasks.spawn(crate::stream::ingress(p.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
             tasks.spawn(channel::egress(p.clone(), db.clone(), health.clone(), ready, stop_rx.clone()));
         }
-        let agent = Agent::from_config(&loaded.policy.file.agent);
-        let chat_agent = agent.clone();
+        let chat_agent = loaded.agent.clone();
         *shared.chat.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(move |session: String, text: String| {
             let agent = chat_agent.clone();
-            Box::pin(async move { Ok(agent.chat(&session, &text)) })
+            Box::pin(async move { agent.interactive_turn(&session, &text).await.map_err(|e| format!("{e:#}")) })
         }));
-        let grants: BTreeMap<String, Arc<crate::policy::PluginGrants>> =
-            loaded.plugins.iter().map(|p| (p.name().to_string(), p.grants.clone()))
-                .chain(loaded.services.iter().map(|s| (s.name().to_string(), s.grants.clone()))).collect();
         for s in &loaded.services {
             health.register(s.name());
             tasks.spawn(crate::service::run(s.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
@@ -117,7 +129,7 @@ impl Workers {
         let mut wake: Vec<Arc<Notify>> = outbox_ready.values().cloned().collect();
         wake.push(inbox_ready.clone());
         tasks.spawn(clock_watch(wake, stop_rx.clone()));
-        tasks.spawn(agent_loop(agent, db.clone(), grants, inbox_ready, outbox_ready, stop_rx));
+        tasks.spawn(loaded.agent.clone().run(inbox_ready, outbox_ready, stop_rx));
         Self { stop, tasks, names }
     }
 
@@ -252,61 +264,6 @@ impl Daemon {
         let removed: Vec<&String> = before.iter().filter(|n| !workers.names.contains(n)).collect();
         let r = serde_json::json!({"plugins": workers.names, "added": added, "removed": removed});
         (Ok(r), workers)
-    }
-}
-
-/// Answer inbox messages with the agent; the inbox row is marked done in the
-/// same transaction that queues the reply. Messages from senders the channel
-/// does not allow never reach the agent (see [`crate::senders`]).
-async fn agent_loop(
-    agent: Agent,
-    db: Db,
-    grants: BTreeMap<String, Arc<crate::policy::PluginGrants>>,
-    inbox_ready: Arc<Notify>,
-    outbox_ready: BTreeMap<String, Arc<Notify>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let rows = match db.pending_inbox(100) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("cannot read the inbox: {e:#}");
-                Vec::new()
-            }
-        };
-        if rows.is_empty() {
-            tokio::select! {
-                _ = inbox_ready.notified() => {}
-                // A safety net: pick up rows even if a notification was missed.
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = shutdown.changed() => break,
-            }
-            continue;
-        }
-        for row in rows {
-            let reply = match crate::senders::gate(&db, grants.get(&row.plugin).map(|g| &**g), &row) {
-                Ok(crate::senders::Gate::Allowed) => agent
-                    .reply(&row)
-                    .and_then(|r| crate::senders::addressed(r, &row, grants.get(&row.plugin).map(|g| &**g))),
-                Ok(crate::senders::Gate::Pair(reply)) => Some(reply),
-                Ok(crate::senders::Gate::Held) => None,
-                Err(e) => {
-                    tracing::error!(inbox = row.id, "cannot check the sender: {e:#}");
-                    continue;
-                }
-            };
-            if let Err(e) = db.complete_inbox(row.id, reply.as_ref()) {
-                tracing::error!(inbox = row.id, "cannot store the reply: {e:#}");
-                continue;
-            }
-            tracing::info!(plugin = %row.plugin, inbox = row.id, from = %row.msg.sender, replied = reply.is_some(), "handled");
-            if let Some(n) = reply.as_ref().and_then(|r| outbox_ready.get(&r.plugin)) {
-                n.notify_one();
-            }
-        }
     }
 }
 

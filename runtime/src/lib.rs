@@ -5,8 +5,10 @@
 //! The modules follow the data path: [`workspace`] and [`policy`] load the
 //! user's `kata.toml`; [`engine`], [`host`], [`sandbox`] and [`plugin`] run
 //! components under their grants and limits; [`channel`] moves messages
-//! between plugins and the [`store`]; [`agent`] answers them; [`daemon`] ties
-//! it together for `kata run`.
+//! between plugins and the [`store`]; [`router`] queues them per
+//! [`session`] and [`agent`] answers them (the [`openai`] backend calls
+//! [`tools`] under the [`permissions`] mode); [`daemon`] ties it together
+//! for `kata run`.
 
 pub mod agent;
 pub mod audit;
@@ -23,9 +25,12 @@ pub mod health;
 pub mod host;
 pub mod install;
 pub mod manifest;
+pub mod openai;
+pub mod permissions;
 pub mod plugin;
 pub mod policy;
 pub mod policy_cmd;
+pub mod router;
 pub mod sandbox;
 pub mod scaffold;
 pub mod scheduler;
@@ -33,7 +38,9 @@ pub mod secret_cmd;
 pub mod secret_store;
 pub mod senders;
 pub mod service;
+pub mod session;
 pub mod store;
 pub mod stream;
 pub mod task_cmd;
+pub mod tools;
 pub mod workspace;

@@ -40,6 +40,26 @@ pub struct Manifest {
     /// Directories it wants mounted.
     #[serde(default)]
     pub files: Vec<FileRequest>,
+    /// What its tools promise (tools plugins only).
+    #[serde(default, skip_serializing_if = "ToolsManifest::is_empty")]
+    pub tools: ToolsManifest,
+}
+
+/// `[tools]` in a manifest: what the plugin's tools promise about themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsManifest {
+    /// Tools that only read: they may run in the `safe` permission mode,
+    /// where kata enforces the promise by running them with every write
+    /// grant stripped (directories read-only, network GET and HEAD only).
+    #[serde(default)]
+    pub read_only: Vec<String>,
+}
+
+impl ToolsManifest {
+    fn is_empty(&self) -> bool {
+        self.read_only.is_empty()
+    }
 }
 
 /// A directory a plugin asks to have mounted.

@@ -117,6 +117,9 @@ pub struct PolicyFile {
     /// `[agent]`: which agent answers messages.
     #[serde(default)]
     pub agent: AgentConfig,
+    /// `[tools]`: which agent tool calls may run (permission mode, allowlist).
+    #[serde(default)]
+    pub tools: ToolsConfig,
     /// `[plugins.NAME]`: one table per plugin instance.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginEntry>,
@@ -181,21 +184,70 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[agent]` settings.
+/// `[agent]` settings. Durations and the API key are checked when the policy
+/// is loaded (see `crate::agent::Settings::resolve`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The backend: only `echo` exists so far.
+    /// The backend: `echo` (default) or `openai`.
     #[serde(default)]
     pub backend: AgentBackend,
     /// The echo backend's reply template. `{text}`, `{sender}` and `{channel}` are replaced.
     #[serde(default = "default_template")]
     pub template: String,
+    /// `openai`: the API base URL (default `https://api.openai.com/v1`); any
+    /// OpenAI-compatible server (`/chat/completions` under it) works.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `openai`: the model name sent with every request.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `openai`: where the API key comes from, `env:VAR` or `file:PATH`
+    /// (none: no `Authorization` header, for local servers).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// `openai`: the system prompt put before every conversation.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// `openai`: how long one HTTP request may take (default `120s`).
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+    /// `openai`: retries after a 429, a 5xx or a network error (default 4).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// `openai`: most rounds of tool calls in one turn (default 8).
+    #[serde(default)]
+    pub max_tool_rounds: Option<u32>,
+    /// After this long without a message a conversation starts a new session
+    /// (default `30m`).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// History kept as context, in characters (default 24000); beyond it the
+    /// oldest turns are summarised (openai) or dropped (echo).
+    #[serde(default)]
+    pub history_budget: Option<usize>,
+    /// How many daemon-triggered sessions may run a turn at once (default 3;
+    /// `[daemon] max_concurrent_sessions` is read when this is not set).
+    #[serde(default)]
+    pub max_concurrent_sessions: Option<u32>,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self { backend: AgentBackend::Echo, template: default_template() }
+        Self {
+            backend: AgentBackend::Echo,
+            template: default_template(),
+            base_url: None,
+            model: None,
+            api_key: None,
+            system_prompt: None,
+            request_timeout: None,
+            max_retries: None,
+            max_tool_rounds: None,
+            idle_timeout: None,
+            history_budget: None,
+            max_concurrent_sessions: None,
+        }
     }
 }
 
@@ -210,6 +262,55 @@ pub enum AgentBackend {
     /// Replies with a template filled from the message (default; needs nothing).
     #[default]
     Echo,
+    /// An OpenAI-compatible chat completions endpoint, with tool calling.
+    Openai,
+}
+
+/// `[tools]`: which tool calls of the agent may run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// The permission mode (default `safe`); `[plugins.NAME] tools_mode`
+    /// overrides it for turns started by that channel.
+    #[serde(default)]
+    pub mode: ToolMode,
+    /// Tools that may run: `"plugin.tool"` or `"plugin.*"`. In `daemon` mode
+    /// only these run; in `ask` mode these run without asking.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `ask` mode: how long a call waits for `kata approve ID` before it is
+    /// denied (default `5m`).
+    #[serde(default)]
+    pub ask_timeout: Option<String>,
+}
+
+/// A permission mode for agent tool calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolMode {
+    /// Only tools whose manifest declares them read-only, run with every
+    /// write grant stripped (files read-only, network GET/HEAD only).
+    #[default]
+    Safe,
+    /// Each call waits for a person (`kata approve ID` / `kata deny ID`);
+    /// tools in `[tools] allow` run without asking.
+    Ask,
+    /// Every tool runs.
+    AllowAll,
+    /// Headless: only tools in `[tools] allow` run; everything else is refused.
+    Daemon,
+}
+
+impl ToolMode {
+    /// The name as written in kata.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolMode::Safe => "safe",
+            ToolMode::Ask => "ask",
+            ToolMode::AllowAll => "allow-all",
+            ToolMode::Daemon => "daemon",
+        }
+    }
 }
 
 /// `[plugins.NAME]`: one plugin and everything it is granted.
@@ -265,6 +366,10 @@ pub struct PluginEntry {
     /// or reply to it) reach it. Default true.
     #[serde(default)]
     pub require_mention: Option<bool>,
+    /// The tool permission mode for turns started through this channel
+    /// (overrides `[tools] mode`).
+    #[serde(default)]
+    pub tools_mode: Option<ToolMode>,
 }
 
 fn yes() -> bool {
@@ -816,6 +921,14 @@ impl NetworkGrant {
         host_ok && path_has_prefix(path, &self.path_prefix)
     }
 
+    /// This grant narrowed to reading: methods GET and HEAD only (those of
+    /// them it already allowed). None when it allows neither.
+    pub fn read_only(&self) -> Option<NetworkGrant> {
+        const READ: [&str; 2] = ["GET", "HEAD"];
+        let methods: Vec<String> = READ.iter().filter(|m| self.allows_method(m)).map(|m| m.to_string()).collect();
+        (!methods.is_empty()).then(|| NetworkGrant { methods, ..self.clone() })
+    }
+
     /// Whether some request could match both entries (same scheme and port,
     /// hosts that can coincide, one path prefix inside the other).
     pub fn overlaps(&self, other: &NetworkGrant) -> bool {
@@ -982,6 +1095,8 @@ pub struct PluginGrants {
     pub require_mention: bool,
     /// Where a service's messages are answered (`deliver_to`).
     pub deliver_to: Option<Target>,
+    /// The tool permission mode for turns this channel starts (None: `[tools] mode`).
+    pub tools_mode: Option<ToolMode>,
     /// The network entries the plugin's manifest asks for, when it carries one
     /// (set when the plugin is loaded). A request must then match a policy
     /// grant *and* one of these: the manifest asks, the policy decides.
@@ -1041,6 +1156,17 @@ impl PluginGrants {
         } else {
             GroupVerdict::Allowed
         }
+    }
+
+    /// These grants with every write stripped, for tools running in the
+    /// `safe` mode: directories read-only, network entries GET and HEAD only.
+    pub fn read_only(&self) -> PluginGrants {
+        let mut g = self.clone();
+        for f in &mut g.files {
+            f.mode = FileMode::Ro;
+        }
+        g.network = self.network.iter().filter_map(NetworkGrant::read_only).collect();
+        g
     }
 
     /// Whether `sender` may reach the agent without pairing.
@@ -1364,8 +1490,12 @@ impl Policy {
                     groups: entry.groups.clone().unwrap_or_default(),
                     require_mention: entry.require_mention.unwrap_or(true),
                     deliver_to,
+                    tools_mode: entry.tools_mode,
                 },
             );
+        }
+        if let Err((key, m)) = crate::agent::Settings::resolve(&file, workspace) {
+            diags.push(loc.diag(Severity::Error, &[Seg::Key(key.0), Seg::Key(key.1)], m));
         }
         diags.sort_by_key(|d| (d.line, d.column, d.severity));
         let ok = !diags.iter().any(|d| d.severity == Severity::Error);

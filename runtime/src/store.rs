@@ -122,6 +122,45 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE inbox ADD COLUMN is_group INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE inbox ADD COLUMN mentioned INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: agent sessions and their history (session.rs), and tool calls
+    // waiting for a person's approval (permissions.rs).
+    r#"
+    CREATE TABLE sessions (
+        id             INTEGER PRIMARY KEY,
+        key            TEXT NOT NULL,
+        origin         TEXT NOT NULL,
+        created_ms     INTEGER NOT NULL,
+        last_active_ms INTEGER NOT NULL,
+        summary        TEXT
+    );
+    CREATE INDEX sessions_key ON sessions (key, id);
+    CREATE TABLE history (
+        id           INTEGER PRIMARY KEY,
+        session_id   INTEGER NOT NULL REFERENCES sessions (id),
+        turn         INTEGER NOT NULL,
+        inbox_id     INTEGER,
+        role         TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'tool')),
+        content      TEXT NOT NULL,
+        tool_calls   TEXT,
+        tool_call_id TEXT,
+        created_ms   INTEGER NOT NULL,
+        compacted    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX history_session ON history (session_id, id);
+    CREATE TABLE approvals (
+        id          INTEGER PRIMARY KEY,
+        session_key TEXT NOT NULL,
+        plugin      TEXT NOT NULL,
+        tool        TEXT NOT NULL,
+        args        TEXT NOT NULL,
+        mode_source TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'denied', 'expired')),
+        created_ms  INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        decided_ms  INTEGER
+    );
+    CREATE INDEX approvals_pending ON approvals (status) WHERE status = 'pending';
+    "#,
 ];
 
 /// One row of the audit log.
@@ -234,6 +273,17 @@ pub struct Reply {
     pub reply_to: Option<String>,
     /// Text.
     pub text: String,
+}
+
+/// One agent turn to append to a session's history.
+#[derive(Debug, Clone, Copy)]
+pub struct Turn<'a> {
+    /// The session (see [`crate::session`]).
+    pub session_id: i64,
+    /// The user's message.
+    pub user: &'a crate::session::Entry,
+    /// What the agent added: tool calls, tool results, the answer.
+    pub entries: &'a [crate::session::Entry],
 }
 
 /// Counts for status output and tests.
@@ -410,13 +460,18 @@ impl Db {
 
     /// Inbound messages not yet answered, oldest first.
     pub fn pending_inbox(&self, limit: usize) -> Result<Vec<InboxRow>> {
+        self.pending_inbox_after(0, limit)
+    }
+
+    /// Inbound messages not yet answered with an id above `after`, oldest first.
+    pub fn pending_inbox_after(&self, after: i64, limit: usize) -> Result<Vec<InboxRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT id, plugin, channel_msg_id, conversation, thread, sender, sender_name, text,
                     attachments, timestamp_ms, raw, origin, is_group, mentioned
-             FROM inbox WHERE status = 'new' ORDER BY id LIMIT ?1",
+             FROM inbox WHERE status = 'new' AND id > ?2 ORDER BY id LIMIT ?1",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let rows = stmt.query_map(params![limit as i64, after], |r| {
             Ok(InboxRow {
                 id: r.get(0)?,
                 plugin: r.get(1)?,
@@ -443,8 +498,24 @@ impl Db {
     /// reply's idempotency key is derived from the inbox id, so doing this twice
     /// can never queue two replies.
     pub fn complete_inbox(&self, inbox_id: i64, reply: Option<&Reply>) -> Result<()> {
+        self.complete_turn(inbox_id, reply, None)
+    }
+
+    /// [`Self::complete_inbox`], also appending the agent's turn to its
+    /// session's history — in the same transaction, so a turn is in the
+    /// history exactly when its inbox row is done and its reply is queued.
+    pub fn complete_turn(&self, inbox_id: i64, reply: Option<&Reply>, turn: Option<Turn<'_>>) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let status: Option<String> =
+            tx.query_row("SELECT status FROM inbox WHERE id = ?1", [inbox_id], |r| r.get(0)).optional()?;
+        if status.as_deref() == Some("done") {
+            // Completed before (a retry after a lost acknowledgement): nothing twice.
+            return Ok(());
+        }
+        if let Some(t) = turn {
+            crate::session::append_turn(&tx, t.session_id, Some(inbox_id), t.user, t.entries)?;
+        }
         if let Some(r) = reply {
             tx.execute(
                 "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,

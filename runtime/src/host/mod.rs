@@ -149,3 +149,70 @@ impl ChannelBindings {
         }
     }
 }
+
+/// A tools component (world `tools-plugin` or `channel-tools-plugin`) linked
+/// and ready to instantiate, with the bindings of its contract version.
+#[derive(Clone)]
+pub enum ToolsPre {
+    /// Built against 0.1.0.
+    V0_1_0(v0_1_0::ToolsPluginPre<PluginCtx>),
+    /// Built against 0.1.1.
+    V0_1_1(v0_1_1::ToolsPluginPre<PluginCtx>),
+    /// Built against 0.1.2.
+    V0_1_2(v0_1_2::ToolsPluginPre<PluginCtx>),
+}
+
+impl ToolsPre {
+    /// Pick the bindings for `version` (the component's declared WIT version).
+    pub fn new(pre: InstancePre<PluginCtx>, version: Option<&str>) -> wasmtime::Result<Self> {
+        Ok(match version {
+            Some("0.1.0") => Self::V0_1_0(v0_1_0::ToolsPluginPre::new(pre)?),
+            Some("0.1.1") => Self::V0_1_1(v0_1_1::ToolsPluginPre::new(pre)?),
+            _ => Self::V0_1_2(v0_1_2::ToolsPluginPre::new(pre)?),
+        })
+    }
+
+    /// Instantiate in `store`.
+    pub async fn instantiate_async(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<ToolsBindings> {
+        Ok(match self {
+            Self::V0_1_0(p) => ToolsBindings::V0_1_0(p.instantiate_async(store).await?),
+            Self::V0_1_1(p) => ToolsBindings::V0_1_1(p.instantiate_async(store).await?),
+            Self::V0_1_2(p) => ToolsBindings::V0_1_2(p.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// The `tools` export of an instance, whatever version it speaks.
+pub enum ToolsBindings {
+    /// 0.1.0.
+    V0_1_0(v0_1_0::ToolsPlugin),
+    /// 0.1.1.
+    V0_1_1(v0_1_1::ToolsPlugin),
+    /// 0.1.2.
+    V0_1_2(v0_1_2::ToolsPlugin),
+}
+
+impl ToolsBindings {
+    /// `list()`.
+    pub async fn list(&self, s: &mut Store<PluginCtx>) -> wasmtime::Result<Vec<latest::ToolSpec>> {
+        match self {
+            Self::V0_1_0(b) => Ok(b.kata_plugin_tools().call_list(s).await?.into_iter().map(Into::into).collect()),
+            Self::V0_1_1(b) => Ok(b.kata_plugin_tools().call_list(s).await?.into_iter().map(Into::into).collect()),
+            Self::V0_1_2(b) => b.kata_plugin_tools().call_list(s).await,
+        }
+    }
+
+    /// `call(name, args-json)`.
+    pub async fn call(
+        &self,
+        s: &mut Store<PluginCtx>,
+        name: &str,
+        args_json: &str,
+    ) -> wasmtime::Result<Result<String, latest::ToolError>> {
+        match self {
+            Self::V0_1_0(b) => Ok(b.kata_plugin_tools().call_call(s, name, args_json).await?.map_err(Into::into)),
+            Self::V0_1_1(b) => Ok(b.kata_plugin_tools().call_call(s, name, args_json).await?.map_err(Into::into)),
+            Self::V0_1_2(b) => b.kata_plugin_tools().call_call(s, name, args_json).await,
+        }
+    }
+}

@@ -25,7 +25,22 @@ pub(crate) mod bindings {
     });
 }
 
+/// The `tools-plugin` world of 0.1.0 (same types as 0.1.1).
+#[allow(missing_docs)]
+pub(crate) mod tools_bindings {
+    wasmtime::component::bindgen!({
+        world: "tools-plugin",
+        path: "../wit/v0.1.0",
+        exports: { default: async },
+        with: {
+            "kata:plugin/types@0.1.0": crate::host::v0_1_1::bindings::kata::plugin::types,
+            "kata:plugin/host@0.1.0": crate::host::v0_1_1::bindings::kata::plugin::host,
+        },
+    });
+}
+
 pub use bindings::{ChannelPlugin, ChannelPluginPre};
+pub use tools_bindings::{ToolsPlugin, ToolsPluginPre};
 
 use bindings::exports::kata::plugin::channel as old;
 

@@ -22,6 +22,39 @@ pub(crate) mod bindings {
     });
 }
 
+/// The `tools-plugin` world of 0.1.1, on this version's own `types`.
+#[allow(missing_docs)]
+pub(crate) mod tools_bindings {
+    wasmtime::component::bindgen!({
+        world: "tools-plugin",
+        path: "../wit/v0.1.1",
+        exports: { default: async },
+        with: {
+            "kata:plugin/types": crate::host::v0_1_1::bindings::kata::plugin::types,
+            "kata:plugin/host": crate::host::v0_1_1::bindings::kata::plugin::host,
+        },
+    });
+}
+
+pub use tools_bindings::{ToolsPlugin, ToolsPluginPre};
+
+impl From<old_types::ToolSpec> for latest::ToolSpec {
+    fn from(s: old_types::ToolSpec) -> Self {
+        Self { name: s.name, description: s.description, args_schema: s.args_schema }
+    }
+}
+
+impl From<old_types::ToolError> for latest::ToolError {
+    fn from(e: old_types::ToolError) -> Self {
+        use old_types::ToolError as E;
+        match e {
+            E::UnknownTool(m) => Self::UnknownTool(m),
+            E::InvalidArgs(m) => Self::InvalidArgs(m),
+            E::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
 pub use bindings::{ChannelPlugin, ChannelPluginPre};
 
 use bindings::exports::kata::plugin::channel as old;

@@ -52,6 +52,25 @@ pub use bindings::kata::plugin::types::{
     Attachment, ChannelError, ConversationKind, Frame, LogLevel, Message, OutboundMessage, SendReceipt,
 };
 pub use bindings::{ChannelPlugin, ChannelPluginPre};
+pub use bindings::kata::plugin::types::{ToolError, ToolSpec};
+
+/// The `tools-plugin` world: the `tools` export, sharing the `types` and
+/// `host` interfaces (and their host implementation) with the channel world.
+/// A `channel-tools-plugin` component matches it too.
+#[allow(missing_docs)]
+pub(crate) mod tools_bindings {
+    wasmtime::component::bindgen!({
+        world: "tools-plugin",
+        path: "../wit/v0.1.2",
+        exports: { default: async },
+        with: {
+            "kata:plugin/types": crate::host::v0_1_2::bindings::kata::plugin::types,
+            "kata:plugin/host": crate::host::v0_1_2::bindings::kata::plugin::host,
+        },
+    });
+}
+
+pub use tools_bindings::{ToolsPlugin, ToolsPluginPre};
 
 /// Add the host interfaces to a linker. Components built against older 0.1.x
 /// versions link against these too: wasmtime resolves `host@0.1.0` and

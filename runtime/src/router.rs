@@ -1,0 +1,371 @@
+//! The session router: inbox rows → per-session queues → agent turns →
+//! outbox, and the [`AgentHandle`] through which interactive clients
+//! (`kata chat`, `kata send` via the control socket) run turns too.
+//!
+//! Ordering and concurrency:
+//! - every row goes through [`crate::senders::gate`] first, in inbox order;
+//!   only allowed rows reach a session queue;
+//! - a session (see [`crate::session::session_key`]) runs one turn at a time,
+//!   in arrival order: one worker per session drains its FIFO queue, and
+//!   every turn — daemon or interactive — holds the session's turn lock;
+//! - at most `[agent] max_concurrent_sessions` daemon-triggered turns run at
+//!   once (a semaphore permit per turn); interactive turns do not take one.
+//!
+//! Exactly once: a row's reply is queued, the row marked done and the turn
+//! appended to the history in one transaction ([`Db::complete_turn`]). A
+//! crash before it reruns the turn after restart (tool calls of that turn may
+//! then run again); a crash after it changes nothing. A turn that fails (the
+//! backend is down past its retries) leaves the row unanswered and is retried
+//! with backoff, holding its session's later messages back so order holds.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::agent::{Agent, Settings, TurnInput, TurnOutput};
+use crate::policy::{PluginGrants, ToolMode};
+use crate::session::{Entry, HistoryItem, Session, compaction_cut, session_key};
+use crate::store::{Db, InboxRow, Reply, Turn, now_ms};
+use crate::tools::{CallContext, ToolBox};
+
+/// First wait before a failed turn is retried; doubles up to [`MAX_RETRY`].
+const RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// One session's queue and turn lock.
+#[derive(Default)]
+struct Slot {
+    turn: tokio::sync::Mutex<()>,
+    queue: Mutex<SlotQueue>,
+}
+
+#[derive(Default)]
+struct SlotQueue {
+    rows: VecDeque<InboxRow>,
+    /// A worker is draining `rows`.
+    running: bool,
+}
+
+struct Inner {
+    db: Db,
+    agent: Agent,
+    tools: Arc<ToolBox>,
+    settings: Settings,
+    grants: BTreeMap<String, Arc<PluginGrants>>,
+    cap: Semaphore,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    outbox_ready: Mutex<BTreeMap<String, Arc<Notify>>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The agent side of the daemon: routes inbox rows to sessions and runs
+/// turns. Cheap to clone; every clone is the same router.
+#[derive(Clone)]
+pub struct AgentHandle {
+    inner: Arc<Inner>,
+}
+
+impl AgentHandle {
+    /// A router over `db`. `grants` are the channel plugins' (for the sender
+    /// gate and their `tools_mode`).
+    pub fn new(db: Db, settings: Settings, agent: Agent, tools: Arc<ToolBox>, grants: BTreeMap<String, Arc<PluginGrants>>) -> Self {
+        let cap = Semaphore::new(settings.max_concurrent_sessions);
+        let (stop, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                agent,
+                tools,
+                settings,
+                grants,
+                cap,
+                slots: Mutex::new(HashMap::new()),
+                outbox_ready: Mutex::new(BTreeMap::new()),
+                stop,
+            }),
+        }
+    }
+
+    /// Run one turn for an interactive client (`kata chat`, `kata send`):
+    /// `text` from the person in session `session_key` (any stable string,
+    /// e.g. `chat/default`), under the workspace's `[tools] mode`. It waits
+    /// for the session's earlier turns (one turn at a time per session) but
+    /// not for the daemon's concurrency cap. Returns the agent's reply (None:
+    /// it had nothing to say). The turn is stored in the session's history.
+    pub async fn interactive_turn(&self, session_key: &str, text: &str) -> Result<Option<String>> {
+        let slot = self.slot(session_key);
+        let _turn = slot.turn.lock().await;
+        let (session, user, out) = self.run_turn(session_key, None, text, "you", "chat").await?;
+        self.inner.db.record_turn(session.id, &user, &out.entries)?;
+        Ok(out.reply)
+    }
+
+    /// The newest `n` history entries of the current session of
+    /// `session_key`, oldest first (to show context when a client reconnects).
+    pub fn recent_history(&self, session_key: &str, n: usize) -> Result<Vec<HistoryItem>> {
+        self.inner.db.recent_history(session_key, n)
+    }
+
+    /// The tools the agent can call (listing them on first use).
+    pub async fn tools(&self) -> Vec<crate::tools::ToolEntry> {
+        self.inner.tools.entries().await.to_vec()
+    }
+
+    fn slot(&self, key: &str) -> Arc<Slot> {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Move inbox rows to the agent until `shutdown` says stop. `inbox_ready`
+    /// wakes it when a channel stored messages; `outbox_ready` wakes each
+    /// channel's sender when a reply is queued.
+    pub async fn run(
+        self,
+        inbox_ready: Arc<Notify>,
+        outbox_ready: BTreeMap<String, Arc<Notify>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        *self.inner.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()) = outbox_ready;
+        match self.inner.db.approvals_expire_all() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} tool call(s) left waiting for approval by an earlier run were expired"),
+            Err(e) => tracing::error!("cannot expire old approvals: {e:#}"),
+        }
+        // List the tools now, so problems show at start.
+        let n = self.inner.tools.entries().await.len();
+        tracing::info!(tools = n, mode = self.inner.settings.tools_mode.as_str(), "agent ready");
+        // Session workers live in this set: when the daemon stops or
+        // reloads, none outlives the router that dispatched its rows.
+        let mut workers = tokio::task::JoinSet::new();
+        let mut last = 0i64;
+        loop {
+            while workers.try_join_next().is_some() {}
+            if *shutdown.borrow() {
+                break;
+            }
+            let rows = match self.inner.db.pending_inbox_after(last, 100) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot read the inbox: {e:#}");
+                    Vec::new()
+                }
+            };
+            let mut stalled = false;
+            for row in &rows {
+                match self.dispatch(row.clone(), &mut workers) {
+                    Ok(()) => last = row.id,
+                    Err(e) => {
+                        // Left for the next round (the id is not passed).
+                        tracing::error!(inbox = row.id, "cannot check the sender: {e:#}");
+                        stalled = true;
+                        break;
+                    }
+                }
+            }
+            if rows.is_empty() || stalled {
+                tokio::select! {
+                    _ = inbox_ready.notified() => {}
+                    // A safety net: pick up rows even if a notification was missed.
+                    _ = tokio::time::sleep(Duration::from_secs(if stalled { 1 } else { 5 })) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+        let _ = self.inner.stop.send(true);
+        // Let turns in flight finish (the daemon bounds this wait; if it
+        // gives up, dropping the set aborts them and their rows stay new).
+        while workers.join_next().await.is_some() {}
+    }
+
+    /// Gate a row and queue it on its session (or answer it now, for pairing).
+    fn dispatch(&self, row: InboxRow, workers: &mut tokio::task::JoinSet<()>) -> Result<()> {
+        let grants = self.inner.grants.get(&row.plugin).map(|g| &**g);
+        let reply = match crate::senders::gate(&self.inner.db, grants, &row)? {
+            crate::senders::Gate::Allowed => {
+                let key = session_key(&row.plugin, &row.msg.conversation, row.msg.thread.as_deref());
+                let slot = self.slot(&key);
+                let start = {
+                    let mut q = slot.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    q.rows.push_back(row);
+                    !std::mem::replace(&mut q.running, true)
+                };
+                if start {
+                    workers.spawn(self.clone().worker(key, slot));
+                }
+                return Ok(());
+            }
+            crate::senders::Gate::Pair(reply) => Some(reply),
+            crate::senders::Gate::Held => None,
+        };
+        self.inner.db.complete_inbox(row.id, reply.as_ref())?;
+        tracing::info!(plugin = %row.plugin, inbox = row.id, from = %row.msg.sender, replied = reply.is_some(), "handled");
+        self.notify(&row.plugin);
+        Ok(())
+    }
+
+    fn notify(&self, plugin: &str) {
+        if let Some(n) = self.inner.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()).get(plugin) {
+            n.notify_one();
+        }
+    }
+
+    /// Drain one session's queue, one turn at a time.
+    async fn worker(self, key: String, slot: Arc<Slot>) {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let row = {
+                let mut q = slot.queue.lock().unwrap_or_else(|p| p.into_inner());
+                match q.rows.pop_front() {
+                    Some(r) => r,
+                    None => {
+                        q.running = false;
+                        break;
+                    }
+                }
+            };
+            let mut wait = RETRY;
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                let result = {
+                    let _turn = slot.turn.lock().await;
+                    let Ok(_permit) = self.inner.cap.acquire().await else { return };
+                    if *stop.borrow() {
+                        return;
+                    }
+                    self.daemon_turn(&key, &row).await
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!(inbox = row.id, session = %key, "the turn failed: {e:#}; retrying in {wait:?}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.changed() => return,
+                        }
+                        wait = (wait * 2).min(MAX_RETRY);
+                    }
+                }
+            }
+        }
+        self.prune(&key, &slot);
+    }
+
+    /// Forget an idle session's slot, unless someone else holds it.
+    fn prune(&self, key: &str, slot: &Arc<Slot>) {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = {
+            let q = slot.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.rows.is_empty() && !q.running
+        };
+        // The map and this worker hold the only references: no turn waits.
+        if idle && Arc::strong_count(slot) == 2 {
+            slots.remove(key);
+        }
+    }
+
+    async fn daemon_turn(&self, key: &str, row: &InboxRow) -> Result<()> {
+        let sender = row.msg.sender_name.as_deref().unwrap_or(&row.msg.sender);
+        let (session, user, out) = self.run_turn(key, Some(&row.plugin), &row.msg.text, sender, &row.plugin).await?;
+        let grants = self.inner.grants.get(&row.plugin).map(|g| &**g);
+        // Where the answer goes: the conversation, or for a service's
+        // message its `deliver_to` (see senders::addressed).
+        let reply = out
+            .reply
+            .as_ref()
+            .map(|text| Reply {
+                plugin: row.plugin.clone(),
+                conversation: row.msg.conversation.clone(),
+                thread: row.msg.thread.clone(),
+                reply_to: Some(row.msg.channel_msg_id.clone()),
+                text: text.clone(),
+            })
+            .and_then(|r| crate::senders::addressed(r, row, grants));
+        let turn = Turn { session_id: session.id, user: &user, entries: &out.entries };
+        self.inner.db.complete_turn(row.id, reply.as_ref(), Some(turn))?;
+        tracing::info!(plugin = %row.plugin, inbox = row.id, session = %key, replied = reply.is_some(), "handled");
+        if let Some(r) = &reply {
+            self.notify(&r.plugin);
+        }
+        Ok(())
+    }
+
+    /// The mode a turn from `origin` (a channel plugin, None: interactive)
+    /// runs under, and the kata.toml line that sets it.
+    fn mode_for(&self, origin: Option<&str>) -> (ToolMode, String) {
+        if let Some(m) = origin.and_then(|p| self.inner.grants.get(p)).and_then(|g| g.tools_mode) {
+            let p = origin.unwrap_or_default();
+            return (m, format!("[plugins.{p}] tools_mode = \"{}\"", m.as_str()));
+        }
+        let m = self.inner.settings.tools_mode;
+        (m, format!("[tools] mode = \"{}\"", m.as_str()))
+    }
+
+    /// Open the session, compact its history if it is over budget, and ask
+    /// the agent. Nothing is stored about the turn itself; the caller stores it.
+    async fn run_turn(
+        &self,
+        key: &str,
+        origin: Option<&str>,
+        text: &str,
+        sender: &str,
+        channel: &str,
+    ) -> Result<(Session, Entry, TurnOutput)> {
+        let s = &self.inner.settings;
+        let db = &self.inner.db;
+        let mut session = db.session_for(key, origin.unwrap_or("interactive"), s.idle_timeout, now_ms())?;
+        let mut history = db.session_history(session.id)?;
+        if let Some(cut) = compaction_cut(&history, s.history_budget) {
+            let old: Vec<Entry> = history.iter().filter(|h| h.turn <= cut).map(|h| h.entry.clone()).collect();
+            let summary = if self.inner.agent.can_summarize() {
+                match self.inner.agent.summarize(session.summary.as_deref(), &old).await {
+                    Ok(sum) => Some(sum),
+                    Err(e) => {
+                        tracing::warn!(session = %key, "cannot summarise the history ({e:#}); dropping the oldest turns instead");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            db.compact_session(session.id, cut, summary.as_deref())?;
+            tracing::info!(session = %key, turns_through = cut, summarised = summary.is_some(), "history compacted");
+            if summary.is_some() {
+                session.summary = summary;
+            }
+            history.retain(|h| h.turn > cut);
+        }
+        let (mode, mode_source) = self.mode_for(origin);
+        let input = TurnInput {
+            text: text.to_string(),
+            sender: sender.to_string(),
+            channel: channel.to_string(),
+            summary: session.summary.clone(),
+            history: history.into_iter().map(|h| h.entry).collect(),
+            call: CallContext { session_key: key.to_string(), mode, mode_source },
+        };
+        let out = self.inner.agent.turn(input).await?;
+        Ok((session, Entry::user(text), out))
+    }
+}
+
+/// Build the agent of a workspace: settings from `[agent]` and `[tools]`, the
+/// tools of `tools`, and the grants of the plugins whose messages it answers
+/// (channels and services), by name.
+pub fn load(
+    policy: &crate::policy::Policy,
+    ws: &crate::workspace::Workspace,
+    db: &Db,
+    tools: Vec<Arc<crate::tools::ToolsPlugin>>,
+    grants: BTreeMap<String, Arc<PluginGrants>>,
+) -> Result<AgentHandle> {
+    let settings = Settings::resolve(&policy.file, ws.root())
+        .map_err(|((table, key), m)| anyhow::anyhow!("[{table}] {key} in {}: {m}", policy.path.display()))?;
+    let toolbox = Arc::new(ToolBox::new(tools, settings.tools_allow.clone(), settings.ask_timeout, db.clone()));
+    let agent = Agent::new(&settings, ws.root(), toolbox.clone())?;
+    Ok(AgentHandle::new(db.clone(), settings, agent, toolbox, grants))
+}
