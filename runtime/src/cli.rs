@@ -123,6 +123,25 @@ pub enum Command {
     /// Schedule prompts for the agent: cron, intervals or one-shot times.
     #[command(subcommand)]
     Task(crate::task_cmd::TaskCommand),
+    /// List agent tool calls waiting for a person's approval (`[tools] mode = "ask"`).
+    Approvals {
+        /// Also show decided and expired calls (the newest 100).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a waiting tool call run (its id is in `kata approvals` and the daemon's log).
+    Approve {
+        /// The approval id.
+        id: i64,
+    },
+    /// Refuse a waiting tool call; the agent is told it was denied.
+    Deny {
+        /// The approval id.
+        id: i64,
+    },
     /// Print shell completions for kata.
     Completions {
         /// The shell to generate completions for.
@@ -354,11 +373,39 @@ pub fn run(cli: Cli) -> Result<()> {
             init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
             crate::task_cmd::task(cli.workspace.as_deref(), cmd, &mut std::io::stdout().lock())
         }
+        Command::Approvals { all, json } => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            let ws = Workspace::discover(cli.workspace.as_deref())?;
+            let db = crate::store::Db::open(&ws.db_path())?;
+            crate::permissions::print_approvals(&db, all, json, &mut std::io::stdout().lock())
+        }
+        Command::Approve { id } | Command::Deny { id } => {
+            let approve = matches!(cli.command, Command::Approve { .. });
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            let ws = Workspace::discover(cli.workspace.as_deref())?;
+            let db = crate::store::Db::open(&ws.db_path())?;
+            decide_approval(&db, id, approve, &mut std::io::stdout().lock())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kata", &mut std::io::stdout());
             Ok(())
         }
     }
+}
+
+fn decide_approval(db: &crate::store::Db, id: i64, approve: bool, out: &mut impl Write) -> Result<()> {
+    let Some(a) = db.approval_decide(id, approve)? else {
+        anyhow::bail!("no tool call has approval id {id}; `kata approvals` lists the waiting ones");
+    };
+    let tool = format!("{}.{}", a.plugin, a.tool);
+    match (a.status.as_str(), approve) {
+        ("approved", true) => writeln!(out, "Approved {id}: {tool} runs now (session {}).", a.session_key)?,
+        ("denied", false) => writeln!(out, "Denied {id}: {tool} does not run; the agent is told so.")?,
+        (status, _) => anyhow::bail!(
+            "approval {id} ({tool}) is already {status}; nothing changed (a call waits at most [tools] ask_timeout)"
+        ),
+    }
+    Ok(())
 }
 
 fn pair_command(workspace: Option<&Path>, cmd: PairCommand) -> Result<()> {

@@ -2,6 +2,8 @@
 //! child processes on loopback, and the real `kata` binary.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod llm;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

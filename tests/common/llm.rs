@@ -1,0 +1,266 @@
+//! Servers for the agent tests, on loopback, written here:
+//! - [`LlmServer`]: a scripted OpenAI-compatible chat completions endpoint
+//!   that records every request and the concurrency it saw;
+//! - [`ChatServer`]: the JSON chat API the `guest-chat` channel polls and
+//!   sends to (conversations and threads).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// One HTTP request as the handlers see it.
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// An HTTP response: status, extra headers, JSON body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl HttpResponse {
+    pub fn json(body: Value) -> Self {
+        Self { status: 200, headers: vec![], body }
+    }
+}
+
+type Handler = Arc<dyn Fn(HttpRequest) -> HttpResponse + Send + Sync>;
+
+/// Serve `handler` on a free loopback port, one thread per connection, one
+/// request per connection. Returns the port.
+fn serve(handler: Handler) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let handler = handler.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut parts = first.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_string();
+                let path = parts.next().unwrap_or_default().to_string();
+                let mut content_length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        content_length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; content_length];
+                let _ = reader.read_exact(&mut body);
+                let resp = handler(HttpRequest { method, path, body });
+                let text = resp.body.to_string();
+                let mut head = format!(
+                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    resp.status,
+                    text.len()
+                );
+                for (k, v) in resp.headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(text.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+/// What the scripted model answers to a request (status, body, headers).
+pub type Script = Arc<dyn Fn(&Value) -> HttpResponse + Send + Sync>;
+
+#[derive(Default)]
+struct Stats {
+    in_flight: usize,
+    max_in_flight: usize,
+    per_tag: HashMap<String, usize>,
+    max_per_tag: usize,
+}
+
+/// A scripted OpenAI-compatible server.
+pub struct LlmServer {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Value>>>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+/// The text of the last message in a request.
+pub fn last_message(req: &Value) -> Value {
+    req["messages"].as_array().and_then(|m| m.last().cloned()).unwrap_or(Value::Null)
+}
+
+/// The contents of every message of `role` in a request, in order.
+pub fn contents(req: &Value, role: &str) -> Vec<String> {
+    req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == role)
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A final answer.
+pub fn answer(text: &str) -> HttpResponse {
+    HttpResponse::json(json!({"choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": text}}]}))
+}
+
+/// A request to call one tool.
+pub fn tool_call(id: &str, function: &str, args: &str) -> HttpResponse {
+    HttpResponse::json(json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+        "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": function, "arguments": args}}]}}]}))
+}
+
+/// The script the tool tests use: a user message `call FUNCTION ARGS` gets
+/// a tool call; a tool result gets the answer `tool said: RESULT`; a
+/// summary request gets `SUMMARY(n chars)`; anything else `echo: TEXT`.
+pub fn tool_script() -> Script {
+    Arc::new(|req: &Value| {
+        let last = last_message(req);
+        let first_system = req["messages"][0]["content"].as_str().unwrap_or_default();
+        if first_system.starts_with("Summarise") {
+            return answer(&format!("SUMMARY({} chars)", last["content"].as_str().unwrap_or_default().len()));
+        }
+        let text = last["content"].as_str().unwrap_or_default();
+        match last["role"].as_str() {
+            Some("tool") => answer(&format!("tool said: {text}")),
+            _ => match text.strip_prefix("call ").and_then(|r| r.split_once(' ')) {
+                Some((function, args)) => tool_call("call-1", function, args),
+                None => answer(&format!("echo: {text}")),
+            },
+        }
+    })
+}
+
+impl LlmServer {
+    /// Start with `script`, answering each request after `delay`. The first
+    /// word of the last user message is the request's tag (its session, in
+    /// the tests), for per-tag concurrency.
+    pub fn start(script: Script, delay: Duration) -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let (r, s) = (requests.clone(), stats.clone());
+        let port = serve(Arc::new(move |req: HttpRequest| {
+            if req.method != "POST" || !req.path.ends_with("/chat/completions") {
+                return HttpResponse { status: 404, headers: vec![], body: json!({"error": {"message": "no such path"}}) };
+            }
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let tag = contents(&body, "user").last().and_then(|t| t.split_whitespace().next().map(str::to_string)).unwrap_or_default();
+            {
+                let mut st = s.lock().unwrap();
+                st.in_flight += 1;
+                st.max_in_flight = st.max_in_flight.max(st.in_flight);
+                let n = st.per_tag.entry(tag.clone()).or_default();
+                *n += 1;
+                let n = *n;
+                st.max_per_tag = st.max_per_tag.max(n);
+            }
+            r.lock().unwrap().push(body.clone());
+            std::thread::sleep(delay);
+            let resp = script(&body);
+            let mut st = s.lock().unwrap();
+            st.in_flight -= 1;
+            *st.per_tag.get_mut(&tag).unwrap() -= 1;
+            resp
+        }));
+        Self { port, requests, stats }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The most requests in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.stats.lock().unwrap().max_in_flight
+    }
+
+    /// The most requests of one tag in flight at once.
+    pub fn max_in_flight_per_tag(&self) -> usize {
+        self.stats.lock().unwrap().max_per_tag
+    }
+}
+
+#[derive(Default)]
+struct ChatState {
+    inbound: Vec<Value>,
+    sent: Vec<Value>,
+}
+
+/// The chat API `guest-chat` talks to.
+pub struct ChatServer {
+    pub port: u16,
+    state: Arc<Mutex<ChatState>>,
+}
+
+impl ChatServer {
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(ChatState::default()));
+        let st = state.clone();
+        let port = serve(Arc::new(move |req: HttpRequest| {
+            let mut s = st.lock().unwrap();
+            if req.method == "GET" && req.path.starts_with("/poll") {
+                let after: usize = req.path.split("after=").nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
+                let messages: Vec<Value> = s.inbound.iter().skip(after).cloned().collect();
+                return HttpResponse::json(json!({"messages": messages, "cursor": s.inbound.len().to_string()}));
+            }
+            if req.method == "POST" && req.path == "/send" {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                s.sent.push(body);
+                return HttpResponse::json(json!({"id": format!("r{}", s.sent.len())}));
+            }
+            HttpResponse { status: 404, headers: vec![], body: json!({}) }
+        }));
+        Self { port, state }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A person `sender` writes `text` in `conversation` (and `thread`).
+    pub fn say(&self, conversation: &str, thread: Option<&str>, sender: &str, text: &str) {
+        let mut s = self.state.lock().unwrap();
+        let id = (s.inbound.len() + 1).to_string();
+        s.inbound.push(json!({"id": id, "conversation": conversation, "thread": thread, "sender": sender, "text": text}));
+    }
+
+    /// Every reply sent so far.
+    pub fn sent(&self) -> Vec<Value> {
+        self.state.lock().unwrap().sent.clone()
+    }
+
+    /// Wait until at least `n` replies were sent; returns them.
+    pub fn wait_sent(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        super::wait_for(&format!("{n} replies"), timeout, || {
+            let sent = self.sent();
+            (sent.len() >= n).then_some(sent)
+        })
+    }
+}
