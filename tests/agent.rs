@@ -85,10 +85,9 @@ fn replies_in(sent: &[Value], conversation: &str) -> Vec<String> {
 
 /// Wait for the reply in `conversation` number `n` (1-based).
 fn reply(chat: &ChatServer, conversation: &str, n: usize, ws: &TestWorkspace) -> String {
-    let r = wait_for_or_log(&format!("reply {n} in {conversation}"), ws, || {
+    wait_for_or_log(&format!("reply {n} in {conversation}"), ws, || {
         replies_in(&chat.sent(), conversation).get(n - 1).cloned()
-    });
-    r
+    })
 }
 
 fn wait_for_or_log<T>(what: &str, ws: &TestWorkspace, mut f: impl FnMut() -> Option<T>) -> T {
@@ -160,6 +159,23 @@ fn openai_backend_calls_a_tool_and_keeps_the_history_as_context() {
     assert_eq!((audit[0]["plugin"].as_str(), audit[0]["target"].as_str()), (Some("notes"), Some("notes.write_note")));
     assert_eq!((audit[0]["verdict"].as_str(), audit[0]["method"].as_str()), (Some("allow"), Some("allow-all")));
     assert_eq!(audit[0]["policy"], "[tools] mode = \"allow-all\"");
+}
+
+#[test]
+fn a_tools_plugin_installs_with_plugin_add_and_one_built_for_0_1_0_still_runs() {
+    let llm = LlmServer::start(tool_script(), Duration::ZERO);
+    let chat = ChatServer::start();
+    let ws = workspace(&format!("{}\n[tools]\nmode = \"allow-all\"\n{}", openai_agent(&llm, ""), chat_plugin("chat", &chat, "")));
+    let old = guest("guest-tools-only");
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", old.to_str().unwrap(), "--name", "old", "--yes"]);
+    assert!(ok, "{out}{err}");
+    let (_, list, _) = kata(ws.path(), &["plugin", "list", "--json"]);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let row = list["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "old").cloned().unwrap();
+    assert_eq!(row["kind"], "tools", "{row}");
+    let _daemon = run(&ws);
+    chat.say("c1", None, "ann", r#"call old__hello {"name":"kata"}"#);
+    assert_eq!(reply(&chat, "c1", 1, &ws), r#"tool said: hello {"name":"kata"}"#);
 }
 
 #[test]

@@ -88,12 +88,6 @@ fn truncated_component() {
 }
 
 #[test]
-fn component_for_another_world() {
-    let e = run_fails(plugin_ws(&guest("guest-tools-only")).path());
-    assert!(e.contains("is not a channel plugin"), "{e}");
-}
-
-#[test]
 fn missing_secret() {
     let ws = TestWorkspace::new(&format!(
         "\n[plugins.chat]\npath = \"{}\"\nsecrets = {{ token = \"env:KATA_TEST_SURELY_UNSET\" }}\n",

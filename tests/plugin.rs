@@ -49,7 +49,6 @@ fn add_refuses_what_it_cannot_run_and_changes_nothing() {
     std::fs::write(&truncated, &quiet[..quiet.len() * 2 / 3]).unwrap();
     refused(&ws, &["plugin", "add", path_str(&truncated)], &["not a valid WebAssembly component"]);
 
-    refused(&ws, &["plugin", "add", path_str(&guest("guest-tools-only"))], &["tools plugin"]);
     refused(&ws, &["plugin", "add", path_str(&guest("guest-unknown-import"))], &["imports something kata does not provide", "acme:evil/backdoor"]);
 
     // The same component claiming a future contract version.
@@ -320,11 +319,12 @@ async fn new_project_tests_builds_and_installs() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("acme-chat asks for") && out.contains("https://chat.example.org/api/"), "{out}");
 
-    // A tools project builds to a tools component, which this kata does not run yet.
+    // A tools project builds to a tools component and installs.
     let wasm = scaffold_test_build(dir.path(), "acme-tools", "tools");
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&wasm)]);
     assert!(ok && out.contains("kind:        tools"), "{out}");
-    refused(&ws, &["plugin", "add", path_str(&wasm)], &["is a tools plugin", "channel and service plugins only"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&wasm), "--yes"]);
+    assert!(ok && out.contains("tools plugin"), "{out}{err}");
 
     // A service project installs, and the host runs it as the template
     // means: start, then a tick that emits its reminder into the inbox.

@@ -138,11 +138,8 @@ pub fn validate(engine: &Engine, fetched: &Fetched) -> Result<Validated> {
         None => bail!("{origin} does not say which kata:plugin version it targets; build it with a kata SDK"),
     }
     let kind = match Kind::of(&info) {
-        Some(k @ (Kind::Channel | Kind::Service)) => k,
-        Some(k) => bail!(
-            "{origin} is a {} plugin; this kata runs channel and service plugins only so far, so it was not installed",
-            k.as_str()
-        ),
+        // Channels, tools and services all run.
+        Some(k) => k,
         None => {
             let found = if info.exports.is_empty() { "nothing".into() } else { info.exports.join(", ") };
             return Err(LoadError::WrongWorld { path: origin.clone(), found }.into());
