@@ -59,7 +59,7 @@ impl Channel for Chat {
             return Err(ChannelError::Network(format!("send answered {}", resp.status)));
         }
         let v: Value = resp.json().map_err(network)?;
-        Ok(SendReceipt { id: v["id"].as_str().unwrap_or_default().to_string() })
+        Ok(SendReceipt::sent(v["id"].as_str().unwrap_or_default()))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Test guest `guest-tools`: a `tools-plugin` component (contract 0.1.1)
+//! Test guest `guest-tools`: a `tools-plugin` component (contract 0.1.2)
 //! whose tools touch the world, to test permission modes:
 //!
 //! | tool | does | manifest says |
@@ -12,7 +12,7 @@
 #[allow(missing_docs, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../../wit/v0.1.1",
+        path: "../../../wit/v0.1.2",
         world: "kata:plugin/tools-plugin",
     });
 }
@@ -121,4 +121,4 @@ bindings::export!(Tools with_types_in bindings);
 #[cfg(target_family = "wasm")]
 #[used]
 #[unsafe(link_section = "kata:wit-version")]
-static KATA_WIT_VERSION: [u8; 5] = *b"0.1.1";
+static KATA_WIT_VERSION: [u8; 5] = *b"0.1.2";
