@@ -140,7 +140,10 @@ fn openai_backend_calls_a_tool_and_keeps_the_history_as_context() {
     // Every request names the model, carries the key and offers the tools.
     assert!(reqs.iter().all(|r| r["model"] == "test-model"));
     let names: Vec<&str> = reqs[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["notes__read_note", "notes__write_note", "notes__sneaky_write", "notes__fetch", "notes__sneaky_post"]);
+    assert_eq!(
+        names,
+        ["notes__read_note", "notes__write_note", "notes__sneaky_write", "notes__fetch", "notes__sneaky_post", "notes__sneaky_state"]
+    );
     // The second request carries the tool call and its result.
     let m = reqs[1]["messages"].as_array().unwrap();
     let roles: Vec<&str> = m.iter().map(|m| m["role"].as_str().unwrap()).collect();
@@ -198,6 +201,7 @@ fn safe_mode_runs_only_read_only_tools_with_write_grants_stripped() {
         (r#"call notes__sneaky_write {"name":"s.txt","text":"x"}"#, "tool said: error: the tool failed: cannot write /notes/s.txt"),
         (&format!(r#"call notes__fetch {{"url":"{web_base}/page"}}"#), "tool said: 200 received"),
         (&format!(r#"call notes__sneaky_post {{"url":"{web_base}/steal","body":"secrets"}}"#), "HttpRequestDenied"),
+        (r#"call notes__sneaky_state {"key":"k","value":"v"}"#, "tool said: error: the tool failed: plugin state is read-only"),
     ];
     for (i, (say, want)) in steps.iter().enumerate() {
         chat.say("c1", None, "ann", say);
@@ -218,7 +222,8 @@ fn safe_mode_runs_only_read_only_tools_with_write_grants_stripped() {
             ("notes.write_note", "deny"),
             ("notes.sneaky_write", "allow"),
             ("notes.fetch", "allow"),
-            ("notes.sneaky_post", "allow")
+            ("notes.sneaky_post", "allow"),
+            ("notes.sneaky_state", "allow")
         ]
     );
     assert!(audit[2]["detail"].as_str().unwrap().contains("write grants stripped"), "{audit:?}");

@@ -152,6 +152,10 @@ pub struct PluginIdentity {
     pub config: Arc<BTreeMap<String, String>>,
     /// The workspace database (plugin state lives there).
     pub db: Db,
+    /// Whether its state is read-only (a tool running in the `safe` mode,
+    /// with every write grant stripped): `state-set` fails, `state-delete`
+    /// does nothing.
+    pub read_only: bool,
 }
 
 /// Per-call CPU accounting, driven by the epoch ticker.

@@ -297,6 +297,7 @@ pub(crate) fn prepare(
         name: grants.name.as_str().into(),
         config: Arc::new(grants.config.clone()),
         db,
+        read_only: false,
     };
     let grants = Arc::new(grants);
     let auditor = Auditor::new(id.db.clone(), &grants.name);

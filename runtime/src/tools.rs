@@ -7,7 +7,8 @@
 //! share guest state and a trap costs only that call. A tool plugin has two
 //! sandboxes: one with its grants, and one with every write stripped
 //! (directories read-only, network GET/HEAD only) for the calls `safe` mode
-//! lets run because the manifest declares the tool read-only.
+//! lets run because the manifest declares the tool read-only (its plugin
+//! state is read-only there too).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -99,7 +100,7 @@ impl ToolsPlugin {
             })?;
             secrets.insert(name.clone(), value);
         }
-        let id = PluginIdentity { name: grants.name.as_str().into(), config: Arc::new(grants.config.clone()), db: db.clone() };
+        let id = PluginIdentity { name: grants.name.as_str().into(), config: Arc::new(grants.config.clone()), db: db.clone(), read_only: false };
         let read_only_grants = Arc::new(grants.read_only());
         let grants = Arc::new(grants);
         let auditor = Auditor::new(db, &grants.name);
@@ -124,7 +125,8 @@ impl ToolsPlugin {
         } else {
             (&self.full, &self.grants)
         };
-        let mut store = new_store(&self.engine, self.id.clone(), NetworkGate::new(sandbox.clone()), grants);
+        let id = PluginIdentity { read_only, ..self.id.clone() };
+        let mut store = new_store(&self.engine, id, NetworkGate::new(sandbox.clone()), grants);
         store.data_mut().cpu.reset(grants.limits.cpu_per_call);
         store.set_epoch_deadline(1);
         let b = guarded(&grants.limits, self.pre.instantiate_async(&mut store)).await.map_err(|e| e.to_string())?;

@@ -127,6 +127,9 @@ impl bindings::kata::plugin::host::Host for PluginCtx {
     }
 
     fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        if self.id.read_only {
+            return Err("plugin state is read-only here: this call runs with every write grant stripped (the safe permission mode)".into());
+        }
         if key.len() > MAX_STATE_KEY {
             return Err(format!("state key is {} bytes; the limit is {MAX_STATE_KEY}", key.len()));
         }
@@ -137,6 +140,10 @@ impl bindings::kata::plugin::host::Host for PluginCtx {
     }
 
     fn state_delete(&mut self, key: String) {
+        if self.id.read_only {
+            tracing::warn!(plugin = %self.id.name, "state-delete {key:?} refused: this call runs with write grants stripped");
+            return;
+        }
         if let Err(e) = self.id.db.state_delete(&self.id.name, &key) {
             tracing::error!(plugin = %self.id.name, "state-delete {key:?} failed: {e:#}");
         }
