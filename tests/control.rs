@@ -113,6 +113,20 @@ fn the_daemon_is_driven_and_observed_through_its_socket() {
     let out = chat.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "first line\nsecond line\n");
+    // A new client (a reconnect) first shows where the session stands.
+    let mut chat = Command::new(kata_bin())
+        .args(["chat", "--workspace"])
+        .arg(ws.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin.take().unwrap().write_all(b"third line\n").unwrap();
+    let out = chat.wait_with_output().unwrap();
+    let context = String::from_utf8_lossy(&out.stderr);
+    assert!(context.contains("Recent context:\n  you: first line\n  agent: first line\n  you: second line"), "{context}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "third line\n");
 
     // logs: recent events from the daemon's broadcast.
     let (ok, out, err) = kata(ws.path(), &["logs", "-n", "1000"]);

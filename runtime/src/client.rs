@@ -189,6 +189,9 @@ pub fn chat(ws: &Workspace, session: String) -> Result<()> {
     if interactive {
         eprintln!("Talking to the agent in {} (session {session}). End with Ctrl-D.", ws.root().display());
     }
+    if let Some(c) = client.as_mut() {
+        show_context(c, &session);
+    }
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     let mut line = String::new();
@@ -213,9 +216,8 @@ pub fn chat(ws: &Workspace, session: String) -> Result<()> {
             // The daemon may have restarted: reconnect once and retry.
             client = Client::connect(ws).ok();
             if let Some(c) = client.as_mut() {
-                if interactive {
-                    eprintln!("(reconnected to the daemon)");
-                }
+                eprintln!("(reconnected to the daemon)");
+                show_context(c, &session);
                 result = c.call(&req, SLOW);
             }
         }
@@ -234,6 +236,27 @@ pub fn chat(ws: &Workspace, session: String) -> Result<()> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// Print the session's latest turns (on stderr, so stdout stays the
+/// agent's replies): where the conversation stands after a (re)connect.
+fn show_context(c: &mut Client, session: &str) {
+    let Ok(v) = c.call(&Request::History { session: session.to_string(), n: 10 }, QUICK) else { return };
+    let items = v["history"].as_array().cloned().unwrap_or_default();
+    let lines: Vec<String> = items
+        .iter()
+        .filter(|i| matches!(i["role"].as_str(), Some("user" | "assistant")) && i["content"].as_str().is_some_and(|t| !t.is_empty()))
+        .map(|i| {
+            let who = if i["role"] == "user" { "you" } else { "agent" };
+            format!("  {who}: {}", one_line(i["content"].as_str().unwrap_or(""), 200))
+        })
+        .collect();
+    if !lines.is_empty() {
+        eprintln!("Recent context:");
+        for l in lines {
+            eprintln!("{l}");
+        }
+    }
 }
 
 /// `kata retry [IDS…|--all] [--plugin P]`.

@@ -1,6 +1,7 @@
 //! The control socket: `.kata/kata.sock`, owner-only, speaking a versioned
 //! JSON-lines protocol. The daemon is the program; `kata status`, `stop`,
-//! `reload`, `logs`, `send`, `chat` and `retry` are thin clients of it.
+//! `reload`, `logs`, `send`, `chat` (with `history`) and `retry` are thin
+//! clients of it.
 //!
 //! # Protocol (version 1)
 //!
@@ -94,6 +95,14 @@ pub enum Request {
         #[serde(default)]
         session: Option<String>,
     },
+    /// The newest entries of a session's history, oldest first.
+    History {
+        /// The session's name.
+        session: String,
+        /// How many entries.
+        #[serde(default = "default_history")]
+        n: usize,
+    },
     /// Dead letters: list them, or requeue some.
     Retry {
         /// Outbox ids to requeue.
@@ -110,6 +119,10 @@ pub enum Request {
 
 fn default_lines() -> usize {
     50
+}
+
+fn default_history() -> usize {
+    10
 }
 
 /// What went wrong with a request.
@@ -215,7 +228,7 @@ pub fn parse_request(line: &[u8]) -> Result<(Value, Request), (Value, ErrorBody)
             id,
             ErrorBody::new(
                 "bad-request",
-                format!("bad request: {e}; commands are hello, status, stop, reload, logs, send, chat and retry"),
+                format!("bad request: {e}; commands are hello, status, stop, reload, logs, send, chat, history and retry"),
             ),
         )
     })
@@ -230,13 +243,7 @@ pub enum DaemonCommand {
     Reload(oneshot::Sender<Result<Value, String>>),
 }
 
-/// A chat turn in progress: the agent's reply (None: it chose not to
-/// answer), or an error for the person.
-pub type ChatTurn = std::pin::Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
 
-/// What an interactive chat turn runs on (the daemon's agent): called with
-/// the session name and the text.
-pub type ChatFn = Arc<dyn Fn(String, String) -> ChatTurn + Send + Sync>;
 
 /// What the control socket can see and do in the daemon.
 pub struct Shared {
@@ -254,8 +261,8 @@ pub struct Shared {
     pub outbox_ready: RwLock<BTreeMap<String, Arc<Notify>>>,
     /// Requests for the daemon's main loop.
     pub commands: mpsc::Sender<DaemonCommand>,
-    /// Runs one interactive turn with the agent (session, text).
-    pub chat: RwLock<Option<ChatFn>>,
+    /// The agent (sessions, history, interactive turns).
+    pub agent: RwLock<Option<crate::router::AgentHandle>>,
 }
 
 impl Shared {
@@ -266,6 +273,10 @@ impl Shared {
                 n.notify_one();
             }
         }
+    }
+
+    fn agent(&self) -> Result<crate::router::AgentHandle, ErrorBody> {
+        self.agent.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| ErrorBody::new("failed", "the agent is not running"))
     }
 
     fn channels(&self) -> Vec<String> {
@@ -526,14 +537,15 @@ async fn handle(shared: &Shared, req: Request) -> Result<Value, ErrorBody> {
         Request::Chat { text, session } => {
             check_text(&text)?;
             let session = session.unwrap_or_else(|| "chat/local".to_string());
-            let chat = shared.chat.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let Some(chat) = chat else {
-                return Err(ErrorBody::new("failed", "the agent is not running"));
-            };
-            match chat(session.clone(), text).await {
+            let agent = shared.agent()?;
+            match agent.interactive_turn(&session, &text).await {
                 Ok(reply) => Ok(json!({"session": session, "reply": reply})),
-                Err(e) => Err(ErrorBody::new("failed", e)),
+                Err(e) => Err(failed(e)),
             }
+        }
+        Request::History { session, n } => {
+            let items = shared.agent()?.recent_history(&session, n.min(1000)).map_err(failed)?;
+            Ok(json!({"session": session, "history": items}))
         }
         Request::Retry { ids, all, plugin } => {
             if ids.is_empty() && !all {

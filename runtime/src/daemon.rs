@@ -115,11 +115,7 @@ impl Workers {
             tasks.spawn(crate::stream::ingress(p.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
             tasks.spawn(channel::egress(p.clone(), db.clone(), health.clone(), ready, stop_rx.clone()));
         }
-        let chat_agent = loaded.agent.clone();
-        *shared.chat.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(move |session: String, text: String| {
-            let agent = chat_agent.clone();
-            Box::pin(async move { agent.interactive_turn(&session, &text).await.map_err(|e| format!("{e:#}")) })
-        }));
+        *shared.agent.write().unwrap_or_else(|p| p.into_inner()) = Some(loaded.agent.clone());
         for s in &loaded.services {
             health.register(s.name());
             tasks.spawn(crate::service::run(s.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
@@ -197,7 +193,7 @@ impl Daemon {
             started_ms: crate::store::now_ms(),
             outbox_ready: Default::default(),
             commands,
-            chat: Default::default(),
+            agent: Default::default(),
         });
         let (ctl_stop, ctl_stop_rx) = watch::channel(false);
         let control = tokio::spawn(control::serve(listener, shared.clone(), ctl_stop_rx));
