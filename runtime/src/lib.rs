@@ -5,10 +5,11 @@
 //! The modules follow the data path: [`workspace`] and [`policy`] load the
 //! user's `kata.toml`; [`engine`], [`host`], [`sandbox`] and [`plugin`] run
 //! components under their grants and limits; [`channel`] moves messages
-//! between plugins and the [`store`]; [`router`] queues them per
-//! [`session`] and [`agent`] answers them (the [`openai`] backend calls
-//! [`tools`] under the [`permissions`] mode); [`daemon`] ties it together
-//! for `kata run`.
+//! between plugins and the [`store`], [`service`] runs background plugins
+//! that emit into it and [`scheduler`] posts scheduled prompts; [`router`]
+//! queues them per [`session`] and [`agent`] answers them (the [`openai`]
+//! backend calls [`tools`] under the [`permissions`] mode); [`daemon`] ties
+//! it together for `kata run`.
 
 pub mod agent;
 pub mod audit;
