@@ -364,7 +364,7 @@ pub fn run_due(db: &Db, now: u64) -> Result<Vec<Fired>> {
 }
 
 /// The daemon's scheduler loop: run due tasks, then sleep until the next one
-/// is due (at most [`MAX_SLEEP`], so new tasks and clock jumps are noticed),
+/// is due (at most a second, so new tasks and clock jumps are noticed),
 /// until shutdown.
 pub async fn run(db: Db, inbox_ready: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     loop {
