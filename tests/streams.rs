@@ -22,9 +22,13 @@ const TOKEN: &str = "s3cret-stream-token";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn workspace(url: &str, kind: &str) -> TestWorkspace {
+    workspace_with(url, kind, "")
+}
+
+fn workspace_with(url: &str, kind: &str, extra: &str) -> TestWorkspace {
     TestWorkspace::new(&format!(
         "\n[plugins.stream]\npath = \"{}\"\nnetwork = [\"{url}\"]\nsecrets = {{ token = \"env:STREAM_TOKEN\" }}\n\
-         config = {{ url = \"{url}\", kind = \"{kind}\" }}\nallow_from = [\"*\"]\n",
+         config = {{ url = \"{url}\", kind = \"{kind}\" }}\nallow_from = [\"*\"]\n{extra}\n",
         guest("guest-stream").display()
     ))
 }
@@ -145,4 +149,51 @@ async fn server_sent_events_become_messages() {
     assert!(log.contains(r#"would send "hello sse""#), "{log}");
     // The two data lines arrive as one message, joined with a line break.
     assert!(log.contains(r#"would send "two\nlines""#), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_requests_are_frames_answered_by_the_plugin() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let ws_dir = workspace_with(&url, "webhook", "limits = { max_response = \"64KiB\" }");
+    let mut daemon = ws_dir.run(&[("STREAM_TOKEN", TOKEN)]);
+    let client = reqwest::Client::new();
+    // The listener comes up once the daemon has checked the grant.
+    let start = std::time::Instant::now();
+    let resp = loop {
+        match client.post(format!("{url}/incoming?x=1")).header("x-from", "ann").body("msg:9:hello hook").send().await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(start.elapsed() < WAIT, "the webhook listener never came up: {e}\n{}", ws_dir.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "accepted 9");
+    // Outside the granted path: not handed to the plugin.
+    assert_eq!(client.get(format!("http://127.0.0.1:{port}/other")).send().await.unwrap().status(), 404);
+    // A request the plugin makes no message of: no content.
+    assert_eq!(client.post(&url).body("nothing").send().await.unwrap().status(), 204);
+    // Larger than limits.max_response: refused before the plugin sees it.
+    let big = "x".repeat(100 << 10);
+    assert_eq!(client.post(&url).body(big).send().await.unwrap().status(), 413);
+
+    let db_path = ws_dir.path().join(".kata/kata.db");
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(db) = kata::store::Db::open(&db_path)
+            && db.plugin_activity("stream").unwrap().sent == 1
+        {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the webhook message was not stored and answered:\n{}", ws_dir.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(daemon.signal_and_wait("TERM").success());
+    let log = ws_dir.log();
+    assert!(log.contains(r#"would send "hello hook""#), "{log}");
+    let (ok, out, err) = kata(ws_dir.path(), &["audit", "--plugin", "stream", "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"LISTEN\""), "the listener is audited: {out}");
 }

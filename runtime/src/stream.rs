@@ -1,7 +1,9 @@
 //! Host-managed streams: for a channel plugin whose `describe()` lists
 //! `subscribe` first, the daemon opens the connection the plugin asks for —
 //! a websocket, server-sent events, or a line-oriented TCP/TLS connection
-//! (IRC) — and the plugin only ever sees frames.
+//! (IRC) — or listens for webhooks on a granted local address (each request a
+//! JSON frame, answered with the plugin's first reply), and the plugin only
+//! ever sees frames.
 //!
 //! Why the host and not the plugin: the connection goes through the same
 //! network policy as every wasi:http request ([`NetworkGate::authorize`] for
@@ -253,6 +255,8 @@ enum Opened {
 /// An open stream: incoming frames from a reader task, and the writing half.
 struct Conn {
     frames: mpsc::Receiver<Result<Frame, String>>,
+    /// Webhook requests, each with where its response goes.
+    requests: Option<mpsc::Receiver<Request>>,
     reader: tokio::task::JoinHandle<()>,
     writer: Writer,
     /// Where secrets in written frames may go.
@@ -265,6 +269,10 @@ impl Drop for Conn {
         self.reader.abort();
     }
 }
+
+/// A webhook request as a frame, and where the plugin's answer goes (the
+/// first reply frame, or None for `204 No Content`).
+type Request = (Frame, oneshot::Sender<Option<Frame>>);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -320,6 +328,7 @@ fn target(sub: &Subscription) -> Result<(http::Uri, &'static str, bool), String>
         (StreamKind::Websocket, "wss") => ("wss", Some(443), true, "GET"),
         (StreamKind::ServerSentEvents, "http") => ("http", Some(80), false, "GET"),
         (StreamKind::ServerSentEvents, "https") => ("https", Some(443), true, "GET"),
+        (StreamKind::Webhook, "http") => ("http", Some(80), false, "LISTEN"),
         (kind, s) => {
             let want = match kind {
                 StreamKind::TcpLines => "tcp://, tls://, irc:// or ircs://",
@@ -327,9 +336,6 @@ fn target(sub: &Subscription) -> Result<(http::Uri, &'static str, bool), String>
                 StreamKind::ServerSentEvents => "http:// or https://",
                 StreamKind::Webhook => "http:// (a local address to listen on)",
             };
-            if kind == StreamKind::Webhook {
-                return Err("webhook streams are not supported by this kata yet".into());
-            }
             return Err(format!("a {kind:?} stream needs a {want} URL, not {s}://"));
         }
     };
@@ -426,6 +432,16 @@ async fn open(plugin: &ChannelPlugin, sub: &Subscription) -> Result<Conn, Opened
             )),
     );
     let max = sb.grants().limits.max_response_bytes;
+    if sub.kind == StreamKind::Webhook {
+        return listen(&addrs, uri.path().to_string(), max).await.map_err(Opened::Failed).map(|(frames, requests, reader)| Conn {
+            frames,
+            requests: Some(requests),
+            reader,
+            writer: Writer::ReadOnly("webhook"),
+            host: authorized.host,
+            port: authorized.port,
+        });
+    }
     let io = tokio::time::timeout(CONNECT_TIMEOUT, connect(&addrs, tls.then_some(authorized.host.as_str()), sb))
         .await
         .map_err(|_| Opened::Failed(format!("connecting took longer than {CONNECT_TIMEOUT:?}")))?
@@ -450,9 +466,9 @@ async fn open(plugin: &ChannelPlugin, sub: &Subscription) -> Result<Conn, Opened
             let body = sse_request(io, req).await.map_err(Opened::Failed)?;
             (tokio::spawn(read_sse(body, max, tx)), Writer::ReadOnly("server-sent events"))
         }
-        StreamKind::Webhook => return Err(Opened::Failed("webhook streams are not supported by this kata yet".into())),
+        StreamKind::Webhook => unreachable!("webhooks listen, handled above"),
     };
-    Ok(Conn { frames: rx, reader, writer, host: authorized.host, port: authorized.port })
+    Ok(Conn { frames: rx, requests: None, reader, writer, host: authorized.host, port: authorized.port })
 }
 
 /// Connect to the first address that answers (all were checked), with TLS
@@ -479,6 +495,91 @@ async fn connect(addrs: &[SocketAddr], tls_name: Option<&str>, sb: &crate::sandb
     };
     let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, stream).await.map_err(|e| format!("TLS: {e}"))?;
     Ok(Box::new(tls))
+}
+
+/// How long a webhook request waits for the plugin's answer.
+const WEBHOOK_ANSWER: Duration = Duration::from_secs(30);
+
+/// Listen for webhook requests on the first of `addrs` (checked like any
+/// destination: a loopback or private address needs the grant to allow it).
+/// Requests under `prefix` become frames; others get 404.
+#[allow(clippy::type_complexity)]
+async fn listen(
+    addrs: &[SocketAddr],
+    prefix: String,
+    max: usize,
+) -> Result<(mpsc::Receiver<Result<Frame, String>>, mpsc::Receiver<Request>, tokio::task::JoinHandle<()>), String> {
+    let addr = addrs.first().ok_or("no address to listen on")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!("listening for webhooks on http://{addr}{prefix}");
+    let (err_tx, err_rx) = mpsc::channel(1);
+    let (req_tx, req_rx) = mpsc::channel::<Request>(READ_AHEAD);
+    let accept = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = err_tx.send(Err(format!("accept: {e}"))).await;
+                    return;
+                }
+            };
+            let (req_tx, prefix) = (req_tx.clone(), prefix.clone());
+            let service = hyper::service::service_fn(move |req| webhook(req, req_tx.clone(), prefix.clone(), max));
+            conns.spawn(async move {
+                let io = wasmtime_wasi_http::io::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+            // Reap finished connections as we go.
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    Ok((err_rx, req_rx, accept))
+}
+
+/// One webhook request: to a frame, through the session, back as a response.
+async fn webhook(
+    req: http::Request<hyper::body::Incoming>,
+    tx: mpsc::Sender<Request>,
+    prefix: String,
+    max: usize,
+) -> Result<http::Response<http_body_util::Full<Bytes>>, std::convert::Infallible> {
+    let answer = |status: u16, body: Vec<u8>| {
+        let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(body)));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        Ok(r)
+    };
+    if !crate::policy::path_has_prefix(req.uri().path(), &prefix) {
+        return answer(404, b"not found\n".to_vec());
+    }
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return answer(413, format!("request larger than {max} bytes\n").into_bytes()),
+    };
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), serde_json::Value::String(v.to_str().ok()?.to_string()))))
+        .collect();
+    let frame = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let (done, rx) = oneshot::channel();
+    if tx.send((Frame::Text(frame.to_string()), done)).await.is_err() {
+        return answer(503, b"the channel is restarting; try again\n".to_vec());
+    }
+    match tokio::time::timeout(WEBHOOK_ANSWER, rx).await {
+        Ok(Ok(Some(Frame::Text(t)))) => answer(200, t.into_bytes()),
+        Ok(Ok(Some(Frame::Binary(b)))) => answer(200, b),
+        Ok(Ok(None)) => answer(204, Vec::new()),
+        Ok(Err(_)) => answer(500, b"the plugin could not handle the request\n".to_vec()),
+        Err(_) => answer(504, b"the plugin did not answer in time\n".to_vec()),
+    }
 }
 
 /// Read `\n`-terminated lines (a trailing `\r` dropped) of at most `max` bytes.
@@ -753,7 +854,15 @@ async fn session(
             continue;
         }
         pace.throttled = false;
+        let mut respond = None;
         let incoming = tokio::select! {
+            r = async { match conn.requests.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => match r {
+                Some((f, done)) => {
+                    respond = Some(done);
+                    f
+                }
+                None => break End::Closed("the webhook listener stopped".into()),
+            },
             f = conn.frames.recv() => match f {
                 Some(Ok(f)) => f,
                 Some(Err(e)) => break End::Closed(e),
@@ -815,6 +924,11 @@ async fn session(
                     store(ctx, r.messages);
                 } else {
                     ctx.health.polled(&name, 0);
+                }
+                // A webhook request is answered with the first reply.
+                if let Some(done) = respond {
+                    let _ = done.send(r.replies.into_iter().next());
+                    continue;
                 }
                 let mut failed = None;
                 for f in &r.replies {

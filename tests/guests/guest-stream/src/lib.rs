@@ -8,13 +8,15 @@
 //! - `ping` → replies `pong`;
 //! - `msg:ID:TEXT` → a direct message from `u1` in conversation `c1`;
 //! - `send` writes `reply:CONVERSATION:TEXT` over the stream (websocket), or
-//!   only logs (SSE streams are read-only).
+//!   only logs (SSE and webhook streams are read-only);
+//! - as a webhook (`kind` = `webhook`), each request is a JSON frame whose
+//!   `body` is such a line; the answer is `accepted ID` (or 204 for others).
 
 use kata_sdk::prelude::*;
 
 struct Streamer {
     url: String,
-    sse: bool,
+    kind: String,
 }
 
 impl Channel for Streamer {
@@ -24,8 +26,8 @@ impl Channel for Streamer {
 
     fn connect() -> Result<Self, ChannelError> {
         let url = config::get("url").ok_or_else(|| ChannelError::InvalidConfig("config key `url` is missing".into()))?;
-        let sse = config::get("kind").as_deref() == Some("sse");
-        Ok(Streamer { url, sse })
+        let kind = config::get("kind").unwrap_or_else(|| "websocket".into());
+        Ok(Streamer { url, kind })
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
@@ -33,8 +35,10 @@ impl Channel for Streamer {
     }
 
     fn subscribe(&mut self) -> Result<Subscription, ChannelError> {
-        if self.sse {
-            return Ok(Subscription::server_sent_events(&self.url).header("authorization", "Bearer {{secret:token}}"));
+        match self.kind.as_str() {
+            "sse" => return Ok(Subscription::server_sent_events(&self.url).header("authorization", "Bearer {{secret:token}}")),
+            "webhook" => return Ok(Subscription::webhook(&self.url)),
+            _ => {}
         }
         Ok(Subscription::websocket(&self.url)
             .header("authorization", "Bearer {{secret:token}}")
@@ -43,6 +47,18 @@ impl Channel for Streamer {
 
     fn on_frame(&mut self, frame: Frame) -> Result<FrameResult, ChannelError> {
         let Some(text) = frame.as_text() else { return Ok(FrameResult::default()) };
+        if self.kind == "webhook" {
+            let request: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| ChannelError::Fatal(format!("webhook frame: {e}")))?;
+            let body = request["body"].as_str().unwrap_or_default();
+            let Some(rest) = body.strip_prefix("msg:") else { return Ok(FrameResult::default()) };
+            let (id, text) = rest.split_once(':').unwrap_or((rest, ""));
+            let from = request["headers"]["x-from"].as_str().unwrap_or("u1");
+            return Ok(FrameResult {
+                messages: vec![Message::text(format!("m{id}"), "c1", from, text).mentioning()],
+                replies: vec![Frame::text(format!("accepted {id}"))],
+            });
+        }
         if text == "ping" {
             return Ok(FrameResult::reply(vec![Frame::text("pong")]));
         }
@@ -54,7 +70,7 @@ impl Channel for Streamer {
     }
 
     fn send(&mut self, msg: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        if self.sse {
+        if self.kind != "websocket" {
             log::info(&format!("stream guest would send {:?}", msg.text));
             return Ok(SendReceipt::sent(msg.idempotency_key));
         }
