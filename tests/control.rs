@@ -76,13 +76,13 @@ fn the_daemon_is_driven_and_observed_through_its_socket() {
 
     let mut daemon = ws.run(&[("TG_TEST_TOKEN", TOKEN)]);
     let sock = ws.path().join(".kata/kata.sock");
-    wait_for("the control socket", Duration::from_secs(60), || UnixStream::connect(&sock).ok());
+    wait_for("the control socket", Duration::from_secs(120), || UnixStream::connect(&sock).ok());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600, "owner-only socket");
 
     // The trapping plugin's breaker opens and status says so, next to a
     // healthy Telegram plugin.
-    let st = wait_for("the trap plugin's breaker to open", Duration::from_secs(60), || {
+    let st = wait_for("the trap plugin's breaker to open", Duration::from_secs(120), || {
         let st = status(&ws);
         (plugin(&st, "trap")["health"]["breaker"]["state"] == "open").then_some(st)
     });
@@ -97,7 +97,7 @@ fn the_daemon_is_driven_and_observed_through_its_socket() {
     let (ok, out, err) = kata(ws.path(), &["send", "telegram", "5", "hello from the cli"]);
     assert!(ok, "{err}");
     assert!(out.contains("Queued for 5 on telegram"), "{out}");
-    wait_for("the sent message", Duration::from_secs(30), || texts(&tg, 5).contains(&"hello from the cli".to_string()).then_some(()));
+    wait_for("the sent message", Duration::from_secs(120), || texts(&tg, 5).contains(&"hello from the cli".to_string()).then_some(()));
     let (ok, _, err) = kata(ws.path(), &["send", "nope", "5", "x"]);
     assert!(!ok && err.contains("no channel plugin named \"nope\" is running"), "{err}");
 
@@ -177,7 +177,7 @@ fn the_daemon_is_driven_and_observed_through_its_socket() {
     assert!(ok, "{err}");
     assert!(out.contains("running telegram") && out.contains("Stopped: trap"), "{out}");
     let want: Vec<String> = (0..5).map(|i| format!("during reload {i}")).collect();
-    let got = wait_for("replies to messages sent during the reload", Duration::from_secs(60), || {
+    let got = wait_for("replies to messages sent during the reload", Duration::from_secs(120), || {
         let got = texts(&tg, 7);
         want.iter().all(|w| got.contains(w)).then_some(got)
     });
@@ -216,14 +216,14 @@ fn dead_letters_are_listed_requeued_and_delivered() {
     assert!(!ok && err.contains("nothing was requeued"), "{err}");
 
     let mut daemon = ws.run(&[("TG_TEST_TOKEN", TOKEN)]);
-    wait_for("the daemon", Duration::from_secs(60), || kata(ws.path(), &["status"]).0.then_some(()));
+    wait_for("the daemon", Duration::from_secs(120), || kata(ws.path(), &["status"]).0.then_some(()));
     let st = status(&ws);
     assert_eq!(plugin(&st, "telegram")["queue"]["dead_letters"], 1, "{st:#}");
     assert!(texts(&tg, 9).is_empty());
     let (ok, out, err) = kata(ws.path(), &["retry", &id.to_string()]);
     assert!(ok, "{err}");
     assert!(out.contains("Requeued 1 message"), "{out}");
-    wait_for("the requeued reply", Duration::from_secs(30), || (texts(&tg, 9) == ["late but delivered"]).then_some(()));
+    wait_for("the requeued reply", Duration::from_secs(120), || (texts(&tg, 9) == ["late but delivered"]).then_some(()));
     assert!(daemon.signal_and_wait("TERM").success());
 }
 
@@ -251,7 +251,7 @@ fn daemon_start_status_stop_and_install() {
     let (ok, out, _) = run(&["daemon", "status"]);
     assert!(ok && out.contains("kata is running") && out.contains("telegram"), "{out}");
     tg.user_says(TOKEN, 3, "to the background daemon");
-    wait_for("a reply from the background daemon", Duration::from_secs(60), || {
+    wait_for("a reply from the background daemon", Duration::from_secs(120), || {
         texts(&tg, 3).contains(&"to the background daemon".to_string()).then_some(())
     });
     assert!(std::fs::read_to_string(ws.path().join(".kata/kata.log")).unwrap().contains("kata is running"));
