@@ -434,3 +434,21 @@ async fn every_network_decision_is_audited_with_its_grant() {
     assert_eq!(rows[1].policy.as_deref(), Some(format!("\"{}\"", server.base()).as_str()), "the line to add");
     assert!(rows.iter().all(|r| !format!("{r:?}").contains("q=")), "{rows:#?}");
 }
+
+#[tokio::test]
+async fn raw_sockets_are_refused_even_to_a_granted_address() {
+    // A TCP listener the plugin is granted for HTTP: raw wasi:sockets still
+    // get nothing (grants are for HTTP and host-managed streams, which kata
+    // checks; a raw socket would bypass every check).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let env = Env::new();
+    let p = env.load("guest-socket-probe", &format!("network = [\"http://127.0.0.1:{port}\"]\nconfig = {{ port = {port} }}"));
+    let text = poll_text(&p).await;
+    for part in ["tcp=err:", "udp=err:", "dns=err:"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert!(text.contains("access-denied") || text.contains("not-supported"), "{text}");
+    assert!(listener.accept().is_err(), "a raw socket reached the listener: {text}");
+}
