@@ -16,18 +16,7 @@ use common::{TelegramServer, TestWorkspace, guest, kata, kata_bin, wait_for};
 const TOKEN: &str = "123456:TEST-TOKEN-ctl";
 
 fn workspace(tg: &TelegramServer) -> TestWorkspace {
-    TestWorkspace::new(&format!(
-        r#"
-[plugins.telegram]
-path = "{wasm}"
-network = ["{base}/bot"]
-secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
-config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
-allow_from = ["*"]
-"#,
-        wasm = guest("telegram").display(),
-        base = tg.base()
-    ))
+    TestWorkspace::new(&tg.plugin_toml("allow_from = [\"*\"]"))
 }
 
 fn set_daemon_table(ws: &TestWorkspace, table: &str) {

@@ -8,24 +8,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TelegramServer, TestWorkspace, guest, kata, wait_for};
+use common::{TelegramServer, TestWorkspace, kata, wait_for};
 
 const TOKEN: &str = "123456:TEST-TOKEN-kata";
 
 /// Telegram with pairing for everyone (no allow_from): a task's prompt must
 /// reach the agent anyway, since it comes from the owner.
 fn workspace(tg: &TelegramServer) -> TestWorkspace {
-    TestWorkspace::new(&format!(
-        r#"
-[plugins.telegram]
-path = "{wasm}"
-network = ["{base}/bot"]
-secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
-config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
-"#,
-        wasm = guest("telegram").display(),
-        base = tg.base()
-    ))
+    TestWorkspace::new(&tg.plugin_toml(""))
 }
 
 fn texts(tg: &TelegramServer, chat: i64) -> Vec<String> {

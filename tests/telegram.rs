@@ -6,27 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TelegramServer, TestWorkspace, guest, wait_for};
+use common::{TelegramServer, TestWorkspace, wait_for};
 
 const TOKEN: &str = "123456:TEST-TOKEN-kata";
 
 /// A workspace running the Telegram plugin against the emulator; `allow` is
 /// the `allow_from` line (empty: pairing for everyone).
 fn workspace_with(tg: &TelegramServer, allow: &str) -> TestWorkspace {
-    let wasm = guest("telegram");
-    TestWorkspace::new(&format!(
-        r#"
-[plugins.telegram]
-path = "{wasm}"
-network = ["{base}/bot"]
-secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
-config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
-{allow}
-"#,
-        allow = allow,
-        wasm = wasm.display(),
-        base = tg.base()
-    ))
+    TestWorkspace::new(&tg.plugin_toml(allow))
 }
 
 fn workspace(tg: &TelegramServer) -> TestWorkspace {

@@ -140,6 +140,23 @@ impl TelegramServer {
         Self { port, _child: guard, client, seen: Mutex::new(Vec::new()) }
     }
 
+    /// The `[plugins.telegram]` table that runs the real Telegram plugin
+    /// against this emulator (token from `TG_TEST_TOKEN`), then `extra` lines.
+    pub fn plugin_toml(&self, extra: &str) -> String {
+        format!(
+            r#"
+[plugins.telegram]
+path = "{wasm}"
+network = ["{base}/bot"]
+secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
+config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
+{extra}
+"#,
+            wasm = guest("telegram").display(),
+            base = self.base()
+        )
+    }
+
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
