@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TelegramServer, TestWorkspace, guest, kata, wait_for};
+use common::{TelegramServer, TestWorkspace, kata, wait_for};
 
 const TOKEN: &str = "123456:TEST-TOKEN-groups";
 /// The bot's username in telegram-test-api's `getMe`.
@@ -39,19 +39,7 @@ fn texts(tg: &TelegramServer, chat: i64) -> Vec<String> {
 #[test]
 fn groups_need_a_grant_and_a_mention_and_never_get_pairing_codes() {
     let tg = TelegramServer::start();
-    let ws = TestWorkspace::new(&format!(
-        r#"
-[plugins.telegram]
-path = "{wasm}"
-network = ["{base}/bot"]
-secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
-config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
-allow_from = ["7"]
-groups = ["-100123"]
-"#,
-        wasm = guest("telegram").display(),
-        base = tg.base()
-    ));
+    let ws = TestWorkspace::new(&tg.plugin_toml("allow_from = [\"7\"]\ngroups = [\"-100123\"]"));
     let (granted, other) = (-100123, -100999);
     // In the order the daemon handles them (the inbox is worked in arrival
     // order, so once the last one is answered all earlier ones were decided).
