@@ -305,7 +305,7 @@ impl Db {
             group: false,
             mentioned: false,
         };
-        crate::store::insert_inbox(&tx, &task.target.plugin, &msg, &format!("task:{}", task.id))?;
+        crate::store::insert_inbox(&tx, &task.target.plugin, &msg, Some(&format!("task:{}", task.id)))?;
         tx.commit()?;
         Ok(true)
     }

@@ -406,29 +406,8 @@ impl Db {
         let tx = conn.transaction()?;
         let now = now_ms() as i64;
         let mut inserted = 0;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO inbox (plugin, channel_msg_id, conversation, thread, sender, sender_name,
-                    text, attachments, timestamp_ms, raw, received_ms, is_group, mentioned)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?;
-            for m in messages {
-                inserted += stmt.execute(params![
-                    plugin,
-                    m.channel_msg_id,
-                    m.conversation,
-                    m.thread,
-                    m.sender,
-                    m.sender_name,
-                    m.text,
-                    m.attachments_json,
-                    m.timestamp_ms as i64,
-                    m.raw,
-                    now,
-                    m.group,
-                    m.mentioned
-                ])?;
-            }
+        for m in messages {
+            inserted += insert_inbox(&tx, plugin, m, None)?;
         }
         if let Some(c) = cursor {
             tx.execute(
@@ -445,7 +424,7 @@ impl Db {
     /// emit), marked with its `origin`; a message whose id is already stored
     /// for `plugin` is ignored. Returns whether it was new.
     pub fn insert_inbox(&self, plugin: &str, m: &Inbound, origin: &str) -> Result<bool> {
-        Ok(insert_inbox(&self.lock(), plugin, m, origin)? == 1)
+        Ok(insert_inbox(&self.lock(), plugin, m, Some(origin))? == 1)
     }
 
     /// Each stored message of `plugin`, oldest first, as (conversation,
@@ -775,8 +754,11 @@ impl Db {
     }
 }
 
-/// Insert one inbox row with an origin, on `conn` (a transaction or not).
-pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin: &str) -> rusqlite::Result<usize> {
+/// Insert one inbox row, on `conn` (a transaction or not). `origin` is None
+/// for a channel's own messages, else who put it there (`task:<id>`,
+/// `service:<name>`). A duplicate (same plugin and channel id) is ignored:
+/// returns 0.
+pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin: Option<&str>) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO inbox (plugin, channel_msg_id, conversation, thread, sender, sender_name,
             text, attachments, timestamp_ms, raw, received_ms, origin, is_group, mentioned)
