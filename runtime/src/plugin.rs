@@ -237,6 +237,19 @@ pub(crate) struct Prepared {
     pub(crate) path: String,
 }
 
+/// The values of a plugin's secrets, read from their sources (env, file,
+/// kata's store). A missing one is an error naming the kata.toml table.
+pub(crate) fn resolve_secrets(grants: &PluginGrants, workspace: &Path) -> Result<BTreeMap<String, String>> {
+    let mut secrets = BTreeMap::new();
+    for (name, source) in &grants.secrets {
+        let value = source.resolve(workspace).map_err(|e| {
+            anyhow::anyhow!("plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml", grants.name, grants.name)
+        })?;
+        secrets.insert(name.clone(), value);
+    }
+    Ok(secrets)
+}
+
 /// Read, validate, compile (or load from cache) and link a plugin that must
 /// export `kata:plugin/{export}`. Secrets are resolved now, so a missing one
 /// fails at start, not mid-run.
@@ -286,13 +299,7 @@ pub(crate) fn prepare(
             );
         }
     }
-    let mut secrets = BTreeMap::new();
-    for (name, source) in &grants.secrets {
-        let value = source.resolve(workspace).map_err(|e| {
-            anyhow::anyhow!("plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml", grants.name, grants.name)
-        })?;
-        secrets.insert(name.clone(), value);
-    }
+    let secrets = resolve_secrets(&grants, workspace)?;
     let id = PluginIdentity {
         name: grants.name.as_str().into(),
         config: Arc::new(grants.config.clone()),

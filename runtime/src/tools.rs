@@ -10,7 +10,6 @@
 //! lets run because the manifest declares the tool read-only (its plugin
 //! state is read-only there too).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -93,13 +92,7 @@ impl ToolsPlugin {
             }
             declared_read_only = m.tools.read_only.clone();
         }
-        let mut secrets = BTreeMap::new();
-        for (name, source) in &grants.secrets {
-            let value = source.resolve(workspace).map_err(|e| {
-                anyhow::anyhow!("plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml", grants.name, grants.name)
-            })?;
-            secrets.insert(name.clone(), value);
-        }
+        let secrets = crate::plugin::resolve_secrets(&grants, workspace)?;
         let id = PluginIdentity { name: grants.name.as_str().into(), config: Arc::new(grants.config.clone()), db: db.clone(), read_only: false };
         let read_only_grants = Arc::new(grants.read_only());
         let grants = Arc::new(grants);
