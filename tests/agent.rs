@@ -482,22 +482,52 @@ mod library {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn echo_history_is_truncated_to_the_newest_turns() {
+    async fn history_that_cannot_be_summarised_is_truncated_to_the_newest_turns() {
+        let llm = LlmServer::start(
+            Arc::new(|req: &Value| {
+                if req["messages"][0]["content"].as_str().is_some_and(|c| c.starts_with("Summarise")) {
+                    HttpResponse { status: 400, headers: vec![], body: serde_json::json!({"error": {"message": "no summaries here"}}) }
+                } else {
+                    answer("ok")
+                }
+            }),
+            Duration::ZERO,
+        );
         let dir = tempfile::tempdir().unwrap();
-        let h = handle("[agent]\nhistory_budget = 200\n", dir.path());
+        let h = handle(
+            &format!("[agent]\nbackend = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\nhistory_budget = 200\n", llm.base_url()),
+            dir.path(),
+        );
         for i in 0..10 {
             let text = format!("turn {i} {}", "y".repeat(30));
-            assert_eq!(h.interactive_turn("chat/me", &text).await.unwrap(), Some(text));
+            assert_eq!(h.interactive_turn("chat/me", &text).await.unwrap().as_deref(), Some("ok"));
         }
         // All turns are kept in the database, but only the newest are context.
         assert_eq!(h.recent_history("chat/me", 100).unwrap().len(), 20);
         let db = Db::open(&dir.path().join("kata.db")).unwrap();
         let s = db.session_for("chat/me", "interactive", Duration::from_secs(60), kata::store::now_ms()).unwrap();
         let live = db.session_history(s.id).unwrap();
-        let size: usize = live.iter().map(|h| h.entry.size()).sum();
-        assert!(size <= 200, "{size} characters of context over a budget of 200");
-        assert_eq!(live.last().unwrap().entry.content, format!("turn 9 {}", "y".repeat(30)));
+        // Compaction runs before a turn: what the newest turn was given as
+        // context (everything before it) fits the budget.
+        let newest = live.last().unwrap().turn;
+        let before: usize = live.iter().filter(|h| h.turn != newest).map(|h| h.entry.size()).sum();
+        assert!(before <= 200, "{before} characters of context over a budget of 200");
+        assert_eq!(live.last().unwrap().entry.content, "ok");
         assert!(live.first().unwrap().entry.content.starts_with("turn "), "whole turns");
-        assert!(s.summary.is_none(), "echo cannot summarise: it truncates");
+        assert!(s.summary.is_none(), "the summary failed: the oldest turns were dropped instead");
+        let last = llm.requests().into_iter().rev().find(|r| !r["messages"][0]["content"].as_str().unwrap_or("").starts_with("Summarise")).unwrap();
+        let users = contents(&last, "user");
+        assert!(users.len() < 10 && users.last().unwrap().starts_with("turn 9"), "{users:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn echo_reads_no_history_and_keeps_every_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = handle("[agent]\nhistory_budget = 200\n", dir.path());
+        for i in 0..10 {
+            let text = format!("turn {i} {}", "y".repeat(30));
+            assert_eq!(h.interactive_turn("chat/me", &text).await.unwrap(), Some(text));
+        }
+        assert_eq!(h.recent_history("chat/me", 100).unwrap().len(), 20, "every turn is stored");
     }
 }

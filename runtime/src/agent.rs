@@ -185,6 +185,11 @@ impl Agent {
         })
     }
 
+    /// Whether the backend reads the session's history (echo does not).
+    pub fn uses_history(&self) -> bool {
+        matches!(self, Agent::OpenAi(_))
+    }
+
     /// Whether the backend can summarise history (otherwise compaction truncates).
     pub fn can_summarize(&self) -> bool {
         matches!(self, Agent::OpenAi(_))

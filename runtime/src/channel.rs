@@ -13,7 +13,7 @@ use crate::health::{Fault, Health};
 use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
-use crate::store::{Db, Inbound, now_ms};
+use crate::store::{Db, Inbound, OutboxRow, now_ms};
 
 /// The shortest pause after a poll that returned nothing.
 const MIN_IDLE_POLL: Duration = Duration::from_millis(100);
@@ -151,6 +151,13 @@ impl Slot {
     /// Abandon the instance (e.g. a call cancelled mid-way).
     pub fn drop_instance(&mut self) {
         self.instance = None;
+    }
+
+    /// Close the instance because it is not needed now: a later start is a
+    /// fresh start, not a restart.
+    pub async fn retire(&mut self) {
+        self.close().await;
+        self.started = false;
     }
 
     /// Disconnect and drop the instance, if any.
@@ -346,7 +353,32 @@ pub async fn ingress(
     tracing::debug!(plugin = %name, "ingress stopped");
 }
 
+/// An extra send instance with nothing to do for this long is closed (the
+/// first stays up): instances cost memory, load comes and goes.
+const LANE_IDLE: Duration = Duration::from_secs(60);
+
+/// Which send lane delivers replies to `conversation`: always the same one,
+/// so one conversation's replies go out one at a time, in order.
+fn lane_of(conversation: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    conversation.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+/// One send lane: an instance slot and when it last had work.
+struct Lane {
+    slot: Slot,
+    used: Instant,
+}
+
 /// Deliver this plugin's outbox until shutdown.
+///
+/// Due replies are read in batches and spread over up to
+/// `limits.concurrent_sends` lanes by conversation; each lane sends its share
+/// in order on its own instance, so a slow conversation does not hold the
+/// others up. Lanes beyond the first start when they get work and close after
+/// [`LANE_IDLE`] without.
 pub async fn egress(
     plugin: Arc<ChannelPlugin>,
     db: Db,
@@ -355,12 +387,15 @@ pub async fn egress(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = plugin.name().to_string();
-    let mut slot = Slot::new(plugin.clone(), health.clone(), "send");
-    'outer: loop {
+    let count = plugin.grants.limits.concurrent_sends.max(1) as usize;
+    let mut lanes: Vec<Lane> = (0..count)
+        .map(|_| Lane { slot: Slot::new(plugin.clone(), health.clone(), "send"), used: Instant::now() })
+        .collect();
+    loop {
         if *shutdown.borrow() {
             break;
         }
-        let due = match db.due_outbox(&name, now_ms(), 50) {
+        let due = match db.due_outbox(&name, now_ms(), 64 * count) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(plugin = %name, "cannot read the outbox: {e:#}");
@@ -371,9 +406,14 @@ pub async fn egress(
             }
         };
         if due.is_empty() {
+            for lane in lanes.iter_mut().skip(1) {
+                if lane.used.elapsed() >= LANE_IDLE {
+                    lane.slot.retire().await;
+                }
+            }
             let wait = match db.next_outbox_due(&name) {
                 Ok(Some(t)) => Duration::from_millis(t.saturating_sub(now_ms())).max(Duration::from_millis(10)),
-                _ => Duration::from_secs(3600),
+                _ => LANE_IDLE,
             };
             tokio::select! {
                 _ = outbox_ready.notified() => {}
@@ -382,78 +422,101 @@ pub async fn egress(
             }
             continue;
         }
+        let mut shares: Vec<Vec<OutboxRow>> = (0..count).map(|_| Vec::new()).collect();
         for row in due {
-            if *shutdown.borrow() {
-                break 'outer;
+            shares[lane_of(&row.conversation, count)].push(row);
+        }
+        let work = lanes.iter_mut().zip(shares).filter(|(_, rows)| !rows.is_empty()).map(|(lane, rows)| {
+            lane.used = Instant::now();
+            deliver(&plugin, &db, &health, &mut lane.slot, rows, shutdown.clone())
+        });
+        futures_util::future::join_all(work).await;
+    }
+    for lane in &mut lanes {
+        lane.slot.close().await;
+    }
+    health.stopped(&name);
+    tracing::debug!(plugin = %name, "egress stopped");
+}
+
+/// Send `rows` (one lane's share, oldest first) one after another. A failed
+/// send is recorded for a later retry (or as a dead letter) and ends the
+/// share: the channel is unhappy, and the rest come back on the next read.
+async fn deliver(
+    plugin: &Arc<ChannelPlugin>,
+    db: &Db,
+    health: &Health,
+    slot: &mut Slot,
+    rows: Vec<OutboxRow>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = plugin.name();
+    for row in rows {
+        if *shutdown.borrow() {
+            return;
+        }
+        let Some(inst) = slot.live(&mut shutdown).await else {
+            return;
+        };
+        let msg = OutboundMessage {
+            conversation: row.conversation,
+            thread: row.thread,
+            reply_to: row.reply_to,
+            text: row.text,
+            idempotency_key: row.idempotency_key,
+        };
+        // An in-flight send is never abandoned for shutdown: the call is
+        // bounded by call_timeout, and abandoning it could send twice.
+        let result = match inst.send(&msg).await {
+            // A plugin that sends over its stream: the host writes the frames.
+            Ok(r) if !r.frames.is_empty() => crate::stream::deliver(plugin, r).await,
+            other => other,
+        };
+        match result {
+            Ok(receipt) => {
+                slot.succeeded();
+                health.sent(name);
+                tracing::info!(plugin = %name, outbox = row.id, receipt = %receipt.id, "sent");
+                if let Err(e) = db.mark_sent_batched(row.id, receipt.id).await {
+                    tracing::error!(plugin = %name, "cannot record a delivery: {e:#}");
+                }
             }
-            let Some(inst) = slot.live(&mut shutdown).await else {
-                continue 'outer;
-            };
-            let msg = OutboundMessage {
-                conversation: row.conversation.clone(),
-                thread: row.thread.clone(),
-                reply_to: row.reply_to.clone(),
-                text: row.text.clone(),
-                idempotency_key: row.idempotency_key.clone(),
-            };
-            // An in-flight send is never abandoned for shutdown: the call is
-            // bounded by call_timeout, and abandoning it could send twice.
-            let result = match inst.send(&msg).await {
-                // A plugin that sends over its stream: the host writes the frames.
-                Ok(r) if !r.frames.is_empty() => crate::stream::deliver(&plugin, r).await,
-                other => other,
-            };
-            let stored = match result {
-                Ok(receipt) => {
-                    slot.succeeded();
-                    health.sent(&name);
-                    tracing::info!(plugin = %name, outbox = row.id, receipt = %receipt.id, "sent");
-                    db.mark_sent(row.id, &receipt.id)
-                }
-                Err(e) => {
-                    let permanent = matches!(
-                        e,
-                        CallError::Channel(
-                            ChannelError::AuthFailed(_)
-                                | ChannelError::InvalidConfig(_)
-                                | ChannelError::Unsupported
-                                | ChannelError::Fatal(_)
-                        )
+            Err(e) => {
+                let permanent = matches!(
+                    e,
+                    CallError::Channel(
+                        ChannelError::AuthFailed(_)
+                            | ChannelError::InvalidConfig(_)
+                            | ChannelError::Unsupported
+                            | ChannelError::Fatal(_)
+                    )
+                );
+                health.send_failed(name);
+                let hold = slot.failed(&e);
+                let limit = if permanent { MAX_SEND_ATTEMPTS } else { MAX_TRANSIENT_SEND_ATTEMPTS };
+                let r = if row.attempts + 1 >= limit {
+                    tracing::error!(
+                        plugin = %name, outbox = row.id,
+                        "giving up on a reply after {} attempts: {e}; it is kept as a dead letter \
+                         (`kata status` counts them, `kata retry` lists and requeues them)",
+                        row.attempts + 1
                     );
-                    health.send_failed(&name);
-                    let hold = slot.failed(&e);
-                    let limit = if permanent { MAX_SEND_ATTEMPTS } else { MAX_TRANSIENT_SEND_ATTEMPTS };
-                    let r = if row.attempts + 1 >= limit {
-                        tracing::error!(
-                            plugin = %name, outbox = row.id,
-                            "giving up on a reply after {} attempts: {e}; it is kept as a dead letter \
-                             (`kata status` counts them, `kata retry` lists and requeues them)",
-                            row.attempts + 1
-                        );
-                        db.mark_failed(row.id, &e.to_string())
-                    } else {
-                        let d = match &e {
-                            CallError::Channel(ChannelError::RateLimited(ms)) => Duration::from_millis(*ms),
-                            _ => retry_delay(row.attempts).max(hold),
-                        };
-                        tracing::warn!(plugin = %name, outbox = row.id, "send failed: {e}; retrying in {d:?}");
-                        db.mark_retry(row.id, &e.to_string(), now_ms() + d.as_millis() as u64)
+                    db.mark_failed(row.id, &e.to_string())
+                } else {
+                    let d = match &e {
+                        CallError::Channel(ChannelError::RateLimited(ms)) => Duration::from_millis(*ms),
+                        _ => retry_delay(row.attempts).max(hold),
                     };
-                    if let Err(err) = r {
-                        tracing::error!(plugin = %name, "cannot record a delivery result: {err:#}");
-                    }
-                    // Stop this batch: the channel is unhappy; due rows come back later.
-                    continue 'outer;
+                    tracing::warn!(plugin = %name, outbox = row.id, "send failed: {e}; retrying in {d:?}");
+                    db.mark_retry(row.id, &e.to_string(), now_ms() + d.as_millis() as u64)
+                };
+                if let Err(err) = r {
+                    tracing::error!(plugin = %name, "cannot record a delivery result: {err:#}");
                 }
-            };
-            if let Err(e) = stored {
-                tracing::error!(plugin = %name, "cannot record a delivery: {e:#}");
+                return;
             }
         }
     }
-    slot.close().await;
-    health.stopped(&name);
-    tracing::debug!(plugin = %name, "egress stopped");
 }
 
 #[cfg(test)]

@@ -638,6 +638,10 @@ pub struct LimitsEntry {
     /// Inbound messages per minute the daemon accepts from the plugin; a
     /// plugin that brings more is polled less often until it is back under.
     pub messages_per_minute: Option<u32>,
+    /// Replies a channel may be sending at once, each on its own instance,
+    /// to different conversations (one conversation's replies always go out
+    /// one at a time, in order). Extra instances start only under load.
+    pub concurrent_sends: Option<u32>,
 }
 
 /// Resource limits, resolved.
@@ -657,7 +661,12 @@ pub struct Limits {
     /// Inbound messages per minute (a bucket of this many that refills
     /// continuously); a flood slows the plugin's polling down.
     pub messages_per_minute: u32,
+    /// Send instances a channel may use at once (1..=[`MAX_CONCURRENT_SENDS`]).
+    pub concurrent_sends: u32,
 }
+
+/// The most send instances `limits.concurrent_sends` may ask for.
+pub const MAX_CONCURRENT_SENDS: u32 = 16;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -668,6 +677,7 @@ impl Default for Limits {
             requests_per_minute: 600,
             max_response_bytes: 16 << 20,
             messages_per_minute: 1200,
+            concurrent_sends: 4,
         }
     }
 }
@@ -1792,6 +1802,11 @@ fn resolve_limits(l: &LimitsEntry) -> Result<Limits, String> {
             Some(0) => return Err("messages_per_minute: 0 would refuse every message; set enabled = false to stop the plugin".into()),
             Some(n) => n,
             None => d.messages_per_minute,
+        },
+        concurrent_sends: match l.concurrent_sends {
+            Some(n @ 1..=MAX_CONCURRENT_SENDS) => n,
+            Some(n) => return Err(format!("concurrent_sends: {n} is out of range; use 1 (one reply at a time) to {MAX_CONCURRENT_SENDS}")),
+            None => d.concurrent_sends,
         },
     })
 }

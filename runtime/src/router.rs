@@ -9,10 +9,13 @@
 //!   in arrival order: one worker per session drains its FIFO queue, and
 //!   every turn — daemon or interactive — holds the session's turn lock;
 //! - at most `[agent] max_concurrent_sessions` daemon-triggered turns run at
-//!   once (a semaphore permit per turn); interactive turns do not take one.
+//!   once (a semaphore permit while the agent works on a turn; storing its
+//!   result does not hold one); interactive turns do not take one.
 //!
 //! Exactly once: a row's reply is queued, the row marked done and the turn
-//! appended to the history in one transaction ([`Db::complete_turn`]). A
+//! appended to the history in one transaction ([`Db::complete_turn_batched`]:
+//! the batch writer may commit several sessions' turns together, and a turn
+//! counts as done only once its transaction is committed). A
 //! crash before it reruns the turn after restart (tool calls of that turn may
 //! then run again); a crash after it changes nothing. A turn that fails (the
 //! backend is down past its retries) leaves the row unanswered and is retried
@@ -28,7 +31,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::agent::{Agent, Settings, TurnInput, TurnOutput};
 use crate::policy::{PluginGrants, ToolMode};
 use crate::session::{Entry, HistoryItem, Session, compaction_cut, session_key};
-use crate::store::{Db, InboxRow, Reply, Turn, now_ms};
+use crate::store::{Db, InboxRow, Reply, now_ms};
 use crate::tools::{CallContext, ToolBox};
 
 /// First wait before a failed turn is retried; doubles up to [`MAX_RETRY`].
@@ -233,7 +236,6 @@ impl AgentHandle {
                 }
                 let result = {
                     let _turn = slot.turn.lock().await;
-                    let Ok(_permit) = self.inner.cap.acquire().await else { return };
                     if *stop.borrow() {
                         return;
                     }
@@ -270,7 +272,12 @@ impl AgentHandle {
 
     async fn daemon_turn(&self, key: &str, row: &InboxRow) -> Result<()> {
         let sender = row.msg.sender_name.as_deref().unwrap_or(&row.msg.sender);
-        let (session, user, out) = self.run_turn(key, Some(&row.plugin), &row.msg.text, sender, &row.plugin).await?;
+        // The cap bounds the agent's work; storing the result does not hold
+        // a permit (the session's turn lock keeps its order).
+        let (session, user, out) = {
+            let _permit = self.inner.cap.acquire().await?;
+            self.run_turn(key, Some(&row.plugin), &row.msg.text, sender, &row.plugin).await?
+        };
         let grants = self.inner.grants.get(&row.plugin).map(|g| &**g);
         // Where the answer goes: the conversation, or for a service's
         // message its `deliver_to` (see senders::addressed).
@@ -285,8 +292,7 @@ impl AgentHandle {
                 text: text.clone(),
             })
             .and_then(|r| crate::senders::addressed(r, row, grants));
-        let turn = Turn { session_id: session.id, user: &user, entries: &out.entries };
-        self.inner.db.complete_turn(row.id, reply.as_ref(), Some(turn))?;
+        self.inner.db.complete_turn_batched(row.id, reply.clone(), Some((session.id, user, out.entries))).await?;
         tracing::info!(plugin = %row.plugin, inbox = row.id, session = %key, replied = reply.is_some(), "handled");
         if let Some(r) = &reply {
             self.notify(&r.plugin);
@@ -318,7 +324,9 @@ impl AgentHandle {
         let s = &self.inner.settings;
         let db = &self.inner.db;
         let mut session = db.session_for(key, origin.unwrap_or("interactive"), s.idle_timeout, now_ms())?;
-        let mut history = db.session_history(session.id)?;
+        // An agent that does not read the history (echo) needs neither the
+        // history nor its compaction.
+        let mut history = if self.inner.agent.uses_history() { db.session_history(session.id)? } else { Vec::new() };
         if let Some(cut) = compaction_cut(&history, s.history_budget) {
             let old: Vec<Entry> = history.iter().filter(|h| h.turn <= cut).map(|h| h.entry.clone()).collect();
             let summary = if self.inner.agent.can_summarize() {

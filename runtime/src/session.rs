@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Db, now_ms};
@@ -125,7 +125,7 @@ pub fn session_key(plugin: &str, conversation: &str, thread: Option<&str>) -> St
 
 /// Append one turn's entries to a session's history inside `tx` (the caller
 /// commits it together with the inbox and outbox changes).
-pub(crate) fn append_turn(tx: &Transaction<'_>, session_id: i64, inbox_id: Option<i64>, user: &Entry, rest: &[Entry]) -> Result<()> {
+pub(crate) fn append_turn(tx: &rusqlite::Connection, session_id: i64, inbox_id: Option<i64>, user: &Entry, rest: &[Entry]) -> Result<()> {
     let now = now_ms() as i64;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO history (session_id, turn, inbox_id, role, content, tool_calls, tool_call_id, created_ms)
@@ -133,43 +133,38 @@ pub(crate) fn append_turn(tx: &Transaction<'_>, session_id: i64, inbox_id: Optio
     )?;
     stmt.execute(params![session_id, 0, inbox_id, user.role.as_str(), user.content, user.tool_calls, user.tool_call_id, now])?;
     let turn = tx.last_insert_rowid();
-    tx.execute("UPDATE history SET turn = ?1 WHERE id = ?1", [turn])?;
+    tx.prepare_cached("UPDATE history SET turn = ?1 WHERE id = ?1")?.execute([turn])?;
     for e in rest {
         stmt.execute(params![session_id, turn, inbox_id, e.role.as_str(), e.content, e.tool_calls, e.tool_call_id, now])?;
     }
-    tx.execute("UPDATE sessions SET last_active_ms = ?2 WHERE id = ?1", params![session_id, now])?;
+    tx.prepare_cached("UPDATE sessions SET last_active_ms = MAX(last_active_ms, ?2) WHERE id = ?1")?
+        .execute(params![session_id, now])?;
     Ok(())
 }
 
 impl Db {
     /// The open session of `key` at `now_ms`: the newest one if it was active
-    /// within `idle`, else a new one. Marks it active.
+    /// within `idle`, else a new one. A session becomes active when a turn
+    /// is appended to it ([`append_turn`]), so finding one writes nothing.
     pub fn session_for(&self, key: &str, origin: &str, idle: Duration, now_ms: u64) -> Result<Session> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let newest: Option<(i64, i64, Option<String>)> = tx
-            .query_row(
-                "SELECT id, last_active_ms, summary FROM sessions WHERE key = ?1 ORDER BY id DESC LIMIT 1",
-                [key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+        let conn = self.lock();
+        let newest: Option<(i64, i64, Option<String>)> = conn
+            .prepare_cached("SELECT id, last_active_ms, summary FROM sessions WHERE key = ?1 ORDER BY id DESC LIMIT 1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let now = now_ms as i64;
-        let session = match newest {
+        Ok(match newest {
             Some((id, last, summary)) if now.saturating_sub(last) <= idle.as_millis() as i64 => {
-                tx.execute("UPDATE sessions SET last_active_ms = MAX(last_active_ms, ?2) WHERE id = ?1", params![id, now])?;
                 Session { id, key: key.into(), summary }
             }
             _ => {
-                tx.execute(
+                conn.prepare_cached(
                     "INSERT INTO sessions (key, origin, created_ms, last_active_ms) VALUES (?1, ?2, ?3, ?3)",
-                    params![key, origin, now],
-                )?;
-                Session { id: tx.last_insert_rowid(), key: key.into(), summary: None }
+                )?
+                .execute(params![key, origin, now])?;
+                Session { id: conn.last_insert_rowid(), key: key.into(), summary: None }
             }
-        };
-        tx.commit()?;
-        Ok(session)
+        })
     }
 
     /// A session's history that is not compacted, oldest first.

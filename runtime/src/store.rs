@@ -7,7 +7,7 @@
 //! that puts its reply in the outbox (so a reply is never produced twice).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -335,9 +335,80 @@ pub struct PluginActivity {
 
 /// The workspace database. Cheap to clone; calls are serialised on one connection
 /// (SQLite serialises writers anyway, and every call here takes microseconds).
+///
+/// The writes that many tasks make at once on the message path (a turn's
+/// completion, a delivery record) can instead go through the batch writer
+/// ([`Db::complete_turn_batched`], [`Db::mark_sent_batched`]): one thread
+/// commits whatever is queued in one transaction, so under load hundreds of
+/// small writes share a commit, and with nothing else queued a write commits
+/// alone, at once. A caller's future resolves only after its write is
+/// committed: batching never acknowledges anything early.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    batch: Arc<OnceLock<mpsc::Sender<BatchJob>>>,
+}
+
+/// A write for the batch writer: run against the open transaction (it may
+/// run twice: after a failed batch every job is rerun on its own), and where
+/// its result goes.
+struct BatchJob {
+    write: Box<BatchWrite>,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// What a [`BatchJob`] writes.
+type BatchWrite = dyn Fn(&Connection) -> Result<()> + Send;
+
+/// Most writes one batch commits; more wait for the next.
+const MAX_BATCH: usize = 512;
+
+/// The batch writer's loop: take what is queued, commit it together; if the
+/// batch fails (one bad write, a full disk), run each job in its own
+/// transaction so one failure cannot fail the others.
+fn batch_writer(conn: Arc<Mutex<Connection>>, queue: mpsc::Receiver<BatchJob>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let together = (|| -> Result<()> {
+            let tx = conn.transaction()?;
+            for j in &jobs {
+                (j.write)(&tx)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        let jobs = match together {
+            Ok(()) => {
+                for j in jobs {
+                    let _ = j.done.send(Ok(()));
+                }
+                continue;
+            }
+            Err(e) if jobs.len() == 1 => {
+                if let Some(j) = jobs.into_iter().next() {
+                    let _ = j.done.send(Err(e));
+                }
+                continue;
+            }
+            Err(_) => jobs,
+        };
+        for j in jobs {
+            let r = (|| -> Result<()> {
+                let tx = conn.transaction()?;
+                (j.write)(&tx)?;
+                tx.commit()?;
+                Ok(())
+            })();
+            let _ = j.done.send(r);
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -358,7 +429,7 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let db = Self { conn: Arc::new(Mutex::new(conn)) };
+        let db = Self { conn: Arc::new(Mutex::new(conn)), batch: Arc::default() };
         db.migrate().with_context(|| format!("cannot migrate {}", path.display()))?;
         Ok(db)
     }
@@ -486,35 +557,43 @@ impl Db {
     pub fn complete_turn(&self, inbox_id: i64, reply: Option<&Reply>, turn: Option<Turn<'_>>) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let status: Option<String> =
-            tx.query_row("SELECT status FROM inbox WHERE id = ?1", [inbox_id], |r| r.get(0)).optional()?;
-        if status.as_deref() == Some("done") {
-            // Completed before (a retry after a lost acknowledgement): nothing twice.
-            return Ok(());
-        }
-        if let Some(t) = turn {
-            crate::session::append_turn(&tx, t.session_id, Some(inbox_id), t.user, t.entries)?;
-        }
-        if let Some(r) = reply {
-            tx.execute(
-                "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,
-                    text, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    r.plugin,
-                    format!("inbox-{inbox_id}"),
-                    inbox_id,
-                    r.conversation,
-                    r.thread,
-                    r.reply_to,
-                    r.text,
-                    now_ms() as i64
-                ],
-            )?;
-        }
-        tx.execute("UPDATE inbox SET status = 'done' WHERE id = ?1", [inbox_id])?;
+        complete_turn_in(&tx, inbox_id, reply, turn)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// [`Self::complete_turn`] through the batch writer (see [`Db`]): resolves
+    /// once the transaction that holds it is committed.
+    pub async fn complete_turn_batched(
+        &self,
+        inbox_id: i64,
+        reply: Option<Reply>,
+        turn: Option<(i64, crate::session::Entry, Vec<crate::session::Entry>)>,
+    ) -> Result<()> {
+        self.batched(move |conn| {
+            let turn = turn.as_ref().map(|(session_id, user, entries)| Turn { session_id: *session_id, user, entries });
+            complete_turn_in(conn, inbox_id, reply.as_ref(), turn)
+        })
+        .await
+    }
+
+    /// Queue `write` for the batch writer (started on first use) and wait
+    /// until it is committed.
+    async fn batched(&self, write: impl Fn(&Connection) -> Result<()> + Send + 'static) -> Result<()> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let queue = self.batch.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let conn = self.conn.clone();
+            std::thread::Builder::new()
+                .name("kata-db-writer".into())
+                .spawn(move || batch_writer(conn, rx))
+                .expect("cannot start the database writer thread");
+            tx
+        });
+        queue
+            .send(BatchJob { write: Box::new(write), done })
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        result.await.map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
     }
 
     /// Replies of `plugin` due for a delivery attempt at `now`, oldest first.
@@ -557,6 +636,18 @@ impl Db {
             params![id, receipt, now_ms() as i64],
         )?;
         Ok(())
+    }
+
+    /// [`Self::mark_sent`] through the batch writer (see [`Db`]).
+    pub async fn mark_sent_batched(&self, id: i64, receipt: String) -> Result<()> {
+        self.batched(move |conn| {
+            conn.prepare_cached(
+                "UPDATE outbox SET status = 'sent', receipt = ?2, sent_ms = ?3, attempts = attempts + 1 WHERE id = ?1",
+            )?
+            .execute(params![id, receipt, now_ms() as i64])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Record a failed attempt and when to try again.
@@ -758,6 +849,40 @@ impl Db {
 /// for a channel's own messages, else who put it there (`task:<id>`,
 /// `service:<name>`). A duplicate (same plugin and channel id) is ignored:
 /// returns 0.
+/// The body of [`Db::complete_turn`], inside the caller's transaction.
+fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&Reply>, turn: Option<Turn<'_>>) -> Result<()> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM inbox WHERE id = ?1")?
+        .query_row([inbox_id], |r| r.get(0))
+        .optional()?;
+    if status.as_deref() == Some("done") {
+        // Completed before (a retry after a lost acknowledgement): nothing twice.
+        return Ok(());
+    }
+    if let Some(t) = turn {
+        crate::session::append_turn(conn, t.session_id, Some(inbox_id), t.user, t.entries)?;
+    }
+    if let Some(r) = reply {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,
+                text, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            r.plugin,
+            format!("inbox-{inbox_id}"),
+            inbox_id,
+            r.conversation,
+            r.thread,
+            r.reply_to,
+            r.text,
+            now_ms() as i64
+        ])?;
+    }
+    conn.prepare_cached("UPDATE inbox SET status = 'done' WHERE id = ?1")?.execute([inbox_id])?;
+    Ok(())
+}
+
 pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin: Option<&str>) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO inbox (plugin, channel_msg_id, conversation, thread, sender, sender_name,
