@@ -1041,6 +1041,71 @@ mod tests {
         assert!(db.dead_letters(None, 10).expect("list").is_empty());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_writes_commit_together_and_a_bad_one_fails_alone() {
+        let (_d, db) = db();
+        let msgs: Vec<Inbound> = (0..200).map(|i| msg(&format!("m{i}"))).collect();
+        assert_eq!(db.record_poll("loop", &msgs, Some("200")).expect("poll"), 200);
+        let rows = db.pending_inbox(1000).expect("pending");
+        let reply = |row: &InboxRow| Reply {
+            plugin: "loop".into(),
+            conversation: row.msg.conversation.clone(),
+            thread: None,
+            reply_to: Some(row.msg.channel_msg_id.clone()),
+            text: row.msg.text.clone(),
+        };
+        // Many turns at once, plus one write that fails in the middle of
+        // them. The connection is held meanwhile, so they queue up and the
+        // writer takes them as one batch.
+        let held = db.lock();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, row) in rows.iter().enumerate() {
+            let (d, id, r) = (db.clone(), row.id, reply(row));
+            tasks.spawn(async move { d.complete_turn_batched(id, Some(r), None).await.map(|()| i) });
+            if i == 100 {
+                let d = db.clone();
+                tasks.spawn(async move {
+                    d.batched(|c| {
+                        c.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                        Ok(())
+                    })
+                    .await
+                    .map(|()| usize::MAX)
+                });
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(held);
+        let (mut ok, mut failed) = (0, Vec::new());
+        while let Some(r) = tasks.join_next().await {
+            match r.expect("task") {
+                Ok(_) => ok += 1,
+                Err(e) => failed.push(format!("{e:#}")),
+            }
+        }
+        assert_eq!(ok, 200);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("no_such_table"), "{failed:?}");
+        let c = db.counts().expect("counts");
+        assert_eq!((c.inbox_done, c.inbox_new, c.outbox_pending), (200, 0, 200));
+        // Completing again (a retry after a lost acknowledgement) queues nothing twice.
+        let first = &rows[0];
+        db.complete_turn_batched(first.id, Some(reply(first)), None).await.expect("again");
+        assert_eq!(db.counts().expect("counts").outbox_pending, 200);
+        // Delivery records go the same way.
+        let due = db.due_outbox("loop", now_ms(), 1000).expect("due");
+        let mut marks = tokio::task::JoinSet::new();
+        for row in due {
+            let db = db.clone();
+            marks.spawn(async move { db.mark_sent_batched(row.id, format!("r{}", row.id)).await });
+        }
+        while let Some(r) = marks.join_next().await {
+            r.expect("task").expect("marked");
+        }
+        let c = db.counts().expect("counts");
+        assert_eq!((c.outbox_pending, c.outbox_sent), (0, 200));
+    }
+
     fn db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(&dir.path().join("kata.db")).expect("open");
