@@ -67,6 +67,10 @@ pub const MIN_SCANNED_SECRET: usize = 6;
 /// How long a DNS lookup may take before the request fails.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait for a kept-open connection whose last response was read to
+/// be ready again (hyper marks it ready right after; this only bounds it).
+const READY_WAIT: Duration = Duration::from_secs(1);
+
 /// wasi:http's own default for connect, first-byte and between-bytes timeouts.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -1127,13 +1131,18 @@ async fn send_pinned(
 
     let name = tls.as_ref().map(|(n, _)| *n);
     let keep = !pool::says_close(req.headers());
-    if keep && let Some((addr, mut sender)) = pool.checkout(addrs, name) {
+    while keep && let Some((addr, mut sender)) = pool.checkout(addrs, name) {
+        // Its last response was read; hyper marks it ready a moment later
+        // (or finds it closed, and then the next one is tried).
+        if !matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
+            continue;
+        }
         match tokio::time::timeout(first_byte_timeout, sender.try_send_request(req)).await {
             Err(_) => return Err(HttpError::ConnectionReadTimeout),
             Ok(Ok(response)) => return Ok(received(pool, Some((addr, name, sender)), response)),
             Ok(Err(mut e)) => match e.take_message() {
                 // Not written: the connection closed before it took the
-                // request, so a new connection may carry it.
+                // request, so another connection may carry it.
                 Some(r) => req = r,
                 None => return Err(HttpError::from(e.into_error())),
             },
@@ -1157,13 +1166,16 @@ fn received(
     conn: Option<(SocketAddr, Option<&str>, pool::Sender)>,
     response: http::Response<hyper::body::Incoming>,
 ) -> (http::Response<WasiBody>, IoFuture) {
+    let io: IoFuture = Box::new(async { Ok(()) });
     if let Some((addr, name, sender)) = conn
         && response.version() == http::Version::HTTP_11
         && !pool::says_close(response.headers())
     {
-        pool.checkin(addr, name, sender);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        pool.checkin(addr, name, sender, done.clone());
+        let response = response.map(|inner| pool::Tracked { inner, done }.map_err(HttpError::from).boxed_unsync());
+        return (response, io);
     }
-    let io: IoFuture = Box::new(async { Ok(()) });
     (response.map(|b| b.map_err(HttpError::from).boxed_unsync()), io)
 }
 
