@@ -25,6 +25,10 @@
 //!    check — not to a second lookup of the name, which DNS rebinding could
 //!    answer differently. TLS still verifies the certificate for the name,
 //!    against the public web roots plus the plugin's own `ca` files, if any.
+//!    A kept-open HTTP/1.1 connection of the same plugin is reused instead
+//!    only when its address is among those that passed the check for this
+//!    request and its TLS name is this request's (see `pool`); every step
+//!    above still runs for every request.
 //!
 //! The request body is scanned for secret values as it streams out (bytes that
 //! could be the start of a secret are held back until it is clear they are
@@ -53,7 +57,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 use crate::audit::{Auditor, Event, Kind, Verdict};
 use crate::policy::{NetworkGrant, PluginGrants, address_class, percent_decode};
 
-pub mod pool;
+mod pool;
 use pool::ConnPool;
 
 type HttpError = wasmtime_wasi_http::Error;

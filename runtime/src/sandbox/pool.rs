@@ -125,7 +125,7 @@ impl ConnPool {
 
     /// How many open connections the pool holds (ready or still busy).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let mut st = self.lock();
         st.prune(Instant::now(), self.idle);
         st.conns.len()
