@@ -75,6 +75,11 @@ limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, conc
     assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
 
     let deliveries = server.deliveries();
+    // The plugin's requests reuse kept-open connections (the sandbox's
+    // per-plugin pool): a handful per daemon run, not one per request.
+    let requests = server.polls() as usize + deliveries.iter().map(|d| d.sends as usize).sum::<usize>();
+    eprintln!("{requests} polls and sends over {} connections", server.connections());
+    assert!(server.connections() * 10 < requests, "{requests} requests took {} connections", server.connections());
     let mut per_message: BTreeMap<usize, u32> = BTreeMap::new();
     for d in &deliveries {
         *per_message.entry(d.answers.expect("every reply echoes its message")).or_default() += 1;

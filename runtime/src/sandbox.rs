@@ -25,6 +25,10 @@
 //!    check — not to a second lookup of the name, which DNS rebinding could
 //!    answer differently. TLS still verifies the certificate for the name,
 //!    against the public web roots plus the plugin's own `ca` files, if any.
+//!    A kept-open HTTP/1.1 connection of the same plugin is reused instead
+//!    only when its address is among those that passed the check for this
+//!    request and its TLS name is this request's (see `pool`); every step
+//!    above still runs for every request.
 //!
 //! The request body is scanned for secret values as it streams out (bytes that
 //! could be the start of a secret are held back until it is clear they are
@@ -53,6 +57,9 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 use crate::audit::{Auditor, Event, Kind, Verdict};
 use crate::policy::{NetworkGrant, PluginGrants, address_class, percent_decode};
 
+mod pool;
+use pool::ConnPool;
+
 type HttpError = wasmtime_wasi_http::Error;
 type HttpResult<T> = wasmtime_wasi_http::Result<T>;
 type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
@@ -63,6 +70,10 @@ pub const MIN_SCANNED_SECRET: usize = 6;
 
 /// How long a DNS lookup may take before the request fails.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait for a kept-open connection whose last response was read to
+/// be ready again (hyper marks it ready right after; this only bounds it).
+const READY_WAIT: Duration = Duration::from_secs(1);
 
 /// wasi:http's own default for connect, first-byte and between-bytes timeouts.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -535,6 +546,8 @@ pub struct PluginSandbox {
     /// The TLS client configuration: the public web roots plus the plugin's
     /// `ca` files (built once; an error is reported on each https request).
     tls: Result<Arc<rustls::ClientConfig>, String>,
+    /// Kept-open connections of the plugin's requests (see [`pool`]).
+    pool: Arc<ConnPool>,
 }
 
 impl PluginSandbox {
@@ -554,7 +567,7 @@ impl PluginSandbox {
         if let Err(e) = &tls {
             tracing::error!(plugin = %grants.name, "{e}");
         }
-        Self { grants, secrets, redactor, auditor, rate, tls }
+        Self { grants, secrets, redactor, auditor, rate, tls, pool: Arc::new(ConnPool::new(pool::IDLE)) }
     }
 
     /// The value of secret `name` for a request to `host:port` (`shown` is
@@ -846,7 +859,7 @@ impl WasiHttpHooks for NetworkGate {
                 Some("https") => Some((authorized.host.as_str(), sb.tls.clone().map_err(|e| HttpError::InternalError(Some(e)))?)),
                 _ => None,
             };
-            let (response, io) = send_pinned(request, &addrs, tls, options).await?;
+            let (response, io) = send_pinned(&sb.pool, request, &addrs, tls, options).await?;
             guard_response(response, &sb, &authorized, options).map(|r| (r, io))
         })
     }
@@ -1100,42 +1113,104 @@ fn tls_config(grants: &PluginGrants) -> Result<Arc<rustls::ClientConfig>, String
 
 /// Step 7: send `req` over a connection to one of `addrs` (already checked),
 /// with TLS for the name in `tls` when it is set, verified with its config.
-/// This is wasmtime-wasi-http's `default_send_request` with the one change
-/// that matters here: it connects to the address kata checked instead of
-/// resolving the name again.
+/// This is wasmtime-wasi-http's `default_send_request` with two changes: it
+/// connects to the address kata checked instead of resolving the name again,
+/// and it reuses a kept-open connection of the plugin's `pool` to one of
+/// those addresses (same TLS name) when there is one. A request that a
+/// reused connection gave back unwritten is sent once more on a new
+/// connection; one that may have been written is never sent again.
 async fn send_pinned(
+    pool: &Arc<ConnPool>,
     mut req: http::Request<WasiBody>,
     addrs: &[SocketAddr],
     tls: Option<(&str, Arc<rustls::ClientConfig>)>,
     options: Option<RequestOptions>,
 ) -> HttpResult<(http::Response<WasiBody>, IoFuture)> {
-    use wasmtime_wasi_http::io::TokioIo;
-
     let connect_timeout = options.and_then(|o| o.connect_timeout).unwrap_or(DEFAULT_TIMEOUT);
     let first_byte_timeout = options.and_then(|o| o.first_byte_timeout).unwrap_or(DEFAULT_TIMEOUT);
+
+    // Only the path and query go on the request line (no proxy in between).
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    *req.uri_mut() = http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+
+    let name = tls.as_ref().map(|(n, _)| *n);
+    let keep = !pool::says_close(req.headers());
+    while keep && let Some((addr, mut sender)) = pool.checkout(addrs, name) {
+        // Its last response was read; hyper marks it ready a moment later
+        // (or finds it closed, and then the next one is tried).
+        if !matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
+            continue;
+        }
+        match tokio::time::timeout(first_byte_timeout, sender.try_send_request(req)).await {
+            Err(_) => return Err(HttpError::ConnectionReadTimeout),
+            Ok(Ok(response)) => return Ok(received(pool, Some((addr, name, sender)), response)),
+            Ok(Err(mut e)) => match e.take_message() {
+                // Not written: the connection closed before it took the
+                // request, so another connection may carry it.
+                Some(r) => req = r,
+                None => return Err(HttpError::from(e.into_error())),
+            },
+        }
+    }
+
+    let (addr, mut sender) = connect(addrs, tls, connect_timeout).await?;
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(HttpError::from)?;
+    Ok(received(pool, keep.then_some((addr, name, sender)), response))
+}
+
+/// The response of a request for the plugin, after keeping its connection in
+/// `pool` when `conn` is set and the response allows it (HTTP/1.1 without
+/// `connection: close`). The connection has its own task, so the I/O future
+/// wasi:http drives has nothing left to do.
+fn received(
+    pool: &Arc<ConnPool>,
+    conn: Option<(SocketAddr, Option<&str>, pool::Sender)>,
+    response: http::Response<hyper::body::Incoming>,
+) -> (http::Response<WasiBody>, IoFuture) {
+    let io: IoFuture = Box::new(async { Ok(()) });
+    if let Some((addr, name, sender)) = conn
+        && response.version() == http::Version::HTTP_11
+        && !pool::says_close(response.headers())
+    {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        pool.checkin(addr, name, sender, done.clone());
+        let response = response.map(|inner| pool::Tracked { inner, done }.map_err(HttpError::from).boxed_unsync());
+        return (response, io);
+    }
+    (response.map(|b| b.map_err(HttpError::from).boxed_unsync()), io)
+}
+
+/// A new connection to the first of `addrs` that accepts one, with TLS for
+/// the name in `tls` when it is set; its I/O runs in a task of its own that
+/// ends when the connection closes (hyper closes an idle connection whose
+/// sender is dropped).
+async fn connect(
+    addrs: &[SocketAddr],
+    tls: Option<(&str, Arc<rustls::ClientConfig>)>,
+    connect_timeout: Duration,
+) -> HttpResult<(SocketAddr, pool::Sender)> {
+    use wasmtime_wasi_http::io::TokioIo;
 
     let mut last_err = None;
     let mut stream = None;
     for addr in addrs {
         match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
-                stream = Some(s);
+                stream = Some((*addr, s));
                 break;
             }
             Ok(Err(e)) => last_err = Some(HttpError::Connect(e)),
             Err(_) => last_err = Some(HttpError::ConnectionTimeout),
         }
     }
-    let Some(stream) = stream else {
+    let Some((addr, stream)) = stream else {
         return Err(last_err.unwrap_or(HttpError::DestinationNotFound));
     };
 
-    // Only the path and query go on the request line (no proxy in between).
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    *req.uri_mut() = http::Uri::builder().path_and_query(path).build().map_err(|_| HttpError::HttpRequestUriInvalid)?;
-
-    type Conn = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
-    let (mut sender, conn): (hyper::client::conn::http1::SendRequest<WasiBody>, Conn) = match tls {
+    let sender = match tls {
         Some((name, config)) => {
             let server_name = match name.parse::<IpAddr>() {
                 Ok(ip) => rustls::pki_types::ServerName::from(ip),
@@ -1152,7 +1227,8 @@ async fn send_pinned(
             )
             .await
             .map_err(|_| HttpError::ConnectionTimeout)??;
-            (s, Box::pin(c))
+            tokio::spawn(drive(c));
+            s
         }
         None => {
             let (s, c) = tokio::time::timeout(
@@ -1161,39 +1237,19 @@ async fn send_pinned(
             )
             .await
             .map_err(|_| HttpError::ConnectionTimeout)??;
-            (s, Box::pin(c))
+            tokio::spawn(drive(c));
+            s
         }
     };
+    Ok((addr, sender))
+}
 
-    let send = async move {
-        tokio::time::timeout(first_byte_timeout, sender.send_request(req))
-            .await
-            .map_err(|_| HttpError::ConnectionReadTimeout)?
-            .map_err(HttpError::from)
-    };
-    let mut send = std::pin::pin!(send);
-    let mut conn = Some(conn);
-    // Wait for the response while driving the connection's I/O.
-    let res = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
-        Poll::Ready(r) => Poll::Ready(r),
-        Poll::Pending => {
-            let Some(fut) = conn.as_mut() else { return Poll::Pending };
-            let r = ready!(fut.as_mut().poll(cx));
-            conn = None;
-            match r {
-                Ok(()) => send.as_mut().poll(cx),
-                Err(e) => Poll::Ready(Err(HttpError::from(e))),
-            }
-        }
-    })
-    .await?;
-    let io: IoFuture = Box::new(async move {
-        match conn {
-            Some(c) => c.await.map_err(|e| if e.is_timeout() { HttpError::HttpResponseTimeout } else { HttpError::from(e) }),
-            None => Ok(()),
-        }
-    });
-    Ok((res.map(|b| b.map_err(HttpError::from).boxed_unsync()), io))
+/// Run a connection's I/O until it closes. Its errors reach the request or
+/// response body they concern through hyper; here they are only logged.
+async fn drive(conn: impl Future<Output = Result<(), hyper::Error>>) {
+    if let Err(e) = conn.await {
+        tracing::debug!("outgoing HTTP connection ended: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,7 @@ pub struct LoopbackServer {
     state: Arc<Mutex<State>>,
     conversations: usize,
     stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl LoopbackServer {
@@ -68,20 +69,22 @@ impl LoopbackServer {
         let state = Arc::new(Mutex::new(State { release: (0..n).map(release).collect(), ..State::default() }));
         let stop = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
-        let (st, stp) = (state.clone(), stop.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (st, stp, count) = (state.clone(), stop.clone(), connections.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stp.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                count.fetch_add(1, Ordering::Relaxed);
                 let st = st.clone();
                 std::thread::spawn(move || {
                     let _ = serve(conn, &st, conversations);
                 });
             }
         });
-        Self { port, start, state, conversations, stop }
+        Self { port, start, state, conversations, stop, connections }
     }
 
     /// Start releasing messages (their release times count from now).
@@ -102,6 +105,11 @@ impl LoopbackServer {
     /// Number of distinct keys delivered.
     pub fn delivered(&self) -> usize {
         self.state.lock().unwrap().sends.len()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Polls served.
