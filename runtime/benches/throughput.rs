@@ -36,6 +36,11 @@ fn guest() -> PathBuf {
     p
 }
 
+/// Send lanes per channel (`limits.concurrent_sends`): KATA_BENCH_SENDS, default 16.
+fn sends() -> u32 {
+    std::env::var("KATA_BENCH_SENDS").ok().and_then(|s| s.parse().ok()).unwrap_or(16)
+}
+
 /// A workspace with `plugins` loopback channels, the first on `server`.
 fn workspace(server: Option<&LoopbackServer>, plugins: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -55,8 +60,9 @@ fn workspace(server: Option<&LoopbackServer>, plugins: usize) -> tempfile::TempD
     for i in 0..plugins {
         toml.push_str(&format!(
             "\n[plugins.loop{i}]\npath = \"{}\"\nnetwork = [\"{base}\"]\nconfig = {{ base = \"{base}\", poll_interval = \"1s\" }}\n\
-             allow_from = [\"*\"]\nlimits = {{ requests_per_minute = 100000000, messages_per_minute = 100000000 }}\n",
-            guest().display()
+             allow_from = [\"*\"]\nlimits = {{ requests_per_minute = 100000000, messages_per_minute = 100000000, concurrent_sends = {sends} }}\n",
+            guest().display(),
+            sends = sends()
         ));
     }
     std::fs::write(dir.path().join("kata.toml"), toml).unwrap();

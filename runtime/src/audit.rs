@@ -169,7 +169,11 @@ impl Auditor {
             policy: e.policy,
             detail: e.detail,
         };
-        if let Err(err) = db.audit_append(&row) {
+        // Routine allowances are written in the background, batched; a
+        // refusal is on disk before the plugin hears of it.
+        if e.verdict == Verdict::Allow {
+            db.audit_append_later(row);
+        } else if let Err(err) = db.audit_append(&row) {
             tracing::error!(plugin, "cannot write the audit log: {err:#}");
         }
     }

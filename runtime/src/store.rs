@@ -347,6 +347,7 @@ pub struct PluginActivity {
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     batch: Arc<OnceLock<mpsc::Sender<BatchJob>>>,
+    path: Arc<std::path::PathBuf>,
 }
 
 /// A write for the batch writer: run against the open transaction (it may
@@ -362,6 +363,30 @@ type BatchWrite = dyn Fn(&Connection) -> Result<()> + Send;
 
 /// Most writes one batch commits; more wait for the next.
 const MAX_BATCH: usize = 512;
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copy committed WAL frames into the database file from a connection of its
+/// own, off the commit path (a passive checkpoint never blocks a writer), so
+/// a commit never pays for a checkpoint's writes and fsync. Runs while the
+/// [`Db`] it serves (`conn`) lives.
+fn checkpointer(path: &Path, conn: &std::sync::Weak<Mutex<Connection>>) {
+    let own = match Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("cannot open the database for checkpoints ({e:#}); commits will checkpoint themselves");
+            return;
+        }
+    };
+    let _ = own.busy_timeout(std::time::Duration::from_secs(1));
+    while conn.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = own.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!("checkpoint: {e:#}");
+        }
+    }
+}
 
 /// The batch writer's loop: take what is queued, commit it together; if the
 /// batch fails (one bad write, a full disk), run each job in its own
@@ -429,7 +454,11 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let db = Self { conn: Arc::new(Mutex::new(conn)), batch: Arc::default() };
+        // Checkpoints (copying the WAL into the database file, with an
+        // fsync) are the batch writer's checkpointer's job once it runs;
+        // this is the safety net that keeps the WAL bounded without it.
+        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+        let db = Self { conn: Arc::new(Mutex::new(conn)), batch: Arc::default(), path: Arc::new(path.to_path_buf()) };
         db.migrate().with_context(|| format!("cannot migrate {}", path.display()))?;
         Ok(db)
     }
@@ -580,6 +609,15 @@ impl Db {
     /// Queue `write` for the batch writer (started on first use) and wait
     /// until it is committed.
     async fn batched(&self, write: impl Fn(&Connection) -> Result<()> + Send + 'static) -> Result<()> {
+        self.queue_write(write)?.await.map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
+    }
+
+    /// Queue `write` for the batch writer, starting it on first use; the
+    /// receiver gets the result once it is committed (or failed).
+    fn queue_write(
+        &self,
+        write: impl Fn(&Connection) -> Result<()> + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<()>>> {
         let (done, result) = tokio::sync::oneshot::channel();
         let queue = self.batch.get_or_init(|| {
             let (tx, rx) = mpsc::channel();
@@ -588,12 +626,17 @@ impl Db {
                 .name("kata-db-writer".into())
                 .spawn(move || batch_writer(conn, rx))
                 .expect("cannot start the database writer thread");
+            let (weak, path) = (Arc::downgrade(&self.conn), self.path.clone());
+            std::thread::Builder::new()
+                .name("kata-db-checkpoint".into())
+                .spawn(move || checkpointer(&path, &weak))
+                .expect("cannot start the database checkpoint thread");
             tx
         });
         queue
             .send(BatchJob { write: Box::new(write), done })
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
-        result.await.map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
+        Ok(result)
     }
 
     /// Replies of `plugin` due for a delivery attempt at `now`, oldest first.
@@ -752,24 +795,45 @@ impl Db {
 
     /// Append a row to the audit log.
     pub fn audit_append(&self, row: &AuditRow) -> Result<()> {
-        self.lock()
-            .prepare_cached(
-                "INSERT INTO audit (ts_ms, plugin, kind, verdict, method, target, policy, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                row.ts_ms as i64,
-                row.plugin,
-                row.kind,
-                row.verdict,
-                row.method,
-                row.target,
-                row.policy,
-                row.detail
-            ])?;
-        Ok(())
+        insert_audit(&self.lock(), row)
     }
 
+    /// [`Self::audit_append`] through the batch writer, without waiting: for
+    /// the many routine events (an allowed request) that must not cost each
+    /// request a transaction of its own. A failure is logged.
+    pub fn audit_append_later(&self, row: AuditRow) {
+        let queued = self.queue_write(move |conn| {
+            if let Err(e) = insert_audit(conn, &row) {
+                tracing::error!(plugin = %row.plugin, "cannot write the audit log: {e:#}");
+            }
+            Ok(())
+        });
+        if let Err(e) = queued {
+            tracing::error!("cannot write the audit log: {e:#}");
+        }
+    }
+}
+
+/// One audit row, on `conn`.
+fn insert_audit(conn: &Connection, row: &AuditRow) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (ts_ms, plugin, kind, verdict, method, target, policy, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        row.ts_ms as i64,
+        row.plugin,
+        row.kind,
+        row.verdict,
+        row.method,
+        row.target,
+        row.policy,
+        row.detail
+    ])?;
+    Ok(())
+}
+
+impl Db {
     /// Read audit rows: the newest `limit` matching `q`, oldest first.
     pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
         let conn = self.lock();
