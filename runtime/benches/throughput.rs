@@ -76,10 +76,14 @@ impl Daemon {
         let child = Command::new(kata())
             .args(["run", "-w"])
             .arg(ws)
-            .env("KATA_LOG", "warn")
+            .env("KATA_LOG", std::env::var("KATA_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // KATA_BENCH_LOG=FILTER keeps the daemon's log in ./bench-daemon.log (for finding stalls).
+            .stderr(match std::env::var("KATA_BENCH_LOG") {
+                Ok(_) => Stdio::from(std::fs::File::create("bench-daemon.log").unwrap()),
+                Err(_) => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let sock = ws.join(".kata/kata.sock");
@@ -190,7 +194,13 @@ fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize) {
     let _d = Daemon::start(ws.path());
     server.begin();
     wait_delivered(&server, n, Duration::from_secs(u64::from(secs) * 20 + 60));
-    let mut lat: Vec<Duration> = server.deliveries().iter().map(|d| d.latency).collect();
+    let deliveries = server.deliveries();
+    // KATA_BENCH_DUMP=FILE: each delivery as "message-index latency-µs" (for finding stalls).
+    if let Ok(path) = std::env::var("KATA_BENCH_DUMP") {
+        let lines: Vec<String> = deliveries.iter().map(|d| format!("{} {}", d.answers.unwrap_or(0), d.latency.as_micros())).collect();
+        std::fs::write(format!("{path}.{rate}"), lines.join("\n")).unwrap();
+    }
+    let mut lat: Vec<Duration> = deliveries.iter().map(|d| d.latency).collect();
     lat.sort();
     (percentile(&lat, 0.5), percentile(&lat, 0.99), n)
 }
@@ -287,7 +297,12 @@ fn main() {
             peak_rate / base
         );
     }
-    for (rate, secs) in [(100, 10), (1000, 10)] {
+    let rates: Vec<u32> = match std::env::var("KATA_BENCH_RATES") {
+        Ok(r) => r.split(',').filter_map(|x| x.parse().ok()).collect(),
+        Err(_) => vec![100, 1000],
+    };
+    for rate in rates {
+        let secs = 10;
         if !run("latency") {
             break;
         }

@@ -313,7 +313,7 @@ pub async fn ingress(
                             r
                         })
                         .collect();
-                    let new = match db.record_poll(&name, &messages, res.cursor.as_deref()) {
+                    let new = match db.record_poll_batched(&name, messages, res.cursor.clone()).await {
                         Ok(new) => {
                             health.polled(&name, new);
                             tracing::debug!(plugin = %name, got, new, cursor = ?res.cursor, "poll");
@@ -451,7 +451,11 @@ async fn deliver(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = plugin.name();
-    for row in rows {
+    let count = rows.len();
+    for (i, row) in rows.into_iter().enumerate() {
+        // The record of the last send may wait to share a commit; before
+        // another send, it is committed first (see Db::mark_sent_batched).
+        let more = i + 1 < count;
         if *shutdown.borrow() {
             return;
         }
@@ -477,7 +481,7 @@ async fn deliver(
                 slot.succeeded();
                 health.sent(name);
                 tracing::info!(plugin = %name, outbox = row.id, receipt = %receipt.id, "sent");
-                if let Err(e) = db.mark_sent_batched(row.id, receipt.id).await {
+                if let Err(e) = db.mark_sent_batched(row.id, receipt.id, more).await {
                     tracing::error!(plugin = %name, "cannot record a delivery: {e:#}");
                 }
             }

@@ -347,7 +347,22 @@ pub struct PluginActivity {
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     batch: Arc<OnceLock<mpsc::Sender<BatchJob>>>,
-    path: Arc<std::path::PathBuf>,
+}
+
+/// See [`Db::open`].
+const WAL_PAGES_PER_CHECKPOINT: u32 = 400;
+
+/// Waiting for another connection's lock: SQLite's own busy timeout sleeps
+/// up to 100 ms at a time, far longer than any transaction here takes; this
+/// polls every 100 µs for the first 10 ms, then every millisecond, and gives
+/// up after about five seconds.
+fn busy_wait(attempt: i32) -> bool {
+    std::thread::sleep(if attempt < 100 {
+        std::time::Duration::from_micros(100)
+    } else {
+        std::time::Duration::from_millis(1)
+    });
+    attempt < 5100
 }
 
 /// A write for the batch writer: run against the open transaction (it may
@@ -355,6 +370,10 @@ pub struct Db {
 /// its result goes.
 struct BatchJob {
     write: Box<BatchWrite>,
+    /// Someone waits on the message path for this commit. A write that is
+    /// not urgent (an audit row, the record of a delivery) waits up to
+    /// [`LAZY_WINDOW`] for company, so it rarely costs a commit of its own.
+    urgent: bool,
     done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
@@ -364,39 +383,31 @@ type BatchWrite = dyn Fn(&Connection) -> Result<()> + Send;
 /// Most writes one batch commits; more wait for the next.
 const MAX_BATCH: usize = 512;
 
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Copy committed WAL frames into the database file from a connection of its
-/// own, off the commit path (a passive checkpoint never blocks a writer), so
-/// a commit never pays for a checkpoint's writes and fsync. Runs while the
-/// [`Db`] it serves (`conn`) lives.
-fn checkpointer(path: &Path, conn: &std::sync::Weak<Mutex<Connection>>) {
-    let own = match Connection::open(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("cannot open the database for checkpoints ({e:#}); commits will checkpoint themselves");
-            return;
-        }
-    };
-    let _ = own.busy_timeout(std::time::Duration::from_secs(1));
-    while conn.strong_count() > 0 {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(e) = own.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!("checkpoint: {e:#}");
-        }
-    }
-}
+/// How long a batch of writes that are not urgent waits for an urgent one
+/// before it is committed anyway. Every commit rewrites whole pages in the
+/// WAL (and the WAL's checkpoints stall the writer), so fewer, fuller commits
+/// are what keeps the message path's latency low under load.
+const LAZY_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The batch writer's loop: take what is queued, commit it together; if the
 /// batch fails (one bad write, a full disk), run each job in its own
 /// transaction so one failure cannot fail the others.
 fn batch_writer(conn: Arc<Mutex<Connection>>, queue: mpsc::Receiver<BatchJob>) {
     while let Ok(first) = queue.recv() {
+        let deadline = std::time::Instant::now() + LAZY_WINDOW;
+        let mut urgent = first.urgent;
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(j) => jobs.push(j),
+            let next = match queue.try_recv() {
+                Ok(j) => Ok(j),
+                Err(_) if urgent => break,
+                Err(_) => queue.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())),
+            };
+            match next {
+                Ok(j) => {
+                    urgent |= j.urgent;
+                    jobs.push(j);
+                }
                 Err(_) => break,
             }
         }
@@ -450,15 +461,22 @@ impl Db {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the workspace database {}", path.display()))?;
         // First, so that everything below waits for another process's lock.
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_handler(Some(busy_wait))?;
+        // Small pages for a new database: rows here are small, and every
+        // commit writes each page it touched to the WAL in full (and a
+        // checkpoint's fsync takes time in proportion): 1 KiB pages write a
+        // quarter of the bytes 4 KiB pages would. (No effect on an existing file.)
+        conn.pragma_update(None, "page_size", 1024)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Checkpoints (copying the WAL into the database file, with an
-        // fsync) are the batch writer's checkpointer's job once it runs;
-        // this is the safety net that keeps the WAL bounded without it.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
-        let db = Self { conn: Arc::new(Mutex::new(conn)), batch: Arc::default(), path: Arc::new(path.to_path_buf()) };
+        // A checkpoint (copying the WAL into the database file, with two
+        // fsyncs) runs on the committing connection once the WAL holds this
+        // many pages; it stalls the writer for time in proportion to the WAL
+        // written since the last one, so small and frequent keeps the stall
+        // short (about a millisecond on an ordinary disk).
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES_PER_CHECKPOINT)?;
+        let db = Self { conn: Arc::new(Mutex::new(conn)), batch: Arc::default() };
         db.migrate().with_context(|| format!("cannot migrate {}", path.display()))?;
         Ok(db)
     }
@@ -504,20 +522,16 @@ impl Db {
     pub fn record_poll(&self, plugin: &str, messages: &[Inbound], cursor: Option<&str>) -> Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let now = now_ms() as i64;
-        let mut inserted = 0;
-        for m in messages {
-            inserted += insert_inbox(&tx, plugin, m, None)?;
-        }
-        if let Some(c) = cursor {
-            tx.execute(
-                "INSERT INTO cursors (plugin, cursor, updated_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (plugin) DO UPDATE SET cursor = excluded.cursor, updated_ms = excluded.updated_ms",
-                params![plugin, c, now],
-            )?;
-        }
+        let inserted = record_poll_in(&tx, plugin, messages, cursor)?;
         tx.commit()?;
         Ok(inserted)
+    }
+
+    /// [`Self::record_poll`] through the batch writer (see [`Db`]): resolves
+    /// once the messages and the cursor are committed.
+    pub async fn record_poll_batched(&self, plugin: &str, messages: Vec<Inbound>, cursor: Option<String>) -> Result<usize> {
+        let plugin = plugin.to_string();
+        self.batched(true, move |conn| record_poll_in(conn, &plugin, &messages, cursor.as_deref())).await
     }
 
     /// Store one message the host itself injects (a task run, a service's
@@ -599,7 +613,7 @@ impl Db {
         reply: Option<Reply>,
         turn: Option<(i64, crate::session::Entry, Vec<crate::session::Entry>)>,
     ) -> Result<()> {
-        self.batched(move |conn| {
+        self.batched(true, move |conn| {
             let turn = turn.as_ref().map(|(session_id, user, entries)| Turn { session_id: *session_id, user, entries });
             complete_turn_in(conn, inbox_id, reply.as_ref(), turn)
         })
@@ -607,15 +621,30 @@ impl Db {
     }
 
     /// Queue `write` for the batch writer (started on first use) and wait
-    /// until it is committed.
-    async fn batched(&self, write: impl Fn(&Connection) -> Result<()> + Send + 'static) -> Result<()> {
-        self.queue_write(write)?.await.map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
+    /// until it is committed; `urgent` as in [`BatchJob`].
+    async fn batched<T: Send + 'static>(
+        &self,
+        urgent: bool,
+        write: impl Fn(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        // The write may run twice (see batch_writer): the last run's value counts.
+        let value = Arc::new(Mutex::new(None));
+        let slot = value.clone();
+        let done = self.queue_write(urgent, move |conn| {
+            let v = write(conn)?;
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+            Ok(())
+        })?;
+        done.await.map_err(|_| anyhow::anyhow!("the database writer has stopped"))??;
+        let v = value.lock().unwrap_or_else(|p| p.into_inner()).take();
+        v.ok_or_else(|| anyhow::anyhow!("the database writer lost a result"))
     }
 
     /// Queue `write` for the batch writer, starting it on first use; the
     /// receiver gets the result once it is committed (or failed).
     fn queue_write(
         &self,
+        urgent: bool,
         write: impl Fn(&Connection) -> Result<()> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<()>>> {
         let (done, result) = tokio::sync::oneshot::channel();
@@ -626,15 +655,10 @@ impl Db {
                 .name("kata-db-writer".into())
                 .spawn(move || batch_writer(conn, rx))
                 .expect("cannot start the database writer thread");
-            let (weak, path) = (Arc::downgrade(&self.conn), self.path.clone());
-            std::thread::Builder::new()
-                .name("kata-db-checkpoint".into())
-                .spawn(move || checkpointer(&path, &weak))
-                .expect("cannot start the database checkpoint thread");
             tx
         });
         queue
-            .send(BatchJob { write: Box::new(write), done })
+            .send(BatchJob { write: Box::new(write), urgent, done })
             .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         Ok(result)
     }
@@ -681,9 +705,10 @@ impl Db {
         Ok(())
     }
 
-    /// [`Self::mark_sent`] through the batch writer (see [`Db`]).
-    pub async fn mark_sent_batched(&self, id: i64, receipt: String) -> Result<()> {
-        self.batched(move |conn| {
+    /// [`Self::mark_sent`] through the batch writer (see [`Db`]). `urgent`:
+    /// the caller has more to send and waits for this record first.
+    pub async fn mark_sent_batched(&self, id: i64, receipt: String, urgent: bool) -> Result<()> {
+        self.batched(urgent, move |conn| {
             conn.prepare_cached(
                 "UPDATE outbox SET status = 'sent', receipt = ?2, sent_ms = ?3, attempts = attempts + 1 WHERE id = ?1",
             )?
@@ -802,7 +827,7 @@ impl Db {
     /// the many routine events (an allowed request) that must not cost each
     /// request a transaction of its own. A failure is logged.
     pub fn audit_append_later(&self, row: AuditRow) {
-        let queued = self.queue_write(move |conn| {
+        let queued = self.queue_write(false, move |conn| {
             if let Err(e) = insert_audit(conn, &row) {
                 tracing::error!(plugin = %row.plugin, "cannot write the audit log: {e:#}");
             }
@@ -913,6 +938,22 @@ impl Db {
 /// for a channel's own messages, else who put it there (`task:<id>`,
 /// `service:<name>`). A duplicate (same plugin and channel id) is ignored:
 /// returns 0.
+/// The body of [`Db::record_poll`], inside the caller's transaction.
+fn record_poll_in(conn: &Connection, plugin: &str, messages: &[Inbound], cursor: Option<&str>) -> Result<usize> {
+    let mut inserted = 0;
+    for m in messages {
+        inserted += insert_inbox(conn, plugin, m, None)?;
+    }
+    if let Some(c) = cursor {
+        conn.prepare_cached(
+            "INSERT INTO cursors (plugin, cursor, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (plugin) DO UPDATE SET cursor = excluded.cursor, updated_ms = excluded.updated_ms",
+        )?
+        .execute(params![plugin, c, now_ms() as i64])?;
+    }
+    Ok(inserted)
+}
+
 /// The body of [`Db::complete_turn`], inside the caller's transaction.
 fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&Reply>, turn: Option<Turn<'_>>) -> Result<()> {
     let status: Option<String> = conn
@@ -1105,6 +1146,9 @@ mod tests {
         assert!(db.dead_letters(None, 10).expect("list").is_empty());
     }
 
+    // The test holds the connection across an await on purpose, so that
+    // the writes queue up behind it.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_writes_commit_together_and_a_bad_one_fails_alone() {
         let (_d, db) = db();
@@ -1129,7 +1173,7 @@ mod tests {
             if i == 100 {
                 let d = db.clone();
                 tasks.spawn(async move {
-                    d.batched(|c| {
+                    d.batched(true, |c: &Connection| {
                         c.execute("INSERT INTO no_such_table VALUES (1)", [])?;
                         Ok(())
                     })
@@ -1161,7 +1205,7 @@ mod tests {
         let mut marks = tokio::task::JoinSet::new();
         for row in due {
             let db = db.clone();
-            marks.spawn(async move { db.mark_sent_batched(row.id, format!("r{}", row.id)).await });
+            marks.spawn(async move { db.mark_sent_batched(row.id, format!("r{}", row.id), false).await });
         }
         while let Some(r) = marks.join_next().await {
             r.expect("task").expect("marked");

@@ -162,7 +162,14 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
         }
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
-        let begun = state.lock().unwrap().begun;
+        // Before `begin`, a poll is a long poll too: it waits (up to
+        // LONG_POLL) for the stream to start, as a chat service would.
+        let asked = Instant::now();
+        let mut begun = state.lock().unwrap().begun;
+        while begun.is_none() && method == "GET" && asked.elapsed() < LONG_POLL {
+            std::thread::sleep(Duration::from_millis(1));
+            begun = state.lock().unwrap().begun;
+        }
         let Some(now) = begun.map(|b| b.elapsed()) else {
             respond(&mut out, r#"{"messages":[],"cursor":null}"#)?;
             continue;
