@@ -366,11 +366,31 @@ fn lane_of(conversation: &str, lanes: usize) -> usize {
     (h.finish() % lanes.max(1) as u64) as usize
 }
 
-/// One send lane: an instance slot and when it last had work.
+/// One send lane: an instance slot, when it last had work, and the
+/// recording of its last delivery while that is not yet committed.
 struct Lane {
     slot: Slot,
     used: Instant,
+    recording: Option<tokio::task::JoinHandle<()>>,
 }
+
+impl Lane {
+    /// Wait until the lane's last delivery is recorded, asking the writer
+    /// to commit now rather than when it has company.
+    async fn recorded(&mut self, db: &Db) {
+        if let Some(h) = self.recording.take() {
+            if !h.is_finished() {
+                if let Err(e) = db.flush().await {
+                    tracing::error!("cannot record a delivery: {e:#}");
+                }
+            }
+            let _ = h.await;
+        }
+    }
+}
+
+/// Outbox rows sent whose delivery is not yet recorded: not sent again.
+type Recording = Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
 
 /// Deliver this plugin's outbox until shutdown.
 ///
@@ -389,14 +409,19 @@ pub async fn egress(
     let name = plugin.name().to_string();
     let count = plugin.grants.limits.concurrent_sends.max(1) as usize;
     let mut lanes: Vec<Lane> = (0..count)
-        .map(|_| Lane { slot: Slot::new(plugin.clone(), health.clone(), "send"), used: Instant::now() })
+        .map(|_| Lane { slot: Slot::new(plugin.clone(), health.clone(), "send"), used: Instant::now(), recording: None })
         .collect();
+    let recording: Recording = Arc::default();
     loop {
         if *shutdown.borrow() {
             break;
         }
         let due = match db.due_outbox(&name, now_ms(), 64 * count) {
-            Ok(d) => d,
+            Ok(mut d) => {
+                let sent = recording.lock().unwrap_or_else(|p| p.into_inner());
+                d.retain(|r| !sent.contains(&r.id));
+                d
+            }
             Err(e) => {
                 tracing::error!(plugin = %name, "cannot read the outbox: {e:#}");
                 if sleep_or_shutdown(retry_delay(3), &mut shutdown).await {
@@ -412,6 +437,7 @@ pub async fn egress(
                 }
             }
             let wait = match db.next_outbox_due(&name) {
+                // A reply whose delivery is being recorded is not due.
                 Ok(Some(t)) => Duration::from_millis(t.saturating_sub(now_ms())).max(Duration::from_millis(10)),
                 _ => LANE_IDLE,
             };
@@ -428,11 +454,12 @@ pub async fn egress(
         }
         let work = lanes.iter_mut().zip(shares).filter(|(_, rows)| !rows.is_empty()).map(|(lane, rows)| {
             lane.used = Instant::now();
-            deliver(&plugin, &db, &health, &mut lane.slot, rows, shutdown.clone())
+            deliver(&plugin, &db, &health, lane, &recording, rows, shutdown.clone())
         });
         futures_util::future::join_all(work).await;
     }
     for lane in &mut lanes {
+        lane.recorded(&db).await;
         lane.slot.close().await;
     }
     health.stopped(&name);
@@ -442,23 +469,26 @@ pub async fn egress(
 /// Send `rows` (one lane's share, oldest first) one after another. A failed
 /// send is recorded for a later retry (or as a dead letter) and ends the
 /// share: the channel is unhappy, and the rest come back on the next read.
+///
+/// A delivery is recorded in the background (sharing a commit with other
+/// writes), but a lane sends nothing before its previous delivery is
+/// recorded: a crash can repeat at most one send per lane.
 async fn deliver(
     plugin: &Arc<ChannelPlugin>,
     db: &Db,
     health: &Health,
-    slot: &mut Slot,
+    lane: &mut Lane,
+    recording: &Recording,
     rows: Vec<OutboxRow>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = plugin.name();
-    let count = rows.len();
-    for (i, row) in rows.into_iter().enumerate() {
-        // The record of the last send may wait to share a commit; before
-        // another send, it is committed first (see Db::mark_sent_batched).
-        let more = i + 1 < count;
+    for row in rows {
         if *shutdown.borrow() {
             return;
         }
+        lane.recorded(db).await;
+        let slot = &mut lane.slot;
         let Some(inst) = slot.live(&mut shutdown).await else {
             return;
         };
@@ -481,9 +511,14 @@ async fn deliver(
                 slot.succeeded();
                 health.sent(name);
                 tracing::info!(plugin = %name, outbox = row.id, receipt = %receipt.id, "sent");
-                if let Err(e) = db.mark_sent_batched(row.id, receipt.id, more).await {
-                    tracing::error!(plugin = %name, "cannot record a delivery: {e:#}");
-                }
+                recording.lock().unwrap_or_else(|p| p.into_inner()).insert(row.id);
+                let (db, recording, plugin) = (db.clone(), recording.clone(), name.to_string());
+                lane.recording = Some(tokio::spawn(async move {
+                    if let Err(e) = db.mark_sent_batched(row.id, receipt.id).await {
+                        tracing::error!(plugin = %plugin, "cannot record a delivery: {e:#}");
+                    }
+                    recording.lock().unwrap_or_else(|p| p.into_inner()).remove(&row.id);
+                }));
             }
             Err(e) => {
                 let permanent = matches!(

@@ -705,10 +705,11 @@ impl Db {
         Ok(())
     }
 
-    /// [`Self::mark_sent`] through the batch writer (see [`Db`]). `urgent`:
-    /// the caller has more to send and waits for this record first.
-    pub async fn mark_sent_batched(&self, id: i64, receipt: String, urgent: bool) -> Result<()> {
-        self.batched(urgent, move |conn| {
+    /// [`Self::mark_sent`] through the batch writer (see [`Db`]), as a write
+    /// that is not urgent: it shares the next commit ([`Self::flush`] asks
+    /// for it now).
+    pub async fn mark_sent_batched(&self, id: i64, receipt: String) -> Result<()> {
+        self.batched(false, move |conn| {
             conn.prepare_cached(
                 "UPDATE outbox SET status = 'sent', receipt = ?2, sent_ms = ?3, attempts = attempts + 1 WHERE id = ?1",
             )?
@@ -716,6 +717,11 @@ impl Db {
             Ok(())
         })
         .await
+    }
+
+    /// Commit every write queued for the batch writer now.
+    pub async fn flush(&self) -> Result<()> {
+        self.batched(true, |_| Ok(())).await
     }
 
     /// Record a failed attempt and when to try again.
@@ -1205,7 +1211,7 @@ mod tests {
         let mut marks = tokio::task::JoinSet::new();
         for row in due {
             let db = db.clone();
-            marks.spawn(async move { db.mark_sent_batched(row.id, format!("r{}", row.id), false).await });
+            marks.spawn(async move { db.mark_sent_batched(row.id, format!("r{}", row.id)).await });
         }
         while let Some(r) = marks.join_next().await {
             r.expect("task").expect("marked");
