@@ -2163,6 +2163,18 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_sends_default_and_range() {
+        let parse = |l: &str| Policy::parse(&format!("[plugins.a]\nlimits = {{ {l} }}\n"), Path::new("k"), Path::new("/"));
+        assert_eq!(Limits::default().concurrent_sends, 4);
+        assert_eq!(parse("concurrent_sends = 1").expect("valid").plugins["a"].limits.concurrent_sends, 1);
+        assert_eq!(parse("concurrent_sends = 16").expect("valid").plugins["a"].limits.concurrent_sends, 16);
+        for bad in ["concurrent_sends = 0", "concurrent_sends = 17"] {
+            let e = format!("{:#}", parse(bad).expect_err(bad));
+            assert!(e.contains("concurrent_sends") && e.contains("1 (one reply at a time) to 16"), "{e}");
+        }
+    }
+
+    #[test]
     fn encoded_dot_segments_never_match() {
         for path in ["/bot/../x", "/bot/%2e%2e/x", "/bot/%2E./x", "/bot/..%2fx", "/bot\\..\\x", "/bot/.%2E"] {
             assert!(!path_has_prefix(path, "/bot"), "{path}");
