@@ -418,8 +418,22 @@ pub async fn egress(
         }
         let due = match db.due_outbox(&name, now_ms(), 64 * count) {
             Ok(mut d) => {
-                let sent = recording.lock().unwrap_or_else(|p| p.into_inner());
-                d.retain(|r| !sent.contains(&r.id));
+                let read = d.len();
+                {
+                    let sent = recording.lock().unwrap_or_else(|p| p.into_inner());
+                    d.retain(|r| !sent.contains(&r.id));
+                }
+                if d.is_empty() && read > 0 {
+                    // Only replies already sent, their delivery records not
+                    // yet committed: have them committed now, then look again.
+                    if let Err(e) = db.flush().await {
+                        tracing::error!(plugin = %name, "cannot record a delivery: {e:#}");
+                        if sleep_or_shutdown(retry_delay(3), &mut shutdown).await {
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 d
             }
             Err(e) => {
@@ -437,7 +451,6 @@ pub async fn egress(
                 }
             }
             let wait = match db.next_outbox_due(&name) {
-                // A reply whose delivery is being recorded is not due.
                 Ok(Some(t)) => Duration::from_millis(t.saturating_sub(now_ms())).max(Duration::from_millis(10)),
                 _ => LANE_IDLE,
             };

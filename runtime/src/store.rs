@@ -336,9 +336,11 @@ pub struct PluginActivity {
 /// The workspace database. Cheap to clone; calls are serialised on one connection
 /// (SQLite serialises writers anyway, and every call here takes microseconds).
 ///
-/// The writes that many tasks make at once on the message path (a turn's
-/// completion, a delivery record) can instead go through the batch writer
-/// ([`Db::complete_turn_batched`], [`Db::mark_sent_batched`]): one thread
+/// The writes that many tasks make at once on the message path (a poll's
+/// messages, a turn's completion, a delivery record, an audit row) can
+/// instead go through the batch writer ([`Db::record_poll_batched`],
+/// [`Db::complete_turn_batched`], [`Db::mark_sent_batched`],
+/// [`Db::audit_append_later`]): one thread
 /// commits whatever is queued in one transaction, so under load hundreds of
 /// small writes share a commit, and with nothing else queued a write commits
 /// alone, at once. A caller's future resolves only after its write is
@@ -473,8 +475,8 @@ impl Db {
         // A checkpoint (copying the WAL into the database file, with two
         // fsyncs) runs on the committing connection once the WAL holds this
         // many pages; it stalls the writer for time in proportion to the WAL
-        // written since the last one, so small and frequent keeps the stall
-        // short (about a millisecond on an ordinary disk).
+        // written since the last one, so small and frequent keeps each stall
+        // short (SQLite's default is 1000 pages).
         conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES_PER_CHECKPOINT)?;
         let db = Self { conn: Arc::new(Mutex::new(conn)), batch: Arc::default() };
         db.migrate().with_context(|| format!("cannot migrate {}", path.display()))?;
