@@ -379,10 +379,10 @@ impl Lane {
     /// to commit now rather than when it has company.
     async fn recorded(&mut self, db: &Db) {
         if let Some(h) = self.recording.take() {
-            if !h.is_finished() {
-                if let Err(e) = db.flush().await {
-                    tracing::error!("cannot record a delivery: {e:#}");
-                }
+            if !h.is_finished()
+                && let Err(e) = db.flush().await
+            {
+                tracing::error!("cannot record a delivery: {e:#}");
             }
             let _ = h.await;
         }
