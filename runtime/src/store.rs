@@ -352,7 +352,7 @@ pub struct Db {
 }
 
 /// See [`Db::open`].
-const WAL_PAGES_PER_CHECKPOINT: u32 = 400;
+const WAL_PAGES_PER_CHECKPOINT: u32 = 200;
 
 /// Waiting for another connection's lock: SQLite's own busy timeout sleeps
 /// up to 100 ms at a time, far longer than any transaction here takes; this
