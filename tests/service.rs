@@ -26,14 +26,7 @@ fn services_emit_through_the_sandbox_and_replies_reach_the_channel() {
     let svc = guest("guest-service");
     let url = format!("http://127.0.0.1:{}/news", news.port);
     let ws = TestWorkspace::new(&format!(
-        r#"
-[plugins.telegram]
-path = "{tg_wasm}"
-network = ["{base}/bot"]
-secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
-config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
-allow_from = ["42"]
-
+        r#"{telegram}
 [plugins.feed]
 path = "{svc}"
 network = ["http://127.0.0.1:{port}/news"]
@@ -55,8 +48,7 @@ path = "{svc}"
 config = {{ url = "{url}", trap = "start" }}
 deliver_to = "telegram:558"
 "#,
-        tg_wasm = guest("telegram").display(),
-        base = tg.base(),
+        telegram = tg.plugin_toml(r#"allow_from = ["42"]"#),
         svc = svc.display(),
         port = news.port,
     ));
