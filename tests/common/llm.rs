@@ -6,7 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,25 +47,13 @@ fn serve(handler: Handler) -> u16 {
             std::thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                let (head, body) = super::read_request(&mut reader);
+                if head.is_empty() {
                     return;
                 }
-                let mut parts = first.split_whitespace();
+                let mut parts = head.split_whitespace();
                 let method = parts.next().unwrap_or_default().to_string();
                 let path = parts.next().unwrap_or_default().to_string();
-                let mut content_length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        content_length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; content_length];
-                let _ = reader.read_exact(&mut body);
                 let resp = handler(HttpRequest { method, path, body });
                 let text = resp.body.to_string();
                 let mut head = format!(

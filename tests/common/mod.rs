@@ -5,7 +5,7 @@
 pub mod llm;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -239,6 +239,27 @@ pub struct RecordingServer {
     pub requests: Arc<Mutex<Vec<String>>>,
 }
 
+/// Read one HTTP/1.1 request: its head (request line and headers, as sent,
+/// without the blank line; empty if the peer sent nothing) and its body
+/// (`content-length` bytes).
+pub fn read_request(reader: &mut impl BufRead) -> (String, Vec<u8>) {
+    let mut head = String::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; content_length];
+    let _ = reader.read_exact(&mut body);
+    (head, body)
+}
+
 impl RecordingServer {
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -250,20 +271,7 @@ impl RecordingServer {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                let mut content_length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        content_length = v.trim().parse().unwrap_or(0);
-                    }
-                    head.push_str(&line);
-                }
-                let mut body = vec![0; content_length];
-                let _ = reader.read_exact(&mut body);
+                let (head, _body) = read_request(&mut reader);
                 log.lock().unwrap().push(head);
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreceived");
             }
@@ -288,13 +296,7 @@ impl FileServer {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
+                read_request(&mut BufReader::new(stream.try_clone().unwrap()));
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
