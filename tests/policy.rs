@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{TestWorkspace, kata_bin};
+use common::{TestWorkspace, guest, kata_bin};
 use kata::store::{AuditRow, Db, now_ms};
 
 /// Run kata with `args` in workspace `ws`; returns (success, stdout, stderr).
@@ -56,9 +56,11 @@ fn check_passes_with_warnings_about_this_machine() {
     assert!(!ok, "a world-readable secret file is an error (kata run would refuse it): {out}{err}");
     assert!(out.contains("error: plugins.chat.secrets.b: ") && out.contains("chmod 600"), "{out}");
     assert!(out.contains("warning: plugins.chat.secrets.a: ") && out.contains("KATA_TEST_UNSET_VAR"), "{out}");
-    assert!(out.contains("warning: plugins.chat.path: ") && out.contains("does not exist"), "{out}");
+    // `kata run` refuses a plugin whose file is missing: so does check.
+    assert!(out.contains("error: plugins.chat.path: ") && out.contains("does not exist") && out.contains("kata run"), "{out}");
 
     use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(guest("guest-quiet"), ws.path().join("chat.wasm")).unwrap();
     std::fs::set_permissions(ws.path().join("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let (ok, out, err) = kata(ws.path(), &["policy", "check"], &[("KATA_TEST_UNSET_VAR", "x")]);
     assert!(ok, "{out}{err}");
@@ -88,6 +90,8 @@ fn explain_shows_grants_but_never_secret_values() {
         "poll_timeout_s = 25",
         "requests_per_minute 60",
         "max_response        1048576 bytes",
+        "max_message         65536 bytes",
+        "log_lines_per_minute 600",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
@@ -134,4 +138,69 @@ fn audit_reads_back_with_filters() {
     assert_eq!(out.lines().filter(|l| l.contains("  network ")).count(), 2, "{out}");
     let (ok, _, err) = kata(ws.path(), &["audit", "--since", "last tuesday"], &[]);
     assert!(!ok && err.contains("--since") && err.trim().lines().count() == 1, "{err}");
+}
+
+/// `kata run` in `ws`, which must refuse to start; its stderr.
+fn run_refuses(ws: &Path) -> String {
+    let mut child = Command::new(kata_bin())
+        .args(["run", "-w"])
+        .arg(ws)
+        .env("KATA_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("kata run started instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn check_fails_wherever_run_refuses_a_plugin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("notes.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let quiet = std::fs::read(guest("guest-quiet")).unwrap();
+    let truncated = dir.path().join("truncated.wasm");
+    std::fs::write(&truncated, &quiet[..quiet.len() / 2]).unwrap();
+    let cases = [
+        (dir.path().join("missing.wasm"), "does not exist"),
+        (dir.path().to_path_buf(), "does not exist"),
+        (not_wasm, "is not a WebAssembly file"),
+        (core, "is a core WebAssembly module"),
+        (truncated, "not a valid WebAssembly component"),
+        (guest("guest-unknown-import"), "imports something kata does not provide"),
+    ];
+    for (file, why) in cases {
+        let ws = TestWorkspace::new(&format!("\n[plugins.chat]\npath = \"{}\"\n", file.display()));
+        let err = run_refuses(ws.path());
+        let (ok, out, check_err) = kata(ws.path(), &["policy", "check"], &[]);
+        assert!(!ok, "{}: check passed what run refuses ({err}):\n{out}", file.display());
+        let finding = out.lines().find(|l| l.contains(": error: plugins.chat.path: ")).unwrap_or_else(|| panic!("{out}"));
+        assert!(finding.contains(why) && finding.contains(&file.display().to_string()), "{finding}");
+        assert!(check_err.contains("kata run refuses this policy"), "{check_err}");
+        if why != "does not exist" {
+            assert!(err.contains(why), "{err}");
+        }
+        // Disabled, the plugin does not stop `kata run`, nor check.
+        let text = std::fs::read_to_string(ws.path().join("kata.toml")).unwrap();
+        std::fs::write(ws.path().join("kata.toml"), text.replace("[plugins.chat]\n", "[plugins.chat]\nenabled = false\n")).unwrap();
+        let (ok, out, err) = kata(ws.path(), &["policy", "check"], &[]);
+        assert!(ok, "{}: {out}{err}", file.display());
+    }
+
+    // A loadable plugin passes, and its compiled code is cached for the daemon.
+    let ws = TestWorkspace::new(&format!("\n[plugins.chat]\npath = \"{}\"\n", guest("guest-quiet").display()));
+    let (ok, out, err) = kata(ws.path(), &["policy", "check"], &[]);
+    assert!(ok && out.contains("ok (1 plugin"), "{out}{err}");
 }

@@ -60,7 +60,7 @@ fn workspace(server: Option<&LoopbackServer>, plugins: usize) -> tempfile::TempD
     for i in 0..plugins {
         toml.push_str(&format!(
             "\n[plugins.loop{i}]\npath = \"{}\"\nnetwork = [\"{base}\"]\nconfig = {{ base = \"{base}\", poll_interval = \"1s\" }}\n\
-             allow_from = [\"*\"]\nlimits = {{ requests_per_minute = 100000000, messages_per_minute = 100000000, concurrent_sends = {sends} }}\n",
+             allow_from = [\"*\"]\nlimits = {{ requests_per_minute = 100000000, messages_per_minute = 100000000, bytes_per_minute = \"64GiB\", concurrent_sends = {sends} }}\n",
             guest().display(),
             sends = sends()
         ));

@@ -28,11 +28,16 @@ pub enum Kind {
     /// A secret value replaced in something handed to the plugin, or written
     /// to logs or messages on its behalf.
     Redact,
-    /// A limit (request rate, response size) was hit.
+    /// A limit was hit: request rate, response size, or what a plugin handed
+    /// the host (messages cut or refused, frames refused, tool results cut;
+    /// see `crate::limits`).
     Limit,
     /// An agent tool call checked against the permission mode (see
     /// `crate::permissions`); the row's `method` holds the mode.
     Tool,
+    /// A plugin's stored code checked against the hash it was installed
+    /// under (a refused row is a file changed after installation).
+    Integrity,
 }
 
 impl Kind {
@@ -45,6 +50,7 @@ impl Kind {
             Kind::Redact => "redact",
             Kind::Limit => "limit",
             Kind::Tool => "tool",
+            Kind::Integrity => "integrity",
         }
     }
 }

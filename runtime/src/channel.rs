@@ -10,6 +10,7 @@ use backon::BackoffBuilder;
 use tokio::sync::{Notify, watch};
 
 use crate::health::{Fault, Health};
+use crate::limits::{MAX_ATTACHMENT_FIELD, MAX_ATTACHMENTS, MAX_NAME, MESSAGE_CUT, Tally, check_ids, cut_redacted};
 use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
@@ -103,10 +104,10 @@ impl Slot {
                 sleep_or_shutdown(hold, shutdown).await;
                 return None;
             }
+            self.health.start_attempt(name, self.started);
+            self.started = true;
             match start_instance(&self.plugin).await {
                 Ok(i) => {
-                    self.health.instance_started(name, self.started);
-                    self.started = true;
                     self.instance = Some(i);
                 }
                 Err(e) => {
@@ -179,17 +180,61 @@ fn error_delay(e: &CallError, backoff: &mut backon::ExponentialBackoff) -> Durat
     }
 }
 
-/// A polled message as the inbox stores it. Every text field passes the
-/// plugin's secret scanner first: a secret value the plugin got hold of is
-/// stored (and shown to the agent) as `[REDACTED:NAME]`, never as itself.
-pub(crate) fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound> {
-    if m.id.is_empty() || m.conversation.is_empty() {
+/// A polled message as the inbox stores it, within the plugin's limits
+/// (see [`crate::limits`]): a message with a missing or over-long id,
+/// conversation, sender or thread is refused; a text over
+/// `limits.max_message` is cut at a character boundary with a marker; a
+/// `raw` over it, attachments past [`MAX_ATTACHMENTS`] or with a field over
+/// [`MAX_ATTACHMENT_FIELD`] are dropped; a long sender name is cut. What was
+/// done is noted in `tally`. Every text field passes the plugin's secret
+/// scanner: a secret value the plugin got hold of is stored (and shown to the
+/// agent) as `[REDACTED:NAME]`, never as itself. Fields within the limits are
+/// moved, not copied.
+pub(crate) fn to_inbound(mut m: Message, sandbox: &PluginSandbox, tally: &mut Tally) -> Option<Inbound> {
+    if let Err(refusal) = check_ids(&m) {
+        tally.refused(refusal);
         return None;
     }
+    let max = sandbox.grants().limits.max_message_bytes;
+    let longest = sandbox.redactor().longest();
+    let mut largest = 0;
+    let mut over = |len: usize, limit: usize| {
+        let o = len > limit;
+        if o {
+            largest = largest.max(len);
+        }
+        o
+    };
     let r = |s: String| match sandbox.redact(&s, "message") {
         std::borrow::Cow::Borrowed(_) => s,
         std::borrow::Cow::Owned(o) => o,
     };
+    if over(m.text.len(), max) || m.raw.as_ref().is_some_and(|raw| over(raw.len(), max)) {
+        m.raw = m.raw.filter(|raw| raw.len() <= max);
+    }
+    if m.attachments.len() > MAX_ATTACHMENTS {
+        largest = largest.max(m.attachments.len());
+        m.attachments.truncate(MAX_ATTACHMENTS);
+    }
+    m.attachments.retain(|a| {
+        let longest_field = a.name.len().max(a.mime_type.len()).max(a.url.as_ref().map_or(0, String::len));
+        if longest_field > MAX_ATTACHMENT_FIELD {
+            largest = largest.max(longest_field);
+            return false;
+        }
+        true
+    });
+    let (text, _) = cut_redacted(m.text, max, MESSAGE_CUT, longest, |s| sandbox.redact(s, "message"));
+    let sender_name = m.sender_name.map(|n| {
+        if n.len() > MAX_NAME {
+            largest = largest.max(n.len());
+        }
+        cut_redacted(n, MAX_NAME, "…", longest, |s| sandbox.redact(s, "message")).0
+    });
+    if largest > 0 {
+        tally.cut += 1;
+        tally.largest = tally.largest.max(largest);
+    }
     let attachments: Vec<serde_json::Value> = m
         .attachments
         .into_iter()
@@ -200,8 +245,8 @@ pub(crate) fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound>
         conversation: r(m.conversation),
         thread: m.thread.map(r),
         sender: r(m.sender),
-        sender_name: m.sender_name.map(r),
-        text: r(m.text),
+        sender_name,
+        text,
         attachments_json: serde_json::Value::Array(attachments).to_string(),
         timestamp_ms: m.timestamp_ms,
         raw: m.raw.map(r),
@@ -210,33 +255,109 @@ pub(crate) fn to_inbound(m: Message, sandbox: &PluginSandbox) -> Option<Inbound>
     })
 }
 
-/// The inbound message budget of one plugin: a bucket of `per_minute`
-/// messages refilled continuously. Messages a poll brings are always stored
-/// (the cursor already moved past them); a plugin over its budget is simply
-/// polled later, so a flood slows itself down instead of crowding out the
-/// other channels.
+/// The bytes a stored message takes (its text fields; lengths only).
+pub(crate) fn inbound_bytes(r: &Inbound) -> usize {
+    r.channel_msg_id.len()
+        + r.conversation.len()
+        + r.thread.as_ref().map_or(0, String::len)
+        + r.sender.len()
+        + r.sender_name.as_ref().map_or(0, String::len)
+        + r.text.len()
+        + r.attachments_json.len()
+        + r.raw.as_ref().map_or(0, String::len)
+}
+
+/// What one poll (or frame) brought, bounded ([`to_inbound`]) and together
+/// at most `limits.max_poll_bytes` (the messages past it are refused), with
+/// what was cut or refused logged, audited and counted once for the batch
+/// (`place`: "poll", "frame"). Returns the rows and their size in bytes.
+pub(crate) fn admit(messages: Vec<Message>, sandbox: &PluginSandbox, place: &str) -> (Vec<Inbound>, usize) {
+    let max = sandbox.grants().limits.max_poll_bytes;
+    let mut tally = Tally::default();
+    let mut rows = Vec::with_capacity(messages.len());
+    let mut bytes = 0usize;
+    let mut rest = messages.into_iter();
+    for m in rest.by_ref() {
+        let Some(row) = to_inbound(m, sandbox, &mut tally) else { continue };
+        let size = inbound_bytes(&row);
+        if bytes + size > max {
+            tally.over_batch += 1 + rest.len() as u64;
+            break;
+        }
+        bytes += size;
+        rows.push(row);
+    }
+    drop(rest);
+    tally.report(sandbox, place);
+    (rows, bytes)
+}
+
+/// A bucket of `per_minute` units refilled continuously, which may go into
+/// debt: [`TokenBucket::take`] says how long until it is out of it.
 #[derive(Debug)]
-pub struct InboundBudget {
+struct TokenBucket {
     per_minute: f64,
     tokens: f64,
     at: Instant,
 }
 
-impl InboundBudget {
-    /// A full bucket.
-    pub fn new(per_minute: u32) -> Self {
-        let per_minute = f64::from(per_minute.max(1));
+impl TokenBucket {
+    fn new(per_minute: f64) -> Self {
+        let per_minute = per_minute.max(1.0);
         Self { per_minute, tokens: per_minute, at: Instant::now() }
     }
 
-    /// Take `n` messages from the bucket at `now`; returns how long polling
-    /// must pause until the bucket is no longer in debt.
-    pub fn take(&mut self, n: usize, now: Instant) -> Duration {
+    fn take(&mut self, n: f64, now: Instant) -> Duration {
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
-        self.tokens = (self.tokens + refill).min(self.per_minute) - n as f64;
+        self.tokens = (self.tokens + refill).min(self.per_minute) - n;
         self.at = now;
         if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens * 60.0 / self.per_minute) }
     }
+}
+
+/// The inbound budget of one plugin: a bucket of `messages_per_minute`
+/// messages and one of `bytes_per_minute` bytes, refilled continuously.
+/// Messages a poll brings are always stored (the cursor already moved past
+/// them); a plugin over either budget is simply polled later, so a flood
+/// slows itself down instead of crowding out the other channels.
+#[derive(Debug)]
+pub struct InboundBudget {
+    messages: TokenBucket,
+    bytes: TokenBucket,
+}
+
+impl InboundBudget {
+    /// Full buckets.
+    pub fn new(per_minute: u32, bytes_per_minute: usize) -> Self {
+        Self { messages: TokenBucket::new(f64::from(per_minute)), bytes: TokenBucket::new(bytes_per_minute as f64) }
+    }
+
+    /// Take `n` messages of `bytes` bytes from the buckets at `now`; returns
+    /// how long polling must pause until neither is in debt, and the limit
+    /// (`messages_per_minute` or `bytes_per_minute`) that makes it pause.
+    pub fn take(&mut self, n: usize, bytes: usize, now: Instant) -> (Duration, Option<&'static str>) {
+        let m = self.messages.take(n as f64, now);
+        let b = self.bytes.take(bytes as f64, now);
+        if m.is_zero() && b.is_zero() {
+            (Duration::ZERO, None)
+        } else if m >= b {
+            (m, Some("messages_per_minute"))
+        } else {
+            (b, Some("bytes_per_minute"))
+        }
+    }
+}
+
+/// Log and count a pause `budget.take` asked for (`what`: "polls", "ticks").
+pub(crate) fn note_pause(plugin: &str, limits: &crate::policy::Limits, pause: (Duration, Option<&'static str>), what: &str) {
+    let (pause, Some(limit)) = pause else { return };
+    crate::limits::hit(plugin, limit, 1);
+    let over = if limit == "messages_per_minute" {
+        format!("more than {} messages a minute", limits.messages_per_minute)
+    } else {
+        format!("more than {} of messages a minute", crate::limits::size_text(limits.bytes_per_minute))
+    };
+    tracing::warn!(plugin, "{over} (limits.{limit}): pausing {what} for {pause:?}");
 }
 
 /// How long to wait before the next poll. Straight away only when the poll
@@ -268,7 +389,7 @@ pub async fn ingress(
         .and_then(|s| crate::policy::parse_duration(s).ok())
         .unwrap_or(DEFAULT_POLL_INTERVAL);
     let mut slot = Slot::new(plugin.clone(), health.clone(), "poll");
-    let mut budget = InboundBudget::new(plugin.grants.limits.messages_per_minute);
+    let mut budget = InboundBudget::new(plugin.grants.limits.messages_per_minute, plugin.grants.limits.bytes_per_minute);
     loop {
         if *shutdown.borrow() {
             break;
@@ -298,21 +419,11 @@ pub async fn ingress(
                 slot.succeeded();
                 let got = res.messages.len();
                 if got > MAX_MESSAGES_PER_POLL {
+                    crate::limits::hit(&name, "max_messages_per_poll", 1);
                     tracing::warn!(plugin = %name, "poll returned {got} messages (limit {MAX_MESSAGES_PER_POLL}); ignoring this result");
                     Duration::from_secs(1)
                 } else {
-                    let messages: Vec<Inbound> = res
-                        .messages
-                        .into_iter()
-                        .filter_map(|m| {
-                            let id = m.id.clone();
-                            let r = to_inbound(m, plugin.sandbox());
-                            if r.is_none() {
-                                tracing::warn!(plugin = %name, "dropping a message without id or conversation ({id:?})");
-                            }
-                            r
-                        })
-                        .collect();
+                    let (messages, bytes) = admit(res.messages, plugin.sandbox(), "poll");
                     let new = match db.record_poll_batched(&name, messages, res.cursor.clone()).await {
                         Ok(new) => {
                             health.polled(&name, new);
@@ -327,14 +438,9 @@ pub async fn ingress(
                             0
                         }
                     };
-                    let pause = budget.take(new, Instant::now());
-                    if !pause.is_zero() {
-                        tracing::warn!(
-                            plugin = %name,
-                            "more than {} messages a minute (limits.messages_per_minute): pausing polls for {pause:?}",
-                            plugin.grants.limits.messages_per_minute
-                        );
-                    }
+                    let pause = budget.take(new, bytes, Instant::now());
+                    note_pause(&name, &plugin.grants.limits, pause, "polls");
+                    let pause = pause.0;
                     idle_delay(res.next_poll_ms, new, poll_interval, started.elapsed()).max(pause)
                 }
             }
@@ -390,7 +496,31 @@ impl Lane {
 }
 
 /// Outbox rows sent whose delivery is not yet recorded: not sent again.
+/// An id is removed only after its delivery record is committed.
 type Recording = Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
+
+/// Fault injection for the test suite, in debug builds only: with
+/// `KATA_FAULT_PAUSE=POINT:MS`, the named point pauses for that long, which
+/// turns a narrow race at that point into one a test hits every time. Release
+/// builds compile this to nothing.
+fn fault_pause(point: &str) {
+    #[cfg(debug_assertions)]
+    {
+        static PAUSE: std::sync::OnceLock<Option<(String, Duration)>> = std::sync::OnceLock::new();
+        let pause = PAUSE.get_or_init(|| {
+            let v = std::env::var("KATA_FAULT_PAUSE").ok()?;
+            let (p, ms) = v.split_once(':')?;
+            Some((p.to_string(), Duration::from_millis(ms.parse().ok()?)))
+        });
+        if let Some((p, d)) = pause
+            && p == point
+        {
+            std::thread::sleep(*d);
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
 
 /// Deliver this plugin's outbox until shutdown.
 ///
@@ -416,13 +546,19 @@ pub async fn egress(
         if *shutdown.borrow() {
             break;
         }
+        // The replies sent but not yet recorded, taken *before* the outbox is
+        // read. A reply leaves `recording` only after its delivery is
+        // committed, and nothing is sent while this loop reads (sends happen
+        // in `deliver`, which this loop awaits), so every reply the read sees
+        // as pending is either unsent or in this snapshot. (Filtering by the
+        // set as it is *after* the read lets a reply whose record was
+        // committed in between through as pending: it went out twice.)
+        let unrecorded = recording.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let due = match db.due_outbox(&name, now_ms(), 64 * count) {
             Ok(mut d) => {
                 let read = d.len();
-                {
-                    let sent = recording.lock().unwrap_or_else(|p| p.into_inner());
-                    d.retain(|r| !sent.contains(&r.id));
-                }
+                fault_pause("egress-read");
+                d.retain(|r| !unrecorded.contains(&r.id));
                 if d.is_empty() && read > 0 {
                     // Only replies already sent, their delivery records not
                     // yet committed: have them committed now, then look again.
@@ -598,15 +734,73 @@ mod tests {
     #[test]
     fn a_flood_pauses_polling_until_the_budget_recovers() {
         let t0 = Instant::now();
-        let mut b = InboundBudget::new(60);
-        assert_eq!(b.take(60, t0), Duration::ZERO, "a burst up to the budget is fine");
+        let mut b = InboundBudget::new(60, 1 << 30);
+        let take = |b: &mut InboundBudget, n, t| b.take(n, 0, t).0;
+        assert_eq!(take(&mut b, 60, t0), Duration::ZERO, "a burst up to the budget is fine");
         // 30 more: 30 messages in debt at one a second.
-        assert_eq!(b.take(30, t0), Duration::from_secs(30));
+        assert_eq!(b.take(30, 0, t0), (Duration::from_secs(30), Some("messages_per_minute")));
         // Ten seconds later, ten were paid back.
-        assert_eq!(b.take(0, t0 + Duration::from_secs(10)), Duration::from_secs(20));
+        assert_eq!(take(&mut b, 0, t0 + Duration::from_secs(10)), Duration::from_secs(20));
         // After a long quiet spell the bucket is full again, not over-full.
-        assert_eq!(b.take(60, t0 + Duration::from_secs(3600)), Duration::ZERO);
-        assert_eq!(b.take(1, t0 + Duration::from_secs(3600)), Duration::from_secs(1));
+        assert_eq!(take(&mut b, 60, t0 + Duration::from_secs(3600)), Duration::ZERO);
+        assert_eq!(take(&mut b, 1, t0 + Duration::from_secs(3600)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_flood_of_bytes_pauses_polling_too() {
+        let t0 = Instant::now();
+        let mut b = InboundBudget::new(1000, 6000);
+        assert_eq!(b.take(1, 6000, t0), (Duration::ZERO, None));
+        // 3000 bytes in debt at 100 bytes a second: 30 s, though the message count is fine.
+        assert_eq!(b.take(1, 3000, t0), (Duration::from_secs(30), Some("bytes_per_minute")));
+    }
+
+    fn sandbox(limits: crate::policy::Limits, secret: Option<&str>) -> PluginSandbox {
+        let policy = crate::policy::Policy::parse("[plugins.chan-test]\n", std::path::Path::new("k"), std::path::Path::new("/")).expect("valid");
+        let mut grants = policy.plugins["chan-test"].clone();
+        grants.limits = limits;
+        let secrets = secret.map(|v| ("k".to_string(), v.to_string())).into_iter().collect();
+        PluginSandbox::new(Arc::new(grants), secrets, crate::audit::Auditor::log_only("chan-test"))
+    }
+
+    #[test]
+    fn messages_are_bounded_field_by_field() {
+        use crate::host::latest::Attachment;
+        let secret = "S3CRET-VALUE-0123456789";
+        let sb = sandbox(crate::policy::Limits { max_message_bytes: 1024, ..Default::default() }, Some(secret));
+        let mut tally = Tally::default();
+        // Within the limits: moved as it is, secrets redacted.
+        let m = crate::limits::test_message("1", "c", "s", &format!("hi {secret}"));
+        let r = to_inbound(m, &sb, &mut tally).expect("stored");
+        assert_eq!((r.text.as_str(), tally.is_empty()), ("hi [REDACTED:k]", true));
+        // A huge text is cut with a marker (never leaving part of a secret); raw
+        // over the limit is dropped; so are surplus and oversized attachments.
+        let mut m = crate::limits::test_message("2", "c", "s", &format!("{}{secret}{}", "é".repeat(505), "x".repeat(50 << 20)));
+        m.raw = Some("r".repeat(2000));
+        let att = |url: usize| Attachment { name: "a".into(), mime_type: "text/plain".into(), url: Some("u".repeat(url)), size: None };
+        m.attachments = (0..100).map(|i| att(if i == 1 { MAX_ATTACHMENT_FIELD + 1 } else { 10 })).collect();
+        let r = to_inbound(m, &sb, &mut tally).expect("stored, cut");
+        assert!(r.text.len() <= 1024 && r.text.ends_with(MESSAGE_CUT), "{}", r.text.len());
+        assert!(!r.text.contains(&secret[..6]), "{}", r.text);
+        assert_eq!(r.raw, None);
+        let atts: Vec<serde_json::Value> = serde_json::from_str(&r.attachments_json).expect("json");
+        assert_eq!(atts.len(), MAX_ATTACHMENTS - 1);
+        assert!(tally.cut == 1 && tally.largest > 50 << 20, "{tally:?}");
+        // An over-long id (or conversation, sender, thread) refuses the message.
+        let m = crate::limits::test_message(&"i".repeat(crate::limits::MAX_ID + 1), "c", "s", "hi");
+        assert!(to_inbound(m, &sb, &mut tally).is_none());
+        assert_eq!((tally.bad_ids, tally.bad_id), (1, Some(("id", crate::limits::MAX_ID + 1))));
+    }
+
+    #[test]
+    fn a_poll_is_bounded_in_bytes() {
+        let sb = sandbox(crate::policy::Limits { max_message_bytes: 1024, max_poll_bytes: 3000, ..Default::default() }, None);
+        let messages = (0..10).map(|i| crate::limits::test_message(&i.to_string(), "c", "s", &"x".repeat(1000))).collect();
+        let (rows, bytes) = admit(messages, &sb, "poll");
+        assert_eq!(rows.len(), 2, "two fit in 3000 bytes");
+        assert_eq!(bytes, rows.iter().map(inbound_bytes).sum::<usize>());
+        assert!(bytes <= 3000);
+        assert_eq!(crate::limits::hits("chan-test").get("max_poll_bytes"), Some(&8));
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
                 one_line(err, 100)
             )?;
         }
+        // Limits hit, by plugin: name and count (log lines suppressed,
+        // messages cut or refused, calls stopped, requests refused).
+        for p in &plugins {
+            let hits: Vec<String> = p["health"]["limits_hit"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k} {}", n(v))).collect())
+                .unwrap_or_default();
+            if !hits.is_empty() {
+                writeln!(out, "{:<14} limits hit: {}", s(&p["name"]), hits.join(", "))?;
+            }
+        }
     }
     let q = &v["queues"];
     writeln!(
@@ -331,7 +342,8 @@ mod tests {
             "plugins": [{
                 "name": "trap",
                 "health": {"state": "breaker-open", "breaker": {"state": "open", "until_ms": crate::store::now_ms() + 30_000, "openings": 1},
-                           "last_error": "guest trapped:\nunreachable", "received": 0, "sent": 0, "restarts": 4},
+                           "last_error": "guest trapped:\nunreachable", "received": 0, "sent": 0, "restarts": 4,
+                           "limits_hit": {"cpu_per_call": 3, "log_lines_per_minute": 88000}},
                 "queue": {"outbox_pending": 1, "dead_letters": 2},
             }],
             "queues": {"inbox_new": 0, "inbox_done": 3, "outbox_pending": 1, "outbox_sent": 3, "outbox_failed": 2},
@@ -343,5 +355,6 @@ mod tests {
         assert!(text.contains("breaker-open  open ("), "{text}");
         assert!(text.contains("guest trapped: unreachable"), "{text}");
         assert!(text.contains("2 dead letters (`kata retry`"), "{text}");
+        assert!(text.contains("trap           limits hit: cpu_per_call 3, log_lines_per_minute 88000"), "{text}");
     }
 }

@@ -48,6 +48,9 @@ pub enum PluginState {
     BreakerOpen,
     /// Its loops have stopped (shutdown or reload).
     Stopped,
+    /// It was not loaded: its stored code no longer matches the hash it was
+    /// installed under (see `last_error`). The other plugins run.
+    Refused,
 }
 
 /// The breaker's state.
@@ -88,6 +91,10 @@ pub struct PluginHealth {
     pub sent: u64,
     /// Delivery attempts that failed.
     pub send_failures: u64,
+    /// Every limit the plugin hit, by its `limits.*` name (or `max_id`,
+    /// `max_messages_per_poll`, `max_state_value`), and how often: messages
+    /// cut or refused, log lines suppressed, calls stopped, requests refused.
+    pub limits_hit: BTreeMap<String, u64>,
 }
 
 impl Default for PluginHealth {
@@ -103,6 +110,7 @@ impl Default for PluginHealth {
             received: 0,
             sent: 0,
             send_failures: 0,
+            limits_hit: BTreeMap::new(),
         }
     }
 }
@@ -150,16 +158,25 @@ impl Health {
 
     /// A snapshot of every plugin's health, by name.
     pub fn snapshot(&self) -> BTreeMap<String, PluginHealth> {
-        self.plugins.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let mut all = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (name, h) in &mut all {
+            h.limits_hit = crate::limits::hits(name);
+        }
+        all
     }
 
     /// One plugin's health.
     pub fn get(&self, plugin: &str) -> Option<PluginHealth> {
-        self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(plugin).cloned()
+        let mut h = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(plugin).cloned()?;
+        h.limits_hit = crate::limits::hits(plugin);
+        Some(h)
     }
 
-    /// A loop started an instance; `restart` when it replaces one that failed.
-    pub fn instance_started(&self, plugin: &str, restart: bool) {
+    /// A loop is about to start an instance (instantiate it, and describe or
+    /// connect it); `restart` when an instance of this loop ran or tried to
+    /// start before. A start that fails counts as much as one that succeeds:
+    /// a plugin that cannot even start shows its restarts in `kata status`.
+    pub fn start_attempt(&self, plugin: &str, restart: bool) {
         if restart {
             self.with(plugin, |h| h.restarts += 1);
         }
@@ -228,6 +245,16 @@ impl Health {
             Breaker::Open { until_ms, .. } => Duration::from_millis(until_ms.saturating_sub(now_ms())),
             Breaker::Closed => Duration::ZERO,
         })
+    }
+
+    /// The plugin was refused at load (`error` says why): it does not run
+    /// until a reload finds it sound.
+    pub fn refused(&self, plugin: &str, error: &str) {
+        self.with(plugin, |h| {
+            h.state = PluginState::Refused;
+            h.last_error = Some(error.to_string());
+            h.last_error_ms = Some(now_ms());
+        });
     }
 
     /// The plugin's loops stopped.

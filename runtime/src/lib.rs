@@ -25,6 +25,7 @@ pub mod events;
 pub mod health;
 pub mod host;
 pub mod install;
+pub mod limits;
 pub mod manifest;
 pub mod openai;
 pub mod permissions;

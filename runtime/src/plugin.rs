@@ -60,7 +60,7 @@ pub enum LoadError {
         path: String,
     },
     /// A core module, not a component.
-    #[error("{path} is a core WebAssembly module, not a component; turn it into one with `kata plugin build DIR` (which componentizes the crate's output) or `wasm-tools component new`")]
+    #[error("{path} is a core WebAssembly module, not a component; {}", core_module_advice(path))]
     CoreModule {
         /// The file.
         path: String,
@@ -101,6 +101,21 @@ pub enum LoadError {
         /// What it does export.
         found: String,
     },
+    /// A content-addressed plugin file (`.kata/plugins/<sha256>.wasm`) whose
+    /// bytes no longer have the hash it was stored under.
+    #[error(
+        "{path} was changed after it was installed: it was stored as sha256 {expected}, but its bytes now hash to {found}; \
+         kata refuses to run it. If you did not change it, treat the workspace as compromised; otherwise reinstall the \
+         plugin from a file you trust (`kata plugin upgrade NAME FILE`, or `kata plugin add FILE --name NAME`)"
+    )]
+    Tampered {
+        /// The file.
+        path: String,
+        /// The hash in its name.
+        expected: String,
+        /// The hash of its bytes.
+        found: String,
+    },
     /// It imports something kata does not provide.
     #[error("{path} imports something kata does not provide: {reason}; plugins may import kata:plugin interfaces and WASI 0.2")]
     Imports {
@@ -109,6 +124,53 @@ pub enum LoadError {
         /// wasmtime's message.
         reason: String,
     },
+}
+
+/// The sha256 a plugin file is stored under, when it is content-addressed:
+/// its name is 64 lowercase hex digits and `.wasm`, as `kata plugin add`
+/// names the files it keeps in `.kata/plugins/`.
+pub fn stored_hash(file: &Path) -> Option<&str> {
+    let stem = file.file_stem()?.to_str()?;
+    let content_addressed = file.extension().is_some_and(|e| e == "wasm")
+        && stem.len() == 64
+        && stem.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    content_addressed.then_some(stem)
+}
+
+/// Read a plugin file. A content-addressed one (see [`stored_hash`]) must
+/// still hash to its name: a stored component that was replaced — by other
+/// code, even another valid plugin — is refused before anything compiles
+/// it or loads its compiled copy from the cache.
+pub fn read_plugin(file: &Path) -> Result<Vec<u8>, LoadError> {
+    let path = file.display().to_string();
+    let bytes = std::fs::read(file).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+    if let Some(expected) = stored_hash(file) {
+        use sha2::Digest;
+        let found = hex::encode(sha2::Sha256::digest(&bytes));
+        if found != expected {
+            return Err(LoadError::Tampered { path, expected: expected.to_string(), found });
+        }
+    }
+    Ok(bytes)
+}
+
+/// How to turn the core module at `path` into a component: the exact kata
+/// command (which adapts WASI preview1 imports with the reactor adapter, as
+/// `kata plugin build` does), or `kata plugin build` for a Rust crate.
+fn core_module_advice(path: &str) -> String {
+    let (module, out) = if path.starts_with("http://") || path.starts_with("https://") {
+        ("MODULE.wasm".to_string(), "COMPONENT.wasm".to_string())
+    } else {
+        let p = Path::new(path);
+        let out = p.with_extension("component.wasm");
+        (crate::store::shell_quote(p), crate::store::shell_quote(&out))
+    };
+    let download = if module == "MODULE.wasm" { "download it, then " } else { "" };
+    format!(
+        "{download}turn it into one with `kata plugin componentize {module} --out {out}` (it needs the component-type \
+         information wit-bindgen embeds, and adapts WASI preview1 imports with the reactor adapter) and add {out}; for a \
+         Rust crate, `kata plugin build DIR` does both steps"
+    )
 }
 
 /// Read what a component is without compiling it.
@@ -269,7 +331,7 @@ pub(crate) fn prepare(
         );
     };
     let path = file.display().to_string();
-    let bytes = std::fs::read(&file).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+    let bytes = read_plugin(&file)?;
     let info = inspect(&bytes, &path)?;
     if let Some(v) = &info.wit_version {
         check_version(v, &path)?;
@@ -366,6 +428,35 @@ fn compile(engine: &Engine, bytes: &[u8], path: &str) -> Result<Component, LoadE
     engine.compile(bytes).map_err(|e| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") })
 }
 
+/// Load an enabled plugin's file the way `kata run` does — as a service, a
+/// tools plugin and/or a channel, by what it exports, through the same
+/// loaders — but without reading its secrets (`kata policy check` reports on
+/// those itself: the daemon's environment may differ from the shell's).
+/// Every refusal `kata run` makes of the file is an error here too: missing,
+/// unreadable, changed after it was installed, not WebAssembly, a core
+/// module, a WIT version this kata lacks, not a world kata runs, an import
+/// kata does not provide, an invalid manifest. `db` only backs the loaders
+/// (nothing is written). Returns whether it runs as a channel.
+pub fn check_loadable(engine: &Engine, linker: &Linker<PluginCtx>, grants: &PluginGrants, db: &Db, workspace: &Path) -> Result<bool> {
+    let Some(path) = grants.path.clone() else { return Ok(false) };
+    let mut grants = grants.clone();
+    grants.secrets.clear();
+    read_plugin(&path)?;
+    if crate::service::is_service(&path) {
+        crate::service::ServicePlugin::load(engine, linker, grants, db.clone(), workspace)?;
+        return Ok(false);
+    }
+    let (is_channel, is_tools) = crate::tools::kinds_of(&path);
+    if is_tools {
+        crate::tools::ToolsPlugin::load(engine, linker, grants.clone(), db.clone(), workspace)?;
+        if !is_channel {
+            return Ok(false);
+        }
+    }
+    ChannelPlugin::load(engine, linker, grants, db.clone(), workspace)?;
+    Ok(true)
+}
+
 /// Why a call into a plugin did not return a value.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -444,6 +535,7 @@ macro_rules! call {
         let r = guarded(&$self.limits, $body).await;
         if let Err(e) = &r {
             $self.broken = e.breaks_instance();
+            crate::limits::note_call_error(&$self.store.data().id.name, e);
         }
         r
     }};

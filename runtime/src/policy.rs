@@ -16,13 +16,14 @@ use serde::Deserialize;
 /// Errors found while loading a policy file.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read. (The I/O error is part of the message,
+    /// not a `source`, so a `{:#}` chain names it once.)
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The policy file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file has at least one error; the first one is reported here and
     /// `kata policy check` lists them all.
@@ -143,6 +144,12 @@ pub struct DaemonConfig {
     /// re-opening, up to an hour), e.g. "60s".
     #[serde(default = "default_breaker_cooldown", deserialize_with = "de_duration")]
     pub breaker_cooldown: std::time::Duration,
+    /// How long a control-socket connection may stay open without sending a
+    /// request (before its first or between two) before the daemon closes
+    /// it, e.g. "60s" (at least 1 s). `kata logs -f` and a `kata chat` turn
+    /// waiting for its reply are not idle.
+    #[serde(default = "default_control_idle_timeout", deserialize_with = "de_control_idle_timeout")]
+    pub control_idle_timeout: std::time::Duration,
 }
 
 impl Default for DaemonConfig {
@@ -152,8 +159,23 @@ impl Default for DaemonConfig {
             max_concurrent_sessions: default_sessions(),
             breaker_threshold: default_breaker_threshold(),
             breaker_cooldown: default_breaker_cooldown(),
+            control_idle_timeout: default_control_idle_timeout(),
         }
     }
+}
+
+fn default_control_idle_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+fn de_control_idle_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let t = de_duration(d)?;
+    if t < std::time::Duration::from_secs(1) {
+        return Err(serde::de::Error::custom(format!(
+            "control_idle_timeout = {t:?} would close every control connection before its first request; use at least \"1s\" (default \"60s\")"
+        )));
+    }
+    Ok(t)
 }
 
 fn default_breaker_threshold() -> u32 {
@@ -642,6 +664,24 @@ pub struct LimitsEntry {
     /// to different conversations (one conversation's replies always go out
     /// one at a time, in order). Extra instances start only under load.
     pub concurrent_sends: Option<u32>,
+    /// Largest text of one message the plugin hands in (longer text is cut
+    /// at a character boundary, with a marker), and largest `raw` (dropped
+    /// when longer) or stream frame it asks the host to write, e.g. `"64KiB"`.
+    pub max_message: Option<String>,
+    /// Largest total of the messages one poll, frame or service tick hands
+    /// in (and of the frames one send asks the host to write), e.g. `"4MiB"`;
+    /// messages past it are refused.
+    pub max_poll_bytes: Option<String>,
+    /// Message bytes per minute the daemon accepts from the plugin, e.g.
+    /// `"16MiB"`; a plugin that brings more is polled less often.
+    pub bytes_per_minute: Option<String>,
+    /// Log lines per minute the plugin may write, across its instances;
+    /// more are suppressed and summed up in one line.
+    pub log_lines_per_minute: Option<u32>,
+    /// Longest log line kept from the plugin, e.g. `"4KiB"`; longer ones are cut.
+    pub max_log_line: Option<String>,
+    /// Largest tool result handed to the model, e.g. `"64KiB"`; longer ones are cut.
+    pub max_tool_result: Option<String>,
 }
 
 /// Resource limits, resolved.
@@ -663,7 +703,24 @@ pub struct Limits {
     pub messages_per_minute: u32,
     /// Send instances a channel may use at once (1..=[`MAX_CONCURRENT_SENDS`]).
     pub concurrent_sends: u32,
+    /// Largest message text (and `raw`, and frame to write), in bytes.
+    pub max_message_bytes: usize,
+    /// Largest total of one poll, frame or tick's messages (or one send's frames), in bytes.
+    pub max_poll_bytes: usize,
+    /// Inbound message bytes per minute (a bucket refilled continuously,
+    /// beside `messages_per_minute`); over it, the plugin is polled later.
+    pub bytes_per_minute: usize,
+    /// Log lines per minute, across all of the plugin's instances.
+    pub log_lines_per_minute: u32,
+    /// Longest log line, in bytes.
+    pub max_log_line_bytes: usize,
+    /// Largest tool result handed to the model, in bytes.
+    pub max_tool_result_bytes: usize,
 }
+
+/// The smallest `max_message`, `max_log_line` or `max_tool_result`: room for
+/// the marker that says a text was cut.
+pub const MIN_TEXT_LIMIT: usize = 256;
 
 /// The most send instances `limits.concurrent_sends` may ask for.
 pub const MAX_CONCURRENT_SENDS: u32 = 16;
@@ -678,6 +735,12 @@ impl Default for Limits {
             max_response_bytes: 16 << 20,
             messages_per_minute: 1200,
             concurrent_sends: 4,
+            max_message_bytes: 64 << 10,
+            max_poll_bytes: 4 << 20,
+            bytes_per_minute: 16 << 20,
+            log_lines_per_minute: 600,
+            max_log_line_bytes: 4 << 10,
+            max_tool_result_bytes: 64 << 10,
         }
     }
 }
@@ -770,7 +833,10 @@ pub struct NetworkGrant {
     /// Lowercase host; a leading `*.` matches any subdomain (not the bare domain).
     host: String,
     port: u16,
+    /// The path as written (`/` when none was).
     path_prefix: String,
+    /// The path, parsed for matching.
+    path: PathPrefix,
     /// Upper-case HTTP methods allowed; empty means any.
     methods: Vec<String>,
     /// Whether a host name may resolve to non-public addresses.
@@ -827,12 +893,16 @@ impl NetworkGrant {
                 "network entry {s:?}: a wildcard may only be a leading \"*.\" (e.g. \"https://*.example.com\")"
             ));
         }
+        let parsed = PathPrefix::parse(path).map_err(|e| {
+            format!("network entry {s:?}: {e}; paths match whole segments: \"/api\" covers /api and /api/x, \"/bot*\" every path starting with /bot")
+        })?;
         Ok(Self {
             source: s.to_string(),
             scheme,
             host,
             port,
             path_prefix: path.to_string(),
+            path: parsed,
             methods: Vec::new(),
             private: false,
         })
@@ -920,15 +990,33 @@ impl NetworkGrant {
     /// Does a request to `scheme://host:port/path` fall under this grant
     /// (for at least one method)?
     pub fn allows(&self, scheme: &str, host: &str, port: u16, path: &str) -> bool {
+        self.allows_host(scheme, host, port) && self.path.admits(path)
+    }
+
+    /// Whether `scheme://host:port` is this grant's destination (any path).
+    pub fn allows_host(&self, scheme: &str, host: &str, port: u16) -> bool {
         if !self.scheme.eq_ignore_ascii_case(scheme) || self.port != port {
             return false;
         }
         let host = host.to_ascii_lowercase();
-        let host_ok = match self.host.strip_prefix("*.") {
+        match self.host.strip_prefix("*.") {
             Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
             None => host == self.host,
-        };
-        host_ok && path_has_prefix(path, &self.path_prefix)
+        }
+    }
+
+    /// Whether `path` is not under this grant but would be if the grant's
+    /// path were read as plain text, as grants were matched before they
+    /// matched whole segments (`/bot` and `/bot123:abc/getMe`): the denial
+    /// then suggests the `*` form.
+    pub fn matches_only_as_text(&self, path: &str) -> bool {
+        let written = self.path_prefix.as_str();
+        !written.ends_with(['/', '*'])
+            && !self.path.admits(path)
+            && normalize_path(path).is_ok_and(|p| {
+                let resolved = p.resolved_text();
+                resolved.starts_with(written) && PathPrefix::parse(&format!("{written}*")).is_ok_and(|g| g.admits(path))
+            })
     }
 
     /// This grant narrowed to reading: methods GET and HEAD only (those of
@@ -950,22 +1038,254 @@ impl NetworkGrant {
             None => false,
         };
         let hosts = self.host == other.host || covers(&self.host, &other.host) || covers(&other.host, &self.host);
-        hosts && (self.path_prefix.starts_with(&other.path_prefix) || other.path_prefix.starts_with(&self.path_prefix))
+        hosts && self.path.overlaps(&other.path)
     }
 }
 
-/// `path` is under `prefix`. A prefix ending in `/` or the bare `/` is a
-/// directory; otherwise it matches as a string prefix (so `/bot` covers
-/// `/bot123:abc/getUpdates`, as Telegram's URL layout needs). A path with a
-/// `..` segment never matches, also when it is percent-encoded (`%2e%2e`,
-/// `..%2f`) or written with a backslash, so a prefix cannot be escaped on a
-/// server that normalises the path after the check.
-pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    let decoded = percent_decode(path.as_bytes());
-    if decoded.split(|&b| b == b'/' || b == b'\\').any(|seg| seg == b"..") {
-        return false;
+/// The path part of a network grant (or of a webhook subscription), matched
+/// on whole segments after normalising the request path (see
+/// [`normalize_path`]):
+///
+/// - `/api` admits `/api`, `/api/`, `/api/x` (and `/api?q`), never `/apix`;
+/// - `/api/` (a directory) admits `/api/` and everything below it, not `/api`;
+/// - `/bot*` — the one opt-in text prefix: a trailing `*` admits any path
+///   whose next segment *starts with* `bot` (`/bot`, `/bot123:abc/getMe`),
+///   never `/file/bot1`; `/api/*` is the same as `/api/`;
+/// - `/` (or no path) admits everything.
+///
+/// The grant's own path is normalised the same way and may not hold `.` or
+/// `..` segments, or a `*` anywhere but at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPrefix {
+    /// Segments the request path must start with, exactly (normalised).
+    fixed: Vec<String>,
+    /// When set, the path must have one more segment, starting with this
+    /// (empty: any segment, including the empty one of a trailing `/`).
+    next: Option<String>,
+}
+
+/// Why a request path cannot be matched against any grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRefusal {
+    /// The offending segment, as written.
+    pub segment: String,
+}
+
+impl fmt::Display for PathRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "path segment {:?} hides a `.` or `..` segment behind an encoded `/` or `\\`, a backslash, a `;` or \
+             double percent-encoding, which a server may resolve differently than kata checks it",
+            self.segment
+        )
     }
-    path.starts_with(prefix)
+}
+
+/// A request path in normal form (RFC 3986 §6.2.2): percent-escapes of
+/// unreserved characters decoded (`%61pi` is `api`), other escapes in upper
+/// case (`%2f` is `%2F`, and stays an escape: it never separates segments),
+/// empty segments from duplicate slashes dropped. A trailing `/` is kept as a
+/// final empty segment; `/` alone is `[""]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath {
+    /// The segments as written (`..` kept, `.` dropped), which is what a
+    /// server that does not resolve dot segments sees.
+    pub literal: Vec<String>,
+    /// The segments with `.` and `..` resolved; `..` never climbs above the
+    /// root. What a server that resolves dot segments sees.
+    pub resolved: Vec<String>,
+}
+
+impl NormalPath {
+    /// The resolved path as text (`/a/b`, `/a/`, `/`).
+    pub fn resolved_text(&self) -> String {
+        format!("/{}", self.resolved.join("/"))
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// One segment with escapes of unreserved characters decoded and the other
+/// escapes in upper case.
+fn normalize_segment(seg: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = seg.as_bytes();
+    let mut out = String::with_capacity(seg.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        {
+            let b = h << 4 | l;
+            if is_unreserved(b) {
+                out.push(b as char);
+            } else {
+                out.push('%');
+                out.push_str(&seg[i + 1..i + 3].to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            // Not an escape: copy one character.
+            let ch = seg[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&seg[i..i + ch]);
+            i += ch;
+        }
+    }
+    out
+}
+
+/// Whether a segment that is not itself `.` or `..` still holds one that
+/// some server would see: after decoding (repeatedly, for double
+/// encoding), split at `/`, `\` and `;` (a path parameter, `..;/`).
+fn hides_dot_segment(seg: &str) -> bool {
+    let mut text = seg.as_bytes().to_vec();
+    for _ in 0..4 {
+        if text.split(|&b| b == b'/' || b == b'\\' || b == b';').any(|p| p == b"." || p == b"..") {
+            return true;
+        }
+        let next = percent_decode(&text);
+        if next == text {
+            break;
+        }
+        text = next;
+    }
+    false
+}
+
+/// Normalise a request path (anything from a `?` or `#` on is ignored). A
+/// path is refused when a segment hides a dot segment that servers could
+/// resolve differently (`..%2F`, `%252e%252e`, `..\`, `..;`): see
+/// [`PathRefusal`]. Plain and unreserved-encoded `.`/`..` segments (`%2e%2e`)
+/// are resolved, in [`NormalPath::resolved`].
+pub fn normalize_path(path: &str) -> Result<NormalPath, PathRefusal> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let raw: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let n = raw.len();
+    let mut literal = Vec::new();
+    let mut resolved: Vec<String> = Vec::new();
+    for (i, seg) in raw.iter().enumerate() {
+        let last = i + 1 == n;
+        let norm = normalize_segment(seg);
+        match norm.as_str() {
+            "" => {}
+            "." => {}
+            ".." => {
+                resolved.pop();
+            }
+            _ => {
+                if hides_dot_segment(seg) {
+                    return Err(PathRefusal { segment: seg.to_string() });
+                }
+                resolved.push(norm.clone());
+            }
+        }
+        if !matches!(norm.as_str(), "" | ".") {
+            literal.push(norm.clone());
+        }
+        // A path ending in `/`, `/.` or `/..` names a directory.
+        if last && matches!(norm.as_str(), "" | "." | "..") {
+            resolved.push(String::new());
+            if norm != ".." {
+                literal.push(String::new());
+            }
+        }
+    }
+    if literal.is_empty() {
+        literal.push(String::new());
+    }
+    if resolved.is_empty() {
+        resolved.push(String::new());
+    }
+    Ok(NormalPath { literal, resolved })
+}
+
+impl PathPrefix {
+    /// Parse the path of a grant: `/`, `/api`, `/api/`, `/bot*`.
+    pub fn parse(path: &str) -> Result<Self, String> {
+        let path = if path.is_empty() { "/" } else { path };
+        if !path.starts_with('/') {
+            return Err(format!("path {path:?} must start with `/`"));
+        }
+        let (body, star) = match path.strip_suffix('*') {
+            Some(b) => (b, true),
+            None => (path, false),
+        };
+        if body.contains('*') {
+            return Err(format!(
+                "path {path:?}: `*` may only end the path (\"/bot*\" matches every path whose next segment starts with \"bot\")"
+            ));
+        }
+        let norm = normalize_path(body).map_err(|e| format!("path {path:?}: {e}"))?;
+        if norm.literal != norm.resolved || norm.literal.iter().any(|s| s == "." || s == "..") {
+            return Err(format!("path {path:?}: write it without `.` or `..` segments"));
+        }
+        let mut fixed = norm.resolved;
+        let last = fixed.pop().unwrap_or_default();
+        let next = match (star, last.is_empty()) {
+            // `/api/` and `/api/*`: any segment below /api.
+            (_, true) => Some(String::new()),
+            // `/bot*`: a segment starting with "bot".
+            (true, false) => Some(last),
+            // `/api`: the segment itself, or below it.
+            (false, false) => {
+                fixed.push(last);
+                None
+            }
+        };
+        Ok(Self { fixed, next })
+    }
+
+    /// Whether a path, already normalised, is under this prefix, on the
+    /// given segment list.
+    fn admits_segments(&self, segs: &[String]) -> bool {
+        let k = self.fixed.len();
+        if segs.len() < k || segs[..k] != self.fixed[..] {
+            return false;
+        }
+        match &self.next {
+            None => true,
+            Some(stem) => segs.get(k).is_some_and(|s| s.starts_with(stem.as_str())),
+        }
+    }
+
+    /// Whether a request path is under this prefix: both as written and with
+    /// its dot segments resolved (so neither a server that resolves them nor
+    /// one that does not can be led outside), after normalisation. A path
+    /// [`normalize_path`] refuses is never admitted.
+    pub fn admits(&self, path: &str) -> bool {
+        normalize_path(path).is_ok_and(|p| self.admits_normal(&p))
+    }
+
+    /// [`Self::admits`] for a path already normalised.
+    pub fn admits_normal(&self, p: &NormalPath) -> bool {
+        self.admits_segments(&p.literal) && self.admits_segments(&p.resolved)
+    }
+
+    /// Whether some path is under both prefixes.
+    pub fn overlaps(&self, other: &PathPrefix) -> bool {
+        let (a, b) = if self.fixed.len() <= other.fixed.len() { (self, other) } else { (other, self) };
+        let k = a.fixed.len();
+        if b.fixed[..k] != a.fixed[..] {
+            return false;
+        }
+        match (&a.next, b.fixed.get(k), &b.next) {
+            (None, _, _) => true,
+            (Some(s), Some(seg), _) => seg.starts_with(s.as_str()),
+            (Some(_), None, None) => true,
+            (Some(s), None, Some(t)) => s.starts_with(t.as_str()) || t.starts_with(s.as_str()),
+        }
+    }
+}
+
+/// Whether request `path` is under grant path `prefix` (see [`PathPrefix`]
+/// for the rule, [`normalize_path`] for what is done to `path` first). A
+/// `prefix` that is not a valid grant path admits nothing. The one matcher
+/// for wasi:http requests, host-managed streams and webhook requests.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    PathPrefix::parse(prefix).is_ok_and(|p| p.admits(path))
 }
 
 /// What kind of non-public address `ip` is, or None for a public one.
@@ -1244,6 +1564,32 @@ pub enum GroupVerdict {
     NotMentioned,
 }
 
+/// Read a policy file as text. Bytes that are not UTF-8 are an error at
+/// `file:line:column` naming the first bad byte and its offset.
+pub fn read_text(path: &Path) -> Result<String, PolicyError> {
+    let bytes = std::fs::read(path).map_err(|error| PolicyError::Read { path: path.to_path_buf(), error })?;
+    String::from_utf8(bytes).map_err(|e| PolicyError::Invalid { first: Box::new(utf8_diagnostic(e.as_bytes(), e.utf8_error(), path)), more: 0 })
+}
+
+/// Where the first byte that is not UTF-8 is, as a diagnostic: the line and
+/// the column in characters (the valid ones before it, plus one).
+fn utf8_diagnostic(bytes: &[u8], e: std::str::Utf8Error, path: &Path) -> Diagnostic {
+    let offset = e.valid_up_to();
+    let valid = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+    let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+    Diagnostic {
+        severity: Severity::Error,
+        path: path.to_path_buf(),
+        line: valid.matches('\n').count() + 1,
+        column: valid[line_start..].chars().count() + 1,
+        key: String::new(),
+        message: format!(
+            "not valid UTF-8 (byte 0x{:02X} at offset {offset}); kata.toml must be UTF-8 text: save it as UTF-8, or remove that byte",
+            bytes.get(offset).copied().unwrap_or(0)
+        ),
+    }
+}
+
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -1275,8 +1621,7 @@ impl Analysis {
 impl Policy {
     /// Read and validate `path`. Relative plugin and secret paths resolve against `workspace`.
     pub fn load(path: &Path, workspace: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
+        let text = read_text(path)?;
         Self::parse(&text, path, workspace)
     }
 
@@ -1512,6 +1857,15 @@ impl Policy {
         Analysis { policy: ok.then(|| Self { path: path.to_path_buf(), file, plugins }), diagnostics: diags }
     }
 
+    /// A finding about `[plugins.NAME]`, or its `key` when given, located in
+    /// `text` (the policy's text).
+    pub fn plugin_diagnostic(&self, text: &str, name: &str, key: Option<&str>, severity: Severity, message: String) -> Diagnostic {
+        let loc = Locator::new(text, &self.path);
+        let mut segs = vec![Seg::Key("plugins"), Seg::Key(name)];
+        segs.extend(key.map(Seg::Key));
+        loc.diag(severity, &segs, message)
+    }
+
     /// Findings that depend on this machine rather than on the file: plugin
     /// files that are missing, environment variables that are unset, secret
     /// files that are missing or readable by others. `text` is the policy
@@ -1527,10 +1881,21 @@ impl Policy {
                     &[p, n],
                     format!("plugin {} has no `path`: it is not installed and will not run; install it with `kata plugin add FILE --name {}`", g.name, g.name),
                 )),
+                // `kata run` refuses an enabled plugin whose file is missing.
+                Some(file) if !file.is_file() && g.enabled => diags.push(loc.diag(
+                    Severity::Error,
+                    &[p, n, Seg::Key("path")],
+                    format!(
+                        "plugin file {} does not exist (or is not a file), so `kata run` refuses this policy; build or install it \
+                         (`kata plugin add FILE --name {}`), fix `path`, or set `enabled = false`",
+                        file.display(),
+                        g.name
+                    ),
+                )),
                 Some(file) if !file.is_file() => diags.push(loc.diag(
                     Severity::Warning,
                     &[p, n, Seg::Key("path")],
-                    format!("plugin file {} does not exist; build or install it, or fix `path`", file.display()),
+                    format!("plugin file {} does not exist; the plugin is disabled, but enabling it will fail until you build or install it, or fix `path`", file.display()),
                 )),
                 Some(_) => {}
             }
@@ -1808,7 +2173,42 @@ fn resolve_limits(l: &LimitsEntry) -> Result<Limits, String> {
             Some(n) => return Err(format!("concurrent_sends: {n} is out of range; use 1 (one reply at a time) to {MAX_CONCURRENT_SENDS}")),
             None => d.concurrent_sends,
         },
+        max_message_bytes: text_limit("max_message", &l.max_message, d.max_message_bytes)?,
+        max_poll_bytes: match &l.max_poll_bytes {
+            Some(s) => match parse_size(s).map_err(|e| format!("max_poll_bytes: {e}"))? {
+                0 => return Err("max_poll_bytes: 0 would refuse every message; set enabled = false to stop the plugin".into()),
+                n => n,
+            },
+            None => d.max_poll_bytes,
+        },
+        bytes_per_minute: match &l.bytes_per_minute {
+            Some(s) => match parse_size(s).map_err(|e| format!("bytes_per_minute: {e}"))? {
+                0 => return Err("bytes_per_minute: 0 would refuse every message; set enabled = false to stop the plugin".into()),
+                n => n,
+            },
+            None => d.bytes_per_minute,
+        },
+        log_lines_per_minute: match l.log_lines_per_minute {
+            Some(0) => return Err("log_lines_per_minute: 0 would hide every log line of the plugin; use at least 1".into()),
+            Some(n) => n,
+            None => d.log_lines_per_minute,
+        },
+        max_log_line_bytes: text_limit("max_log_line", &l.max_log_line, d.max_log_line_bytes)?,
+        max_tool_result_bytes: text_limit("max_tool_result", &l.max_tool_result, d.max_tool_result_bytes)?,
     })
+}
+
+/// A size limit on a text that is cut with a marker: at least [`MIN_TEXT_LIMIT`].
+fn text_limit(key: &str, value: &Option<String>, default: usize) -> Result<usize, String> {
+    match value {
+        Some(s) => match parse_size(s).map_err(|e| format!("{key}: {e}"))? {
+            n if n < MIN_TEXT_LIMIT => {
+                Err(format!("{key}: {s:?} is too small; use at least \"{MIN_TEXT_LIMIT}B\" (room for the marker that says a text was cut)"))
+            }
+            n => Ok(n),
+        },
+        None => Ok(default),
+    }
 }
 
 /// Parse a size such as `64MiB`, `512KiB`, `1GiB` or a plain byte count.
@@ -1853,9 +2253,10 @@ mod tests {
 
     #[test]
     fn grant_matches_scheme_host_port_and_prefix() {
-        let g = grant("https://api.telegram.org/bot");
+        let g = grant("https://api.telegram.org/bot*");
         assert!(g.allows("https", "api.telegram.org", 443, "/bot123:abc/getUpdates"));
         assert!(g.allows("https", "API.Telegram.org", 443, "/bot"));
+        assert!(!grant("https://api.telegram.org/bot").allows("https", "api.telegram.org", 443, "/bot123:abc/getUpdates"));
         assert!(!g.allows("http", "api.telegram.org", 443, "/bot1/x"));
         assert!(!g.allows("https", "api.telegram.org", 8443, "/bot1/x"));
         assert!(!g.allows("https", "api.telegram.org.evil.com", 443, "/bot1/x"));
@@ -2163,6 +2564,40 @@ mod tests {
     }
 
     #[test]
+    fn size_and_log_limits_parse_with_defaults_and_located_errors() {
+        let parse = |l: &str| Policy::parse(&format!("[plugins.a]\nlimits = {{ {l} }}\n"), Path::new("k"), Path::new("/"));
+        let d = Limits::default();
+        assert_eq!(
+            (d.max_message_bytes, d.max_poll_bytes, d.bytes_per_minute, d.log_lines_per_minute, d.max_log_line_bytes, d.max_tool_result_bytes),
+            (64 << 10, 4 << 20, 16 << 20, 600, 4 << 10, 64 << 10)
+        );
+        let l = parse(
+            "max_message = \"1KiB\", max_poll_bytes = \"8KiB\", bytes_per_minute = \"1MiB\", \
+             log_lines_per_minute = 30, max_log_line = \"512B\", max_tool_result = \"2KiB\"",
+        )
+        .expect("valid")
+        .plugins["a"]
+            .limits;
+        assert_eq!(
+            (l.max_message_bytes, l.max_poll_bytes, l.bytes_per_minute, l.log_lines_per_minute, l.max_log_line_bytes, l.max_tool_result_bytes),
+            (1 << 10, 8 << 10, 1 << 20, 30, 512, 2 << 10)
+        );
+        for (bad, says) in [
+            ("max_message = \"12 parsecs\"", "max_message: unknown size unit"),
+            ("max_message = \"10B\"", "max_message: \"10B\" is too small; use at least \"256B\""),
+            ("max_poll_bytes = \"0\"", "max_poll_bytes: 0 would refuse every message"),
+            ("bytes_per_minute = \"lots\"", "bytes_per_minute: \"lots\" is not a size"),
+            ("log_lines_per_minute = 0", "log_lines_per_minute: 0 would hide every log line"),
+            ("max_log_line = \"1B\"", "max_log_line: \"1B\" is too small"),
+            ("max_tool_result = \"-1\"", "max_tool_result: \"-1\" is not a size"),
+            ("max_messages = \"1KiB\"", "unknown field `max_messages`"),
+        ] {
+            let e = format!("{:#}", parse(bad).expect_err(bad));
+            assert!(e.contains("k:2:") && e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn concurrent_sends_default_and_range() {
         let parse = |l: &str| Policy::parse(&format!("[plugins.a]\nlimits = {{ {l} }}\n"), Path::new("k"), Path::new("/"));
         assert_eq!(Limits::default().concurrent_sends, 4);
@@ -2178,9 +2613,100 @@ mod tests {
     fn encoded_dot_segments_never_match() {
         for path in ["/bot/../x", "/bot/%2e%2e/x", "/bot/%2E./x", "/bot/..%2fx", "/bot\\..\\x", "/bot/.%2E"] {
             assert!(!path_has_prefix(path, "/bot"), "{path}");
+            assert!(!path_has_prefix(path, "/bot*"), "{path}");
         }
-        assert!(path_has_prefix("/bot123/getMe", "/bot"));
+        assert!(path_has_prefix("/bot123/getMe", "/bot*"));
+        assert!(!path_has_prefix("/bot123/getMe", "/bot"));
         assert!(path_has_prefix("/bot/...x", "/bot"));
+    }
+
+    #[test]
+    fn path_grants_match_whole_segments_after_normalising() {
+        let admits = |prefix: &str, path: &str| path_has_prefix(path, prefix);
+        for path in [
+            "/api", "/api/", "/api/x", "/api?q=1", "/api#f", "/%61pi/x", "/%61%70%69", "//api//x", "/api/./x", "/./api",
+            "/api/x/../y", "/api/x/..", "/api/%2e/x", "/api/a%2Fb", "/api/a%2fb", "/api/%7Bx%7D", "/api/...", "/api/.x",
+        ] {
+            assert!(admits("/api", path), "/api should admit {path}");
+        }
+        for path in [
+            "/apix", "/apix/y", "/ap", "/", "", "/API", "/api/..", "/api/../admin", "/admin/../api/x", "/api/x/../../admin",
+            "/api/..%2Fadmin", "/api%2F..%2Fadmin", "/api/%2e%2e%2fadmin", "/api/%252e%252e/admin", "/api/..;/admin",
+            "/api/.;x/y", "/api/..\\admin", "/api/x%5c..%5cy", "/%2e%2e/api", "/x/%2e%2e/api/",
+        ] {
+            assert!(!admits("/api", path), "/api should not admit {path}");
+        }
+        // `..` never climbs above the root: `/../api` is `/api`.
+        assert!(admits("/api", "/../api/x"));
+        assert!(admits("/", "/../../x"));
+        // A directory grant: below it, not the bare name.
+        for (path, ok) in [("/api/", true), ("/api/x", true), ("/api//x/", true), ("/api", false), ("/apix/", false)] {
+            assert_eq!(admits("/api/", path), ok, "/api/ and {path}");
+            assert_eq!(admits("/api/*", path), ok, "/api/* and {path}");
+        }
+        // The opt-in text prefix, within one segment.
+        for (path, ok) in [
+            ("/bot", true), ("/bot123:abc/getMe", true), ("/%62ot1/x", true), ("/bo", false), ("/file/bot1", false),
+            ("/bot1/../../admin", false), ("/xbot", false),
+        ] {
+            assert_eq!(admits("/bot*", path), ok, "/bot* and {path}");
+        }
+        assert!(admits("/v1/bot*", "/v1/bot9/x") && !admits("/v1/bot*", "/v2/bot9"));
+        // Everything.
+        for path in ["/", "", "/x/y", "/x/../y"] {
+            assert!(admits("/", path) && admits("/*", path), "{path}");
+        }
+        // Normal forms.
+        let n = normalize_path("//a/./b/../%63//d/").expect("normal");
+        assert_eq!(n.resolved, ["a", "c", "d", ""]);
+        assert_eq!(n.literal, ["a", "b", "..", "c", "d", ""]);
+        assert_eq!(normalize_path("/a/b/..").expect("normal").resolved_text(), "/a/");
+        assert_eq!(normalize_path("/x%2fy").expect("normal").resolved, ["x%2Fy"]);
+        let e = normalize_path("/api/..%2Fadmin").expect_err("hidden dot segment");
+        assert_eq!(e.segment, "..%2Fadmin");
+        assert!(e.to_string().contains("hides a `.` or `..` segment"), "{e}");
+    }
+
+    #[test]
+    fn grant_paths_are_checked_when_parsed() {
+        for (s, want) in [
+            ("https://h.example/a*b", "`*` may only end the path"),
+            ("https://h.example/*/x", "`*` may only end the path"),
+            ("https://h.example/a/../b", "without `.` or `..`"),
+            ("https://h.example/a/./b", "without `.` or `..`"),
+            ("https://h.example/a/..%2Fb", "hides a `.` or `..`"),
+        ] {
+            let e = NetworkGrant::parse(s).expect_err(s);
+            assert!(e.contains(want) && e.contains("paths match whole segments"), "{s}: {e}");
+        }
+        for s in ["https://h.example/bot*", "https://h.example/api/", "https://h.example//api", "https://h.example/%61pi"] {
+            NetworkGrant::parse(s).expect(s);
+        }
+        assert!(grant("https://h.example//%61pi").allows("https", "h.example", 443, "/api/x"));
+    }
+
+    #[test]
+    fn a_grant_that_only_matches_as_text_is_recognised() {
+        let g = grant("https://api.telegram.org/bot");
+        assert!(g.matches_only_as_text("/bot123:abc/getMe"));
+        assert!(!g.matches_only_as_text("/bot/getMe"), "it is granted");
+        assert!(!g.matches_only_as_text("/file/bot1"));
+        assert!(!g.matches_only_as_text("/bot1/../../admin"), "escapes even as text");
+        assert!(!grant("https://api.telegram.org/bot*").matches_only_as_text("/bot1"));
+        assert!(!grant("https://api.telegram.org/bot/").matches_only_as_text("/bot1"));
+    }
+
+    #[test]
+    fn overlapping_path_grants() {
+        let o = |a: &str, b: &str| grant(&format!("https://h.example{a}")).overlaps(&grant(&format!("https://h.example{b}")));
+        for (a, b, want) in [
+            ("/api", "/api/x", true), ("/api", "/apix", false), ("/api/", "/api", true), ("/bot*", "/bot1/x", true),
+            ("/bot*", "/b*", true), ("/bot*", "/c*", false), ("/bot*", "/file", false), ("/", "/anything", true),
+            ("/a/b", "/a/c", false), ("/a/b*", "/a/", true),
+        ] {
+            assert_eq!(o(a, b), want, "{a} {b}");
+            assert_eq!(o(b, a), want, "{b} {a}");
+        }
     }
 
     #[test]
@@ -2188,7 +2714,7 @@ mod tests {
         let text = r#"
 [plugins.telegram]
 path = "plugins/telegram.wasm"
-network = ["http://127.0.0.1:19000/bot"]
+network = ["http://127.0.0.1:19000/bot*"]
 secrets = { bot_token = "env:TG_TOKEN" }
 config = { api_base = "http://127.0.0.1:19000", poll_timeout_s = 0 }
 limits = { memory = "32MiB", cpu_per_call = "50ms" }
@@ -2280,20 +2806,105 @@ mod properties {
         }
 
         #[test]
-        fn prefixes_hold_and_dot_segments_never_escape(
-            prefix in "(/[a-z]{1,6}){0,3}/?",
-            rest in "(/[a-zA-Z0-9_.-]{0,6}){0,4}",
-            before in "(/[a-z]{1,4}){0,2}",
-            after in "(/[a-z]{1,4}){0,2}",
-            dots in prop_oneof![Just(".."), Just("%2e%2e"), Just("%2E."), Just(".%2e"), Just("..%2f"), Just("..%5c")],
+        fn admitted_paths_are_under_the_grant_however_written(
+            grant_segs in proptest::collection::vec(prop_oneof![Just("api"), Just("v1"), Just("x")], 1..3),
+            dir in any::<bool>(),
+            segs in proptest::collection::vec(prop_oneof![
+                Just("api"), Just("v1"), Just("x"), Just("apix"), Just("ap"), Just(""), Just("."), Just(".."),
+                Just("%2e"), Just("%2e%2e"), Just("%2E."), Just(".%2e"), Just("%61pi"), Just("%2F"), Just("a%2Fb"),
+                Just("..%2F"), Just("%252e%252e"), Just("..;"), Just("\\.."), Just("~u"), Just("%7B"), Just("v1%2f..")
+            ], 0..7),
         ) {
-            let prefix = if prefix.is_empty() { "/".to_string() } else { prefix };
-            let g = NetworkGrant::parse(&format!("https://api.example.org{prefix}")).expect("valid");
-            let path = format!("{prefix}{}", rest.trim_start_matches(if prefix.ends_with('/') { "/" } else { "" }));
-            let has_dotdot = path.split('/').any(|s| s == "..");
-            prop_assert_eq!(g.allows("https", "api.example.org", 443, &path), !has_dotdot);
-            let sneaky = format!("{prefix}{before}/{dots}{after}");
-            prop_assert!(!g.allows("https", "api.example.org", 443, &sneaky), "{} escaped", sneaky);
+            let g = NetworkGrant::parse(&format!("https://h.example/{}{}", grant_segs.join("/"), if dir { "/" } else { "" })).expect("valid");
+            let path = format!("/{}", segs.join("/"));
+            if g.allows("https", "h.example", 443, &path) {
+                // Independently of the matcher: decoded completely, split at
+                // every kind of separator, with and without resolving dot
+                // segments, the path starts with the grant's segments.
+                for resolve in [false, true] {
+                    let mut text = path.clone().into_bytes();
+                    loop {
+                        let next = percent_decode(&text);
+                        if next == text { break; }
+                        text = next;
+                    }
+                    let mut out: Vec<&[u8]> = Vec::new();
+                    for s in text.split(|&b| b == b'/' || b == b'\\') {
+                        match s {
+                            b"" => {}
+                            b"." if resolve => {}
+                            b".." if resolve => { out.pop(); }
+                            s => out.push(s),
+                        }
+                    }
+                    let under = out.len() >= grant_segs.len()
+                        && grant_segs.iter().zip(&out).all(|(a, b)| a.as_bytes() == *b);
+                    prop_assert!(under, "{} admitted {} (resolve {}: {:?})", g, path, resolve, out);
+                }
+            }
+        }
+
+        #[test]
+        fn paths_below_the_grant_are_admitted_in_any_spelling(
+            grant_segs in proptest::collection::vec("[a-z]{1,5}", 1..3),
+            tail in proptest::collection::vec("[a-zA-Z0-9_~-]{1,6}", 0..4),
+            slashes in proptest::collection::vec(1usize..3, 8),
+            encode in proptest::collection::vec(any::<bool>(), 48),
+            trailing in any::<bool>(),
+        ) {
+            let g = NetworkGrant::parse(&format!("https://h.example/{}", grant_segs.join("/"))).expect("valid");
+            // Duplicate slashes and percent-encoded unreserved characters.
+            let mut path = String::new();
+            let mut k = 0;
+            for (i, seg) in grant_segs.iter().chain(&tail).enumerate() {
+                path.push_str(&"/".repeat(slashes[i % slashes.len()]));
+                for c in seg.chars() {
+                    if encode[k % encode.len()] { path.push_str(&format!("%{:02x}", c as u32)); } else { path.push(c); }
+                    k += 1;
+                }
+            }
+            if trailing { path.push('/'); }
+            prop_assert!(g.allows("https", "h.example", 443, &path), "{} refused {}", g, path);
+            let star = NetworkGrant::parse(&format!("https://h.example/{}*", grant_segs.join("/"))).expect("valid");
+            prop_assert!(star.allows("https", "h.example", 443, &path), "{} refused {}", star, path);
+            // A `..` below the grant that stays below it is fine; one that
+            // climbs out is not.
+            let inside = format!("{path}/y/../z");
+            prop_assert!(g.allows("https", "h.example", 443, &inside), "{} refused {}", g, inside);
+            let out = format!("/{}/{}../elsewhere", grant_segs.join("/"), "../".repeat(grant_segs.len()));
+            prop_assert!(!g.allows("https", "h.example", 443, &out), "{} admitted {}", g, out);
+        }
+
+        #[test]
+        fn a_longer_segment_is_never_admitted(
+            grant_segs in proptest::collection::vec("[a-z]{1,5}", 1..3),
+            more in "[a-zA-Z0-9_.~:-]{1,5}",
+            rest in "(/[a-z]{0,4}){0,3}",
+        ) {
+            let prefix = format!("/{}", grant_segs.join("/"));
+            let g = NetworkGrant::parse(&format!("https://h.example{prefix}")).expect("valid");
+            let path = format!("{prefix}{more}{rest}");
+            prop_assert!(!g.allows("https", "h.example", 443, &path), "{} admitted {}", g, path);
+            // ... unless the grant opts in with `*` (and `more` does not start a dot segment).
+            let star = NetworkGrant::parse(&format!("https://h.example{prefix}*")).expect("valid");
+            let seg = format!("{}{more}", grant_segs.last().expect("one"));
+            if seg != "." && seg != ".." {
+                prop_assert!(star.allows("https", "h.example", 443, &path), "{} refused {}", star, path);
+            }
+        }
+
+        #[test]
+        fn grants_that_admit_the_same_path_overlap(
+            a in prop_oneof![Just("/"), Just("/api"), Just("/api/"), Just("/ap*"), Just("/api/v1"), Just("/b*"), Just("/api/v*")],
+            b in prop_oneof![Just("/"), Just("/api"), Just("/apix"), Just("/api*"), Just("/api/v1/"), Just("/bot"), Just("/api/x*")],
+            path in "(/(api|apix|v1|v2|bot|x|\\.\\.)){0,4}/?",
+        ) {
+            let ga = NetworkGrant::parse(&format!("https://h.example{a}")).expect("valid");
+            let gb = NetworkGrant::parse(&format!("https://h.example{b}")).expect("valid");
+            if ga.allows("https", "h.example", 443, &path) && gb.allows("https", "h.example", 443, &path) {
+                prop_assert!(ga.overlaps(&gb) && gb.overlaps(&ga), "{} and {} both admit {}", a, b, path);
+            }
+            prop_assert_eq!(ga.overlaps(&gb), gb.overlaps(&ga));
         }
 
         #[test]

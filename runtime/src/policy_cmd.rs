@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::audit::{format_time, parse_time};
-use crate::policy::{Diagnostic, FileMode, Policy, PluginGrants, SecretSource, Severity, parse_duration};
+use crate::policy::{Diagnostic, FileMode, Policy, PolicyError, PluginGrants, SecretSource, Severity, parse_duration};
 use crate::store::{AuditQuery, AuditRow, Db, now_ms};
 use crate::workspace::Workspace;
 
@@ -77,11 +77,20 @@ fn check(workspace: Option<&Path>, file: Option<&Path>, out: &mut impl Write) ->
             (ws.policy_path(), ws.root().to_path_buf())
         }
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = match crate::policy::read_text(&path) {
+        Ok(t) => t,
+        // Not UTF-8: that one finding, located, like any other error.
+        Err(PolicyError::Invalid { first, .. }) => {
+            writeln!(out, "{}", first.render())?;
+            bail!("{} has 1 error and 0 warnings; fix the error above (kata run refuses this policy)", path.display());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let analysis = Policy::analyze(&text, &path, &root);
     let mut diags = analysis.diagnostics.clone();
     if let Some(p) = &analysis.policy {
         diags.extend(p.environment_diagnostics(&text, &root));
+        diags.extend(load_diagnostics(p, &text, &root)?);
         diags.extend(unrequested_grants(p, &text));
         diags.sort_by_key(|d| (d.line, d.column, d.severity));
     }
@@ -102,6 +111,61 @@ fn check(workspace: Option<&Path>, file: Option<&Path>, out: &mut impl Write) ->
     let plugins = analysis.policy.as_ref().map_or(0, |p| p.plugins.len());
     writeln!(out, "{}: ok ({}, {})", path.display(), plural(plugins, "plugin"), plural(warnings, "warning"))?;
     Ok(())
+}
+
+/// Errors for every enabled plugin whose file `kata run` would refuse, found
+/// by loading it through the daemon's own loaders (see
+/// [`crate::plugin::check_loadable`]); and for a service whose `deliver_to`
+/// names a plugin that would not run as a channel. Missing files are already
+/// reported by [`Policy::environment_diagnostics`].
+fn load_diagnostics(policy: &Policy, text: &str, root: &Path) -> Result<Vec<Diagnostic>> {
+    let enabled: Vec<&PluginGrants> = policy.plugins.values().filter(|g| g.enabled && g.path.as_ref().is_some_and(|p| p.is_file())).collect();
+    if enabled.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The workspace's compile cache when it has one, so the daemon reuses what
+    // this compiles; a scratch database backs the loaders.
+    let cache = root.join(".kata").is_dir().then(|| root.join(".kata/cache"));
+    let engine = crate::engine::Engine::new(cache)?;
+    let linker = crate::plugin::linker(&engine)?;
+    let db = Db::open(Path::new(":memory:"))?;
+    let mut out = Vec::new();
+    let mut channels = Vec::new();
+    for g in enabled {
+        match crate::plugin::check_loadable(&engine, &linker, g, &db, root) {
+            Ok(true) => channels.push(g.name.as_str()),
+            Ok(false) => {}
+            Err(e) => out.push(policy.plugin_diagnostic(
+                text,
+                &g.name,
+                Some("path"),
+                Severity::Error,
+                format!("`kata run` would refuse this plugin: {e:#}"),
+            )),
+        }
+    }
+    let failed: Vec<String> =
+        out.iter().filter_map(|d| d.key.strip_prefix("plugins.")?.strip_suffix(".path")).map(String::from).collect();
+    for g in policy.plugins.values().filter(|g| g.enabled) {
+        if let Some(t) = &g.deliver_to
+            && !channels.contains(&t.plugin.as_str())
+            && !failed.contains(&t.plugin)
+            && g.path.as_ref().is_some_and(|p| crate::service::is_service(p))
+        {
+            out.push(policy.plugin_diagnostic(
+                text,
+                &g.name,
+                Some("deliver_to"),
+                Severity::Error,
+                format!(
+                    "\"{t}\" names {}, which would not run as a channel plugin (it is disabled, not installed, or not a channel), \
+                     so `kata run` refuses this policy; name a channel that runs, e.g. \"telegram:123456\"",
+                    t.plugin
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Warnings for grants an installed plugin's manifest does not ask for: they
@@ -254,6 +318,13 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
     writeln!(out, "    call_timeout        {:?}", l.call_timeout)?;
     writeln!(out, "    requests_per_minute {}", l.requests_per_minute)?;
     writeln!(out, "    max_response        {} bytes", l.max_response_bytes)?;
+    writeln!(out, "    messages_per_minute {}", l.messages_per_minute)?;
+    writeln!(out, "    bytes_per_minute    {} bytes", l.bytes_per_minute)?;
+    writeln!(out, "    max_message         {} bytes (text cut, raw dropped beyond it)", l.max_message_bytes)?;
+    writeln!(out, "    max_poll_bytes      {} bytes per poll, frame or tick", l.max_poll_bytes)?;
+    writeln!(out, "    log_lines_per_minute {}", l.log_lines_per_minute)?;
+    writeln!(out, "    max_log_line        {} bytes", l.max_log_line_bytes)?;
+    writeln!(out, "    max_tool_result     {} bytes", l.max_tool_result_bytes)?;
     Ok(())
 }
 

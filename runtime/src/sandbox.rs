@@ -90,6 +90,18 @@ pub enum Denial {
         /// The kata.toml entry that would allow it.
         suggestion: String,
     },
+    /// A grant names the URL's host and the start of its path as text, but
+    /// grants match whole path segments (`/bot` is not `/bot123/x`).
+    SegmentOnly {
+        /// The HTTP method.
+        method: String,
+        /// The URL without its query.
+        url: String,
+        /// The grant as written.
+        grant: String,
+        /// The kata.toml entry that would allow it (the grant with `*`).
+        suggestion: String,
+    },
     /// A grant covers the URL, but the plugin's manifest never asked for it.
     Undeclared {
         /// The HTTP method.
@@ -154,6 +166,11 @@ impl Denial {
                 "plugin {plugin}: {method} {url} denied: no network grant covers it; to allow it, add \
                  {suggestion} to `network` under [plugins.{plugin}] in kata.toml"
             ),
+            Denial::SegmentOnly { method, url, grant, suggestion } => format!(
+                "plugin {plugin}: {method} {url} denied: the grant \"{grant}\" matches whole path segments (its path \
+                 and what is below it), and this path only starts with the same text; to allow every path that \
+                 starts with it, write the entry as {suggestion} under [plugins.{plugin}] in kata.toml"
+            ),
             Denial::Undeclared { method, url, declared } => format!(
                 "plugin {plugin}: {method} {url} denied: kata.toml grants it, but the plugin's manifest does not \
                  ask for it (it asks for: {}); a plugin only gets what it declares and the policy grants — \
@@ -190,7 +207,9 @@ impl Denial {
     /// The audit row for this denial.
     pub fn event(&self, plugin: &str, method: &str, url: &str) -> Event {
         let (kind, verdict, policy) = match self {
-            Denial::NotGranted { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
+            Denial::NotGranted { suggestion, .. } | Denial::SegmentOnly { suggestion, .. } => {
+                (Kind::Network, Verdict::Deny, Some(suggestion.clone()))
+            }
             Denial::PrivateAddress { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
             Denial::Malformed { .. } | Denial::Undeclared { .. } => (Kind::Network, Verdict::Deny, None),
             Denial::UnknownSecret { name } => {
@@ -237,12 +256,59 @@ pub fn check_uri<'g>(grants: &'g PluginGrants, method: &str, uri: &http::Uri) ->
         }
     };
     let path = uri.path();
+    if let Err(refusal) = crate::policy::normalize_path(path) {
+        return Err(Denial::Malformed { reason: format!("URL {}: {refusal}", without_query(uri)) });
+    }
     if let Some(g) = grants.network_grant_for(method, &scheme, host, port, path) {
         if !grants.declared(&scheme, host, port, path) {
-            let declared = grants.declared_network.iter().flatten().map(|d| d.source.clone()).collect();
+            let declared = grants
+                .declared_network
+                .iter()
+                .flatten()
+                .map(|d| {
+                    if d.matches_only_as_text(path) {
+                        format!(
+                            "{} (which matches whole path segments: the plugin was built for the older text-prefix \
+                             rule; rebuild it with its entry written as \"{}*\")",
+                            d.source, d.source
+                        )
+                    } else {
+                        d.source.clone()
+                    }
+                })
+                .collect();
             return Err(Denial::Undeclared { method: method.to_ascii_uppercase(), url: without_query(uri), declared });
         }
         return Ok(g);
+    }
+    // A grant that covered this path when grants matched text: say how to
+    // write it now.
+    if let Some(g) = grants
+        .network
+        .iter()
+        .find(|g| g.allows_method(method) && g.allows_host(&scheme, host, port) && g.matches_only_as_text(path))
+    {
+        let url = format!("{}*", g.source);
+        let suggestion = if g.methods().is_empty() && !g.private() {
+            format!("\"{url}\"")
+        } else {
+            let mut t = format!("{{ url = \"{url}\"");
+            if !g.methods().is_empty() {
+                let list = g.methods().iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ");
+                t.push_str(&format!(", methods = [{list}]"));
+            }
+            if g.private() {
+                t.push_str(", private = true");
+            }
+            t.push_str(" }");
+            t
+        };
+        return Err(Denial::SegmentOnly {
+            method: method.to_ascii_uppercase(),
+            url: without_query(uri),
+            grant: g.source.clone(),
+            suggestion,
+        });
     }
     // A grant for the URL but not the method: suggest widening that entry.
     let suggestion = if let Some(g) = grants.network_grant(&scheme, host, port, path) {
@@ -402,6 +468,13 @@ impl Redactor {
     /// Whether there is nothing to look for.
     pub fn is_empty(&self) -> bool {
         self.inner.is_none()
+    }
+
+    /// The length of the longest form of a value looked for (0 when none):
+    /// how far past a cut a secret cut in half could reach (see
+    /// [`crate::limits::cut_redacted`]).
+    pub fn longest(&self) -> usize {
+        self.inner.as_deref().map_or(0, |n| n.longest)
     }
 
     /// The name of the first secret whose value occurs in `hay`.
@@ -636,9 +709,18 @@ impl PluginSandbox {
     }
 
     /// `text` with secret values replaced by `[REDACTED:NAME]`; a replacement
-    /// is audited with `place` (e.g. `log`, `message`).
+    /// is audited with `place` (e.g. `log`, `message`). In an `error` or a
+    /// `log line`, wasi:http error codes a plugin wrote as Rust debug text
+    /// (`ErrorCode::DnsError(DnsErrorPayload { … })`) become sentences
+    /// ([`humanize_error_codes`]): these texts are read by people, in the log
+    /// and in `kata status`.
     pub fn redact<'a>(&self, text: &'a str, place: &str) -> Cow<'a, str> {
-        let (out, found) = self.redactor.redact(text);
+        let text: Cow<'a, str> = if matches!(place, "error" | "log line") { humanize_error_codes(text) } else { Cow::Borrowed(text) };
+        let (redacted, found) = self.redactor.redact(&text);
+        let out: Cow<'a, str> = match redacted {
+            Cow::Owned(o) => Cow::Owned(o),
+            Cow::Borrowed(_) => text,
+        };
         for name in found {
             self.auditor.record(
                 Event::new(Kind::Redact, Verdict::Redact)
@@ -659,6 +741,7 @@ impl PluginSandbox {
                 Ok(())
             }
             Err(first) => {
+                crate::limits::hit(&self.grants.name, "requests_per_minute", 1);
                 let d = Denial::RateLimited { per_minute: self.grants.limits.requests_per_minute };
                 if first {
                     drop(rate);
@@ -810,13 +893,18 @@ fn private_suggestion(g: &NetworkGrant) -> String {
 impl WasiHttpHooks for NetworkGate {
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, IoFuture)>> + Send> {
         let sb = self.sandbox.clone();
         let plugin = sb.grants.name.clone();
         let method = request.method().as_str().to_string();
+        // Whatever becomes of the request (denied, DNS or connect failure,
+        // the server answering before reading it all), the plugin may still
+        // be writing its body: keep taking it, so that its writes succeed and
+        // the failure reaches it once, as the response's error code.
+        let mut request = request.map(|body| DrainOnDrop { inner: Some(body) }.boxed_unsync());
         let authorized = match self.authorize(&mut request) {
             Ok(a) => a,
             Err(denial) => {
@@ -863,6 +951,187 @@ impl WasiHttpHooks for NetworkGate {
             guard_response(response, &sb, &authorized, options).map(|r| (r, io))
         })
     }
+}
+
+/// A request body that, when dropped before its end (the request was
+/// refused, or the connection failed or stopped reading it), keeps reading
+/// the rest in the background and throws it away. The plugin writes its
+/// body through a channel whose reader is this body; were the reader simply
+/// dropped, the plugin's next write would fail with "stream closed" — which
+/// some guests treat as fatal (StarlingMonkey's `fetch` exits the instance)
+/// — instead of it learning why from the response future. The drain ends
+/// when the plugin finishes or drops the body, or its instance goes away.
+struct DrainOnDrop {
+    inner: Option<WasiBody>,
+}
+
+impl Body for DrainOnDrop {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        let r = ready!(Pin::new(inner).poll_frame(cx));
+        if !matches!(r, Some(Ok(_))) {
+            // The end (or an error, after which nothing more comes).
+            self.inner = None;
+        }
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(Body::size_hint).unwrap_or_else(|| http_body::SizeHint::with_exact(0))
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else { return };
+        if body.is_end_stream() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+        }
+    }
+}
+
+/// A short sentence for the wasi:http `error-code` variant `name` (as Rust
+/// spells it, e.g. `DnsError`), or None for a name that is not one.
+pub fn error_code_sentence(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "DnsTimeout" => "the DNS lookup timed out",
+        "DnsError" => "the host name could not be resolved (DNS error)",
+        "DestinationNotFound" => "the host was not found",
+        "DestinationUnavailable" => "the host is unavailable",
+        "DestinationIpProhibited" => "the destination address is not allowed",
+        "DestinationIpUnroutable" => "the destination address cannot be reached",
+        "ConnectionRefused" => "the server refused the connection",
+        "ConnectionTerminated" => "the connection was closed unexpectedly",
+        "ConnectionTimeout" => "connecting timed out",
+        "ConnectionReadTimeout" => "the server stopped sending (read timeout)",
+        "ConnectionWriteTimeout" => "the server stopped taking data (write timeout)",
+        "ConnectionLimitReached" => "too many requests or connections (a rate or connection limit was reached)",
+        "TlsProtocolError" => "the TLS handshake failed",
+        "TlsCertificateError" => "the server's TLS certificate was not accepted",
+        "TlsAlertReceived" => "the server ended TLS with an alert",
+        "HttpRequestDenied" => "the request was denied by the workspace policy (kata.toml)",
+        "HttpRequestLengthRequired" => "the server requires a Content-Length",
+        "HttpRequestBodySize" => "the request body does not match its declared size",
+        "HttpRequestMethodInvalid" => "the request method is invalid",
+        "HttpRequestUriInvalid" => "the request URL is invalid",
+        "HttpRequestUriTooLong" => "the request URL is too long",
+        "HttpRequestHeaderSectionSize" | "HttpRequestHeaderSize" => "the request headers are too large",
+        "HttpRequestTrailerSectionSize" | "HttpRequestTrailerSize" => "the request trailers are too large",
+        "HttpResponseIncomplete" => "the response ended before it was complete",
+        "HttpResponseHeaderSectionSize" | "HttpResponseHeaderSize" => "the response headers are too large",
+        "HttpResponseBodySize" => "the response body is larger than allowed (limits.max_response) or than it said",
+        "HttpResponseTrailerSectionSize" | "HttpResponseTrailerSize" => "the response trailers are too large",
+        "HttpResponseTransferCoding" => "the response uses a transfer coding that is not supported",
+        "HttpResponseContentCoding" => "the response uses a content coding that is not supported",
+        "HttpResponseTimeout" => "the server did not answer in time",
+        "HttpUpgradeFailed" => "the protocol upgrade failed",
+        "HttpProtocolError" => "the HTTP exchange broke the protocol",
+        "LoopDetected" => "a request loop was detected",
+        "ConfigurationError" => "the HTTP client is misconfigured",
+        "InternalError" => "the HTTP client failed internally",
+        _ => return None,
+    })
+}
+
+/// A wasi:http error as a short sentence for people (logs, `kata status`,
+/// audit rows), never Rust debug text.
+pub fn describe_http_error(e: &HttpError) -> String {
+    match e {
+        HttpError::Hyper(_) | HttpError::Connect(_) | HttpError::Tls(_) | HttpError::InvalidDnsNameError(_) => e.to_string(),
+        HttpError::DnsError { rcode: Some(r), .. } => format!("the host name could not be resolved ({r})"),
+        HttpError::TlsAlertReceived { alert_message: Some(m), .. } => format!("the server ended TLS with an alert: {m}"),
+        HttpError::InternalError(Some(m)) => format!("the HTTP client failed: {m}"),
+        HttpError::HttpRequestBodySize(Some(n)) => format!("the request body does not match its declared size ({n} bytes written)"),
+        HttpError::HttpResponseBodySize(Some(n)) => {
+            format!("the response body is larger than allowed (limits.max_response) or than it said ({n} bytes)")
+        }
+        other => {
+            let debug = format!("{other:?}");
+            let name = debug.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or("");
+            error_code_sentence(name).map_or_else(|| other.to_string(), str::to_string)
+        }
+    }
+}
+
+/// `text` with every wasi:http error code written as Rust debug text —
+/// `ErrorCode::ConnectionRefused`, `ErrorCode::DnsError(DnsErrorPayload {
+/// rcode: Some("…"), info_code: None })` — replaced by its sentence
+/// ([`error_code_sentence`]), with the first string it carries, if any, in
+/// parentheses. Plugins built with older SDKs, or in other languages, put
+/// such text in their errors.
+pub fn humanize_error_codes(text: &str) -> Cow<'_, str> {
+    const MARK: &str = "ErrorCode::";
+    if !text.contains(MARK) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(MARK) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + MARK.len()..];
+        let name_len = after.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(after.len());
+        let name = &after[..name_len];
+        let Some(sentence) = error_code_sentence(name) else {
+            out.push_str(MARK);
+            rest = after;
+            continue;
+        };
+        // The payload: a balanced `( … )` right after the name.
+        let mut end = name_len;
+        let mut detail = None;
+        if after[name_len..].starts_with('(') {
+            let mut depth = 0usize;
+            let mut in_str = false;
+            let mut escaped = false;
+            for (j, c) in after[name_len..].char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if in_str => escaped = true,
+                    '"' => in_str = !in_str,
+                    '(' | '{' if !in_str => depth += 1,
+                    ')' | '}' if !in_str => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            end = name_len + j + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let payload = &after[name_len..end];
+            detail = payload.find("Some(\"").and_then(|k| {
+                let s = &payload[k + 6..];
+                let mut value = String::new();
+                let mut chars = s.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => return Some(value),
+                        '\\' => value.extend(chars.next()),
+                        c => value.push(c),
+                    }
+                }
+                None
+            });
+        }
+        out.push_str(sentence);
+        if let Some(d) = detail.filter(|d| !d.is_empty()) {
+            out.push_str(&format!(" ({d})"));
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 /// The grant as the audit log shows it.
@@ -933,7 +1202,9 @@ fn guard_response(
     Ok(http::Response::from_parts(parts, body.boxed_unsync()))
 }
 
+/// The audit row of a response over `limits.max_response` (and its count in `kata status`).
 fn limit_event(plugin: &str, a: &Authorized, max: usize, len: Option<u64>) -> Event {
+    crate::limits::hit(plugin, "max_response", 1);
     let size = len.map_or_else(|| format!("more than {max} bytes"), |l| format!("{l} bytes"));
     Event::new(Kind::Limit, Verdict::Deny).method(&a.method).target(&a.url).policy(format!("limits = {{ max_response = \"{}\" }}", human_size(max.saturating_mul(2)))).detail(format!(
         "plugin {plugin}: response of {size} from {} exceeds limits.max_response ({max} bytes); the plugin got an error instead",
@@ -1267,7 +1538,7 @@ mod tests {
     fn sandbox(extra: &str) -> Arc<PluginSandbox> {
         let p = Policy::parse(
             &format!(
-                "[plugins.tg]\npath = \"x.wasm\"\nnetwork = [\"https://api.telegram.org/bot\", \"http://127.0.0.1:9000\", \
+                "[plugins.tg]\npath = \"x.wasm\"\nnetwork = [\"https://api.telegram.org/bot*\", \"http://127.0.0.1:9000\", \
                  {{ url = \"https://api.example.org/v1/\", methods = [\"GET\"] }}]\n\
                  secrets = {{ bot_token = \"env:X\" }}\n{extra}"
             ),
@@ -1301,6 +1572,83 @@ mod tests {
     }
 
     #[test]
+    fn a_text_prefix_grant_is_explained_with_its_star_form() {
+        let p = Policy::parse(
+            "[plugins.tg]\nnetwork = [\"https://api.telegram.org/bot\", { url = \"https://h.example/api\", methods = [\"GET\"] }]\n",
+            Path::new("kata.toml"),
+            Path::new("/ws"),
+        )
+        .expect("policy");
+        let grants = &p.plugins["tg"];
+        let uri: http::Uri = "https://api.telegram.org/bot123:abc/getMe".parse().expect("uri");
+        let d = check_uri(grants, "GET", &uri).expect_err("segment grant");
+        assert_eq!(
+            d,
+            Denial::SegmentOnly {
+                method: "GET".into(),
+                url: "https://api.telegram.org/bot123:abc/getMe".into(),
+                grant: "https://api.telegram.org/bot".into(),
+                suggestion: "\"https://api.telegram.org/bot*\"".into(),
+            }
+        );
+        let text = d.explain("tg");
+        assert!(text.contains("whole path segments") && text.contains("\"https://api.telegram.org/bot*\""), "{text}");
+        assert_eq!(d.event("tg", "GET", "u").policy.as_deref(), Some("\"https://api.telegram.org/bot*\""));
+        // The bare segment and below are still granted.
+        for ok in ["https://api.telegram.org/bot", "https://api.telegram.org/bot/getMe"] {
+            check_uri(grants, "GET", &ok.parse().expect("uri")).expect(ok);
+        }
+        // A table entry keeps its methods in the suggestion.
+        let d = check_uri(grants, "GET", &"https://h.example/apiv2/x".parse().expect("uri")).expect_err("text only");
+        assert!(matches!(&d, Denial::SegmentOnly { suggestion, .. }
+            if suggestion == "{ url = \"https://h.example/api*\", methods = [\"GET\"] }"), "{d:?}");
+        // Another host is plainly not granted; a hidden dot segment is malformed.
+        let d = check_uri(grants, "GET", &"https://other.example/bot1".parse().expect("uri")).expect_err("other host");
+        assert!(matches!(d, Denial::NotGranted { .. }), "{d:?}");
+        let d = check_uri(grants, "GET", &"https://h.example/api/..%2Fadmin".parse().expect("uri")).expect_err("hidden");
+        assert!(matches!(&d, Denial::Malformed { reason } if reason.contains("hides a `.` or `..`")), "{d:?}");
+    }
+
+    #[test]
+    fn error_codes_read_as_sentences_for_people() {
+        let dns = "request to https://nx.example/ failed: ErrorCode::DnsError(DnsErrorPayload { rcode: Some(\"failed to lookup address information: Name or service not known\"), info_code: None })";
+        assert_eq!(
+            humanize_error_codes(dns),
+            "request to https://nx.example/ failed: the host name could not be resolved \
+             (failed to lookup address information: Name or service not known)"
+        );
+        assert_eq!(
+            humanize_error_codes("a ErrorCode::ConnectionRefused, then ErrorCode::HttpResponseBodySize(Some(9)) b"),
+            "a the server refused the connection, then the response body is larger than allowed \
+             (limits.max_response) or than it said b"
+        );
+        assert_eq!(
+            humanize_error_codes("x ErrorCode::InternalError(Some(\"a \\\"quoted\\\" (paren\")) y"),
+            "x the HTTP client failed internally (a \"quoted\" (paren) y"
+        );
+        // Unknown names, and text without codes, are left alone.
+        assert_eq!(humanize_error_codes("ErrorCode::NoSuchThing and more"), "ErrorCode::NoSuchThing and more");
+        assert!(matches!(humanize_error_codes("plain"), Cow::Borrowed("plain")));
+        // The host's own errors.
+        for (e, want) in [
+            (HttpError::DnsError { rcode: Some("no such host".into()), info_code: None }, "the host name could not be resolved (no such host)"),
+            (HttpError::DnsTimeout, "the DNS lookup timed out"),
+            (HttpError::HttpRequestDenied, "the request was denied by the workspace policy (kata.toml)"),
+            (HttpError::ConnectionLimitReached, "too many requests or connections (a rate or connection limit was reached)"),
+            (HttpError::HttpRequestHeaderSize { field_name: None, field_size: None }, "the request headers are too large"),
+        ] {
+            let text = describe_http_error(&e);
+            assert_eq!(text, want);
+        }
+        // Errors and log lines reach people through the sandbox's redact.
+        let sb = sandbox("");
+        let e = sb.redact("poll failed: ErrorCode::ConnectionTimeout (token 123:SECRET)", "error");
+        assert_eq!(e, "poll failed: connecting timed out (token [REDACTED:bot_token])");
+        assert_eq!(sb.redact("ErrorCode::ConnectionTimeout", "log line"), "connecting timed out");
+        assert_eq!(sb.redact("ErrorCode::ConnectionTimeout", "message"), "ErrorCode::ConnectionTimeout", "user text is not rewritten");
+    }
+
+    #[test]
     fn never_substitutes_for_other_hosts() {
         for url in [
             "https://evil.example/bot{{secret:bot_token}}",
@@ -1320,7 +1668,7 @@ mod tests {
     fn bound_gate(secrets_line: &str) -> NetworkGate {
         let p = Policy::parse(
             &format!(
-                "[plugins.tg]\npath = \"x.wasm\"\nnetwork = [\"https://api.telegram.org/bot\", \"https://upload.example.org\", \
+                "[plugins.tg]\npath = \"x.wasm\"\nnetwork = [\"https://api.telegram.org/bot*\", \"https://upload.example.org\", \
                  \"http://127.0.0.1:9000\", \"http://127.0.0.1:9001\"]\n{secrets_line}\n"
             ),
             Path::new("kata.toml"),
@@ -1642,7 +1990,7 @@ mod properties {
 
     fn gate() -> NetworkGate {
         let p = crate::policy::Policy::parse(
-            "[plugins.tg]\nnetwork = [\"https://api.telegram.org/bot\"]\nsecrets = { t = \"env:X\" }\n",
+            "[plugins.tg]\nnetwork = [\"https://api.telegram.org/bot*\"]\nsecrets = { t = \"env:X\" }\n",
             std::path::Path::new("k.toml"),
             std::path::Path::new("/"),
         )

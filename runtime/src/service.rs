@@ -24,7 +24,8 @@ use tokio::sync::{Notify, watch};
 use wasmtime::Store;
 use wasmtime::component::Linker;
 
-use crate::channel::{InboundBudget, backoff, sleep_or_shutdown, to_inbound};
+use crate::channel::{InboundBudget, backoff, inbound_bytes, note_pause, sleep_or_shutdown, to_inbound};
+use crate::limits::Tally;
 use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
 use crate::health::{Fault, Health};
 use crate::host::latest::{Message, ServiceBindings, ServicePre};
@@ -57,12 +58,36 @@ pub struct Emitter {
     emitted: AtomicUsize,
     /// New messages stored since the supervisor last looked (for `kata status`).
     emitted_new: AtomicUsize,
+    /// Bytes of the messages stored in the current call (bounded by
+    /// `limits.max_poll_bytes`; reset before each call).
+    call_bytes: AtomicUsize,
+    /// Bytes stored since the supervisor last looked (for `limits.bytes_per_minute`).
+    bytes_new: AtomicUsize,
+    /// What the limits cut or refused since the supervisor last looked.
+    tally: std::sync::Mutex<Tally>,
 }
 
 impl Emitter {
     /// An emitter for service `plugin` that wakes the agent through `inbox_ready`.
     pub fn new(plugin: &str, db: Db, inbox_ready: Arc<Notify>) -> Self {
-        Self { plugin: plugin.into(), db, inbox_ready, emitted: AtomicUsize::new(0), emitted_new: AtomicUsize::new(0) }
+        Self {
+            plugin: plugin.into(),
+            db,
+            inbox_ready,
+            emitted: AtomicUsize::new(0),
+            emitted_new: AtomicUsize::new(0),
+            call_bytes: AtomicUsize::new(0),
+            bytes_new: AtomicUsize::new(0),
+            tally: Default::default(),
+        }
+    }
+
+    /// Log, audit and count what the limits cut or refused since the last
+    /// report, once for all of it; returns the bytes stored since then.
+    fn report(&self, sandbox: &PluginSandbox) -> usize {
+        let tally = std::mem::take(&mut *self.tally.lock().unwrap_or_else(|p| p.into_inner()));
+        tally.report(sandbox, "emit");
+        self.bytes_new.swap(0, Ordering::Relaxed)
     }
 
     /// Store one emitted message (the host side of `emitter.emit`). Its text
@@ -72,13 +97,31 @@ impl Emitter {
         if self.emitted.fetch_add(1, Ordering::Relaxed) >= MAX_EMITS_PER_CALL {
             return Err(format!("more than {MAX_EMITS_PER_CALL} messages in one call; emit the rest in the next tick"));
         }
-        let Some(inbound) = to_inbound(m, sandbox) else {
-            return Err("a message needs a non-empty id and conversation".into());
+        let inbound = {
+            let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(inbound) = to_inbound(m, sandbox, &mut tally) else {
+                return Err(format!(
+                    "a message needs a non-empty id and conversation, and an id, conversation, sender and thread \
+                     of at most {} bytes",
+                    crate::limits::MAX_ID
+                ));
+            };
+            let size = inbound_bytes(&inbound);
+            let limit = sandbox.grants().limits.max_poll_bytes;
+            if self.call_bytes.fetch_add(size, Ordering::Relaxed) + size > limit {
+                self.call_bytes.fetch_sub(size, Ordering::Relaxed);
+                tally.over_batch += 1;
+                return Err(format!(
+                    "more than {limit} bytes of messages in one call (limits.max_poll_bytes); emit the rest in the next tick"
+                ));
+            }
+            inbound
         };
         match self.db.insert_inbox(&self.plugin, &inbound, &format!("service:{}", self.plugin)) {
             Ok(new) => {
                 if new {
                     self.emitted_new.fetch_add(1, Ordering::Relaxed);
+                    self.bytes_new.fetch_add(inbound_bytes(&inbound), Ordering::Relaxed);
                     self.inbox_ready.notify_one();
                 }
                 tracing::debug!(plugin = %self.plugin, id = %inbound.channel_msg_id, new, "emit");
@@ -164,12 +207,14 @@ macro_rules! call {
         $self.store.set_epoch_deadline(1);
         if let Some(e) = &$self.store.data().emitter {
             e.emitted.store(0, Ordering::Relaxed);
+            e.call_bytes.store(0, Ordering::Relaxed);
         }
         let $g = $self.bindings.kata_plugin_service();
         let $s = &mut $self.store;
         let r = guarded(&$self.limits, $body).await;
         if let Err(e) = &r {
             $self.broken = e.breaks_instance();
+            crate::limits::note_call_error(&$self.store.data().id.name, e);
         }
         r
     }};
@@ -256,7 +301,7 @@ pub async fn run(
     let mut backoff = backoff();
     let mut instance: Option<ServiceInstance> = None;
     let mut started_once = false;
-    let mut budget = InboundBudget::new(plugin.grants.limits.messages_per_minute);
+    let mut budget = InboundBudget::new(plugin.grants.limits.messages_per_minute, plugin.grants.limits.bytes_per_minute);
     loop {
         if *shutdown.borrow() {
             break;
@@ -267,6 +312,8 @@ pub async fn run(
                 sleep_or_shutdown(hold, &mut shutdown).await;
                 continue;
             }
+            health.start_attempt(&name, started_once);
+            started_once = true;
             let started = match plugin.instantiate(emitter.clone()).await {
                 Ok(mut i) => i.start().await.map(|r| r.map(|()| i)),
                 Err(e) => Err(e),
@@ -274,8 +321,6 @@ pub async fn run(
             match started {
                 Ok(Ok(i)) => {
                     tracing::info!(plugin = %name, "service started");
-                    health.instance_started(&name, started_once);
-                    started_once = true;
                     instance = Some(i);
                 }
                 Ok(Err(text)) => {
@@ -309,17 +354,12 @@ pub async fn run(
                 backoff = self::backoff();
                 health.success(&name);
                 let new = emitter.emitted_new.swap(0, Ordering::Relaxed);
+                let bytes = emitter.report(&plugin.sandbox);
                 health.polled(&name, new);
-                // The same flood limit as a channel's: over budget, the next tick waits.
-                let pause = budget.take(new, std::time::Instant::now());
-                if !pause.is_zero() {
-                    tracing::warn!(
-                        plugin = %name,
-                        "more than {} messages a minute (limits.messages_per_minute): pausing ticks for {pause:?}",
-                        plugin.grants.limits.messages_per_minute
-                    );
-                }
-                Duration::from_millis(ms).max(MIN_TICK).max(pause)
+                // The same flood limits as a channel's: over budget, the next tick waits.
+                let pause = budget.take(new, bytes, std::time::Instant::now());
+                note_pause(&name, &plugin.grants.limits, pause, "ticks");
+                Duration::from_millis(ms).max(MIN_TICK).max(pause.0)
             }
             Ok(Err(text)) => {
                 let d = failed(&health, &name, &format!("tick failed: {text}"), Fault::External, &mut backoff);
@@ -392,5 +432,39 @@ mod tests {
         }
         let err = e.emit(message("over", "x"), &sandbox).expect_err("over the cap");
         assert!(err.contains("next tick"), "{err}");
+    }
+
+    #[test]
+    fn emitted_messages_are_bounded_in_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("kata.db")).expect("db");
+        let policy = crate::policy::Policy::parse(
+            "[plugins.svc-big]\nlimits = { max_message = \"1KiB\", max_poll_bytes = \"4KiB\" }\n",
+            Path::new("kata.toml"),
+            Path::new("/"),
+        )
+        .expect("policy");
+        let grants = Arc::new(policy.plugins["svc-big"].clone());
+        let sandbox = PluginSandbox::new(grants, Default::default(), crate::audit::Auditor::new(db.clone(), "svc-big"));
+        let e = Emitter::new("svc-big", db.clone(), Arc::new(Notify::new()));
+        // A huge text is cut, an over-long id refused, and a call over max_poll_bytes refused.
+        e.emit(message("big", &"x".repeat(10 << 20)), &sandbox).expect("cut, stored");
+        assert!(e.emit(message(&"i".repeat(2000), "hi"), &sandbox).expect_err("long id").contains("at most 1024 bytes"));
+        let mut refused = 0;
+        for i in 0..10 {
+            if let Err(err) = e.emit(message(&format!("m{i}"), &"y".repeat(900)), &sandbox) {
+                assert!(err.contains("limits.max_poll_bytes"), "{err}");
+                refused += 1;
+            }
+        }
+        assert!(refused >= 6, "{refused}");
+        let rows = db.pending_inbox(100).expect("inbox");
+        assert!(rows.iter().all(|r| r.msg.text.len() <= 1024), "nothing over max_message is stored");
+        assert!(rows.iter().map(|r| r.msg.text.len()).sum::<usize>() <= 4096);
+        assert!(e.report(&sandbox) <= 4096);
+        let hits = crate::limits::hits("svc-big");
+        assert_eq!((hits["max_message"], hits["max_id"], hits["max_poll_bytes"]), (1, 1, refused), "{hits:?}");
+        let audit = db.audit_query(&crate::store::AuditQuery { plugin: Some("svc-big".into()), since_ms: None, limit: 100 }).expect("audit");
+        assert!(audit.iter().any(|r| r.kind == "limit" && r.detail.as_deref().unwrap_or("").contains("max_message")), "{audit:?}");
     }
 }

@@ -48,12 +48,12 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite;
 
 use crate::audit::{Event, Kind, Verdict};
-use crate::channel::{Slot, to_inbound};
+use crate::channel::Slot;
 use crate::health::Health;
 use crate::host::latest::{ChannelError, Frame, IngressMode, SendReceipt, StreamKind, Subscription};
 use crate::plugin::{CallError, ChannelPlugin};
 use crate::sandbox::{Denial, NetworkGate, grant_text, resolve_checked};
-use crate::store::{Db, Inbound};
+use crate::store::Db;
 
 /// Frames handed to a plugin per second, unless `config.frames_per_second` says otherwise.
 pub const DEFAULT_FRAMES_PER_SECOND: u32 = 100;
@@ -111,11 +111,29 @@ impl Outlet {
 /// Finish a send whose receipt carries frames: write them to the plugin's
 /// open stream. An error is a `network` error, so the outbox retries it.
 pub async fn deliver(plugin: &ChannelPlugin, receipt: SendReceipt) -> Result<SendReceipt, CallError> {
+    // Checked before anything is copied: an oversized write is the
+    // plugin's fault (it counts towards its breaker and is not retried forever).
+    if let Err((limit, e)) = crate::limits::check_frames(&receipt.frames, &plugin.grants.limits) {
+        return Err(refuse_frames(plugin, limit, "send", e));
+    }
     let frames = receipt.frames.clone();
     match plugin.outlet().write(frames).await {
         Ok(()) => Ok(receipt),
         Err(e) => Err(CallError::Channel(ChannelError::Network(format!("sending over the stream: {e}")))),
     }
+}
+
+/// Log, audit and count frames refused by `limit`, asked for by `call`.
+fn refuse_frames(plugin: &ChannelPlugin, limit: &'static str, call: &str, e: String) -> CallError {
+    let name = plugin.name();
+    crate::limits::hit(name, limit, 1);
+    plugin.sandbox().auditor().record(
+        crate::audit::Event::new(crate::audit::Kind::Limit, crate::audit::Verdict::Deny)
+            .target(format!("{call} frames"))
+            .policy(format!("limits.{limit}"))
+            .detail(format!("frames from {call} not written: {e}")),
+    );
+    CallError::Channel(ChannelError::Fatal(format!("the frames to write were refused: {e}")))
 }
 
 /// The ingress loop of a channel plugin: a stream session loop when its
@@ -129,7 +147,21 @@ pub async fn ingress(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = reconnect_backoff();
+    let name = plugin.name();
+    let mut attempted = false;
     let subscribes = loop {
+        // A plugin that cannot even describe itself is failing like any
+        // other: it counts towards restarts and the breaker, and its error
+        // is the last error `kata status` shows.
+        let hold = health.breaker_wait(name);
+        if !hold.is_zero() {
+            if sleep_or_shutdown(hold, &mut shutdown).await {
+                return;
+            }
+            continue;
+        }
+        health.start_attempt(name, attempted);
+        attempted = true;
         let described = match plugin.instantiate().await {
             Ok(mut i) => i.describe().await,
             Err(e) => Err(e),
@@ -138,7 +170,19 @@ pub async fn ingress(
             Ok(info) => break info.ingress.first() == Some(&IngressMode::Subscribe),
             Err(e) => {
                 let d = backoff.next().unwrap_or(Duration::from_secs(300));
-                tracing::warn!(plugin = %plugin.name(), "cannot describe the plugin: {e}; retrying in {d:?}");
+                let text = format!("cannot describe the plugin: {e}");
+                let d = match health.failure(name, &text, crate::channel::fault_of(&e)) {
+                    Some(open) => {
+                        tracing::error!(
+                            plugin = %name,
+                            "circuit breaker open: {name} keeps failing ({text}); leaving it alone for {open:?} \
+                             (`kata status` shows it; fix the plugin or its limits, then `kata reload`)"
+                        );
+                        open.max(d)
+                    }
+                    None => d,
+                };
+                tracing::warn!(plugin = %name, "{text}; retrying in {d:?}");
                 if sleep_or_shutdown(d, &mut shutdown).await {
                     return;
                 }
@@ -177,7 +221,9 @@ async fn run(plugin: Arc<ChannelPlugin>, db: Db, health: Arc<Health>, inbox_read
     let name = plugin.name().to_string();
     let mut slot = Slot::new(plugin.clone(), health.clone(), "stream");
     let mut backoff = reconnect_backoff();
-    let ctx = Ctx { plugin: plugin.clone(), db, health: health.clone(), inbox_ready };
+    let l = &plugin.grants.limits;
+    let budget = std::sync::Mutex::new(crate::channel::InboundBudget::new(l.messages_per_minute, l.bytes_per_minute));
+    let ctx = Ctx { plugin: plugin.clone(), db, health: health.clone(), inbox_ready, budget };
     loop {
         if *shutdown.borrow() {
             break;
@@ -236,6 +282,9 @@ struct Ctx {
     db: Db,
     health: Arc<Health>,
     inbox_ready: Arc<Notify>,
+    /// `limits.messages_per_minute` and `bytes_per_minute`, across sessions:
+    /// over them, the session reads its stream later.
+    budget: std::sync::Mutex<crate::channel::InboundBudget>,
 }
 
 /// Why a session ended.
@@ -418,7 +467,9 @@ async fn open(plugin: &ChannelPlugin, sub: &Subscription) -> Result<Conn, Opened
             sb.auditor().record(d.event(name, &method, &authorized.url));
             return Err(Opened::Denied);
         }
-        Err(Err(e)) => return Err(Opened::Failed(format!("cannot resolve {}: {e}", authorized.host))),
+        Err(Err(e)) => {
+            return Err(Opened::Failed(format!("cannot resolve {}: {}", authorized.host, crate::sandbox::describe_http_error(&e))));
+        }
     };
     sb.auditor().record(
         Event::new(Kind::Network, Verdict::Allow)
@@ -433,6 +484,11 @@ async fn open(plugin: &ChannelPlugin, sub: &Subscription) -> Result<Conn, Opened
     );
     let max = sb.grants().limits.max_response_bytes;
     if sub.kind == StreamKind::Webhook {
+        // Requests are matched against the subscribed path by the grants'
+        // own rule (whole segments, after normalising): check it reads as one.
+        if let Err(e) = crate::policy::PathPrefix::parse(uri.path()) {
+            return Err(Opened::Failed(format!("webhook path {}: {e}", uri.path())));
+        }
         return listen(&addrs, uri.path().to_string(), max).await.map_err(Opened::Failed).map(|(frames, requests, reader)| Conn {
             frames,
             requests: Some(requests),
@@ -502,7 +558,9 @@ const WEBHOOK_ANSWER: Duration = Duration::from_secs(30);
 
 /// Listen for webhook requests on the first of `addrs` (checked like any
 /// destination: a loopback or private address needs the grant to allow it).
-/// Requests under `prefix` become frames; others get 404.
+/// Requests under `prefix` (whole segments, after normalising the request
+/// path: [`crate::policy::path_has_prefix`], the grants' rule) become
+/// frames; others get 404.
 #[allow(clippy::type_complexity)]
 async fn listen(
     addrs: &[SocketAddr],
@@ -841,7 +899,12 @@ async fn session(
         i
     });
     let mut delivered = false;
+    // A pause the inbound budget asked for (a flood of messages or bytes).
+    let mut hold = Duration::ZERO;
     let end = loop {
+        if !hold.is_zero() && sleep_or_shutdown(std::mem::take(&mut hold), shutdown).await {
+            break End::Shutdown;
+        }
         let wait = pace.wait();
         if !wait.is_zero() {
             if !pace.throttled {
@@ -919,19 +982,27 @@ async fn session(
                 slot.succeeded();
                 delivered = true;
                 if r.messages.len() > MAX_MESSAGES_PER_FRAME {
+                    crate::limits::hit(&name, "max_messages_per_poll", 1);
                     tracing::warn!(plugin = %name, "on-frame returned {} messages (limit {MAX_MESSAGES_PER_FRAME}); ignoring them", r.messages.len());
                 } else if !r.messages.is_empty() {
-                    store(ctx, r.messages);
+                    hold = store(ctx, r.messages);
                 } else {
                     ctx.health.polled(&name, 0);
                 }
+                let replies = match crate::limits::check_frames(&r.replies, &ctx.plugin.grants.limits) {
+                    Ok(()) => r.replies,
+                    Err((limit, e)) => {
+                        refuse_frames(&ctx.plugin, limit, "on-frame", e);
+                        Vec::new()
+                    }
+                };
                 // A webhook request is answered with the first reply.
                 if let Some(done) = respond {
-                    let _ = done.send(r.replies.into_iter().next());
+                    let _ = done.send(replies.into_iter().next());
                     continue;
                 }
                 let mut failed = None;
-                for f in &r.replies {
+                for f in &replies {
                     let written = match prepare(f) {
                         Ok(f) => conn.writer.write(f).await,
                         Err(e) => {
@@ -959,30 +1030,28 @@ async fn session(
     (end, delivered)
 }
 
-/// Store the messages one frame produced, through the same path as `poll`.
-fn store(ctx: &Ctx, messages: Vec<crate::host::latest::Message>) {
+/// Store the messages one frame produced, through the same path as `poll`;
+/// returns how long to wait before reading on (over the inbound budget).
+fn store(ctx: &Ctx, messages: Vec<crate::host::latest::Message>) -> Duration {
     let name = ctx.plugin.name();
-    let rows: Vec<Inbound> = messages
-        .into_iter()
-        .filter_map(|m| {
-            let id = m.id.clone();
-            let r = to_inbound(m, ctx.plugin.sandbox());
-            if r.is_none() {
-                tracing::warn!(plugin = %name, "dropping a message without id or conversation ({id:?})");
-            }
-            r
-        })
-        .collect();
-    match ctx.db.record_poll(name, &rows, None) {
+    let (rows, bytes) = crate::channel::admit(messages, ctx.plugin.sandbox(), "frame");
+    let new = match ctx.db.record_poll(name, &rows, None) {
         Ok(new) => {
             ctx.health.polled(name, new);
             tracing::debug!(plugin = %name, got = rows.len(), new, "frame");
             if new > 0 {
                 ctx.inbox_ready.notify_one();
             }
+            new
         }
-        Err(e) => tracing::error!(plugin = %name, "cannot store messages from the stream: {e:#}"),
-    }
+        Err(e) => {
+            tracing::error!(plugin = %name, "cannot store messages from the stream: {e:#}");
+            0
+        }
+    };
+    let pause = ctx.budget.lock().unwrap_or_else(|p| p.into_inner()).take(new, bytes, std::time::Instant::now());
+    crate::channel::note_pause(name, &ctx.plugin.grants.limits, pause, "reading the stream");
+    pause.0
 }
 
 #[cfg(test)]

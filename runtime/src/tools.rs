@@ -26,9 +26,6 @@ use crate::policy::{PluginGrants, ToolMode};
 use crate::sandbox::{NetworkGate, PluginSandbox};
 use crate::store::Db;
 
-/// The largest tool result handed to the model; longer ones are cut.
-const MAX_RESULT: usize = 64 * 1024;
-
 /// A tools component compiled, linked and ready to instantiate.
 pub struct ToolsPlugin {
     grants: Arc<PluginGrants>,
@@ -65,7 +62,7 @@ impl ToolsPlugin {
             anyhow::bail!("plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE`", grants.name);
         };
         let path = file.display().to_string();
-        let bytes = std::fs::read(&file).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+        let bytes = crate::plugin::read_plugin(&file)?;
         let info = crate::plugin::inspect(&bytes, &path)?;
         if let Some(v) = &info.wit_version {
             crate::plugin::check_version(v, &path)?;
@@ -148,19 +145,29 @@ impl ToolsPlugin {
                 Ok(Err(latest::ToolError::UnknownTool(t))) => Err(format!("the plugin has no tool {t:?}")),
                 Ok(Err(latest::ToolError::InvalidArgs(m))) => Err(format!("invalid arguments: {m}")),
                 Ok(Err(latest::ToolError::Failed(m))) => Err(format!("the tool failed: {m}")),
-                Err(e) => Err(format!("the tool was stopped: {e}")),
+                Err(e) => {
+                    crate::limits::note_call_error(&self.grants.name, &e);
+                    Err(format!("the tool was stopped: {e}"))
+                }
             }
         }
         .await;
+        // What the model gets is at most limits.max_tool_result; the rest is
+        // dropped before it is scanned for secrets.
+        let max = self.grants.limits.max_tool_result_bytes;
         let cap = |s: String| {
-            let mut s = sandbox.redact(&s, "tool result").into_owned();
-            if s.len() > MAX_RESULT {
-                let mut cut = MAX_RESULT;
-                while !s.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                s.truncate(cut);
-                s.push_str("… [cut]");
+            let len = s.len();
+            let (s, cut) = crate::limits::cut_redacted(s, max, crate::limits::TOOL_CUT, sandbox.redactor().longest(), |t| {
+                sandbox.redact(t, "tool result")
+            });
+            if cut {
+                crate::limits::hit(&self.grants.name, "max_tool_result", 1);
+                sandbox.auditor().record(
+                    Event::new(Kind::Limit, Verdict::Deny)
+                        .target(format!("tool {tool}"))
+                        .policy(format!("limits = {{ max_tool_result = \"{}\" }}", crate::limits::size_text(max.saturating_mul(2))))
+                        .detail(format!("a result of {len} bytes was cut to limits.max_tool_result ({max} bytes) before the model saw it")),
+                );
             }
             s
         };

@@ -4,15 +4,17 @@
 //! `send-receipt.frames` (send over the plugin's open stream) and the
 //! `webhook` stream kind, and moves `frame` into `types`.
 
+use std::borrow::Cow;
+
 use wasmtime::component::{HasSelf, Linker};
+
+use crate::limits::LogVerdict;
 
 use crate::engine::PluginCtx;
 
 /// The version this module implements.
 pub const VERSION: &str = "0.1.2";
 
-/// Largest log line kept from a plugin; longer ones are cut.
-const MAX_LOG_LINE: usize = 4096;
 /// Largest state key.
 const MAX_STATE_KEY: usize = 256;
 /// Largest state value.
@@ -94,19 +96,44 @@ impl service_bindings::kata::plugin::emitter::Host for PluginCtx {
 }
 
 impl bindings::kata::plugin::host::Host for PluginCtx {
+    /// A plugin's log line, within its limits: lines over
+    /// `limits.log_lines_per_minute` (across its instances) are dropped
+    /// before any work is done on them and summed up in one line when lines
+    /// flow again; a line over `limits.max_log_line` is cut (what is cut is
+    /// never scanned, and no part of a secret survives the cut). Control
+    /// characters are removed and secret values redacted.
     fn log(&mut self, level: LogLevel, message: String) {
-        let message: String = message.chars().filter(|c| !c.is_control() || *c == '\t').collect();
-        // Redact before cutting, so a cut can never leave half a secret.
-        let mut message = self.sandbox().redact(&message, "log line").into_owned();
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
         let plugin = &*self.id.name;
+        let sandbox = self.sandbox();
+        let limits = &sandbox.grants().limits;
+        let per_minute = limits.log_lines_per_minute;
+        match crate::limits::admit_log_line(plugin, per_minute) {
+            LogVerdict::Suppress => return,
+            LogVerdict::WriteAfter(n, over) => tracing::warn!(
+                plugin,
+                "suppressed {n} lines from {plugin} in the last {}s (limits.log_lines_per_minute = {per_minute})",
+                over.as_secs().max(1)
+            ),
+            LogVerdict::Write => {}
+        }
+        // Control characters go before redaction, so they cannot hide a secret value.
+        let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control() || *c == '\t').collect() };
+        let (message, cut) = crate::limits::cut_redacted(
+            message,
+            limits.max_log_line_bytes,
+            crate::limits::LOG_CUT,
+            sandbox.redactor().longest(),
+            |s| {
+                let s = clean(s);
+                match sandbox.redact(&s, "log line") {
+                    Cow::Borrowed(_) => Cow::Owned(s),
+                    Cow::Owned(o) => Cow::Owned(o),
+                }
+            },
+        );
+        if cut {
+            crate::limits::hit(plugin, "max_log_line", 1);
+        }
         match level {
             LogLevel::Trace => tracing::trace!(plugin, "{message}"),
             LogLevel::Debug => tracing::debug!(plugin, "{message}"),
@@ -134,6 +161,7 @@ impl bindings::kata::plugin::host::Host for PluginCtx {
             return Err(format!("state key is {} bytes; the limit is {MAX_STATE_KEY}", key.len()));
         }
         if value.len() > MAX_STATE_VALUE {
+            crate::limits::hit(&self.id.name, "max_state_value", 1);
             return Err(format!("state value is {} bytes; the limit is {MAX_STATE_VALUE}", value.len()));
         }
         self.id.db.state_set(&self.id.name, &key, &value).map_err(|e| format!("cannot store state: {e:#}"))

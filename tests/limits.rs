@@ -1,0 +1,127 @@
+//! Size and volume limits on what a plugin hands the host, in the real
+//! daemon: a channel returning messages with a huge text (and a huge id)
+//! next to a healthy one, and a plugin flooding the log. What is over the
+//! limits is never stored or written, each hit is audited (messages) and
+//! counted in `kata status`, and the healthy channel keeps delivering.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestWorkspace, guest, kata, wait_for};
+
+fn status(ws: &TestWorkspace) -> Option<serde_json::Value> {
+    let (ok, out, _) = kata(ws.path(), &["status", "--json"]);
+    if ok { serde_json::from_str(&out).ok() } else { None }
+}
+
+fn limits_hit(st: &serde_json::Value, plugin: &str) -> serde_json::Value {
+    st["plugins"].as_array().unwrap().iter().find(|p| p["name"] == plugin).unwrap()["health"]["limits_hit"].clone()
+}
+
+/// Bytes the workspace database takes on disk, with its WAL.
+fn db_bytes(ws: &TestWorkspace) -> u64 {
+    ["kata.db", "kata.db-wal"].iter().filter_map(|f| std::fs::metadata(ws.path().join(".kata").join(f)).ok()).map(|m| m.len()).sum()
+}
+
+#[test]
+fn oversized_messages_are_cut_or_refused_while_a_healthy_channel_delivers() {
+    let toml = format!(
+        "\n[plugins.healthy]\npath = \"{}\"\nallow_from = [\"*\"]\n\
+         \n[plugins.huge]\npath = \"{}\"\nconfig = {{ polls = 4, text_bytes = {} }}\n",
+        guest("guest-v0-1-0").display(),
+        guest("guest-huge").display(),
+        8 << 20
+    );
+    let ws = TestWorkspace::new(&toml);
+    let mut daemon = ws.run(&[]);
+    let db = wait_for("the daemon's database", Duration::from_secs(30), || {
+        kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok()
+    });
+    let before = db_bytes(&ws);
+    // The healthy channel's three messages are answered and delivered.
+    wait_for("the healthy plugin's replies", Duration::from_secs(60), || {
+        (db.plugin_activity("healthy").ok()?.sent == 3).then_some(())
+    });
+    // Four polls of a 8 MiB text (and a 8 MiB raw) each: the texts are
+    // stored cut to limits.max_message; the long ids are refused.
+    let st = wait_for("the four huge polls to be counted", Duration::from_secs(60), || {
+        let st = status(&ws)?;
+        let h = limits_hit(&st, "huge");
+        (h["max_message"].as_u64()? >= 4 && h["max_id"].as_u64()? >= 4).then_some(st)
+    });
+    let h = limits_hit(&st, "huge");
+    assert_eq!((h["max_message"].as_u64(), h["max_id"].as_u64()), (Some(4), Some(4)), "{h:#}");
+    let stored = db.plugin_activity("huge").unwrap().received;
+    assert_eq!(stored, 4, "the four cut messages are stored, the four with long ids are not");
+    let conn = rusqlite::Connection::open(ws.path().join(".kata/kata.db")).unwrap();
+    let rows: Vec<(String, String, Option<String>)> = conn
+        .prepare("SELECT channel_msg_id, text, raw FROM inbox WHERE plugin = 'huge'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    let (mut texts, mut raws) = (0usize, 0usize);
+    for (id, text, raw) in &rows {
+        assert!(text.len() <= 64 << 10, "a text over limits.max_message was stored: {} bytes", text.len());
+        assert!(text.ends_with("[cut by kata: over limits.max_message]"), "{}", &text[text.len() - 60..]);
+        assert!(id.len() <= 1024);
+        texts += text.len();
+        raws += raw.as_ref().map_or(0, String::len);
+    }
+    assert_eq!(raws, 0, "a raw over limits.max_message is dropped");
+    assert!(texts <= 4 * (64 << 10), "{texts}");
+    // 64 MiB went in; the database grew by a small part of that at most.
+    let grown = db_bytes(&ws).saturating_sub(before);
+    assert!(grown < 8 << 20, "the database grew by {grown} bytes");
+    // Each poll's cuts and refusals are one audit row per limit.
+    let audit = db.audit_query(&kata::store::AuditQuery { plugin: Some("huge".into()), since_ms: None, limit: 100 }).unwrap();
+    let rows_of = |what: &str| {
+        audit.iter().filter(|r| r.kind == "limit" && r.policy.as_deref().unwrap_or("").contains(what)).count()
+    };
+    assert!(rows_of("max_message") >= 4 && rows_of("1024 bytes") >= 4, "{audit:#?}");
+    let (ok, human, _) = kata(ws.path(), &["status"]);
+    assert!(ok && human.contains("huge           limits hit: max_id 4, max_message 4"), "{human}");
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+    assert_eq!(db.plugin_activity("healthy").unwrap().sent, 3);
+}
+
+#[test]
+fn a_log_flood_is_rate_limited_and_summed_up() {
+    let toml = format!(
+        "\n[plugins.logflood]\npath = \"{}\"\nconfig = {{ lines = 2000 }}\n\
+         limits = {{ log_lines_per_minute = 300, max_log_line = \"1KiB\" }}\n",
+        guest("guest-logflood").display()
+    );
+    let ws = TestWorkspace::new(&toml);
+    let mut daemon = ws.run(&[]);
+    // A tenth of the bucket (30 lines at 5 a second) is back after 6 s: the
+    // summary comes then.
+    let log = wait_for("the summary of suppressed lines", Duration::from_secs(60), || {
+        let log = ws.log();
+        log.contains("lines from logflood in the last").then_some(log)
+    });
+    let st = wait_for("the status counters", Duration::from_secs(30), || {
+        let st = status(&ws)?;
+        let h = limits_hit(&st, "logflood");
+        (h["log_lines_per_minute"].as_u64()? > 10_000).then_some(st)
+    });
+    let (ok, human, _) = kata(ws.path(), &["status"]);
+    assert!(ok && human.contains("logflood       limits hit: ") && human.contains("log_lines_per_minute "), "{human}");
+    assert!(daemon.signal_and_wait("TERM").success(), "{log}");
+    let log = ws.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("plugin=logflood")).collect();
+    let suppressed = limits_hit(&st, "logflood")["log_lines_per_minute"].as_u64().unwrap();
+    // The bucket's 300, plus what refilled while the test ran, plus the
+    // summaries and the daemon's own lines: far fewer than the plugin wrote.
+    assert!(lines.len() < 600, "{} plugin lines in the log; {suppressed} suppressed", lines.len());
+    let summary = lines.iter().find(|l| l.contains("suppressed ") && l.contains(" lines from logflood in the last ")).unwrap();
+    assert!(summary.contains("limits.log_lines_per_minute = 300"), "{summary}");
+    // The huge line was cut at 1 KiB, with a marker.
+    let huge = lines.iter().find(|l| l.contains("huge line 1:")).expect("the first line is written");
+    assert!(huge.len() < 1024 + 200 && huge.contains("[cut: over limits.max_log_line]"), "{}", huge.len());
+    assert!(limits_hit(&st, "logflood")["max_log_line"].as_u64().unwrap() >= 1, "{st:#}");
+}
