@@ -5,18 +5,32 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
-use common::{TestWorkspace, guest, kata_bin};
+use common::{TestWorkspace, guest, kata, kata_bin, root, wait_for};
 
-/// Run `kata run` in `ws` and return its stderr, asserting it failed cleanly.
+/// Run `kata run` in `ws` and return its stderr, asserting it failed cleanly
+/// (within two minutes: a daemon that starts instead is killed).
 fn run_fails(ws: &std::path::Path) -> String {
-    let out = Command::new(kata_bin())
+    let mut child = Command::new(kata_bin())
         .args(["run", "-w"])
         .arg(ws)
         .env("RUST_BACKTRACE", "1")
         .env("KATA_LOG", "off")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kata run started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "kata run should fail: {stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
@@ -105,4 +119,171 @@ fn init_refuses_to_overwrite_and_completions_work() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     let out = Command::new(kata_bin()).args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("kata"));
+}
+
+#[test]
+fn policy_bytes_that_are_not_utf8_are_located_once() {
+    let ws = TestWorkspace::new("");
+    let policy = ws.path().join("kata.toml");
+    // A Latin-1 "é" on line 4, after 15 characters.
+    let head = "[daemon]\nlog_format = \"human\"\n[agent]\n";
+    let mut bytes = head.as_bytes().to_vec();
+    bytes.extend_from_slice(b"template = \"caf\xe9 {text}\"\n");
+    std::fs::write(&policy, &bytes).unwrap();
+    let want = format!("{}:4:16: not valid UTF-8 (byte 0xE9 at offset {})", policy.display(), head.len() + 15);
+    let e = run_fails(ws.path());
+    assert!(e.contains(&want), "{e}");
+    assert_eq!(e.matches("not valid UTF-8").count(), 1, "the cause once: {e}");
+    assert!(!e.contains("stream did not contain"), "{e}");
+
+    // `kata policy check` reports the same finding, as an error.
+    let out = Command::new(kata_bin()).args(["policy", "check", "-w"]).arg(ws.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("{}:4:16: error: not valid UTF-8 (byte 0xE9 at offset {})", policy.display(), head.len() + 15)), "{stdout}");
+}
+
+/// A workspace database with enough inbox rows that they fill many pages,
+/// closed (so its write-ahead log is folded back into the file).
+fn workspace_with_messages() -> TestWorkspace {
+    let ws = TestWorkspace::new("");
+    let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
+    let msgs: Vec<kata::store::Inbound> = (0..3000)
+        .map(|i| kata::store::Inbound {
+            channel_msg_id: i.to_string(),
+            conversation: "42".into(),
+            sender: "7".into(),
+            text: format!("stored-message-{i:05} {}", "x".repeat(100)),
+            attachments_json: "[]".into(),
+            ..Default::default()
+        })
+        .collect();
+    db.record_poll("telegram", &msgs, Some("3000")).unwrap();
+    drop(db);
+    assert!(!ws.path().join(".kata/kata.db-wal").exists(), "the WAL is folded back at close");
+    ws
+}
+
+#[test]
+fn a_damaged_database_is_named_and_left_as_it_is() {
+    let damages: [(&str, fn(&mut Vec<u8>)); 3] = [
+        ("truncated", |b| b.truncate(b.len() / 2)),
+        ("garbage", |b| {
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = (i * 7 + 13) as u8;
+            }
+        }),
+        ("one data page", |b| {
+            // The middle one of the pages that hold stored message text.
+            let pages: Vec<usize> =
+                (0..b.len() / 1024).filter(|p| b[p * 1024..(p + 1) * 1024].windows(15).any(|w| w == b"stored-message-")).collect();
+            assert!(pages.len() > 100, "message text spans {} pages", pages.len());
+            let p = pages[pages.len() / 2];
+            b[p * 1024..(p + 1) * 1024].fill(0xA5);
+        }),
+    ];
+    for (what, damage) in damages {
+        let ws = workspace_with_messages();
+        let path = ws.path().join(".kata/kata.db");
+        let mut bytes = std::fs::read(&path).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let e = run_fails(ws.path());
+        assert!(e.contains(&format!("the workspace database {} is damaged (", path.display())), "{what}: {e}");
+        assert!(e.contains("restore the file from a backup"), "{what}: {e}");
+        assert!(e.contains(&format!("`mv {} {}.damaged`", path.display(), path.display())), "{what}: {e}");
+        assert!(std::fs::read(&path).unwrap() == bytes, "{what}: kata run changed the damaged file");
+
+        // Every command that opens the database says the same.
+        for args in [&["task", "list"][..], &["audit"], &["retry"], &["pair", "list"]] {
+            let out = Command::new(kata_bin()).args(args).arg("-w").arg(ws.path()).env("KATA_LOG", "off").output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains("is damaged") && err.contains(&path.display().to_string()), "{what}: {args:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+        }
+        assert!(std::fs::read(&path).unwrap() == bytes, "{what}: a command changed the damaged file");
+
+        // The advice works: moved aside, a fresh database starts.
+        std::fs::rename(&path, ws.path().join(".kata/kata.db.damaged")).unwrap();
+        let out = Command::new(kata_bin()).args(["task", "list", "-w"]).arg(ws.path()).env("KATA_LOG", "off").output().unwrap();
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn a_real_core_module_is_refused_with_the_kata_command_that_componentizes_it() {
+    let ws = TestWorkspace::new("");
+    // The core module `kata plugin build` compiled before componentizing it.
+    guest("guest-quiet");
+    let built = root().join("target/wasm/wasm32-wasip1/release/guest_quiet.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("quiet.wasm");
+    std::fs::copy(&built, &core).unwrap();
+    assert!(std::fs::read(&core).unwrap().starts_with(b"\0asm\x01\0\0\0"), "a core module");
+
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", core.to_str().unwrap(), "--yes"]);
+    assert!(!ok && err.contains("is a core WebAssembly module, not a component"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = dir.path().join("quiet.component.wasm");
+    let command = format!("kata plugin componentize {} --out {}", core.display(), out.display());
+    assert!(err.contains(&format!("`{command}`")), "{err}");
+
+    // That exact command makes a component kata installs and runs.
+    let args: Vec<&str> = command.split(' ').skip(1).collect();
+    let (ok, stdout, err) = kata(ws.path(), &args);
+    assert!(ok, "{err}");
+    assert!(stdout.contains(&format!("kata plugin add {}", out.display())), "{stdout}");
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", out.to_str().unwrap(), "--name", "quiet", "--yes"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = kata(ws.path(), &["policy", "check"]);
+    assert!(ok, "{err}");
+
+    // A component is not componentized again; a file that is not wasm is refused.
+    let (ok, _, err) = kata(ws.path(), &["plugin", "componentize", out.to_str().unwrap(), "--out", "/dev/null"]);
+    assert!(!ok && err.contains("is already a component"), "{err}");
+}
+
+#[test]
+fn plugin_add_leaves_the_commented_tools_block_whole() {
+    // The template `kata init` writes: [tools] is its last table, followed by
+    // its own commented keys and the commented examples.
+    let ws = TestWorkspace::new("");
+    let policy = ws.path().join("kata.toml");
+    let before = std::fs::read_to_string(&policy).unwrap();
+    let tools = &before[before.find("[tools]").unwrap()..];
+    assert!(tools.contains("# allow = [") && tools.contains("# [plugins.telegram]"), "the template changed: {tools}");
+
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", guest("guest-quiet").to_str().unwrap(), "--name", "quiet", "--yes"]);
+    assert!(ok, "{err}");
+    let after = std::fs::read_to_string(&policy).unwrap();
+    assert!(after.starts_with(&before), "everything before stays as it was, comments included:\n{after}");
+    let added = &after[before.len()..];
+    assert!(added.starts_with("\n[plugins.quiet]\npath = "), "{added:?}");
+
+    // The next one goes after the last plugin table.
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", guest("guest-quiet").to_str().unwrap(), "--name", "quiet2", "--yes"]);
+    assert!(ok, "{err}");
+    let again = std::fs::read_to_string(&policy).unwrap();
+    assert!(again.starts_with(&after), "{again}");
+    assert!(again[after.len()..].starts_with("\n[plugins.quiet2]\n"), "{again}");
+}
+
+#[test]
+fn a_tools_plugin_alone_is_a_plugin() {
+    let ws = TestWorkspace::new(&format!("\n[plugins.tools]\npath = \"{}\"\n", guest("guest-tools-only").display()));
+    let mut daemon = ws.run(&[]);
+    wait_for("the daemon", Duration::from_secs(120), || ws.log().contains("kata is running").then_some(()));
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+    let log = ws.log();
+    assert!(!log.contains("no plugins are enabled"), "{log}");
+    assert!(log.contains("no channel plugins are enabled") && log.contains("nothing will receive messages"), "{log}");
+    assert!(log.contains("tools of tools"), "{log}");
+
+    // With nothing at all, the warning says so.
+    let ws = TestWorkspace::new("");
+    let mut daemon = ws.run(&[]);
+    wait_for("the daemon", Duration::from_secs(120), || ws.log().contains("kata is running").then_some(()));
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+    assert!(ws.log().contains("no plugins are enabled"), "{}", ws.log());
 }

@@ -271,3 +271,125 @@ fn daemon_start_status_stop_and_install() {
     let (ok, _, err) = run(&["daemon", "uninstall"]);
     assert!(!ok && err.contains("no service is installed"), "{err}");
 }
+
+/// Run kata with a deadline: None if it did not finish in time (it is killed).
+fn kata_within(ws: &std::path::Path, args: &[&str], deadline: Duration) -> Option<(bool, String, String)> {
+    let mut child = Command::new(kata_bin())
+        .args(args)
+        .arg("--workspace")
+        .arg(ws)
+        .env("KATA_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Some((out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string()))
+}
+
+/// A connection following the log stream (never idle: it is streaming).
+fn follower(sock: &std::path::Path) -> BufReader<UnixStream> {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let r = raw(&mut s, b"{\"v\":1,\"id\":1,\"cmd\":\"logs\",\"args\":{\"lines\":0,\"follow\":true}}\n");
+    assert_eq!(r["ok"], true, "{r}");
+    BufReader::new(s)
+}
+
+#[test]
+fn idle_connections_cannot_lock_the_cli_out_and_are_closed() {
+    let ws = TestWorkspace::new("");
+    set_daemon_table(&ws, "control_idle_timeout = \"3s\"");
+    let mut daemon = ws.run(&[]);
+    let sock = ws.path().join(".kata/kata.sock");
+    wait_for("the daemon", Duration::from_secs(120), || kata(ws.path(), &["status"]).0.then_some(()));
+    let mut log = follower(&sock);
+
+    // More idle connections than the daemon serves at once: `kata status`
+    // (and any other command) still answers at once, each new connection
+    // taking the slot of the one that waited longest.
+    let idle: Vec<UnixStream> = (0..100).map(|_| UnixStream::connect(&sock).unwrap()).collect();
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        let (ok, out, err) = kata_within(ws.path(), &["status", "--json"], Duration::from_secs(20)).expect("kata status hung");
+        assert!(ok, "{err}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["pid"], daemon.pid());
+        assert!(start.elapsed() < Duration::from_secs(5), "kata status took {:?}", start.elapsed());
+    }
+    let (ok, _, err) = kata_within(ws.path(), &["logs", "-n", "1"], Duration::from_secs(20)).expect("kata logs hung");
+    assert!(ok, "{err}");
+
+    // Every idle connection is closed (after the timeout, or earlier to make
+    // room), told why in one error line first.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert_eq!((v["id"].is_null(), v["error"]["kind"].as_str()), (true, Some("idle-timeout")), "{v}");
+        line.clear();
+        assert_eq!(r.read_line(&mut line).unwrap(), 0, "closed after the note: {line:?}");
+    }
+
+    // A chat session that waits longer than the timeout between two lines
+    // goes on without a word about it (the client sends the line again on a
+    // new connection: the daemon never read it).
+    let mut chat = Command::new(kata_bin())
+        .args(["chat", "--workspace"])
+        .arg(ws.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    let mut stdout = BufReader::new(chat.stdout.take().unwrap());
+    stdin.write_all(b"before the pause\n").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "before the pause\n");
+    std::thread::sleep(Duration::from_secs(5));
+    stdin.write_all(b"after the pause\n").unwrap();
+    drop(stdin);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "after the pause\n");
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("reconnected") && !err.contains("error"), "{err}");
+
+    // With every slot streaming (nothing to evict), `kata status` and `kata
+    // stop` still get an answer; anything else a clear refusal.
+    let followers: Vec<_> = (0..kata::control::MAX_CLIENTS - 1).map(|_| follower(&sock)).collect();
+    let (ok, out, err) = kata_within(ws.path(), &["status", "--json"], Duration::from_secs(20)).expect("kata status hung");
+    assert!(ok, "{err}");
+    assert!(out.contains("\"pid\""), "{out}");
+    let (ok, _, err) = kata_within(ws.path(), &["logs", "-n", "1"], Duration::from_secs(20)).expect("kata logs hung");
+    assert!(!ok && err.contains("already serving 64 control connections") && err.contains("control_idle_timeout"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    drop(followers);
+
+    // The first follower, open all along (far longer than the idle timeout),
+    // still streams: it sees the stop.
+    let (ok, _, err) = kata_within(ws.path(), &["stop"], Duration::from_secs(60)).expect("kata stop hung");
+    assert!(ok, "{err}");
+    let mut seen = String::new();
+    let mut line = String::new();
+    while log.read_line(&mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        line.clear();
+    }
+    assert!(seen.contains("stop requested through the control socket"), "{seen}");
+    assert!(daemon.0.take().unwrap().wait().unwrap().success(), "{}", ws.log());
+}

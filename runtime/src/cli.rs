@@ -183,6 +183,16 @@ pub enum PluginCommand {
         #[arg(short, long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Turn a core WebAssembly module built with wit-bindgen for a kata world
+    /// (C, Go, Zig…) into a component, adapting its WASI preview1 imports with
+    /// the reactor adapter: the last step of `kata plugin build`.
+    Componentize {
+        /// The core module (.wasm).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Create a plugin project from a template; it builds with `kata plugin
     /// build` and passes its own `cargo test` out of the box.
     New {
@@ -452,6 +462,10 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
             let path = crate::componentize::build(&dir, file.as_deref())?;
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             writeln!(out, "{} ({size} bytes)", path.display())?;
+        }
+        PluginCommand::Componentize { module, out: file } => {
+            let size = crate::componentize::componentize_file(&module, &file)?;
+            writeln!(out, "{} ({size} bytes); install it with `kata plugin add {}`", file.display(), crate::store::shell_quote(&file))?;
         }
         PluginCommand::New { name, kind, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));

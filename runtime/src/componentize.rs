@@ -183,6 +183,39 @@ pub fn componentize(core: &[u8]) -> Result<Vec<u8>> {
     encoder.encode()
 }
 
+/// `kata plugin componentize MODULE --out FILE`: [`componentize`] a core
+/// module file and write the component, only if it is a plugin kata runs
+/// (it exports a kata world). Returns the component's size.
+pub fn componentize_file(module: &Path, out: &Path) -> Result<u64> {
+    let core = std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+    if wasmparser::Parser::is_component(&core) {
+        bail!("{} is already a component; install it with `kata plugin add {}`", module.display(), crate::store::shell_quote(module));
+    }
+    if !wasmparser::Parser::is_core_wasm(&core) {
+        bail!("{} is not a WebAssembly module (it does not start with the \\0asm header)", module.display());
+    }
+    let component = componentize(&core).with_context(|| {
+        format!(
+            "cannot turn {} into a component (a module needs the component-type information wit-bindgen embeds \
+             for one of kata's worlds, from the WIT in wit/)",
+            module.display()
+        )
+    })?;
+    let info = crate::plugin::inspect(&component, &out.display().to_string())?;
+    if crate::install::Kind::of(&info).is_none() {
+        let found = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
+        bail!(
+            "{} became a component that exports {found}, not one of kata's worlds; generate its bindings with wit-bindgen \
+             from kata's WIT (wit/, world channel-plugin, tools-plugin or service-plugin); nothing was written",
+            module.display()
+        );
+    }
+    let tmp = out.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &component).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(component.len() as u64)
+}
+
 fn imports_preview1(core: &[u8]) -> Result<bool> {
     for payload in wasmparser::Parser::new(0).parse_all(core) {
         if let wasmparser::Payload::ImportSection(s) = payload? {

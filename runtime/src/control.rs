@@ -24,6 +24,15 @@
 //! an error reply and the connection stays usable; an oversized one gets an
 //! error reply and the connection is closed. Nothing a client sends can stop
 //! the daemon except `stop`.
+//!
+//! A connection that sends no request for `[daemon] control_idle_timeout`
+//! (before its first or between two; default 60 s) gets an error line with
+//! `"id": null` and kind `idle-timeout` and is closed: the request it sends
+//! after that was never read. While [`MAX_CLIENTS`] connections are open, a
+//! new one takes the slot of the one that has waited longest for a request
+//! (which gets that same line, and is closed); when none is waiting, the new
+//! one is answered only for `hello`, `status` and `stop`, and once a few of
+//! those are waiting too, it gets kind `busy` (`"id": null`) at once.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -49,8 +58,21 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_REQUEST: usize = 64 * 1024;
 /// The socket's file name inside `.kata/`.
 pub const SOCKET_FILE: &str = "kata.sock";
-/// Clients served at once; more wait.
-const MAX_CLIENTS: usize = 64;
+/// Clients served at once. A connection beyond them is still accepted: it
+/// takes the slot of the connection that has waited longest for a request
+/// (which is told so and closed), or, when none is waiting (every one is
+/// streaming logs or has a request in hand), one of [`RESERVED`] slots that
+/// answer only `hello`, `status` and `stop`, or, with those taken too, gets a
+/// `busy` error at once. So no flood of connections locks `kata status` and
+/// `kata stop` out.
+pub const MAX_CLIENTS: usize = 64;
+/// Connections served beyond [`MAX_CLIENTS`], for one quick request each.
+const RESERVED: usize = 4;
+/// How long a connection in a reserved slot may take to send its request.
+const RESERVED_WAIT: Duration = Duration::from_secs(2);
+/// How long one reply may take to be written before the client (which is
+/// not reading) is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest text `send` and `chat` accept.
 const MAX_TEXT: usize = 32 * 1024;
 
@@ -263,6 +285,11 @@ pub struct Shared {
     pub commands: mpsc::Sender<DaemonCommand>,
     /// The agent (sessions, history, interactive turns).
     pub agent: RwLock<Option<crate::router::AgentHandle>>,
+    /// How long a connection may wait without sending a request (before its
+    /// first one or between two) before it is closed: `[daemon]
+    /// control_idle_timeout`. A connection streaming a reply (`logs` with
+    /// `follow`) or waiting for one (`chat`) is not idle.
+    pub idle_timeout: Duration,
 }
 
 impl Shared {
@@ -349,9 +376,43 @@ pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serve clients until `shutdown`; then remove the socket file.
+/// The connections waiting for a request, oldest first by when they began
+/// to wait: when every slot is taken, the oldest is closed to make room.
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    /// id → (waiting since, how to close it).
+    conns: BTreeMap<u64, (std::time::Instant, Arc<Notify>)>,
+}
+
+impl Waiting {
+    fn lock(this: &std::sync::Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
+        this.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Close the connection that has waited longest; false if none waits.
+    fn evict_oldest(this: &std::sync::Mutex<Self>) -> bool {
+        let mut w = Self::lock(this);
+        let oldest = w.conns.iter().min_by_key(|(_, (since, _))| *since).map(|(id, _)| *id);
+        match oldest.and_then(|id| w.conns.remove(&id)) {
+            Some((_, kick)) => {
+                kick.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// How long a connection taking an evicted one's slot waits for it.
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Serve clients until `shutdown`; then remove the socket file. Accepting
+/// never waits for a slot (see [`MAX_CLIENTS`]).
 pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let reserved = Arc::new(Semaphore::new(RESERVED));
+    let waiting = Arc::new(std::sync::Mutex::new(Waiting::default()));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -359,15 +420,39 @@ pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>, mut 
         };
         match accepted {
             Ok((stream, _)) => {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_client(stream, &shared, shutdown).await {
-                        tracing::debug!("control client: {e:#}");
-                    }
-                    drop(permit);
-                });
+                let waiting = waiting.clone();
+                if let Ok(permit) = slots.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_client(stream, &shared, shutdown, &waiting).await {
+                            tracing::debug!("control client: {e:#}");
+                        }
+                        drop(permit);
+                    });
+                } else if Waiting::evict_oldest(&waiting) {
+                    let slots = slots.clone();
+                    tokio::spawn(async move {
+                        let Ok(Ok(permit)) = tokio::time::timeout(EVICT_WAIT, slots.acquire_owned()).await else {
+                            let _ = stream.try_write(&Response::err(Value::Null, busy(&shared)).line());
+                            return;
+                        };
+                        if let Err(e) = serve_client(stream, &shared, shutdown, &waiting).await {
+                            tracing::debug!("control client: {e:#}");
+                        }
+                        drop(permit);
+                    });
+                } else if let Ok(permit) = reserved.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_reserved(stream, &shared).await {
+                            tracing::debug!("control client (reserved slot): {e:#}");
+                        }
+                        drop(permit);
+                    });
+                } else {
+                    // A fresh socket's buffer takes one line without waiting.
+                    let _ = stream.try_write(&Response::err(Value::Null, busy(&shared)).line());
+                }
             }
             Err(e) => {
                 tracing::warn!("control socket accept failed: {e}");
@@ -406,21 +491,114 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<
     }
 }
 
-async fn serve_client(stream: UnixStream, shared: &Shared, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// The `busy` error a connection beyond every slot gets.
+fn busy(shared: &Shared) -> ErrorBody {
+    ErrorBody::new(
+        "busy",
+        format!(
+            "the daemon is already serving {MAX_CLIENTS} control connections (its limit), so it answers only hello, status \
+             and stop until some close; idle ones are closed after {:?} ([daemon] control_idle_timeout in kata.toml), \
+             `kata logs -f` followers and `kata chat` sessions when they end; retry in a moment",
+            shared.idle_timeout
+        ),
+    )
+}
+
+/// Write one reply, giving up on a client that does not read it.
+async fn write_reply(write: &mut tokio::net::unix::OwnedWriteHalf, bytes: &[u8]) -> Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(bytes)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => bail!("the client did not read its reply within {WRITE_TIMEOUT:?}; dropped"),
+    }
+}
+
+/// A connection in a reserved slot: one `hello`, `status` or `stop`, sent
+/// within [`RESERVED_WAIT`], is answered; anything else gets `busy`.
+async fn serve_reserved(stream: UnixStream, shared: &Shared) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read);
     let mut line = Vec::new();
+    let reply = match tokio::time::timeout(RESERVED_WAIT, read_line(&mut reader, &mut line, MAX_REQUEST)).await {
+        Ok(Ok(Some(()))) => match parse_request(&line) {
+            Ok((id, req @ (Request::Hello | Request::Status | Request::Stop))) => match handle(shared, req).await {
+                Ok(v) => Response::ok(id, v),
+                Err(e) => Response::err(id, e),
+            },
+            Ok((id, _)) => Response::err(id, busy(shared)),
+            Err((id, e)) => Response::err(id, e),
+        },
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(_)) | Err(_) => Response::err(Value::Null, busy(shared)),
+    };
+    write_reply(&mut write, &reply.line()).await
+}
+
+/// Close a connection that sent no request, saying why first, so a client
+/// knows the request it sends next was never read (and may send it again on
+/// a new connection). Best effort: the client may not be reading.
+async fn close_idle(write: &mut tokio::net::unix::OwnedWriteHalf, why: String) {
+    let note = Response::err(Value::Null, ErrorBody::new("idle-timeout", why)).line();
+    let _ = tokio::time::timeout(Duration::from_millis(200), write.write_all(&note)).await;
+}
+
+async fn serve_client(
+    stream: UnixStream,
+    shared: &Shared,
+    mut shutdown: watch::Receiver<bool>,
+    waiting: &std::sync::Mutex<Waiting>,
+) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut line = Vec::new();
+    let kick = Arc::new(Notify::new());
+    let id = {
+        let mut w = Waiting::lock(waiting);
+        w.next_id += 1;
+        w.next_id
+    };
+    // Not waiting any more, however this ends.
+    struct Done<'a>(&'a std::sync::Mutex<Waiting>, u64);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            Waiting::lock(self.0).conns.remove(&self.1);
+        }
+    }
+    let _done = Done(waiting, id);
     loop {
+        // Idle: before the first request or between two. The whole line must
+        // arrive in time, so a client trickling bytes is idle too.
+        Waiting::lock(waiting).conns.insert(id, (std::time::Instant::now(), kick.clone()));
         let got = tokio::select! {
-            r = read_line(&mut reader, &mut line, MAX_REQUEST) => r,
+            r = tokio::time::timeout(shared.idle_timeout, read_line(&mut reader, &mut line, MAX_REQUEST)) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    let why = format!(
+                        "closed after {:?} without a request ([daemon] control_idle_timeout in kata.toml); connect again to send one",
+                        shared.idle_timeout
+                    );
+                    close_idle(&mut write, why).await;
+                    return Ok(());
+                }
+            },
+            _ = kick.notified() => {
+                let why = format!(
+                    "closed to make room for a new connection: all {MAX_CLIENTS} control connections were open and this one \
+                     had waited longest for a request; connect again to send one"
+                );
+                close_idle(&mut write, why).await;
+                return Ok(());
+            }
             _ = shutdown.changed() => return Ok(()),
         };
+        // A request (or the end of the stream) is in hand: not evictable
+        // while it is carried out or its reply streams.
+        Waiting::lock(waiting).conns.remove(&id);
         match got {
             Ok(None) => return Ok(()),
             Ok(Some(())) => {}
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 let r = Response::err(Value::Null, ErrorBody::new("too-large", format!("the request is longer than {MAX_REQUEST} bytes")));
-                write.write_all(&r.line()).await?;
+                write_reply(&mut write, &r.line()).await?;
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -431,7 +609,7 @@ async fn serve_client(stream: UnixStream, shared: &Shared, mut shutdown: watch::
         let (id, req) = match parse_request(&line) {
             Ok(p) => p,
             Err((id, e)) => {
-                write.write_all(&Response::err(id, e).line()).await?;
+                write_reply(&mut write, &Response::err(id, e).line()).await?;
                 continue;
             }
         };
@@ -463,6 +641,15 @@ async fn serve_client(stream: UnixStream, shared: &Shared, mut shutdown: watch::
                         }
                         Err(_) => return Ok(()),
                     },
+                    // A follower that hung up frees its slot now, not at the
+                    // next event; anything it sends meanwhile is ignored.
+                    r = reader.fill_buf() => match r {
+                        Ok([]) | Err(_) => return Ok(()),
+                        Ok(b) => {
+                            let n = b.len();
+                            reader.consume(n);
+                        }
+                    },
                     _ = shutdown.changed() => return Ok(()),
                 }
             }
@@ -472,7 +659,7 @@ async fn serve_client(stream: UnixStream, shared: &Shared, mut shutdown: watch::
             Ok(v) => Response::ok(id, v),
             Err(e) => Response::err(id, e),
         };
-        write.write_all(&reply.line()).await?;
+        write_reply(&mut write, &reply.line()).await?;
         if stop {
             return Ok(());
         }
@@ -582,6 +769,7 @@ pub struct Client {
     reader: BufReader<std::os::unix::net::UnixStream>,
     writer: std::os::unix::net::UnixStream,
     next_id: u64,
+    ws: Workspace,
 }
 
 impl Client {
@@ -590,18 +778,47 @@ impl Client {
         let path = socket_path(ws);
         let stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| not_running(ws, &path, e))?;
         let writer = stream.try_clone().context("cannot use the control socket")?;
-        Ok(Self { reader: BufReader::new(stream), writer, next_id: 1 })
+        Ok(Self { reader: BufReader::new(stream), writer, next_id: 1, ws: ws.clone() })
     }
 
-    /// Send a request and wait (at most `timeout`) for its reply.
+    /// Send a request and wait (at most `timeout`) for its reply. When the
+    /// daemon had closed this connection as idle (so it never read the
+    /// request), the request is sent again once on a new connection.
     pub fn call(&mut self, req: &Request, timeout: Duration) -> Result<Value> {
-        let id = self.send(req)?;
-        self.reader.get_ref().set_read_timeout(Some(timeout)).ok();
-        let r = self.read()?.context("the daemon closed the connection without replying (it may be stopping)")?;
-        if r.id != json!(id) {
-            bail!("the daemon answered another request (id {}, expected {id})", r.id);
+        if let Some(v) = self.try_call(req, timeout)? {
+            return Ok(v);
         }
-        into_result(r)
+        let next_id = self.next_id;
+        *self = Self::connect(&self.ws)?;
+        self.next_id = next_id;
+        self.try_call(req, timeout)?.context("the daemon closed a new control connection as idle before reading the request")
+    }
+
+    /// One request and its reply; `None` when the daemon had closed the
+    /// connection as idle before reading it.
+    fn try_call(&mut self, req: &Request, timeout: Duration) -> Result<Option<Value>> {
+        let sent = self.send(req);
+        self.reader.get_ref().set_read_timeout(Some(timeout)).ok();
+        // Read even when the write failed: the daemon may have said why it
+        // closed the connection (idle, busy) before closing it.
+        let r = match (sent, self.read()) {
+            (_, Ok(Some(r))) if r.id.is_null() && !r.ok => {
+                if r.error.as_ref().is_some_and(|e| e.kind == "idle-timeout") {
+                    return Ok(None);
+                }
+                return into_result(r).map(Some);
+            }
+            (Ok(id), Ok(Some(r))) => {
+                if r.id != json!(id) {
+                    bail!("the daemon answered another request (id {}, expected {id})", r.id);
+                }
+                r
+            }
+            (Err(e), _) => return Err(e),
+            (Ok(_), Ok(None)) => bail!("the daemon closed the connection without replying (it may be stopping)"),
+            (Ok(_), Err(e)) => return Err(e),
+        };
+        into_result(r).map(Some)
     }
 
     /// Send a request; returns its id.

@@ -67,8 +67,18 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
     }
     let channels: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
     crate::service::check_targets(&services, &channels, &policy.path)?;
-    if plugins.is_empty() && services.is_empty() {
-        tracing::warn!("no plugins are enabled in {}; add a [plugins.NAME] table", policy.path.display());
+    if plugins.is_empty() && services.is_empty() && tools.is_empty() {
+        tracing::warn!("no plugins are enabled in {}; add one with `kata plugin add FILE`", policy.path.display());
+    } else if plugins.is_empty() && services.is_empty() {
+        // Tools plugins only answer the agent's tool calls: with no channel
+        // (and no service) nothing brings the agent a message but `kata chat`.
+        let names: Vec<&str> = tools.iter().map(|t| t.name()).collect();
+        tracing::warn!(
+            "no channel plugins are enabled in {}: nothing will receive messages (only `kata chat` reaches the agent, \
+             which may call the tools of {}); add a channel with `kata plugin add FILE`",
+            policy.path.display(),
+            names.join(", ")
+        );
     }
     let grants = plugins
         .iter()
@@ -194,6 +204,7 @@ impl Daemon {
             outbox_ready: Default::default(),
             commands,
             agent: Default::default(),
+            idle_timeout: d.control_idle_timeout,
         });
         let (ctl_stop, ctl_stop_rx) = watch::channel(false);
         let control = tokio::spawn(control::serve(listener, shared.clone(), ctl_stop_rx));

@@ -271,7 +271,7 @@ pub fn grant_snippet(name: &str, path: Option<&str>, missing: &[Request]) -> Str
 /// write it only if the result is still a valid policy.
 fn edit_policy(ws: &Workspace, edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<()>) -> Result<()> {
     let path = ws.policy_path();
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::policy::read_text(&path)?;
     let mut doc: toml_edit::DocumentMut =
         text.parse().with_context(|| format!("{} is not valid TOML; fix it first", path.display()))?;
     edit(&mut doc)?;
@@ -289,7 +289,56 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// The largest document position of `t` and the tables under it.
+fn last_position(t: &toml_edit::Table) -> Option<isize> {
+    let below = t.iter().filter_map(|(_, v)| v.as_table()).filter_map(last_position);
+    t.position().into_iter().chain(below).max()
+}
+
+/// Where a new `[plugins.NAME]` table goes: right after the last existing
+/// `[plugins.*]` table, or else at the end of the document. At the end, the
+/// comments that trail the document (in `kata init`'s template: the rest of
+/// the `[tools]` block and the commented examples) stay where they are, above
+/// the new table, instead of ending up under it.
+fn place_new_plugin_table(doc: &mut toml_edit::DocumentMut, table: &mut toml_edit::Table) {
+    let last_plugin = doc.get("plugins").and_then(|p| p.as_table()).and_then(last_position);
+    let last = last_position(doc.as_table()).unwrap_or(0);
+    let position = last_plugin.unwrap_or(last + 1);
+    table.set_position(Some(position));
+    if position >= last {
+        let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+        // One blank line between what precedes and the new header.
+        let sep = if trailing.is_empty() {
+            "\n"
+        } else if trailing.ends_with("\n\n") {
+            ""
+        } else if trailing.ends_with('\n') {
+            "\n"
+        } else {
+            "\n\n"
+        };
+        table.decor_mut().set_prefix(format!("{trailing}{sep}"));
+        doc.set_trailing("");
+    } else {
+        table.decor_mut().set_prefix("\n");
+    }
+}
+
 fn plugin_table<'d>(doc: &'d mut toml_edit::DocumentMut, name: &str) -> Result<&'d mut toml_edit::Table> {
+    let exists = doc.get("plugins").and_then(|p| p.as_table()).is_some_and(|p| p.contains_key(name));
+    if !exists {
+        let mut table = toml_edit::Table::new();
+        place_new_plugin_table(doc, &mut table);
+        doc.entry("plugins")
+            .or_insert_with(|| {
+                let mut t = toml_edit::Table::new();
+                t.set_implicit(true);
+                toml_edit::Item::Table(t)
+            })
+            .as_table_mut()
+            .context("`plugins` in kata.toml is not a table")?
+            .insert(name, toml_edit::Item::Table(table));
+    }
     let plugins = doc
         .entry("plugins")
         .or_insert_with(|| {

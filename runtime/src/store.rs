@@ -457,9 +457,119 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How many of `PRAGMA quick_check`'s findings a damaged-database message quotes.
+const INTEGRITY_FINDINGS: usize = 3;
+
+/// Check an existing database file before anything writes to it: open it
+/// read-only and run `PRAGMA quick_check` (every page of every table and
+/// index, without cross-checking index contents: about a second per few
+/// hundred MB). A damaged file is refused with one paragraph that names it
+/// and says what to do; nothing is written to it (a read-only connection
+/// never checkpoints, migrates or rolls anything back into the file).
+fn check_integrity(path: &Path) -> Result<()> {
+    // A missing or empty file is a new database (SQLite's own rule).
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => {}
+        _ => return Ok(()),
+    }
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    // A read-only connection to a WAL database still creates the (empty)
+    // `-wal` and `-shm` beside it; those it created are removed again when
+    // the file is refused, so the directory is left as it was found.
+    let sidecar = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    let (wal, shm) = (sidecar("-wal"), sidecar("-shm"));
+    let had = (wal.exists(), shm.exists());
+    let findings = (|| -> rusqlite::Result<Vec<String>> {
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_handler(Some(busy_wait))?;
+        let mut stmt = conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    })();
+    let tidy = || {
+        if !had.0 && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&wal);
+            if !had.1 {
+                let _ = std::fs::remove_file(&shm);
+            }
+        }
+    };
+    let what = match findings {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => return Ok(()),
+        Ok(rows) => {
+            let shown: Vec<String> = rows
+                .iter()
+                .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|r| !r.starts_with("*** in database"))
+                .take(INTEGRITY_FINDINGS)
+                .collect();
+            let more = rows.len().saturating_sub(shown.len());
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            format!("SQLite's integrity check found: {}{more}", shown.join("; "))
+        }
+        Err(rusqlite::Error::SqliteFailure(e, msg))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) =>
+        {
+            msg.unwrap_or_else(|| e.to_string())
+        }
+        Err(e) => {
+            tidy();
+            return Err(e).with_context(|| format!("cannot read the workspace database {} to check it", path.display()));
+        }
+    };
+    tidy();
+    anyhow::bail!("{}", damaged_message(path, &what))
+}
+
+/// What to tell a person whose database file is damaged.
+fn damaged_message(path: &Path, what: &str) -> String {
+    let aside = {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".damaged");
+        std::path::PathBuf::from(name)
+    };
+    let mut mv = format!("mv {} {}", shell_quote(path), shell_quote(&aside));
+    // The write-ahead log and its index go with it: a WAL left beside a new
+    // database file would be replayed into it.
+    for suffix in ["-wal", "-shm"] {
+        let (mut from, mut to) = (path.as_os_str().to_owned(), aside.as_os_str().to_owned());
+        from.push(suffix);
+        to.push(suffix);
+        if Path::new(&from).exists() {
+            mv.push_str(&format!(" && mv {} {}", shell_quote(Path::new(&from)), shell_quote(Path::new(&to))));
+        }
+    }
+    format!(
+        "the workspace database {} is damaged ({what}), so kata will not use it; it has not been changed. \
+         Stop any kata using this workspace, then restore the file from a backup, or move it aside with `{mv}` \
+         and kata starts a new, empty database (the messages, queued replies, sessions, tasks, pairings and audit \
+         rows in the damaged file are then left behind; `sqlite3 {} .recover` may salvage some of them)",
+        path.display(),
+        shell_quote(&aside)
+    )
+}
+
+/// `path` as one shell word, for commands in messages.
+pub(crate) fn shell_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c)) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 impl Db {
-    /// Open (creating if needed) and migrate the database at `path`.
+    /// Open (creating if needed) and migrate the database at `path`. An
+    /// existing file is first checked (see [`check_integrity`]): a damaged
+    /// one is refused, untouched, with what to do.
     pub fn open(path: &Path) -> Result<Self> {
+        check_integrity(path)?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the workspace database {}", path.display()))?;
         // First, so that everything below waits for another process's lock.
