@@ -29,7 +29,7 @@ cat >> "$DEMO/kata.toml" <<TOML
 
 [plugins.telegram]
 path = "plugins/telegram.wasm"
-network = ["$API/bot"]
+network = ["$API/bot*"]
 secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
 config = { api_base = "$API", poll_timeout_s = 0, poll_interval = "200ms" }
 allow_from = ["*"]   # the demo talks to anyone; by default a stranger must pair first

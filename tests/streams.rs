@@ -173,6 +173,12 @@ async fn webhook_requests_are_frames_answered_by_the_plugin() {
     assert_eq!(resp.text().await.unwrap(), "accepted 9");
     // Outside the granted path: not handed to the plugin.
     assert_eq!(client.get(format!("http://127.0.0.1:{port}/other")).send().await.unwrap().status(), 404);
+    // The grants' rule: whole segments after normalising, so `/hookx` is not
+    // under `/hook`, nor is a dot segment hidden behind `%2F`; `/%68ook//y` is.
+    for (path, status) in [("/hookx/y", 404), ("/hook/..%2Fother", 404), ("/%68ook//y", 204)] {
+        let got = client.post(format!("http://127.0.0.1:{port}{path}")).body("nothing").send().await.unwrap().status();
+        assert_eq!(got, status, "{path}");
+    }
     // A request the plugin makes no message of: no content.
     assert_eq!(client.post(&url).body("nothing").send().await.unwrap().status(), 204);
     // Larger than limits.max_response: refused before the plugin sees it.

@@ -98,7 +98,7 @@ fn ungranted_host_is_denied_with_the_line_to_add() {
     // The emulator accepts any token, so point the grant elsewhere instead:
     // the plugin's request is denied by policy and the log says what to add.
     let text = std::fs::read_to_string(ws.path().join("kata.toml")).unwrap();
-    let text = text.replace(&format!("network = [\"{}/bot\"]", tg.base()), "network = [\"http://127.0.0.1:1/bot\"]");
+    let text = text.replace(&format!("network = [\"{}/bot*\"]", tg.base()), "network = [\"http://127.0.0.1:1/bot*\"]");
     std::fs::write(ws.path().join("kata.toml"), text).unwrap();
     let mut kata = ws.run(&[("TG_TEST_TOKEN", TOKEN)]);
     let log = wait_for("a denial in the log", Duration::from_secs(30), || {

@@ -1076,7 +1076,8 @@ impl fmt::Display for PathRefusal {
         write!(
             f,
             "path segment {:?} hides a `.` or `..` segment behind an encoded `/` or `\\`, a backslash, a `;` or \
-             double percent-encoding, which a server may resolve differently than kata checks it",
+             double percent-encoding (or holds an encoded separator in a path with `..`), which a server may \
+             resolve differently than kata checks it",
             self.segment
         )
     }
@@ -1166,9 +1167,18 @@ pub fn normalize_path(path: &str) -> Result<NormalPath, PathRefusal> {
     let n = raw.len();
     let mut literal = Vec::new();
     let mut resolved: Vec<String> = Vec::new();
+    // A segment that one server splits (`a%2Fb` decoded to `a/b`) and
+    // another does not changes what a `..` removes: never both in one path.
+    let mut separator_inside: Option<&str> = None;
+    let mut climbs = false;
     for (i, seg) in raw.iter().enumerate() {
         let last = i + 1 == n;
         let norm = normalize_segment(seg);
+        if norm == ".." {
+            climbs = true;
+        } else if norm.contains("%2F") || norm.contains("%5C") || norm.contains('\\') {
+            separator_inside.get_or_insert(seg);
+        }
         match norm.as_str() {
             "" => {}
             "." => {}
@@ -1192,6 +1202,9 @@ pub fn normalize_path(path: &str) -> Result<NormalPath, PathRefusal> {
                 literal.push(String::new());
             }
         }
+    }
+    if let (Some(seg), true) = (separator_inside, climbs) {
+        return Err(PathRefusal { segment: seg.to_string() });
     }
     if literal.is_empty() {
         literal.push(String::new());
@@ -1219,7 +1232,7 @@ impl PathPrefix {
             ));
         }
         let norm = normalize_path(body).map_err(|e| format!("path {path:?}: {e}"))?;
-        if norm.literal != norm.resolved || norm.literal.iter().any(|s| s == "." || s == "..") {
+        if body.split('/').any(|seg| matches!(normalize_segment(seg).as_str(), "." | "..")) {
             return Err(format!("path {path:?}: write it without `.` or `..` segments"));
         }
         let mut fixed = norm.resolved;
@@ -2632,13 +2645,16 @@ mod tests {
         for path in [
             "/apix", "/apix/y", "/ap", "/", "", "/API", "/api/..", "/api/../admin", "/admin/../api/x", "/api/x/../../admin",
             "/api/..%2Fadmin", "/api%2F..%2Fadmin", "/api/%2e%2e%2fadmin", "/api/%252e%252e/admin", "/api/..;/admin",
-            "/api/.;x/y", "/api/..\\admin", "/api/x%5c..%5cy", "/%2e%2e/api", "/x/%2e%2e/api/",
+            "/api/.;x/y", "/api/..\\admin", "/api/x%5c..%5cy", "/%2e%2e/api", "/x/%2e%2e/api/", "/api/a%2Fb/../x",
+            "/api/%2F/%2e%2e",
         ] {
             assert!(!admits("/api", path), "/api should not admit {path}");
         }
-        // `..` never climbs above the root: `/../api` is `/api`.
-        assert!(admits("/api", "/../api/x"));
+        // `..` never climbs above the root (`/../x` resolves to `/x`), but the
+        // path must also be under the grant as written.
+        assert_eq!(normalize_path("/../../x").expect("normal").resolved, ["x"]);
         assert!(admits("/", "/../../x"));
+        assert!(!admits("/api", "/../api/x"));
         // A directory grant: below it, not the bare name.
         for (path, ok) in [("/api/", true), ("/api/x", true), ("/api//x/", true), ("/api", false), ("/apix/", false)] {
             assert_eq!(admits("/api/", path), ok, "/api/ and {path}");
@@ -2831,8 +2847,7 @@ mod properties {
                     let mut out: Vec<&[u8]> = Vec::new();
                     for s in text.split(|&b| b == b'/' || b == b'\\') {
                         match s {
-                            b"" => {}
-                            b"." if resolve => {}
+                            b"" | b"." => {}
                             b".." if resolve => { out.pop(); }
                             s => out.push(s),
                         }

@@ -1005,7 +1005,7 @@ impl Drop for DrainOnDrop {
 pub fn error_code_sentence(name: &str) -> Option<&'static str> {
     Some(match name {
         "DnsTimeout" => "the DNS lookup timed out",
-        "DnsError" => "the host name could not be resolved (DNS error)",
+        "DnsError" => "the host name could not be resolved",
         "DestinationNotFound" => "the host was not found",
         "DestinationUnavailable" => "the host is unavailable",
         "DestinationIpProhibited" => "the destination address is not allowed",

@@ -147,7 +147,7 @@ impl TelegramServer {
             r#"
 [plugins.telegram]
 path = "{wasm}"
-network = ["{base}/bot"]
+network = ["{base}/bot*"]
 secrets = {{ bot_token = "env:TG_TEST_TOKEN" }}
 config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
 {extra}

@@ -105,7 +105,7 @@ pub enum HttpError {
     },
     /// Any other failure to get a response: DNS, connection refused, TLS,
     /// timeout, a broken body stream. `code` is the wasi `ErrorCode` (or
-    /// stream error) as debug text.
+    /// stream error) as a short sentence ([`describe_error_code`]).
     Transport {
         /// The URL without its query.
         url: String,
@@ -138,7 +138,7 @@ impl HttpError {
             },
             other => HttpError::Transport {
                 url: url.to_string(),
-                code: format!("{other:?}"),
+                code: describe_error_code(other),
             },
         }
     }
@@ -448,17 +448,83 @@ fn write_body(body: OutgoingBody, data: Option<&[u8]>) -> Result<(), String> {
         // The stream is a child of the body: drop it before finishing.
         drop(stream);
     }
-    OutgoingBody::finish(body, None).map_err(|code| format!("{code:?}"))
+    OutgoingBody::finish(body, None).map_err(|code| describe_error_code(&code))
 }
 
 /// Describe a stream error, preferring the HTTP error code behind it.
 fn stream_error_text(err: &StreamError) -> String {
     match err {
-        StreamError::Closed => "stream closed".to_string(),
+        StreamError::Closed => "the connection closed".to_string(),
         StreamError::LastOperationFailed(io) => match wasi::http::types::http_error_code(io) {
-            Some(code) => format!("{code:?}"),
-            None => io.to_debug_string(),
+            Some(code) => describe_error_code(&code),
+            None => format!("I/O error: {}", io.to_debug_string()),
         },
+    }
+}
+
+/// A wasi:http error code as a short sentence for people (it ends up in
+/// kata's log and `kata status`), with what the code carries that helps:
+/// e.g. `the host name could not be resolved (failed to lookup address
+/// information)` rather than `ErrorCode::DnsError(DnsErrorPayload { … })`.
+pub fn describe_error_code(code: &ErrorCode) -> String {
+    let with = |text: &str, detail: Option<String>| match detail.filter(|d| !d.is_empty()) {
+        Some(d) => format!("{text} ({d})"),
+        None => text.to_string(),
+    };
+    let size = |what: &str, n: Option<u64>| with(what, n.map(|n| format!("{n} bytes")));
+    match code {
+        ErrorCode::DnsTimeout => "the DNS lookup timed out".into(),
+        ErrorCode::DnsError(p) => with("the host name could not be resolved", p.rcode.clone()),
+        ErrorCode::DestinationNotFound => "the host was not found".into(),
+        ErrorCode::DestinationUnavailable => "the host is unavailable".into(),
+        ErrorCode::DestinationIpProhibited => "the destination address is not allowed".into(),
+        ErrorCode::DestinationIpUnroutable => "the destination address cannot be reached".into(),
+        ErrorCode::ConnectionRefused => "the server refused the connection".into(),
+        ErrorCode::ConnectionTerminated => "the connection was closed unexpectedly".into(),
+        ErrorCode::ConnectionTimeout => "connecting timed out".into(),
+        ErrorCode::ConnectionReadTimeout => "the server stopped sending (read timeout)".into(),
+        ErrorCode::ConnectionWriteTimeout => "the server stopped taking data (write timeout)".into(),
+        ErrorCode::ConnectionLimitReached => {
+            "too many requests or connections (a rate or connection limit was reached)".into()
+        }
+        ErrorCode::TlsProtocolError => "the TLS handshake failed".into(),
+        ErrorCode::TlsCertificateError => "the server's TLS certificate was not accepted".into(),
+        ErrorCode::TlsAlertReceived(p) => with("the server ended TLS with an alert", p.alert_message.clone()),
+        ErrorCode::HttpRequestDenied => "the request was denied by the workspace policy (kata.toml)".into(),
+        ErrorCode::HttpRequestLengthRequired => "the server requires a Content-Length".into(),
+        ErrorCode::HttpRequestBodySize(n) => size("the request body does not match its declared size", *n),
+        ErrorCode::HttpRequestMethodInvalid => "the request method is invalid".into(),
+        ErrorCode::HttpRequestUriInvalid => "the request URL is invalid".into(),
+        ErrorCode::HttpRequestUriTooLong => "the request URL is too long".into(),
+        ErrorCode::HttpRequestHeaderSectionSize(_) | ErrorCode::HttpRequestHeaderSize(_) => {
+            "the request headers are too large".into()
+        }
+        ErrorCode::HttpRequestTrailerSectionSize(_) | ErrorCode::HttpRequestTrailerSize(_) => {
+            "the request trailers are too large".into()
+        }
+        ErrorCode::HttpResponseIncomplete => "the response ended before it was complete".into(),
+        ErrorCode::HttpResponseHeaderSectionSize(_) | ErrorCode::HttpResponseHeaderSize(_) => {
+            "the response headers are too large".into()
+        }
+        ErrorCode::HttpResponseBodySize(n) => size(
+            "the response body is larger than allowed (limits.max_response) or than it said",
+            *n,
+        ),
+        ErrorCode::HttpResponseTrailerSectionSize(_) | ErrorCode::HttpResponseTrailerSize(_) => {
+            "the response trailers are too large".into()
+        }
+        ErrorCode::HttpResponseTransferCoding(c) => {
+            with("the response uses a transfer coding that is not supported", c.clone())
+        }
+        ErrorCode::HttpResponseContentCoding(c) => {
+            with("the response uses a content coding that is not supported", c.clone())
+        }
+        ErrorCode::HttpResponseTimeout => "the server did not answer in time".into(),
+        ErrorCode::HttpUpgradeFailed => "the protocol upgrade failed".into(),
+        ErrorCode::HttpProtocolError => "the HTTP exchange broke the protocol".into(),
+        ErrorCode::LoopDetected => "a request loop was detected".into(),
+        ErrorCode::ConfigurationError => "the HTTP client is misconfigured".into(),
+        ErrorCode::InternalError(m) => with("the HTTP client failed internally", m.clone()),
     }
 }
 
@@ -614,11 +680,42 @@ mod tests {
         let err = HttpError::from_code(&ErrorCode::ConnectionRefused, "http://127.0.0.1:1/");
         assert_eq!(
             err.to_string(),
-            "request to http://127.0.0.1:1/ failed: ErrorCode::ConnectionRefused"
+            "request to http://127.0.0.1:1/ failed: the server refused the connection"
         );
         assert!(
-            matches!(ChannelError::from(err), ChannelError::Network(m) if m.contains("ConnectionRefused"))
+            matches!(ChannelError::from(err), ChannelError::Network(m) if m.contains("refused the connection"))
         );
+    }
+
+    #[test]
+    fn error_codes_read_as_sentences() {
+        use wasi::http::types::DnsErrorPayload;
+        let dns = ErrorCode::DnsError(DnsErrorPayload {
+            rcode: Some("failed to lookup address information".into()),
+            info_code: None,
+        });
+        for (code, want) in [
+            (
+                dns,
+                "the host name could not be resolved (failed to lookup address information)",
+            ),
+            (
+                ErrorCode::HttpRequestDenied,
+                "the request was denied by the workspace policy (kata.toml)",
+            ),
+            (
+                ErrorCode::HttpResponseBodySize(Some(9)),
+                "the response body is larger than allowed (limits.max_response) or than it said (9 bytes)",
+            ),
+            (
+                ErrorCode::InternalError(None),
+                "the HTTP client failed internally",
+            ),
+        ] {
+            let text = describe_error_code(&code);
+            assert_eq!(text, want);
+            assert!(!text.contains("ErrorCode") && !text.contains('{'), "{text}");
+        }
     }
 
     #[test]
