@@ -83,7 +83,7 @@ fn add_shows_requests_and_needs_consent_for_grants() {
     let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", path_str(&tg), "--yes"]);
     assert!(ok, "{stdout}{stderr}");
     let toml = std::fs::read_to_string(ws.path().join("kata.toml")).unwrap();
-    assert!(toml.contains("[plugins.telegram]") && toml.contains("network = [\"https://api.telegram.org/bot\"]"), "{toml}");
+    assert!(toml.contains("[plugins.telegram]") && toml.contains("network = [\"https://api.telegram.org/bot*\"]"), "{toml}");
     assert!(toml.contains("# kata workspace policy."), "the user's comments are kept");
     let stored = snapshot(&ws.path().join(".kata/plugins"));
     assert_eq!(stored.len(), 1);
