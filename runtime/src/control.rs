@@ -784,13 +784,33 @@ impl Client {
     /// Send a request and wait (at most `timeout`) for its reply. When the
     /// daemon had closed this connection as idle (so it never read the
     /// request), the request is sent again once on a new connection.
+    /// A daemon that is busy (every slot taken by connections that are not
+    /// idle) is asked again on new connections for a few seconds.
     pub fn call(&mut self, req: &Request, timeout: Duration) -> Result<Value> {
-        if let Some(v) = self.try_call(req, timeout)? {
-            return Ok(v);
+        let deadline = std::time::Instant::now() + BUSY_RETRY;
+        loop {
+            match self.call_once(req, timeout) {
+                Err(e) if e.is::<Busy>() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    self.reconnect()?;
+                }
+                r => return r,
+            }
         }
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
         let next_id = self.next_id;
         *self = Self::connect(&self.ws)?;
         self.next_id = next_id;
+        Ok(())
+    }
+
+    fn call_once(&mut self, req: &Request, timeout: Duration) -> Result<Value> {
+        if let Some(v) = self.try_call(req, timeout)? {
+            return Ok(v);
+        }
+        self.reconnect()?;
         self.try_call(req, timeout)?.context("the daemon closed a new control connection as idle before reading the request")
     }
 
@@ -805,6 +825,9 @@ impl Client {
             (_, Ok(Some(r))) if r.id.is_null() && !r.ok => {
                 if r.error.as_ref().is_some_and(|e| e.kind == "idle-timeout") {
                     return Ok(None);
+                }
+                if let Some(e) = r.error.as_ref().filter(|e| e.kind == "busy") {
+                    return Err(Busy(e.message.clone()).into());
                 }
                 return into_result(r).map(Some);
             }
@@ -852,6 +875,14 @@ impl Client {
         self.reader.get_ref().set_read_timeout(timeout).ok();
     }
 }
+
+/// How long a client keeps asking a busy daemon.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// The daemon refused a connection as busy.
+#[derive(Debug, thiserror::Error)]
+#[error("the daemon refused the request: {0}")]
+struct Busy(String);
 
 /// A reply as a result.
 pub fn into_result(r: Response) -> Result<Value> {
