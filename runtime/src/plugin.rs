@@ -46,12 +46,12 @@ impl ComponentInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file is missing or unreadable.
-    #[error("cannot read plugin file {path}: {source}; check the `path` of this plugin in kata.toml")]
+    #[error("cannot read plugin file {path}: {error}; check the `path` of this plugin in kata.toml")]
     Read {
         /// The file.
         path: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a `source`, so `{:#}` names it once).
+        error: std::io::Error,
     },
     /// Not WebAssembly at all.
     #[error("{path} is not a WebAssembly file (it does not start with the \\0asm header); a plugin is a .wasm component built with `kata plugin build`")]
@@ -143,7 +143,7 @@ pub fn stored_hash(file: &Path) -> Option<&str> {
 /// it or loads its compiled copy from the cache.
 pub fn read_plugin(file: &Path) -> Result<Vec<u8>, LoadError> {
     let path = file.display().to_string();
-    let bytes = std::fs::read(file).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+    let bytes = std::fs::read(file).map_err(|error| LoadError::Read { path: path.clone(), error })?;
     if let Some(expected) = stored_hash(file) {
         use sha2::Digest;
         let found = hex::encode(sha2::Sha256::digest(&bytes));
