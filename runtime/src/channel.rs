@@ -357,7 +357,7 @@ pub(crate) fn note_pause(plugin: &str, limits: &crate::policy::Limits, pause: (D
     } else {
         format!("more than {} of messages a minute", crate::limits::size_text(limits.bytes_per_minute))
     };
-    tracing::warn!(plugin, "{over} (limits.{limit}): pausing {what} for {pause:?}");
+    tracing::warn!(plugin = %plugin, "{over} (limits.{limit}): pausing {what} for {pause:?}");
 }
 
 /// How long to wait before the next poll. Straight away only when the poll
@@ -558,6 +558,7 @@ pub async fn egress(
             Ok(mut d) => {
                 let read = d.len();
                 fault_pause("egress-read");
+                let unrecorded = recording.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 d.retain(|r| !unrecorded.contains(&r.id));
                 if d.is_empty() && read > 0 {
                     // Only replies already sent, their delivery records not

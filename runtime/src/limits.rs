@@ -203,7 +203,7 @@ impl Tally {
             );
         };
         if self.missing > 0 {
-            tracing::warn!(plugin, "dropping {} message(s) without id or conversation from a {place}", self.missing);
+            tracing::warn!(plugin = %plugin, "dropping {} message(s) without id or conversation from a {place}", self.missing);
         }
         if self.cut > 0 {
             audit(
