@@ -53,6 +53,8 @@ fn oversized_messages_are_cut_or_refused_while_a_healthy_channel_delivers() {
     });
     let h = limits_hit(&st, "huge");
     assert_eq!((h["max_message"].as_u64(), h["max_id"].as_u64()), (Some(4), Some(4)), "{h:#}");
+    assert_eq!(st["limits_hit"]["huge"], h, "the per-plugin map of every plugin's hits agrees");
+    assert!(limits_hit(&st, "healthy").as_object().unwrap().is_empty(), "{st:#}");
     let stored = db.plugin_activity("huge").unwrap().received;
     assert_eq!(stored, 4, "the four cut messages are stored, the four with long ids are not");
     let conn = rusqlite::Connection::open(ws.path().join(".kata/kata.db")).unwrap();

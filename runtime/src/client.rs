@@ -86,6 +86,15 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
             }
         }
     }
+    // Plugins without a row above (tools plugins) that hit a limit.
+    if let Some(all) = v["limits_hit"].as_object() {
+        for (name, m) in all.iter().filter(|(name, _)| !plugins.iter().any(|p| p["name"] == name.as_str())) {
+            let hits: Vec<String> = m.as_object().map(|m| m.iter().map(|(k, v)| format!("{k} {}", n(v))).collect()).unwrap_or_default();
+            if !hits.is_empty() {
+                writeln!(out, "{name:<14} limits hit: {}", hits.join(", "))?;
+            }
+        }
+    }
     let q = &v["queues"];
     writeln!(
         out,
@@ -347,6 +356,7 @@ mod tests {
                 "queue": {"outbox_pending": 1, "dead_letters": 2},
             }],
             "queues": {"inbox_new": 0, "inbox_done": 3, "outbox_pending": 1, "outbox_sent": 3, "outbox_failed": 2},
+            "limits_hit": {"trap": {"cpu_per_call": 3}, "search": {"max_tool_result": 2}},
         });
         let mut out = Vec::new();
         print_status(&v, &mut out).expect("render");
@@ -356,5 +366,7 @@ mod tests {
         assert!(text.contains("guest trapped: unreachable"), "{text}");
         assert!(text.contains("2 dead letters (`kata retry`"), "{text}");
         assert!(text.contains("trap           limits hit: cpu_per_call 3, log_lines_per_minute 88000"), "{text}");
+        assert!(text.contains("search         limits hit: max_tool_result 2"), "a tools plugin's hits show too: {text}");
+        assert_eq!(text.matches("limits hit").count(), 2, "{text}");
     }
 }

@@ -336,6 +336,9 @@ impl Shared {
             "uptime_s": crate::store::now_ms().saturating_sub(self.started_ms) / 1000,
             "plugins": plugins,
             "queues": counts,
+            // Every plugin's limit hits, tools plugins included (channels
+            // and services also show theirs in `health.limits_hit`).
+            "limits_hit": crate::limits::all_hits(),
         }))
     }
 }

@@ -58,6 +58,13 @@ pub fn hits(plugin: &str) -> BTreeMap<String, u64> {
     all.get(plugin).map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect()).unwrap_or_default()
 }
 
+/// The limits every plugin has hit (tools plugins included, which have no
+/// health of their own), by plugin.
+pub fn all_hits() -> BTreeMap<String, BTreeMap<String, u64>> {
+    let all = HITS.lock().unwrap_or_else(|p| p.into_inner());
+    all.iter().map(|(p, m)| (p.clone(), m.iter().map(|(k, v)| (k.to_string(), *v)).collect())).collect()
+}
+
 /// Count a failed call that a limit stopped (CPU, memory, wall clock), from
 /// its error text as [`crate::plugin::describe_trap`] words it.
 pub fn note_call_error(plugin: &str, e: &crate::plugin::CallError) {
