@@ -357,7 +357,7 @@ pub(crate) fn note_pause(plugin: &str, limits: &crate::policy::Limits, pause: (D
     } else {
         format!("more than {} of messages a minute", crate::limits::size_text(limits.bytes_per_minute))
     };
-    tracing::warn!(plugin = %plugin, "{over} (limits.{limit}): pausing {what} for {pause:?}");
+    tracing::warn!(plugin, "{over} (limits.{limit}): pausing {what} for {pause:?}");
 }
 
 /// How long to wait before the next poll. Straight away only when the poll
@@ -500,10 +500,11 @@ impl Lane {
 type Recording = Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
 
 /// Fault injection for the test suite, in debug builds only: with
-/// `KATA_FAULT_PAUSE=POINT:MS`, the named point pauses for that long, which
-/// turns a narrow race at that point into one a test hits every time. Release
-/// builds compile this to nothing.
-fn fault_pause(point: &str) {
+/// `KATA_FAULT_PAUSE=POINT:MS`, the named point pauses (yielding to other
+/// tasks, as any await there could) for that long, which turns a narrow
+/// race at that point into one a test hits every time. Release builds
+/// compile this to nothing.
+async fn fault_pause(point: &str) {
     #[cfg(debug_assertions)]
     {
         static PAUSE: std::sync::OnceLock<Option<(String, Duration)>> = std::sync::OnceLock::new();
@@ -515,7 +516,7 @@ fn fault_pause(point: &str) {
         if let Some((p, d)) = pause
             && p == point
         {
-            std::thread::sleep(*d);
+            tokio::time::sleep(*d).await;
         }
     }
     #[cfg(not(debug_assertions))]
@@ -557,8 +558,7 @@ pub async fn egress(
         let due = match db.due_outbox(&name, now_ms(), 64 * count) {
             Ok(mut d) => {
                 let read = d.len();
-                fault_pause("egress-read");
-                let unrecorded = recording.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                fault_pause("egress-read").await;
                 d.retain(|r| !unrecorded.contains(&r.id));
                 if d.is_empty() && read > 0 {
                     // Only replies already sent, their delivery records not
