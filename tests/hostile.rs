@@ -60,3 +60,45 @@ fn hostile_plugins_are_contained_while_a_healthy_one_delivers() {
     assert!(daemon.signal_and_wait("TERM").success(), "{log}");
     assert_eq!(db.plugin_activity("healthy").unwrap().sent, 3);
 }
+
+/// A plugin that fails in `describe` or in `connect` never gets to poll, but
+/// it is failing all the same: every failed start counts as a restart and
+/// towards its circuit breaker, and `kata status` shows the error — not a
+/// plugin forever `starting` with a closed breaker and no error.
+#[test]
+fn plugins_that_fail_to_start_show_their_failures_in_status() {
+    let mut toml = String::new();
+    for (name, trap_in) in [("nodescribe", "describe"), ("noconnect", "connect")] {
+        toml.push_str(&format!(
+            "\n[plugins.{name}]\npath = \"{}\"\nconfig = {{ trap_in = \"{trap_in}\" }}\n",
+            guest("guest-trap").display()
+        ));
+    }
+    let ws = TestWorkspace::new(&toml);
+    let path = ws.path().join("kata.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("[daemon]\n", "[daemon]\nbreaker_threshold = 3\nbreaker_cooldown = \"10m\"\n", 1)).unwrap();
+    let mut daemon = ws.run(&[]);
+    let status = || -> Option<serde_json::Value> {
+        let (ok, out, _) = common::kata(ws.path(), &["status", "--json"]);
+        if ok { serde_json::from_str(&out).ok() } else { None }
+    };
+    let health = |st: &serde_json::Value, name: &str| -> serde_json::Value {
+        st["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["health"].clone()
+    };
+    let st = wait_for("both breakers to open", Duration::from_secs(90), || {
+        let st = status()?;
+        ["nodescribe", "noconnect"].iter().all(|n| health(&st, n)["breaker"]["state"] == "open").then_some(st)
+    });
+    for (name, call) in [("nodescribe", "describe"), ("noconnect", "connect")] {
+        let h = health(&st, name);
+        assert_eq!(h["state"], "breaker-open", "{name}: {h:#}");
+        assert!(h["restarts"].as_u64().unwrap() >= 2, "{name}: three failed starts are two restarts: {h:#}");
+        let err = h["last_error"].as_str().unwrap_or_default();
+        assert!(err.contains("trapped") || err.contains(call), "{name}: last error {err:?}");
+    }
+    assert!(health(&st, "nodescribe")["last_error"].as_str().unwrap().contains("cannot describe the plugin"));
+    let (ok, human, _) = common::kata(ws.path(), &["status"]);
+    assert!(ok && human.contains("nodescribe") && human.contains("breaker-open"), "{human}");
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+}

@@ -190,6 +190,54 @@ fn installed_plugin_runs_under_kata_run() {
     assert!(daemon.signal_and_wait("TERM").success());
 }
 
+/// A stored plugin file replaced after installation — here by another valid
+/// plugin — is refused (logged, audited, `refused` in `kata status`), and
+/// the other plugins keep running.
+#[test]
+fn a_tampered_stored_plugin_is_refused_and_the_others_run() {
+    let ws = TestWorkspace::new("");
+    for (file, name) in [("guest-v0-1-0", "healthy"), ("guest-quiet", "victim")] {
+        let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&guest(file)), "--name", name, "--yes"]);
+        assert!(ok, "{out}{err}");
+    }
+    let toml_path = ws.path().join("kata.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(&toml_path, toml.replace("[plugins.healthy]\n", "[plugins.healthy]\nallow_from = [\"*\"]\n")).unwrap();
+    let policy = kata::policy::Policy::load(&toml_path, ws.path()).unwrap();
+    let stored = policy.plugins["victim"].path.clone().unwrap();
+    assert!(kata::plugin::stored_hash(&stored).is_some(), "{} is content-addressed", stored.display());
+    // Someone swaps the victim's code for another plugin's.
+    std::fs::copy(guest("guest-trap"), &stored).unwrap();
+
+    let mut daemon = ws.run(&[]);
+    let db = common::wait_for("the daemon's database", std::time::Duration::from_secs(30), || {
+        kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok()
+    });
+    common::wait_for("the healthy plugin's replies", std::time::Duration::from_secs(60), || {
+        (db.plugin_activity("healthy").ok()?.sent == 3).then_some(())
+    });
+    let (ok, out, err) = kata(ws.path(), &["status", "--json"]);
+    assert!(ok, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let victim = st["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "victim").expect("the refused plugin is listed");
+    assert_eq!(victim["health"]["state"], "refused", "{st:#}");
+    let err = victim["health"]["last_error"].as_str().unwrap();
+    assert!(err.contains("changed after it was installed") && err.contains(&stored.display().to_string()), "{err}");
+    assert!(ws.log().contains("not loading plugin victim"), "{}", ws.log());
+    assert!(!ws.log().contains("plugin=victim") || !ws.log().contains("guest-trap always crashes"), "the swapped code never ran");
+    let (ok, out, err) = kata(ws.path(), &["audit", "--json", "--plugin", "victim"]);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(rows.as_array().unwrap().iter().any(|r| r["kind"] == "integrity" && r["verdict"] == "deny"), "{rows:#}");
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+    let (ok, out, err) = kata(ws.path(), &["plugin", "list"]);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("victim")).unwrap();
+    assert!(line.contains("ERROR") && line.contains("changed after it was installed"), "{out}");
+    // The file is left as found, for inspection.
+    assert_eq!(std::fs::read(&stored).unwrap(), std::fs::read(guest("guest-trap")).unwrap());
+}
+
 #[tokio::test]
 async fn a_component_built_against_0_1_0_runs_on_the_latest_host() {
     let dir = tempfile::tempdir().unwrap();

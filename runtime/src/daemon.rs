@@ -29,6 +29,9 @@ struct Loaded {
     plugins: Vec<Arc<ChannelPlugin>>,
     services: Vec<Arc<crate::service::ServicePlugin>>,
     agent: crate::router::AgentHandle,
+    /// Plugins not loaded because their stored code was changed after it
+    /// was installed, with the error: shown in `kata status`.
+    refused: Vec<(String, String)>,
 }
 
 /// Read kata.toml and load every enabled plugin. Any error is the user's to
@@ -38,12 +41,26 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
     let mut plugins = Vec::new();
     let mut services = Vec::new();
     let mut tools = Vec::new();
+    let mut refused = Vec::new();
     for grants in policy.plugins.values().filter(|g| g.enabled) {
         let name = grants.name.clone();
         let Some(path) = &grants.path else {
             tracing::warn!(plugin = %name, "[plugins.{name}] has no `path`: not installed, skipped (install it with `kata plugin add`)");
             continue;
         };
+        // Stored code that was replaced after installation is refused
+        // before anything reads it as a plugin; the other plugins still run.
+        if let Err(e @ crate::plugin::LoadError::Tampered { .. }) = crate::plugin::read_plugin(path) {
+            let text = format!("{e}");
+            tracing::error!(plugin = %name, "not loading plugin {name}: {text}");
+            crate::audit::Auditor::new(db.clone(), &name).record(
+                crate::audit::Event::new(crate::audit::Kind::Integrity, crate::audit::Verdict::Deny)
+                    .target(path.display().to_string())
+                    .detail(text.clone()),
+            );
+            refused.push((name, text));
+            continue;
+        }
         if crate::service::is_service(path) {
             let s = crate::service::ServicePlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
                 .with_context(|| format!("cannot load service {name} ([plugins.{name}] in {})", policy.path.display()))?;
@@ -86,7 +103,7 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
         .chain(services.iter().map(|s| (s.name().to_string(), s.grants.clone())))
         .collect();
     let agent = crate::router::load(&policy, ws, db, tools, grants)?;
-    Ok(Loaded { policy, plugins, services, agent })
+    Ok(Loaded { policy, plugins, services, agent, refused })
 }
 
 /// Everything `kata run` has loaded, before it starts running.
@@ -117,7 +134,12 @@ impl Workers {
         let health = shared.health.clone();
         let names: Vec<String> =
             loaded.plugins.iter().map(|p| p.name()).chain(loaded.services.iter().map(|s| s.name())).map(String::from).collect();
-        health.retain(&names);
+        let mut known = names.clone();
+        known.extend(loaded.refused.iter().map(|(n, _)| n.clone()));
+        health.retain(&known);
+        for (name, error) in &loaded.refused {
+            health.refused(name, error);
+        }
         for p in &loaded.plugins {
             let ready = Arc::new(Notify::new());
             outbox_ready.insert(p.name().to_string(), ready.clone());

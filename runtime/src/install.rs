@@ -595,8 +595,14 @@ pub fn list(ws: &Workspace) -> Result<Listing> {
             Some(p) => match std::fs::read(p) {
                 Err(e) => row.error = Some(format!("cannot read {}: {e}", p.display())),
                 Ok(bytes) => {
-                    row.sha256 = Some(hex::encode(Sha256::digest(&bytes)));
+                    let hash = hex::encode(Sha256::digest(&bytes));
+                    let tampered = plugin::stored_hash(p).is_some_and(|want| want != hash);
+                    row.sha256 = Some(hash);
                     match plugin::inspect(&bytes, &p.display().to_string()) {
+                        Ok(_) if tampered => {
+                            // The same refusal the daemon makes (and its advice).
+                            row.error = plugin::read_plugin(p).err().map(|e| e.to_string());
+                        }
                         Err(e) => row.error = Some(e.to_string()),
                         Ok(info) => {
                             row.kind = Kind::of(&info);
