@@ -212,10 +212,8 @@ pub(crate) fn to_inbound(mut m: Message, sandbox: &PluginSandbox, tally: &mut Ta
     if over(m.text.len(), max) || m.raw.as_ref().is_some_and(|raw| over(raw.len(), max)) {
         m.raw = m.raw.filter(|raw| raw.len() <= max);
     }
-    if m.attachments.len() > MAX_ATTACHMENTS {
-        largest = largest.max(m.attachments.len());
-        m.attachments.truncate(MAX_ATTACHMENTS);
-    }
+    let cut = m.attachments.len() > MAX_ATTACHMENTS;
+    m.attachments.truncate(MAX_ATTACHMENTS);
     m.attachments.retain(|a| {
         let longest_field = a.name.len().max(a.mime_type.len()).max(a.url.as_ref().map_or(0, String::len));
         if longest_field > MAX_ATTACHMENT_FIELD {
@@ -231,7 +229,7 @@ pub(crate) fn to_inbound(mut m: Message, sandbox: &PluginSandbox, tally: &mut Ta
         }
         cut_redacted(n, MAX_NAME, "…", longest, |s| sandbox.redact(s, "message")).0
     });
-    if largest > 0 {
+    if cut || largest > 0 {
         tally.cut += 1;
         tally.largest = tally.largest.max(largest);
     }

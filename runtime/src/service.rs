@@ -349,12 +349,13 @@ pub async fn run(
             // stored (each emit commits on its own).
             _ = shutdown.changed() => { instance = None; break; }
         };
+        // What the limits cut or refused in this tick, however it ended.
+        let bytes = emitter.report(&plugin.sandbox);
         let delay = match result {
             Ok(Ok(ms)) => {
                 backoff = self::backoff();
                 health.success(&name);
                 let new = emitter.emitted_new.swap(0, Ordering::Relaxed);
-                let bytes = emitter.report(&plugin.sandbox);
                 health.polled(&name, new);
                 // The same flood limits as a channel's: over budget, the next tick waits.
                 let pause = budget.take(new, bytes, std::time::Instant::now());
