@@ -164,9 +164,12 @@ fn workspace_with_messages() -> TestWorkspace {
     ws
 }
 
+/// A way to damage a database file's bytes, by name.
+type Damage = (&'static str, fn(&mut Vec<u8>));
+
 #[test]
 fn a_damaged_database_is_named_and_left_as_it_is() {
-    let damages: [(&str, fn(&mut Vec<u8>)); 3] = [
+    let damages: [Damage; 3] = [
         ("truncated", |b| b.truncate(b.len() / 2)),
         ("garbage", |b| {
             for (i, x) in b.iter_mut().enumerate() {

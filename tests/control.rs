@@ -332,7 +332,7 @@ fn idle_connections_cannot_lock_the_cli_out_and_are_closed() {
     // room), told why in one error line first; those that came while the
     // slots were changing hands are refused as busy.
     let mut timed_out = 0;
-    for mut s in idle {
+    for s in idle {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut r = BufReader::new(s);
         let mut line = String::new();
