@@ -48,10 +48,37 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
             tracing::warn!(plugin = %name, "[plugins.{name}] has no `path`: not installed, skipped (install it with `kata plugin add`)");
             continue;
         };
-        // Stored code that was replaced after installation is refused
-        // before anything reads it as a plugin; the other plugins still run.
-        if let Err(e @ crate::plugin::LoadError::Tampered { .. }) = crate::plugin::read_plugin(path) {
-            let text = format!("{e}");
+        let loaded = (|| -> Result<()> {
+            if crate::service::is_service(path) {
+                let s = crate::service::ServicePlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
+                    .with_context(|| format!("cannot load service {name} ([plugins.{name}] in {})", policy.path.display()))?;
+                tracing::info!(plugin = %name, path = %path.display(), wit = ?s.info.wit_version, "service loaded");
+                services.push(Arc::new(s));
+                return Ok(());
+            }
+            let (is_channel, is_tools) = crate::tools::kinds_of(path);
+            if is_tools {
+                let t = crate::tools::ToolsPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
+                    .with_context(|| format!("cannot load tools plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
+                tools.push(Arc::new(t));
+                if !is_channel {
+                    return Ok(());
+                }
+            }
+            let p = ChannelPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
+                .with_context(|| format!("cannot load plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
+            tracing::info!(plugin = %name, path = %path.display(), wit = ?p.info.wit_version, "plugin loaded");
+            plugins.push(Arc::new(p));
+            Ok(())
+        })();
+        // Stored code replaced after installation (every loader checks the
+        // hash before compiling) is refused, and the other plugins still
+        // run; any other error is the user's to fix before kata starts.
+        if let Err(e) = loaded {
+            let Some(tampered @ crate::plugin::LoadError::Tampered { .. }) = e.downcast_ref::<crate::plugin::LoadError>() else {
+                return Err(e);
+            };
+            let text = tampered.to_string();
             tracing::error!(plugin = %name, "not loading plugin {name}: {text}");
             crate::audit::Auditor::new(db.clone(), &name).record(
                 crate::audit::Event::new(crate::audit::Kind::Integrity, crate::audit::Verdict::Deny)
@@ -59,28 +86,7 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
                     .detail(text.clone()),
             );
             refused.push((name, text));
-            continue;
         }
-        if crate::service::is_service(path) {
-            let s = crate::service::ServicePlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
-                .with_context(|| format!("cannot load service {name} ([plugins.{name}] in {})", policy.path.display()))?;
-            tracing::info!(plugin = %name, path = %path.display(), wit = ?s.info.wit_version, "service loaded");
-            services.push(Arc::new(s));
-            continue;
-        }
-        let (is_channel, is_tools) = crate::tools::kinds_of(path);
-        if is_tools {
-            let t = crate::tools::ToolsPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
-                .with_context(|| format!("cannot load tools plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
-            tools.push(Arc::new(t));
-            if !is_channel {
-                continue;
-            }
-        }
-        let p = ChannelPlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
-            .with_context(|| format!("cannot load plugin {name} ([plugins.{name}] in {})", policy.path.display()))?;
-        tracing::info!(plugin = %name, path = %path.display(), wit = ?p.info.wit_version, "plugin loaded");
-        plugins.push(Arc::new(p));
     }
     let channels: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
     crate::service::check_targets(&services, &channels, &policy.path)?;
