@@ -126,3 +126,54 @@ fn a_log_flood_is_rate_limited_and_summed_up() {
     assert!(huge.len() < 1024 + 200 && huge.contains("[cut: over limits.max_log_line]"), "{}", huge.len());
     assert!(limits_hit(&st, "logflood")["max_log_line"].as_u64().unwrap() >= 1, "{st:#}");
 }
+
+#[test]
+fn a_tool_result_over_the_limit_is_cut_before_the_model_sees_it() {
+    use common::llm::{ChatServer, LlmServer, tool_script};
+    let llm = LlmServer::start(tool_script(), Duration::ZERO);
+    let chat = ChatServer::start();
+    let notes = tempfile::tempdir().unwrap();
+    std::fs::write(notes.path().join("big.txt"), "n".repeat(1 << 20)).unwrap();
+    let ws = TestWorkspace::new("");
+    std::fs::write(
+        ws.path().join("kata.toml"),
+        format!(
+            "[agent]\nbackend = \"openai\"\nbase_url = \"{llm}\"\nmodel = \"m\"\napi_key = \"env:KATA_TEST_OPENAI_KEY\"\n\
+             \n[tools]\nmode = \"allow-all\"\n\
+             \n[plugins.chat]\npath = \"{chat_wasm}\"\nnetwork = [\"{chat}/\"]\nconfig = {{ api_base = \"{chat}\", poll_interval = \"50ms\" }}\nallow_from = [\"*\"]\n\
+             \n[plugins.notes]\npath = \"{tools_wasm}\"\nfiles = [{{ host = \"{notes}\", guest = \"/notes\", mode = \"ro\" }}]\n\
+             limits = {{ max_tool_result = \"1KiB\" }}\n",
+            llm = llm.base_url(),
+            chat_wasm = guest("guest-chat").display(),
+            chat = chat.base(),
+            tools_wasm = guest("guest-tools").display(),
+            notes = notes.path().display(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = ws.run(&[("KATA_TEST_OPENAI_KEY", "sk-test-key-0123456789")]);
+    chat.say("c1", None, "ann", r#"call notes__read_note {"name":"big.txt"}"#);
+    let reply = wait_for("the reply after the tool call", Duration::from_secs(60), || {
+        chat.sent().iter().find(|s| s["conversation"] == "c1").map(|s| s["text"].as_str().unwrap_or_default().to_string())
+    });
+    // The model got at most 1 KiB of the 1 MiB result, marked as cut.
+    let reqs = llm.requests();
+    let result = reqs[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap()["content"].as_str().unwrap().to_string();
+    assert!(result.len() <= 1024, "the model got {} bytes of the tool result", result.len());
+    assert!(result.starts_with("nnnn") && result.ends_with("[cut by kata: over limits.max_tool_result]"), "{result}");
+    assert_eq!(reply, format!("tool said: {result}"));
+    // Counted in kata status (a tools plugin has no status row: the
+    // top-level map has it) and audited.
+    let st = status(&ws).unwrap();
+    assert_eq!(st["limits_hit"]["notes"]["max_tool_result"], 1, "{st:#}");
+    let (ok, human, _) = kata(ws.path(), &["status"]);
+    assert!(ok && human.contains("notes          limits hit: max_tool_result 1"), "{human}");
+    let (ok, audit, err) = kata(ws.path(), &["audit", "--plugin", "notes", "--json"]);
+    assert!(ok, "{err}");
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    assert!(
+        audit.as_array().unwrap().iter().any(|r| r["kind"] == "limit" && r["detail"].as_str().unwrap_or("").contains("1048576 bytes was cut")),
+        "{audit:#}"
+    );
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+}
