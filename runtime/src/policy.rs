@@ -666,7 +666,7 @@ pub struct LimitsEntry {
     pub concurrent_sends: Option<u32>,
     /// Largest text of one message the plugin hands in (longer text is cut
     /// at a character boundary, with a marker), and largest `raw` (dropped
-    /// when longer) or stream frame it asks the host to write, e.g. `"64KiB"`.
+    /// when longer), e.g. `"64KiB"`.
     pub max_message: Option<String>,
     /// Largest total of the messages one poll, frame or service tick hands
     /// in (and of the frames one send asks the host to write), e.g. `"4MiB"`;
@@ -703,7 +703,7 @@ pub struct Limits {
     pub messages_per_minute: u32,
     /// Send instances a channel may use at once (1..=[`MAX_CONCURRENT_SENDS`]).
     pub concurrent_sends: u32,
-    /// Largest message text (and `raw`, and frame to write), in bytes.
+    /// Largest message text (and `raw`), in bytes.
     pub max_message_bytes: usize,
     /// Largest total of one poll, frame or tick's messages (or one send's frames), in bytes.
     pub max_poll_bytes: usize,
