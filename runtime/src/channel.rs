@@ -355,7 +355,7 @@ pub(crate) fn note_pause(plugin: &str, limits: &crate::policy::Limits, pause: (D
     } else {
         format!("more than {} of messages a minute", crate::limits::size_text(limits.bytes_per_minute))
     };
-    tracing::warn!(plugin, "{over} (limits.{limit}): pausing {what} for {pause:?}");
+    tracing::warn!(plugin = %plugin, "{over} (limits.{limit}): pausing {what} for {pause:?}");
 }
 
 /// How long to wait before the next poll. Straight away only when the poll
