@@ -41,8 +41,6 @@ fn groups_need_a_grant_and_a_mention_and_never_get_pairing_codes() {
     let tg = TelegramServer::start();
     let ws = TestWorkspace::new(&tg.plugin_toml("allow_from = [\"7\"]\ngroups = [\"-100123\"]"));
     let (granted, other) = (-100123, -100999);
-    // In the order the daemon handles them (the inbox is worked in arrival
-    // order, so once the last one is answered all earlier ones were decided).
     group_says(&tg, other, 7, &format!("@{BOT} from an allowed user in an ungranted group"), true);
     group_says(&tg, other, 8, &format!("@{BOT} from a stranger in an ungranted group"), true);
     group_says(&tg, granted, 7, "chatter that does not address the bot", false);
@@ -53,6 +51,13 @@ fn groups_need_a_grant_and_a_mention_and_never_get_pairing_codes() {
     let mut daemon = ws.run(&[("TG_TEST_TOKEN", TOKEN)]);
     wait_for("the reply to the owner's direct message", Duration::from_secs(60), || {
         texts(&tg, 7).contains(&"the owner writes directly".to_string()).then_some(())
+    });
+    // Sessions run concurrently: the group's turn may finish after the
+    // owner's. Wait until every message was decided and every reply sent.
+    let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
+    wait_for("every message to be handled and every reply sent", Duration::from_secs(60), || {
+        let c = db.counts().ok()?;
+        (c.inbox_new == 0 && c.outbox_pending == 0 && !texts(&tg, granted).is_empty()).then_some(())
     });
     // The granted group got exactly the answer to the message that mentioned the bot.
     assert_eq!(texts(&tg, granted), [format!("@{BOT} hello from a stranger in the granted group")], "{}", ws.log());
