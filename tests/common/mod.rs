@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    // The binary crate is runtime/kata.
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
 }
 
 /// The kata binary under test.
@@ -360,7 +361,7 @@ pub fn load_plugin(
     let text = format!("[plugins.{name}]\npath = \"{}\"\n{policy_lines}\n", file.display());
     let policy = kata::policy::Policy::parse(&text, Path::new("kata.toml"), workspace).unwrap();
     let linker = kata::plugin::linker(engine).unwrap();
-    kata::plugin::ChannelPlugin::load(engine, &linker, policy.plugins[name].clone(), db.clone(), workspace)
+    kata::plugin::ChannelPlugin::load(engine, &linker, policy.plugins[name].clone(), kata::sinks::for_db(db), workspace)
 }
 
 /// Instantiate, connect and poll once; the probe guests return one message.

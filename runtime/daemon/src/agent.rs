@@ -1,0 +1,136 @@
+//! Agent backends: what turns a message (and the session's history) into a
+//! reply. `echo` fills a template; `openai` talks to any OpenAI-compatible
+//! chat completions endpoint and routes tool calls to tool plugins (see
+//! [`crate::openai`] and [`crate::tools`]).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+pub use kata_policy::agent::{SettingKey, Settings, check_pattern};
+
+use crate::policy::AgentBackend;
+use crate::session::Entry;
+use crate::tools::{CallContext, ToolBox};
+
+/// One turn for the agent: the new message and what came before it.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    /// The message text.
+    pub text: String,
+    /// Who wrote it (display name when known).
+    pub sender: String,
+    /// The channel it came through (`chat` for interactive turns).
+    pub channel: String,
+    /// The session's summary of compacted history, if any.
+    pub summary: Option<String>,
+    /// The session's history (oldest first), not including this message.
+    pub history: Vec<Entry>,
+    /// Where tool calls are checked: session, permission mode, origin.
+    pub call: CallContext,
+}
+
+/// What a turn produced.
+#[derive(Debug, Clone, Default)]
+pub struct TurnOutput {
+    /// History entries after the user's message: assistant tool-call
+    /// requests, tool results, and the final answer.
+    pub entries: Vec<Entry>,
+    /// The text to send back (None: no reply).
+    pub reply: Option<String>,
+}
+
+/// An agent that answers messages.
+#[derive(Clone)]
+pub enum Agent {
+    /// Replies with a template filled from the message.
+    Echo {
+        /// `{text}`, `{sender}` and `{channel}` are replaced.
+        template: String,
+    },
+    /// An OpenAI-compatible chat completions endpoint with tool calling.
+    OpenAi(Arc<crate::openai::OpenAi>),
+}
+
+impl Agent {
+    /// The agent the settings describe; `tools` are the tools it may call.
+    /// Fails when the API key cannot be read.
+    pub fn new(settings: &Settings, workspace: &Path, tools: Arc<ToolBox>) -> Result<Self> {
+        Ok(match settings.backend {
+            AgentBackend::Echo => Agent::Echo { template: settings.template.clone() },
+            AgentBackend::Openai => Agent::OpenAi(Arc::new(crate::openai::OpenAi::new(settings, workspace, tools)?)),
+        })
+    }
+
+    /// Whether the backend reads the session's history (echo does not).
+    pub fn uses_history(&self) -> bool {
+        matches!(self, Agent::OpenAi(_))
+    }
+
+    /// Whether the backend can summarise history (otherwise compaction truncates).
+    pub fn can_summarize(&self) -> bool {
+        matches!(self, Agent::OpenAi(_))
+    }
+
+    /// Summarise `previous` (an earlier summary) and `entries` into a short text.
+    pub async fn summarize(&self, previous: Option<&str>, entries: &[Entry]) -> Result<String> {
+        match self {
+            Agent::Echo { .. } => anyhow::bail!("the echo backend cannot summarise"),
+            Agent::OpenAi(o) => o.summarize(previous, entries).await,
+        }
+    }
+
+    /// Run one turn.
+    pub async fn turn(&self, input: TurnInput) -> Result<TurnOutput> {
+        match self {
+            Agent::Echo { template } => {
+                let text = fill(template, &input.text, &input.sender, &input.channel);
+                if text.is_empty() {
+                    return Ok(TurnOutput::default());
+                }
+                Ok(TurnOutput { entries: vec![Entry::assistant(&text)], reply: Some(text) })
+            }
+            Agent::OpenAi(o) => o.turn(input).await,
+        }
+    }
+}
+
+/// Fill an echo template in one pass, so text containing "{sender}" is not
+/// expanded again.
+pub fn fill(template: &str, message: &str, sender: &str, channel: &str) -> String {
+    let mut text = String::with_capacity(template.len() + message.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        text.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let (value, len) = if tail.starts_with("{text}") {
+            (message, 6)
+        } else if tail.starts_with("{sender}") {
+            (sender, 8)
+        } else if tail.starts_with("{channel}") {
+            (channel, 9)
+        } else {
+            ("{", 1)
+        };
+        text.push_str(value);
+        rest = &tail[len..];
+    }
+    text.push_str(rest);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_fills_the_template_once() {
+        assert_eq!(
+            fill("{sender} on {channel} said: {text} {unknown}", "hi {sender}", "ann", "telegram"),
+            "ann on telegram said: hi {sender} {unknown}"
+        );
+        assert_eq!(fill("{text}", "hello", "a", "b"), "hello");
+        assert_eq!(fill("{text}", "", "a", "b"), "");
+    }
+}

@@ -1,0 +1,37 @@
+//! kata-daemon: what `kata run` runs.
+//!
+//! Owns the message path above the plugin host: channel ingress and egress
+//! ([`channel`], and [`stream`] for persistent connections), [`service`]
+//! plugins and the [`scheduler`], the [`router`] that queues messages per
+//! session, the [`agent`] and its backends ([`openai`]), [`tools`] under the
+//! [`permissions`] mode, [`senders`] and pairing, [`health`] and the circuit
+//! breaker, the [`events`] stream, the control-socket server and its
+//! protocol ([`control`], shared with the CLI's clients), the [`workspace`]
+//! layout, the database-backed [`sinks`] kata-host writes through, and
+//! [`daemon`], which ties it together.
+//!
+//! It depends on kata-policy, kata-store and kata-host. It must NOT depend
+//! on the `kata` binary crate: no clap, no CLI command modules (install,
+//! scaffold, the `*_cmd` modules); what both need lives here or below.
+
+// The layers below, under the module names this crate's code uses.
+use kata_host::{audit, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
+use kata_policy::policy;
+use kata_store::{session, store};
+
+pub mod workspace;
+pub mod sinks;
+pub mod events;
+pub mod health;
+pub mod senders;
+pub mod permissions;
+pub mod channel;
+pub mod stream;
+pub mod service;
+pub mod tools;
+pub mod agent;
+pub mod openai;
+pub mod scheduler;
+pub mod router;
+pub mod control;
+pub mod daemon;

@@ -1,0 +1,332 @@
+//! Tool plugins: components of the `tools-plugin` (or `channel-tools-plugin`)
+//! world, loaded like channel plugins (same engine, sandbox, limits and error
+//! handling), and the [`ToolBox`] through which the agent calls them under
+//! the permission mode (see [`crate::permissions`]).
+//!
+//! Each call runs in a fresh instance, so calls of different sessions never
+//! share guest state and a trap costs only that call. A tool plugin has two
+//! sandboxes: one with its grants, and one with every write stripped
+//! (directories read-only, network GET/HEAD only) for the calls `safe` mode
+//! lets run because the manifest declares the tool read-only (its plugin
+//! state is read-only there too).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use wasmtime::component::Linker;
+
+use crate::audit::{Event, Kind, Verdict};
+use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
+use crate::host::{self, latest};
+use crate::permissions::{Answer, Decision, decide, wait_for_decision};
+use crate::plugin::{ComponentInfo, Instance, LoadError, arm, guarded};
+use crate::policy::{PluginGrants, ToolMode};
+use crate::sandbox::{NetworkGate, PluginSandbox};
+use crate::store::Db;
+
+/// A tools component compiled, linked and ready to instantiate.
+pub struct ToolsPlugin {
+    grants: Arc<PluginGrants>,
+    full: Arc<PluginSandbox>,
+    read_only: Arc<PluginSandbox>,
+    read_only_grants: Arc<PluginGrants>,
+    pre: host::ToolsPre,
+    id: PluginIdentity,
+    engine: Engine,
+    /// Tools the manifest declares read-only.
+    declared_read_only: Vec<String>,
+    /// What the file declared.
+    pub info: ComponentInfo,
+}
+
+/// Whether a component file exports `channel` and/or `tools`
+/// (`(false, false)`: neither, or unreadable — the channel loader then
+/// explains what is wrong with it).
+pub fn kinds_of(path: &Path) -> (bool, bool) {
+    let Ok(bytes) = std::fs::read(path) else { return (false, false) };
+    match crate::plugin::inspect(&bytes, &path.display().to_string()) {
+        Ok(info) => {
+            let e = info.kata_exports();
+            (e.contains(&"channel"), e.contains(&"tools"))
+        }
+        Err(_) => (false, false),
+    }
+}
+
+impl ToolsPlugin {
+    /// Read, validate, compile (or load from cache) and link a tools plugin.
+    pub fn load(engine: &Engine, linker: &Linker<PluginCtx>, grants: PluginGrants, db: Db, workspace: &Path) -> Result<Self> {
+        let Some(file) = grants.path.clone() else {
+            anyhow::bail!("plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE`", grants.name);
+        };
+        let path = file.display().to_string();
+        let bytes = crate::plugin::read_plugin(&file)?;
+        let info = crate::plugin::inspect(&bytes, &path)?;
+        if let Some(v) = &info.wit_version {
+            crate::plugin::check_version(v, &path)?;
+        }
+        if !info.kata_exports().contains(&"tools") {
+            anyhow::bail!(
+                "{path} is not a tools plugin: it exports {}; a tools plugin exports kata:plugin/tools (world `tools-plugin`)",
+                if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") }
+            );
+        }
+        let component = engine
+            .compile(&bytes)
+            .map_err(|e| LoadError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
+        let pre = host::ToolsPre::new(pre, info.wit_version.as_deref())
+            .map_err(|e| anyhow::anyhow!("{path}: incompatible tools export ({e:#})"))?;
+        let mut grants = grants;
+        let mut declared_read_only = Vec::new();
+        if let Some(m) = &info.manifest {
+            for d in grants.restrict_to(m).map_err(|reason| LoadError::Invalid { path: path.clone(), reason })? {
+                tracing::warn!(plugin = %grants.name, "kata.toml grants {d}, but the plugin's manifest does not ask for it: not given to the plugin");
+            }
+            declared_read_only = m.tools.read_only.clone();
+        }
+        let secrets = crate::plugin::resolve_secrets(&grants, workspace)?;
+        let id = PluginIdentity { name: grants.name.as_str().into(), config: Arc::new(grants.config.clone()), state: Arc::new(crate::sinks::DbSink(db.clone())), read_only: false };
+        let read_only_grants = Arc::new(grants.read_only());
+        let grants = Arc::new(grants);
+        let auditor = crate::sinks::auditor(&db, &grants.name);
+        let full = Arc::new(PluginSandbox::new(grants.clone(), secrets.clone(), auditor.clone()));
+        let read_only = Arc::new(PluginSandbox::new(read_only_grants.clone(), secrets, auditor));
+        Ok(Self { grants, full, read_only, read_only_grants, pre, id, engine: engine.clone(), declared_read_only, info })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.grants.name
+    }
+
+    /// Whether the manifest declares `tool` read-only.
+    pub fn declares_read_only(&self, tool: &str) -> bool {
+        self.declared_read_only.iter().any(|t| t == tool)
+    }
+
+    async fn instance(&self, read_only: bool) -> Result<Instance<host::ToolsBindings>, String> {
+        let (sandbox, grants) = if read_only {
+            (&self.read_only, &self.read_only_grants)
+        } else {
+            (&self.full, &self.grants)
+        };
+        let id = PluginIdentity { read_only, ..self.id.clone() };
+        let mut store = new_store(&self.engine, id, NetworkGate::new(sandbox.clone()), grants);
+        arm(&mut store, &grants.limits);
+        let b = guarded(&grants.limits, self.pre.instantiate_async(&mut store)).await.map_err(|e| e.to_string())?;
+        Ok(Instance::new(store, b, self.grants.limits))
+    }
+
+    /// `list()`, in a read-only instance.
+    pub async fn list(&self) -> Result<Vec<latest::ToolSpec>, String> {
+        let mut inst = self.instance(true).await?;
+        let (g, s, limits) = inst.begin().map_err(|e| e.to_string())?;
+        let r = guarded(&limits, g.list(s)).await;
+        inst.end(r).map_err(|e| e.to_string())
+    }
+
+    /// `call(name, args)` in a fresh instance; `read_only` runs it with the
+    /// write grants stripped. The text is for the model: a result, or what
+    /// went wrong (secret values redacted either way).
+    pub async fn call(&self, tool: &str, args: &str, read_only: bool) -> Result<String, String> {
+        let sandbox = if read_only { &self.read_only } else { &self.full };
+        let r = async {
+            let mut inst = self.instance(read_only).await?;
+            let (g, s, limits) = inst.begin().map_err(|e| e.to_string())?;
+            let r = guarded(&limits, g.call(s, tool, args)).await;
+            match inst.end(r) {
+                Ok(Ok(text)) => Ok(text),
+                Ok(Err(latest::ToolError::UnknownTool(t))) => Err(format!("the plugin has no tool {t:?}")),
+                Ok(Err(latest::ToolError::InvalidArgs(m))) => Err(format!("invalid arguments: {m}")),
+                Ok(Err(latest::ToolError::Failed(m))) => Err(format!("the tool failed: {m}")),
+                Err(e) => Err(format!("the tool was stopped: {e}")),
+            }
+        }
+        .await;
+        // What the model gets is at most limits.max_tool_result; the rest is
+        // dropped before it is scanned for secrets.
+        let max = self.grants.limits.max_tool_result_bytes;
+        let cap = |s: String| {
+            let len = s.len();
+            let (s, cut) = crate::limits::cut_redacted(s, max, crate::limits::TOOL_CUT, sandbox.redactor().longest(), |t| {
+                sandbox.redact(t, "tool result")
+            });
+            if cut {
+                crate::limits::hit(&self.grants.name, "max_tool_result", 1);
+                sandbox.auditor().record(
+                    Event::new(Kind::Limit, Verdict::Deny)
+                        .target(format!("tool {tool}"))
+                        .policy(format!("limits = {{ max_tool_result = \"{}\" }}", crate::limits::size_text(max.saturating_mul(2))))
+                        .detail(format!("a result of {len} bytes was cut to limits.max_tool_result ({max} bytes) before the model saw it")),
+                );
+            }
+            s
+        };
+        r.map(cap).map_err(cap)
+    }
+}
+
+/// Where a tool call happens: which session, under which mode.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The session key (shown with approvals).
+    pub session_key: String,
+    /// The permission mode of the turn.
+    pub mode: ToolMode,
+    /// The kata.toml line that set the mode, for the audit log.
+    pub mode_source: String,
+}
+
+/// One tool as the model sees it.
+#[derive(Debug, Clone)]
+pub struct ToolEntry {
+    /// The function name the model calls: `PLUGIN__TOOL` (chat APIs allow
+    /// no dots in function names).
+    pub function: String,
+    /// The plugin.
+    pub plugin: String,
+    /// The tool's own name.
+    pub tool: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub schema: serde_json::Value,
+}
+
+/// Every tool the agent may call, and the permission check in front of them.
+pub struct ToolBox {
+    plugins: Vec<Arc<ToolsPlugin>>,
+    entries: tokio::sync::OnceCell<Vec<ToolEntry>>,
+    allow: Vec<String>,
+    ask_timeout: std::time::Duration,
+    db: Db,
+}
+
+impl ToolBox {
+    /// A toolbox over these plugins (listed on first use).
+    pub fn new(plugins: Vec<Arc<ToolsPlugin>>, allow: Vec<String>, ask_timeout: std::time::Duration, db: Db) -> Self {
+        Self { plugins, entries: tokio::sync::OnceCell::new(), allow, ask_timeout, db }
+    }
+
+    /// The tools, listed from each plugin once. A plugin whose `list` fails
+    /// offers nothing (and says why in the log); the others still work.
+    pub async fn entries(&self) -> &[ToolEntry] {
+        self.entries
+            .get_or_init(|| async {
+                let mut out = Vec::new();
+                for p in &self.plugins {
+                    match p.list().await {
+                        Err(e) => tracing::error!(plugin = %p.name(), "cannot list its tools: {e}; it offers none"),
+                        Ok(specs) => {
+                            for s in specs {
+                                let valid = !s.name.is_empty()
+                                    && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                                let function = format!("{}__{}", p.name(), s.name);
+                                if !valid || function.len() > 64 {
+                                    tracing::warn!(plugin = %p.name(), tool = %s.name, "tool name must be lowercase letters, digits, '-' or '_' (and plugin__tool at most 64 characters): skipped");
+                                    continue;
+                                }
+                                let schema = serde_json::from_str(&s.args_schema).unwrap_or_else(|e| {
+                                    tracing::warn!(plugin = %p.name(), tool = %s.name, "args-schema is not JSON ({e}); the agent sees an empty object schema");
+                                    serde_json::json!({"type": "object"})
+                                });
+                                tracing::info!(plugin = %p.name(), tool = %s.name, read_only = p.declares_read_only(&s.name), "tool available");
+                                out.push(ToolEntry { function, plugin: p.name().to_string(), tool: s.name, description: s.description, schema });
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .await
+    }
+
+    /// Call a tool by its function name under `ctx`'s permission mode.
+    /// Always returns text for the model: the result, an error, or why the
+    /// call was refused. Every call is audited.
+    pub async fn call(&self, ctx: &CallContext, function: &str, args: &str) -> String {
+        let Some(entry) = self.entries().await.iter().find(|e| e.function == function).cloned() else {
+            return format!("error: there is no tool named {function:?}");
+        };
+        let Some(plugin) = self.plugins.iter().find(|p| p.name() == entry.plugin) else {
+            return format!("error: there is no tool named {function:?}");
+        };
+        let name = format!("{}.{}", entry.plugin, entry.tool);
+        let auditor = crate::sinks::auditor(&self.db, &entry.plugin);
+        let audit = |verdict: Verdict, policy: &str, detail: String| {
+            auditor.record(
+                Event::new(Kind::Tool, verdict)
+                    .method(ctx.mode.as_str())
+                    .target(&name)
+                    .policy(policy)
+                    .detail(format!("session {}: {detail}", ctx.session_key)),
+            );
+        };
+        let read_only_declared = plugin.declares_read_only(&entry.tool);
+        let (read_only, policy) = match decide(ctx.mode, &self.allow, &entry.plugin, &entry.tool, read_only_declared) {
+            Decision::Run { read_only, policy } => (read_only, policy),
+            Decision::Refuse { reason, policy } => {
+                audit(Verdict::Deny, &policy, format!("refused: {reason} ({})", ctx.mode_source));
+                return refused(&name, &reason);
+            }
+            Decision::Ask => {
+                let id = match self.db.approval_create(&ctx.session_key, &entry.plugin, &entry.tool, args, &ctx.mode_source, self.ask_timeout) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::error!("cannot record an approval request: {e:#}");
+                        audit(Verdict::Deny, &ctx.mode_source, "refused: the approval request could not be stored".into());
+                        return refused(&name, "kata could not ask for approval");
+                    }
+                };
+                tracing::warn!(
+                    approval = id, tool = %name, session = %ctx.session_key,
+                    "tool call waits for approval: `kata approve {id}` or `kata deny {id}` (denied in {:?} otherwise)", self.ask_timeout
+                );
+                match wait_for_decision(&self.db, id).await {
+                    Ok(Answer::Approved) => (false, format!("approved with `kata approve {id}`")),
+                    Ok(Answer::Denied) => {
+                        audit(Verdict::Deny, &format!("denied with `kata deny {id}`"), format!("refused: a person denied approval {id}"));
+                        return refused(&name, "the person you work for denied it");
+                    }
+                    Ok(Answer::Expired) => {
+                        audit(
+                            Verdict::Deny,
+                            "[tools] ask_timeout",
+                            format!("refused: no one approved {id} within {:?}", self.ask_timeout),
+                        );
+                        return refused(&name, "no one approved it in time");
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot read approval {id}: {e:#}");
+                        audit(Verdict::Deny, &ctx.mode_source, format!("refused: approval {id} could not be read"));
+                        return refused(&name, "kata could not read the approval");
+                    }
+                }
+            }
+        };
+        let started = Instant::now();
+        let result = plugin.call(&entry.tool, args, read_only).await;
+        let took = started.elapsed();
+        let grants = if read_only { "write grants stripped" } else { "full grants" };
+        match result {
+            Ok(text) => {
+                audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: ok"));
+                text
+            }
+            Err(e) => {
+                audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: {e}"));
+                format!("error: {e}")
+            }
+        }
+    }
+}
+
+/// The tool result the model gets for a refused call.
+fn refused(name: &str, reason: &str) -> String {
+    format!("refused: kata did not run {name} because {reason}. Tell the user it was not allowed; do not retry it.")
+}

@@ -1,0 +1,144 @@
+//! Engine benchmarks: instantiate a channel plugin from its `InstancePre` with
+//! the pooling allocator, and an empty `poll` round trip on a warm instance.
+//!
+//! Run with `scripts/bench.sh` (it builds the guests and unsets RUST_BACKTRACE).
+//! Each figure is reported next to a baseline measured in the same run:
+//! creating the sandboxed store alone, and an empty async call on the host.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kata_host::engine::Engine;
+use kata_host::plugin::{ChannelPlugin, linker};
+use kata_host::policy::Policy;
+use kata_host::sink::Sinks;
+
+fn quiet_plugin(dir: &Path) -> (ChannelPlugin, Engine) {
+    // KATA_BENCH_GUEST compares another build of the same guest (e.g. wasm32-wasip2).
+    let wasm = std::env::var_os("KATA_BENCH_GUEST")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/guest-quiet.wasm")
+        });
+    assert!(
+        wasm.exists(),
+        "{} is missing: run scripts/setup.sh first",
+        wasm.display()
+    );
+    let text = format!("[plugins.quiet]\npath = \"{}\"\n", wasm.display());
+    let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
+    let engine = Engine::new(Some(dir.join("cache"))).unwrap();
+    let plugin = ChannelPlugin::load(
+        &engine,
+        &linker(&engine).unwrap(),
+        policy.plugins["quiet"].clone(),
+        Sinks::memory(),
+        Path::new("/"),
+    )
+    .unwrap();
+    (plugin, engine)
+}
+
+#[inline(never)]
+async fn empty_async_call(x: u64) -> u64 {
+    std::hint::black_box(x + 1)
+}
+
+fn benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (plugin, _engine) = quiet_plugin(dir.path());
+
+    let mut g = c.benchmark_group("engine");
+    g.measurement_time(Duration::from_secs(5));
+
+    // Baseline: an empty async call through the same measuring loop.
+    g.bench_function("baseline/empty_async_call", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = Instant::now();
+                for i in 0..iters {
+                    std::hint::black_box(empty_async_call(i).await);
+                }
+                t.elapsed()
+            })
+        })
+    });
+
+    // Baseline for instantiation: create and drop the sandboxed store alone.
+    g.bench_function("baseline/new_store", |b| {
+        b.iter(|| std::hint::black_box(plugin.new_store()));
+    });
+
+    // Instantiate from InstancePre (pooling), including the sandboxed store,
+    // and drop the instance: what a restart or a fresh send instance costs.
+    g.bench_function("instantiate_channel_plugin", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let inst = plugin.instantiate().await.unwrap();
+                    std::hint::black_box(&inst);
+                }
+                t.elapsed()
+            })
+        })
+    });
+
+    // Baseline for poll: the same call without the wall-clock timer.
+    g.bench_function("baseline/poll_without_timeout", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut inst = plugin.instantiate().await.unwrap();
+                inst.connect().await.unwrap();
+                let t = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(inst.poll_without_timeout(None).await.unwrap());
+                }
+                t.elapsed()
+            })
+        })
+    });
+
+    // Instantiation alone, as the target is stated: the store is made
+    // before and the instance dropped after the timed region.
+    g.bench_function("instantiate_only", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let store = plugin.new_store();
+                    let t = Instant::now();
+                    let inst = plugin.instantiate_in(store).await.unwrap();
+                    total += t.elapsed();
+                    drop(std::hint::black_box(inst));
+                }
+                total
+            })
+        })
+    });
+
+    // An empty poll round trip on a warm instance (limits armed per call).
+    g.bench_function("empty_poll_round_trip", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut inst = plugin.instantiate().await.unwrap();
+                inst.connect().await.unwrap();
+                let t = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(inst.poll(None).await.unwrap());
+                }
+                t.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(engine, benches);
+criterion_main!(engine);

@@ -1,0 +1,296 @@
+//! The wasmtime engine every plugin runs in: configuration, the epoch ticker
+//! that meters CPU, the on-disk cache of compiled components, and the store
+//! data each plugin instance gets.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{
+    CallHook, Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::policy::{FileMode, PluginGrants};
+use crate::sandbox::{NetworkGate, PluginSandbox};
+use crate::sink::{Emit, StateStore};
+
+/// How often the engine's epoch advances: the granularity of CPU metering.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// A configured wasmtime engine plus kata's compiled-component cache.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Engine {
+    /// Build the engine: component model, async, pooling allocator and epoch
+    /// interruption, with a ticker thread that lives as long as the engine.
+    /// `cache_dir` keeps compiled components between runs (None: compile every time).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self> {
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true);
+        cfg.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        // Enough slots for many plugins with a poll and a send instance each;
+        // memory size per instance is capped per plugin by StoreLimits.
+        pool.total_component_instances(200)
+            .total_core_instances(1000)
+            .total_memories(200)
+            .total_tables(400)
+            .total_stacks(200)
+            // Return freed instance memory to the OS in batches rather than
+            // one madvise per instance: restarts and send instances churn.
+            .decommit_batch_size(32);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let inner = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot configure the WebAssembly engine")?;
+        let weak = inner.weak();
+        std::thread::Builder::new()
+            .name("kata-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .context("cannot start the epoch thread")?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+        }
+        Ok(Self { inner, cache_dir })
+    }
+
+    /// The wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// Compile a component, or load it from the cache when these exact bytes
+    /// were compiled before by an engine with the same settings and version.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component> {
+        let Some(dir) = &self.cache_dir else {
+            return Ok(Component::new(&self.inner, bytes)?);
+        };
+        let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if path.exists() {
+            match self.load_cached(&path) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable compiled cache entry: {e:#}");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = self.compile_uncached(bytes)?;
+        self.cache_compiled(bytes, &component);
+        Ok(component)
+    }
+
+    /// Compile without touching the cache (to validate before committing to anything).
+    pub fn compile_uncached(&self, bytes: &[u8]) -> Result<Component> {
+        Ok(Component::new(&self.inner, bytes)?)
+    }
+
+    /// Put a compiled component in the cache (best effort: a cache that cannot
+    /// be written only costs a recompile later).
+    pub fn cache_compiled(&self, bytes: &[u8], component: &Component) {
+        let Some(dir) = &self.cache_dir else { return };
+        let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if path.exists() {
+            return;
+        }
+        if let Ok(serialized) = component.serialize() {
+            // Write then rename, so a crash never leaves a half-written entry.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, serialized).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+    }
+
+    /// Whether a compiled copy of `bytes` is in the cache.
+    pub fn is_cached(&self, bytes: &[u8]) -> bool {
+        self.cache_dir
+            .as_ref()
+            .is_some_and(|d| d.join(format!("{}.cwasm", self.cache_key(bytes))).exists())
+    }
+
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.inner.precompile_compatibility_hash().hash(&mut h);
+        let engine = h.finish();
+        format!("{}-{engine:016x}", hex::encode(Sha256::digest(bytes)))
+    }
+
+    #[allow(unsafe_code)]
+    fn load_cached(&self, path: &Path) -> Result<Component> {
+        // SAFETY: cache entries are written only by `compile` above, into the
+        // workspace's own `.kata/cache`, named by the sha256 of the source bytes
+        // and the engine's compatibility hash; wasmtime also checks the
+        // engine/version header before using them.
+        Ok(unsafe { Component::deserialize_file(&self.inner, path) }?)
+    }
+}
+
+/// What the host knows about the plugin an instance belongs to.
+#[derive(Clone)]
+pub struct PluginIdentity {
+    /// The plugin's name from kata.toml.
+    pub name: Arc<str>,
+    /// Its non-secret configuration.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Where its state lives (in kata, the workspace database).
+    pub state: Arc<dyn StateStore>,
+    /// Whether its state is read-only (a tool running in the `safe` mode,
+    /// with every write grant stripped): `state-set` fails, `state-delete`
+    /// does nothing.
+    pub read_only: bool,
+}
+
+/// Per-call CPU accounting, driven by the epoch ticker.
+///
+/// Each time the epoch deadline passes while guest code runs, the callback
+/// charges one tick; time spent in host calls (waiting on the network, say) is
+/// not charged because returning from a slow host call pushes the deadline
+/// back. A guest that exceeds its budget traps with an interrupt.
+#[derive(Debug, Default)]
+pub struct CpuMeter {
+    budget_ticks: u64,
+    used_ticks: u64,
+    entered_host: Option<Instant>,
+}
+
+impl CpuMeter {
+    /// Start metering a call with this budget.
+    pub fn reset(&mut self, budget: Duration) {
+        self.budget_ticks = (budget.as_micros() / TICK.as_micros()).max(1) as u64;
+        self.used_ticks = 0;
+        self.entered_host = None;
+    }
+
+    /// CPU time charged to the current call.
+    pub fn used(&self) -> Duration {
+        TICK * self.used_ticks as u32
+    }
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginCtx {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    gate: NetworkGate,
+    limits: StoreLimits,
+    /// CPU accounting for the current call.
+    pub cpu: CpuMeter,
+    /// Which plugin this is.
+    pub id: PluginIdentity,
+    /// Where `emitter.emit` puts messages: set for service instances only.
+    pub emitter: Option<Arc<dyn Emit>>,
+}
+
+impl PluginCtx {
+    /// The plugin's sandbox: grants, secret scanner, audit log.
+    pub fn sandbox(&self) -> &std::sync::Arc<PluginSandbox> {
+        self.gate.sandbox()
+    }
+}
+
+impl WasiView for PluginCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for PluginCtx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.gate }
+    }
+}
+
+/// Create a store for one instance of a plugin.
+///
+/// WASI is linked but grants nothing beyond the policy: no environment, no
+/// arguments, no inherited stdio, no sockets, and only the directories in the
+/// plugin's `files` grants, each preopened read-only or read-write. Paths are
+/// resolved inside the preopened directory by cap-std (openat2/`RESOLVE_BENEATH`
+/// semantics), so `..`, absolute paths and symlinks pointing outside cannot
+/// escape it. Outgoing HTTP goes through `gate`, which enforces the plugin's
+/// network grants.
+pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants: &PluginGrants) -> Store<PluginCtx> {
+    let limits = &grants.limits;
+    let mut wasi = WasiCtx::builder();
+    wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    for f in &grants.files {
+        let perms = match f.mode {
+            FileMode::Ro => wasmtime_wasi::FsPerms::ReadOnly,
+            FileMode::Rw => wasmtime_wasi::FsPerms::ReadWrite,
+        };
+        // The directory was checked when the policy was loaded; if it has
+        // gone since, the plugin runs without it (and its opens fail) rather
+        // than not at all.
+        if let Err(e) = wasi.preopened_dir(&f.host, &f.guest, perms) {
+            tracing::error!(
+                plugin = %grants.name,
+                "cannot open granted directory {} (as {}): {e:#}; the plugin runs without it",
+                f.host.display(),
+                f.guest
+            );
+        }
+    }
+    let ctx = PluginCtx {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        gate,
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .instances(20)
+            .build(),
+        cpu: CpuMeter::default(),
+        id,
+        emitter: None,
+    };
+    let mut store = Store::new(engine.wasmtime(), ctx);
+    store.limiter(|c| &mut c.limits);
+    store.epoch_deadline_callback(|mut cx| {
+        let cpu = &mut cx.data_mut().cpu;
+        cpu.used_ticks += 1;
+        if cpu.used_ticks > cpu.budget_ticks {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            // Yield so a busy plugin never starves the daemon's other tasks.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store.call_hook(|mut cx, hook| {
+        match hook {
+            CallHook::CallingHost => cx.data_mut().cpu.entered_host = Some(Instant::now()),
+            CallHook::ReturningFromHost => {
+                // A host call that waited at least a tick (network I/O) must not
+                // be charged as guest CPU: start a fresh tick from here.
+                if let Some(t) = cx.data_mut().cpu.entered_host.take()
+                    && t.elapsed() >= TICK
+                {
+                    cx.set_epoch_deadline(1);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    store.set_epoch_deadline(1);
+    store
+}

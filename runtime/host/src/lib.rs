@@ -1,0 +1,60 @@
+//! kata-host: kata's plugin host, usable on its own.
+//!
+//! Runs WebAssembly components under a [`policy`]: the wasmtime [`engine`]
+//! (pooling allocator, epoch CPU metering, on-disk compile cache), one
+//! [`host`] module per published `kata:plugin` WIT version, the [`sandbox`]
+//! (network gate, secrets, leak scan, connection pool), [`limits`]
+//! enforcement, loading and validating components ([`plugin`]), turning core
+//! modules into components ([`componentize`]), the encrypted
+//! [`secret_store`] and the [`audit`] model.
+//!
+//! # Embedding
+//!
+//! Load a channel component under a policy, poll it and send through it —
+//! no daemon, no database ([`sink::Sinks::memory`] keeps plugin state in
+//! memory and audits to the log only). The same program is
+//! `examples/embed.rs`.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use std::path::Path;
+//! use kata_host::{engine::Engine, host::latest::OutboundMessage, plugin, policy::Policy, sink::Sinks};
+//!
+//! let policy = Policy::parse("[plugins.quiet]\npath = \"quiet.wasm\"\n", Path::new("kata.toml"), Path::new("."))?;
+//! let engine = Engine::new(None)?;
+//! let linker = plugin::linker(&engine)?;
+//! let quiet = plugin::ChannelPlugin::load(&engine, &linker, policy.plugins["quiet"].clone(), Sinks::memory(), Path::new("."))?;
+//! let mut channel = quiet.instantiate().await?;
+//! channel.connect().await?;
+//! let polled = channel.poll(None).await?;
+//! let hello = OutboundMessage {
+//!     conversation: "c1".into(),
+//!     thread: None,
+//!     reply_to: None,
+//!     text: format!("{} messages", polled.messages.len()),
+//!     idempotency_key: "k1".into(),
+//! };
+//! let receipt = channel.send(&hello).await?;
+//! # let _ = receipt;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! It must NOT depend on SQLite (rusqlite), kata-store, kata-daemon or the
+//! CLI: what it writes — plugin state, audit records, service emits — goes
+//! through the small traits in [`sink`], which kata-daemon implements over
+//! the workspace database. It depends on kata-policy (re-exported as
+//! [`policy`], [`manifest`] and [`util`]) and wasmtime.
+
+pub use kata_policy::{manifest, policy, util};
+
+pub mod audit;
+pub mod sink;
+pub mod secret_store;
+pub mod sandbox;
+pub mod engine;
+pub mod host;
+pub mod limits;
+pub mod outlet;
+pub mod plugin;
+pub mod componentize;

@@ -1,0 +1,94 @@
+//! The sinks the plugin host writes through: what it needs from the rest of
+//! kata, as small traits, so kata-host depends on no database.
+//!
+//! - [`StateStore`]: plugin state (`host.state-*`), keyed by plugin name.
+//! - [`AuditSink`]: the audit log, where every sandbox decision is written
+//!   (defined with the [`Auditor`](crate::audit::Auditor), re-exported here).
+//! - [`Emit`]: where a service plugin's `emitter.emit` calls go.
+//!
+//! kata-daemon implements the first two over the workspace database and the
+//! third as the service emitter that stores into the inbox. [`Sinks::memory`]
+//! keeps state in memory and audits to the log only: enough to embed the
+//! host without a workspace (see the crate docs).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+
+pub use crate::audit::AuditSink;
+use crate::host::latest::Message;
+use crate::sandbox::PluginSandbox;
+
+/// Plugin state: a small key-value store per plugin.
+pub trait StateStore: Send + Sync {
+    /// The value of `key`, if set.
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Set `key` to `value`.
+    fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()>;
+    /// Remove `key` (nothing if unset).
+    fn delete(&self, plugin: &str, key: &str) -> Result<()>;
+    /// Up to `limit` keys starting with `prefix`, in order.
+    fn keys(&self, plugin: &str, prefix: &str, limit: usize) -> Result<Vec<String>>;
+}
+
+/// Where a service instance's `emitter.emit` calls go.
+pub trait Emit: Send + Sync {
+    /// A call into the service is about to start (per-call budgets reset).
+    fn begin_call(&self);
+    /// Take one emitted message; the `Err` text is what the plugin sees.
+    /// `sandbox` is the service's, for scanning and limits.
+    fn emit(&self, message: Message, sandbox: &PluginSandbox) -> std::result::Result<(), String>;
+}
+
+/// The sinks a plugin is loaded with.
+#[derive(Clone)]
+pub struct Sinks {
+    /// Plugin state.
+    pub state: Arc<dyn StateStore>,
+    /// The audit log.
+    pub audit: Option<Arc<dyn AuditSink>>,
+}
+
+impl Sinks {
+    /// State in memory, audit to the log only: for embedding and tests.
+    pub fn memory() -> Self {
+        Self { state: Arc::new(MemoryState::default()), audit: None }
+    }
+}
+
+/// Plugin state kept in memory (lost when dropped).
+#[derive(Default)]
+pub struct MemoryState(Mutex<BTreeMap<(String, String), Vec<u8>>>);
+
+impl MemoryState {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateStore for MemoryState {
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.map().get(&(plugin.to_string(), key.to_string())).cloned())
+    }
+
+    fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<()> {
+        self.map().insert((plugin.to_string(), key.to_string()), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, plugin: &str, key: &str) -> Result<()> {
+        self.map().remove(&(plugin.to_string(), key.to_string()));
+        Ok(())
+    }
+
+    fn keys(&self, plugin: &str, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        Ok(self
+            .map()
+            .keys()
+            .filter(|(p, k)| p == plugin && k.starts_with(prefix))
+            .map(|(_, k)| k.clone())
+            .take(limit)
+            .collect())
+    }
+}

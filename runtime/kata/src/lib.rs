@@ -1,0 +1,40 @@
+//! kata: an always-on agent host whose channel adapters, services and tools
+//! are WebAssembly components, each running with only what the workspace
+//! policy grants it.
+//!
+//! This is the binary crate's library: the clap [`cli`], the control-socket
+//! clients ([`client`], [`daemonize`]), plugin installation and scaffolding
+//! ([`install`], [`scaffold`]) and the `kata policy|secret|task` commands
+//! (the `*_cmd` modules). Everything else is a crate below it, along the
+//! data path, each re-exported here under the module name it had when kata
+//! was one crate (so `kata::store::Db` and the like keep working):
+//!
+//! - kata-policy: [`policy`], [`manifest`], [`util`] — kata.toml, grants,
+//!   manifests; no wasmtime, tokio or SQLite.
+//! - kata-store: [`store`], [`session`] — the workspace database.
+//! - kata-host: [`engine`], [`host`], [`sandbox`], [`limits`], [`plugin`],
+//!   [`outlet`], [`componentize`], [`secret_store`], [`audit`], [`sink`] —
+//!   the embeddable plugin host; no SQLite.
+//! - kata-daemon: [`workspace`], [`sinks`], [`events`], [`health`],
+//!   [`senders`], [`permissions`], [`channel`], [`stream`], [`service`],
+//!   [`tools`], [`agent`], [`openai`], [`scheduler`], [`router`],
+//!   [`control`], [`daemon`] — what `kata run` runs.
+//!
+//! Nothing below depends on this crate: a CLI-only change rebuilds only it.
+
+pub use kata_daemon::{
+    agent, channel, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks,
+    stream, tools, workspace,
+};
+pub use kata_host::{audit, componentize, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
+pub use kata_policy::{manifest, policy, util};
+pub use kata_store::{session, store};
+
+pub mod client;
+pub mod daemonize;
+pub mod install;
+pub mod scaffold;
+pub mod policy_cmd;
+pub mod secret_cmd;
+pub mod task_cmd;
+pub mod cli;

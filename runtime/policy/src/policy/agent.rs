@@ -1,0 +1,156 @@
+//! The `[agent]` and `[tools]` tables resolved into the settings the
+//! daemon's agent runs with: durations parsed, defaults filled in, every
+//! error naming the key it is about. The agent itself (backends, turns)
+//! lives in kata-daemon; only its settings model is here, so the policy
+//! can check them when it is loaded.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{AgentBackend, PolicyFile, SecretSource, ToolMode, parse_duration};
+
+/// Defaults of the `[agent]` table.
+const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_BUDGET: usize = 24_000;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// `[agent]` and `[tools]` resolved: durations parsed, defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which backend answers.
+    pub backend: AgentBackend,
+    /// The echo template.
+    pub template: String,
+    /// The OpenAI-compatible API base URL (no trailing slash).
+    pub base_url: String,
+    /// The model name.
+    pub model: String,
+    /// Where the API key comes from.
+    pub api_key: Option<SecretSource>,
+    /// The system prompt.
+    pub system_prompt: Option<String>,
+    /// Timeout of one HTTP request to the backend.
+    pub request_timeout: Duration,
+    /// Retries after 429, 5xx or a network error.
+    pub max_retries: u32,
+    /// Most tool-call rounds per turn.
+    pub max_tool_rounds: u32,
+    /// After this long without activity, a conversation starts a new session.
+    pub idle_timeout: Duration,
+    /// History budget in characters.
+    pub history_budget: usize,
+    /// Concurrent daemon-triggered turns.
+    pub max_concurrent_sessions: usize,
+    /// The workspace tool permission mode.
+    pub tools_mode: ToolMode,
+    /// `[tools] allow` patterns.
+    pub tools_allow: Vec<String>,
+    /// How long an `ask` waits for a decision.
+    pub ask_timeout: Duration,
+}
+
+/// Where in kata.toml a setting error is: (table, key).
+pub type SettingKey = (&'static str, &'static str);
+
+impl Settings {
+    /// Resolve and check the `[agent]` and `[tools]` tables; an error names the
+    /// key it is about.
+    pub fn resolve(file: &PolicyFile, _workspace: &Path) -> Result<Self, (SettingKey, String)> {
+        let a = &file.agent;
+        let dur = |key: &'static str, v: &Option<String>, default: Duration| -> Result<Duration, (SettingKey, String)> {
+            match v {
+                None => Ok(default),
+                Some(s) => match parse_duration(s) {
+                    Ok(d) if d.is_zero() => Err((("agent", key), format!("{key} must be more than zero"))),
+                    Ok(d) => Ok(d),
+                    Err(m) => Err((("agent", key), m)),
+                },
+            }
+        };
+        let api_key = match &a.api_key {
+            None => None,
+            Some(s) => Some(SecretSource::parse(s).map_err(|m| (("agent", "api_key"), m))?),
+        };
+        let base_url = a.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err((
+                ("agent", "base_url"),
+                format!("base_url {base_url:?} must be an http:// or https:// URL, e.g. \"https://api.openai.com/v1\""),
+            ));
+        }
+        let model = a.model.clone().unwrap_or_default();
+        if a.backend == AgentBackend::Openai && model.is_empty() {
+            return Err((("agent", "model"), "backend \"openai\" needs a model, e.g. model = \"gpt-4o-mini\"".into()));
+        }
+        let sessions = a.max_concurrent_sessions.unwrap_or(file.daemon.max_concurrent_sessions);
+        if sessions == 0 {
+            return Err((("agent", "max_concurrent_sessions"), "max_concurrent_sessions must be at least 1".into()));
+        }
+        let budget = a.history_budget.unwrap_or(DEFAULT_BUDGET);
+        if budget < 100 {
+            return Err((("agent", "history_budget"), "history_budget must be at least 100 characters".into()));
+        }
+        for pattern in &file.tools.allow {
+            check_pattern(pattern).map_err(|m| (("tools", "allow"), m))?;
+        }
+        let ask_timeout = match &file.tools.ask_timeout {
+            None => DEFAULT_ASK_TIMEOUT,
+            Some(s) => parse_duration(s).map_err(|m| (("tools", "ask_timeout"), m))?,
+        };
+        Ok(Self {
+            backend: a.backend,
+            template: a.template.clone(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            model,
+            api_key,
+            system_prompt: a.system_prompt.clone(),
+            request_timeout: dur("request_timeout", &a.request_timeout, DEFAULT_TIMEOUT)?,
+            max_retries: a.max_retries.unwrap_or(4),
+            max_tool_rounds: a.max_tool_rounds.unwrap_or(8).max(1),
+            idle_timeout: dur("idle_timeout", &a.idle_timeout, DEFAULT_IDLE)?,
+            history_budget: budget,
+            max_concurrent_sessions: sessions as usize,
+            tools_mode: file.tools.mode,
+            tools_allow: file.tools.allow.clone(),
+            ask_timeout,
+        })
+    }
+}
+
+/// Check one `[tools] allow` pattern: `plugin.tool` or `plugin.*`.
+pub fn check_pattern(p: &str) -> Result<(), String> {
+    let ok = p.split_once('.').is_some_and(|(plugin, tool)| {
+        super::valid_plugin_name(plugin)
+            && (tool == "*" || (!tool.is_empty() && tool.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("tool pattern {p:?} must be \"plugin.tool\" or \"plugin.*\" (e.g. \"notes.search\")"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked_with_the_key_named() {
+        let parse = |t: &str| {
+            let f: PolicyFile = toml::from_str(t).expect("toml");
+            Settings::resolve(&f, Path::new("/ws"))
+        };
+        let s = parse("").expect("defaults");
+        assert_eq!((s.idle_timeout, s.history_budget, s.max_concurrent_sessions), (DEFAULT_IDLE, DEFAULT_BUDGET, 3));
+        assert_eq!(s.tools_mode, ToolMode::Safe);
+        let s = parse("[agent]\nidle_timeout = \"2s\"\nmax_concurrent_sessions = 5\n[tools]\nmode = \"daemon\"\nallow = [\"notes.*\"]")
+            .expect("valid");
+        assert_eq!((s.idle_timeout, s.max_concurrent_sessions, s.tools_mode), (Duration::from_secs(2), 5, ToolMode::Daemon));
+        assert_eq!(parse("[agent]\nbackend = \"openai\"").expect_err("model").0, ("agent", "model"));
+        assert_eq!(parse("[agent]\nidle_timeout = \"soon\"").expect_err("bad").0, ("agent", "idle_timeout"));
+        assert_eq!(parse("[tools]\nallow = [\"notes\"]").expect_err("pattern").0, ("tools", "allow"));
+        assert_eq!(parse("[agent]\napi_key = \"sk-123\"").expect_err("key").0, ("agent", "api_key"));
+    }
+}

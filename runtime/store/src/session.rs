@@ -1,0 +1,325 @@
+//! Sessions: which conversation a message belongs to, and what the agent
+//! remembers of it.
+//!
+//! A session key is deterministic — `plugin/conversation[/thread]`, each part
+//! percent-escaped so a `/` inside an id cannot make two conversations share a
+//! key — so a restart finds the same session. A key has a series of sessions:
+//! after `[agent] idle_timeout` without activity the next message opens a new
+//! one and starts from an empty history. History is stored per turn (the
+//! user's message, the assistant's tool calls, the tool results, the answer),
+//! in the same transaction that completes the inbox row (see
+//! [`Db::complete_turn`](crate::store::Db::complete_turn)). When a session's
+//! history outgrows `[agent] history_budget`, the oldest turns are compacted:
+//! summarised by the agent when the backend can, otherwise dropped (see
+//! kata-daemon's `router`).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Db, now_ms};
+
+/// Who said a history entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The person (or a scheduled prompt).
+    User,
+    /// The agent: an answer, or a request to call tools.
+    Assistant,
+    /// The result of one tool call.
+    Tool,
+}
+
+impl Role {
+    /// The name stored and sent to chat APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+
+    fn parse(s: &str) -> Role {
+        match s {
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            _ => Role::User,
+        }
+    }
+}
+
+/// One entry of a session's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Who said it.
+    pub role: Role,
+    /// The text (for a tool entry: the tool's result).
+    pub content: String,
+    /// For an assistant entry that calls tools: the calls, as the chat API's
+    /// JSON array (`[{"id", "type": "function", "function": {"name", "arguments"}}]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<String>,
+    /// For a tool entry: the id of the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Entry {
+    /// A message from the person.
+    pub fn user(text: &str) -> Self {
+        Self { role: Role::User, content: text.into(), tool_calls: None, tool_call_id: None }
+    }
+
+    /// An answer from the agent.
+    pub fn assistant(text: &str) -> Self {
+        Self { role: Role::Assistant, content: text.into(), tool_calls: None, tool_call_id: None }
+    }
+
+    /// Characters it costs in the history budget.
+    pub fn size(&self) -> usize {
+        self.content.chars().count() + self.tool_calls.as_ref().map_or(0, |c| c.chars().count())
+    }
+}
+
+/// An entry with its turn, as read back from the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryItem {
+    /// The turn it belongs to (the id of the turn's user entry).
+    pub turn: i64,
+    /// When it was stored (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// A session of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Row id.
+    pub id: i64,
+    /// The conversation's key.
+    pub key: String,
+    /// The summary of compacted history.
+    pub summary: Option<String>,
+}
+
+/// Escape a key part: `%` and `/` are percent-encoded.
+fn escape(part: &str) -> String {
+    part.replace('%', "%25").replace('/', "%2F")
+}
+
+/// The session key of a conversation: `plugin/conversation[/thread]`.
+pub fn session_key(plugin: &str, conversation: &str, thread: Option<&str>) -> String {
+    let mut k = format!("{}/{}", escape(plugin), escape(conversation));
+    if let Some(t) = thread.filter(|t| !t.is_empty()) {
+        k.push('/');
+        k.push_str(&escape(t));
+    }
+    k
+}
+
+/// Append one turn's entries to a session's history inside `tx` (the caller
+/// commits it together with the inbox and outbox changes).
+pub(crate) fn append_turn(tx: &rusqlite::Connection, session_id: i64, inbox_id: Option<i64>, user: &Entry, rest: &[Entry]) -> Result<()> {
+    let now = now_ms() as i64;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO history (session_id, turn, inbox_id, role, content, tool_calls, tool_call_id, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    stmt.execute(params![session_id, 0, inbox_id, user.role.as_str(), user.content, user.tool_calls, user.tool_call_id, now])?;
+    let turn = tx.last_insert_rowid();
+    tx.prepare_cached("UPDATE history SET turn = ?1 WHERE id = ?1")?.execute([turn])?;
+    for e in rest {
+        stmt.execute(params![session_id, turn, inbox_id, e.role.as_str(), e.content, e.tool_calls, e.tool_call_id, now])?;
+    }
+    tx.prepare_cached("UPDATE sessions SET last_active_ms = MAX(last_active_ms, ?2) WHERE id = ?1")?
+        .execute(params![session_id, now])?;
+    Ok(())
+}
+
+impl Db {
+    /// The open session of `key` at `now_ms`: the newest one if it was active
+    /// within `idle`, else a new one. A session becomes active when a turn
+    /// is appended to it ([`append_turn`]), so finding one writes nothing.
+    pub fn session_for(&self, key: &str, origin: &str, idle: Duration, now_ms: u64) -> Result<Session> {
+        let conn = self.lock();
+        let newest: Option<(i64, i64, Option<String>)> = conn
+            .prepare_cached("SELECT id, last_active_ms, summary FROM sessions WHERE key = ?1 ORDER BY id DESC LIMIT 1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let now = now_ms as i64;
+        Ok(match newest {
+            Some((id, last, summary)) if now.saturating_sub(last) <= idle.as_millis() as i64 => {
+                Session { id, key: key.into(), summary }
+            }
+            _ => {
+                conn.prepare_cached(
+                    "INSERT INTO sessions (key, origin, created_ms, last_active_ms) VALUES (?1, ?2, ?3, ?3)",
+                )?
+                .execute(params![key, origin, now])?;
+                Session { id: conn.last_insert_rowid(), key: key.into(), summary: None }
+            }
+        })
+    }
+
+    /// A session's history that is not compacted, oldest first.
+    pub fn session_history(&self, session_id: i64) -> Result<Vec<HistoryItem>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT turn, created_ms, role, content, tool_calls, tool_call_id FROM history
+             WHERE session_id = ?1 AND compacted = 0 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([session_id], row_to_item)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Compact a session: every turn up to and including `through_turn` is
+    /// no longer sent as context; `summary` (when given) replaces the
+    /// session's summary. One transaction.
+    pub fn compact_session(&self, session_id: i64, through_turn: i64, summary: Option<&str>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE history SET compacted = 1 WHERE session_id = ?1 AND turn <= ?2 AND compacted = 0",
+            params![session_id, through_turn],
+        )?;
+        if let Some(s) = summary {
+            tx.execute("UPDATE sessions SET summary = ?2 WHERE id = ?1", params![session_id, s])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest `n` entries of the newest session of `key` (compacted ones
+    /// included), oldest first; empty when the key has no session.
+    pub fn recent_history(&self, key: &str, n: usize) -> Result<Vec<HistoryItem>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT turn, created_ms, role, content, tool_calls, tool_call_id FROM history
+             WHERE session_id = (SELECT id FROM sessions WHERE key = ?1 ORDER BY id DESC LIMIT 1)
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![key, n as i64], row_to_item)?;
+        let mut items = rows.collect::<Result<Vec<_>, _>>()?;
+        items.reverse();
+        Ok(items)
+    }
+
+    /// Append an interactive turn (one without an inbox row) to a session.
+    pub fn record_turn(&self, session_id: i64, user: &Entry, entries: &[Entry]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        append_turn(&tx, session_id, None, user, entries)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many sessions `key` has had.
+    pub fn session_count(&self, key: &str) -> Result<u64> {
+        Ok(self.lock().query_row("SELECT COUNT(*) FROM sessions WHERE key = ?1", [key], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+fn row_to_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryItem> {
+    Ok(HistoryItem {
+        turn: r.get(0)?,
+        created_ms: r.get::<_, i64>(1)?.max(0) as u64,
+        entry: Entry {
+            role: Role::parse(&r.get::<_, String>(2)?),
+            content: r.get(3)?,
+            tool_calls: r.get(4)?,
+            tool_call_id: r.get(5)?,
+        },
+    })
+}
+
+/// Which turns to compact so the rest fits in `budget`: None when the
+/// history fits; otherwise the last turn to compact. Whole turns only (a
+/// tool call and its result stay together), the newest turn always stays,
+/// and compaction goes down to half the budget so it does not run every turn.
+pub fn compaction_cut(history: &[HistoryItem], budget: usize) -> Option<i64> {
+    let total: usize = history.iter().map(|h| h.entry.size()).sum();
+    if total <= budget {
+        return None;
+    }
+    let newest = history.last()?.turn;
+    let mut remaining = total;
+    let mut cut = None;
+    let mut i = 0;
+    while i < history.len() && remaining > budget / 2 {
+        let turn = history[i].turn;
+        if turn == newest {
+            break;
+        }
+        while i < history.len() && history[i].turn == turn {
+            remaining -= history[i].entry.size();
+            i += 1;
+        }
+        cut = Some(turn);
+    }
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("kata.db")).expect("open");
+        (dir, db)
+    }
+
+    #[test]
+    fn keys_are_deterministic_and_unambiguous() {
+        assert_eq!(session_key("tg", "7", None), "tg/7");
+        assert_eq!(session_key("tg", "7", Some("t1")), "tg/7/t1");
+        assert_eq!(session_key("tg", "7", Some("")), "tg/7");
+        // A slash inside an id cannot collide with a thread.
+        assert_ne!(session_key("tg", "7/t1", None), session_key("tg", "7", Some("t1")));
+        assert_eq!(session_key("tg", "a%2Fb", None), "tg/a%252Fb");
+    }
+
+    #[test]
+    fn idle_sessions_end_and_history_is_per_session() {
+        let (_d, db) = db();
+        let idle = Duration::from_secs(60);
+        let s1 = db.session_for("tg/7", "tg", idle, 1_000).expect("session");
+        let again = db.session_for("tg/7", "tg", idle, 30_000).expect("session");
+        assert_eq!(s1.id, again.id);
+        {
+            let mut conn = db.lock();
+            let tx = conn.transaction().expect("tx");
+            append_turn(&tx, s1.id, None, &Entry::user("hi"), &[Entry::assistant("hello")]).expect("append");
+            tx.commit().expect("commit");
+        }
+        // Activity was at wall-clock now (the append), so ask far in the future.
+        let later = now_ms() + 61_000;
+        let s2 = db.session_for("tg/7", "tg", idle, later).expect("session");
+        assert_ne!(s1.id, s2.id);
+        assert!(db.session_history(s2.id).expect("history").is_empty());
+        assert_eq!(db.session_history(s1.id).expect("history").len(), 2);
+        assert_eq!(db.session_count("tg/7").expect("count"), 2);
+        assert!(db.recent_history("tg/7", 10).expect("recent").is_empty());
+        assert_eq!(db.recent_history("nope", 10).expect("recent"), vec![]);
+    }
+
+    #[test]
+    fn compaction_keeps_whole_newest_turns() {
+        let item = |turn: i64, n: usize| HistoryItem {
+            turn,
+            created_ms: 0,
+            entry: Entry::user(&"x".repeat(n)),
+        };
+        let h = vec![item(1, 40), item(1, 40), item(2, 40), item(3, 40), item(3, 40)];
+        assert_eq!(compaction_cut(&h, 200), None);
+        // 200 > 120: drop turns until <= 60 remain, never the newest turn.
+        assert_eq!(compaction_cut(&h, 120), Some(2));
+        assert_eq!(compaction_cut(&h[3..], 10), None);
+    }
+}
