@@ -527,7 +527,7 @@ async fn fault_pause(point: &str) {
 /// `limits.concurrent_sends` lanes by conversation; each lane sends its share
 /// in order on its own instance, so a slow conversation does not hold the
 /// others up. Lanes beyond the first start when they get work and close after
-/// [`LANE_IDLE`] without.
+/// `LANE_IDLE` without.
 pub async fn egress(
     plugin: Arc<ChannelPlugin>,
     db: Db,

@@ -61,7 +61,7 @@ pub const SOCKET_FILE: &str = "kata.sock";
 /// Clients served at once. A connection beyond them is still accepted: it
 /// takes the slot of the connection that has waited longest for a request
 /// (which is told so and closed), or, when none is waiting (every one is
-/// streaming logs or has a request in hand), one of [`RESERVED`] slots that
+/// streaming logs or has a request in hand), one of `RESERVED` slots that
 /// answer only `hello`, `status` and `stop`, or, with those taken too, gets a
 /// `busy` error at once. So no flood of connections locks `kata status` and
 /// `kata stop` out.

@@ -1,7 +1,7 @@
 //! The `openai` agent backend: any OpenAI-compatible chat completions
 //! endpoint (`POST {base_url}/chat/completions`), with the session's history
 //! as context and tool calling routed to tool plugins through the
-//! [`ToolBox`](crate::tools::ToolBox), which checks every call against the
+//! [`ToolBox`], which checks every call against the
 //! permission mode.
 //!
 //! Requests that fail with 429, a 5xx or a network error are retried with

@@ -2,7 +2,7 @@
 //! its own tests out of the box.
 //!
 //! Templates are embedded in the binary, keyed by language and kind, so a new
-//! language is a new entry in [`TEMPLATES`]. Rust projects get the kata SDK
+//! language is a new entry in `TEMPLATES`. Rust projects get the kata SDK
 //! and the WIT contract vendored in (the SDK is not on crates.io), which keeps
 //! the project buildable anywhere, offline.
 

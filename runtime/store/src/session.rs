@@ -145,7 +145,7 @@ pub(crate) fn append_turn(tx: &rusqlite::Connection, session_id: i64, inbox_id: 
 impl Db {
     /// The open session of `key` at `now_ms`: the newest one if it was active
     /// within `idle`, else a new one. A session becomes active when a turn
-    /// is appended to it ([`append_turn`]), so finding one writes nothing.
+    /// is appended to it (`append_turn`), so finding one writes nothing.
     pub fn session_for(&self, key: &str, origin: &str, idle: Duration, now_ms: u64) -> Result<Session> {
         let conn = self.lock();
         let newest: Option<(i64, i64, Option<String>)> = conn

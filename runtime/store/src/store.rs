@@ -552,7 +552,7 @@ pub use kata_policy::util::shell_quote;
 
 impl Db {
     /// Open (creating if needed) and migrate the database at `path`. An
-    /// existing file is first checked (see [`check_integrity`]): a damaged
+    /// existing file is first checked (see `check_integrity`): a damaged
     /// one is refused, untouched, with what to do.
     pub fn open(path: &Path) -> Result<Self> {
         check_integrity(path)?;
