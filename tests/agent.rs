@@ -77,17 +77,12 @@ fn run(ws: &TestWorkspace) -> ChildGuard {
 
 /// The replies sent in `conversation`, in order.
 fn replies_in(sent: &[Value], conversation: &str) -> Vec<String> {
-    sent.iter()
-        .filter(|s| s["conversation"] == conversation)
-        .map(|s| s["text"].as_str().unwrap_or_default().to_string())
-        .collect()
+    sent.iter().filter(|s| s["conversation"] == conversation).map(|s| s["text"].as_str().unwrap_or_default().to_string()).collect()
 }
 
 /// Wait for the reply in `conversation` number `n` (1-based).
 fn reply(chat: &ChatServer, conversation: &str, n: usize, ws: &TestWorkspace) -> String {
-    wait_for_or_log(&format!("reply {n} in {conversation}"), ws, || {
-        replies_in(&chat.sent(), conversation).get(n - 1).cloned()
-    })
+    wait_for_or_log(&format!("reply {n} in {conversation}"), ws, || replies_in(&chat.sent(), conversation).get(n - 1).cloned())
 }
 
 fn wait_for_or_log<T>(what: &str, ws: &TestWorkspace, mut f: impl FnMut() -> Option<T>) -> T {
@@ -254,10 +249,8 @@ fn daemon_mode_runs_only_the_allowlist_and_a_channel_can_override_the_mode() {
     assert_eq!(reply(&trusted, "t1", 1, &ws), "tool said: wrote /notes/w.txt");
     assert_eq!(std::fs::read_to_string(notes.join("w.txt")).unwrap(), "trusted");
     let audit = tool_audit(&ws);
-    let rows: Vec<(&str, &str, &str)> = audit
-        .iter()
-        .map(|r| (r["verdict"].as_str().unwrap(), r["method"].as_str().unwrap(), r["policy"].as_str().unwrap()))
-        .collect();
+    let rows: Vec<(&str, &str, &str)> =
+        audit.iter().map(|r| (r["verdict"].as_str().unwrap(), r["method"].as_str().unwrap(), r["policy"].as_str().unwrap())).collect();
     assert_eq!(
         rows,
         [
@@ -323,7 +316,13 @@ fn ask_mode_waits_for_approve_deny_or_the_timeout() {
     assert!(late.contains("refused") && late.contains("in time"), "{late}");
     assert!(!notes.join("c.txt").exists());
     let (_, all, _) = kata(ws.path(), &["approvals", "--all", "--json"]);
-    let statuses: Vec<String> = serde_json::from_str::<Value>(&all).unwrap().as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap().to_string()).collect();
+    let statuses: Vec<String> = serde_json::from_str::<Value>(&all)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(statuses, ["expired", "denied", "approved"]);
     let audit = tool_audit(&ws);
     let rows: Vec<(&str, &str)> = audit.iter().map(|r| (r["verdict"].as_str().unwrap(), r["policy"].as_str().unwrap())).collect();
@@ -344,11 +343,7 @@ fn sessions_run_in_order_one_turn_at_a_time_under_the_concurrency_cap() {
             chat.say(&format!("c{c}"), None, "ann", &format!("c{c} m{m}"));
         }
     }
-    let ws = workspace(&format!(
-        "{}{}",
-        openai_agent(&llm, "max_concurrent_sessions = 2"),
-        chat_plugin("chat", &chat, "")
-    ));
+    let ws = workspace(&format!("{}{}", openai_agent(&llm, "max_concurrent_sessions = 2"), chat_plugin("chat", &chat, "")));
     let _daemon = run(&ws);
     let sent = chat.wait_sent(conversations * per, WAIT);
     assert!(llm.max_in_flight() <= 2, "{} turns ran at once with max_concurrent_sessions = 2", llm.max_in_flight());
@@ -415,7 +410,8 @@ fn long_history_is_compacted_into_a_summary() {
     let reqs = llm.requests();
     // Turns of ~140 characters each: the fourth turn finds 420 > 300 and
     // summarises the oldest turns first.
-    let summary_reqs: Vec<&Value> = reqs.iter().filter(|r| r["messages"][0]["content"].as_str().unwrap().starts_with("Summarise")).collect();
+    let summary_reqs: Vec<&Value> =
+        reqs.iter().filter(|r| r["messages"][0]["content"].as_str().unwrap().starts_with("Summarise")).collect();
     assert_eq!(summary_reqs.len(), 1, "{reqs:#?}");
     let transcript = summary_reqs[0]["messages"][1]["content"].as_str().unwrap();
     assert!(transcript.contains("message 1") && transcript.contains("message 2"), "{transcript}");
@@ -452,7 +448,11 @@ mod library {
         let c = calls.clone();
         let llm = LlmServer::start(
             Arc::new(move |_req: &Value| match c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
-                0 => HttpResponse { status: 429, headers: vec![("retry-after".into(), "0".into())], body: serde_json::json!({"error": {"message": "slow down"}}) },
+                0 => HttpResponse {
+                    status: 429,
+                    headers: vec![("retry-after".into(), "0".into())],
+                    body: serde_json::json!({"error": {"message": "slow down"}}),
+                },
                 1 => HttpResponse { status: 503, headers: vec![], body: serde_json::json!({"error": {"message": "busy"}}) },
                 _ => answer("finally"),
             }),
@@ -470,7 +470,11 @@ mod library {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_refusal_by_the_backend_fails_the_turn_with_its_message() {
         let llm = LlmServer::start(
-            Arc::new(|_req: &Value| HttpResponse { status: 401, headers: vec![], body: serde_json::json!({"error": {"message": "bad key"}}) }),
+            Arc::new(|_req: &Value| HttpResponse {
+                status: 401,
+                headers: vec![],
+                body: serde_json::json!({"error": {"message": "bad key"}}),
+            }),
             Duration::ZERO,
         );
         let dir = tempfile::tempdir().unwrap();
@@ -515,7 +519,12 @@ mod library {
         assert_eq!(live.last().unwrap().entry.content, "ok");
         assert!(live.first().unwrap().entry.content.starts_with("turn "), "whole turns");
         assert!(s.summary.is_none(), "the summary failed: the oldest turns were dropped instead");
-        let last = llm.requests().into_iter().rev().find(|r| !r["messages"][0]["content"].as_str().unwrap_or("").starts_with("Summarise")).unwrap();
+        let last = llm
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| !r["messages"][0]["content"].as_str().unwrap_or("").starts_with("Summarise"))
+            .unwrap();
         let users = contents(&last, "user");
         assert!(users.len() < 10 && users.last().unwrap().starts_with("turn 9"), "{users:?}");
     }

@@ -140,7 +140,10 @@ fn policy_bytes_that_are_not_utf8_are_located_once() {
     let out = Command::new(kata_bin()).args(["policy", "check", "-w"]).arg(ws.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stdout.contains(&format!("{}:4:16: error: not valid UTF-8 (byte 0xE9 at offset {})", policy.display(), head.len() + 15)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}:4:16: error: not valid UTF-8 (byte 0xE9 at offset {})", policy.display(), head.len() + 15)),
+        "{stdout}"
+    );
 }
 
 /// A workspace database with enough inbox rows that they fill many pages,
@@ -202,7 +205,10 @@ fn a_damaged_database_is_named_and_left_as_it_is() {
         for args in [&["task", "list"][..], &["audit"], &["retry"], &["pair", "list"]] {
             let out = Command::new(kata_bin()).args(args).arg("-w").arg(ws.path()).env("KATA_LOG", "off").output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success() && err.contains("is damaged") && err.contains(&path.display().to_string()), "{what}: {args:?}: {err}");
+            assert!(
+                !out.status.success() && err.contains("is damaged") && err.contains(&path.display().to_string()),
+                "{what}: {args:?}: {err}"
+            );
             assert_eq!(err.trim().lines().count(), 1, "{err}");
         }
         assert!(std::fs::read(&path).unwrap() == bytes, "{what}: a command changed the damaged file");

@@ -91,13 +91,8 @@ fn the_daemon_is_driven_and_observed_through_its_socket() {
     assert!(!ok && err.contains("no channel plugin named \"nope\" is running"), "{err}");
 
     // chat: lines in, the agent's replies out.
-    let mut chat = Command::new(kata_bin())
-        .args(["chat", "--workspace"])
-        .arg(ws.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut chat =
+        Command::new(kata_bin()).args(["chat", "--workspace"]).arg(ws.path()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     chat.stdin.take().unwrap().write_all(b"first line\nsecond line\n").unwrap();
     let out = chat.wait_with_output().unwrap();
     assert!(out.status.success());

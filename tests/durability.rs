@@ -50,9 +50,10 @@ limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, conc
         wasm = guest("guest-loopback").display(),
         base = server.base()
     ));
-    let seed = std::env::var("KATA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = std::env::var("KATA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     eprintln!("kill points from seed {seed} (KATA_TEST_SEED={seed} replays them)");
     let mut rng = Rng(seed);
     let db_path = ws.path().join(".kata/kata.db");
@@ -189,7 +190,8 @@ fn telegram_offset_rule_soak_answers_every_message_exactly_once() {
     for s in server.sent() {
         *count.entry((s.chat_id, s.text)).or_default() += 1;
     }
-    let missing: Vec<_> = (1..=USERS).flat_map(|u| (0..EACH).map(move |i| (u, i))).filter(|(u, i)| !count.contains_key(&(*u, text(*u, *i)))).collect();
+    let missing: Vec<_> =
+        (1..=USERS).flat_map(|u| (0..EACH).map(move |i| (u, i))).filter(|(u, i)| !count.contains_key(&(*u, text(*u, *i)))).collect();
     let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     eprintln!("{total} messages, {} replies, {} getUpdates answers repeated an update", server.sent().len(), server.redelivered());
     assert!(missing.is_empty(), "never answered: {missing:?}");

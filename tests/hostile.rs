@@ -26,13 +26,9 @@ fn hostile_plugins_are_contained_while_a_healthy_one_delivers() {
     }
     let ws = TestWorkspace::new(&toml);
     let mut daemon = ws.run(&[]);
-    let db = wait_for("the daemon's database", Duration::from_secs(30), || {
-        kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok()
-    });
+    let db = wait_for("the daemon's database", Duration::from_secs(30), || kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok());
     // The healthy plugin's three messages are answered and delivered...
-    wait_for("the healthy plugin's replies", Duration::from_secs(60), || {
-        (db.plugin_activity("healthy").ok()?.sent == 3).then_some(())
-    });
+    wait_for("the healthy plugin's replies", Duration::from_secs(60), || (db.plugin_activity("healthy").ok()?.sent == 3).then_some(()));
     // ...while each hostile one has been stopped, and said why.
     let log = wait_for("every hostile plugin to be stopped at least once", Duration::from_secs(60), || {
         let log = ws.log();

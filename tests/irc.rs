@@ -32,8 +32,7 @@ impl Ngircd {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let template = std::fs::read_to_string(common::root().join("tests/servers/irc/ngircd.conf.in")).unwrap();
         let conf = dir.path().join("ngircd.conf");
-        std::fs::write(&conf, template.replace("@PORT@", &port.to_string()).replace("@DIR@", &dir.path().display().to_string()))
-            .unwrap();
+        std::fs::write(&conf, template.replace("@PORT@", &port.to_string()).replace("@DIR@", &dir.path().display().to_string())).unwrap();
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
         let child = Command::new(bin)
             .arg("-n")

@@ -36,13 +36,9 @@ fn oversized_messages_are_cut_or_refused_while_a_healthy_channel_delivers() {
     );
     let ws = TestWorkspace::new(&toml);
     let mut daemon = ws.run(&[]);
-    let db = wait_for("the daemon's database", Duration::from_secs(30), || {
-        kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok()
-    });
+    let db = wait_for("the daemon's database", Duration::from_secs(30), || kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok());
     // The healthy channel's three messages are answered and delivered.
-    wait_for("the healthy plugin's replies", Duration::from_secs(60), || {
-        (db.plugin_activity("healthy").ok()?.sent == 3).then_some(())
-    });
+    wait_for("the healthy plugin's replies", Duration::from_secs(60), || (db.plugin_activity("healthy").ok()?.sent == 3).then_some(()));
     // Four polls of a 8 MiB text (and a 8 MiB raw) each, all taken (the
     // cursor moved past them): the texts are stored cut to
     // limits.max_message, the raws dropped, the messages with long ids refused.
@@ -80,9 +76,7 @@ fn oversized_messages_are_cut_or_refused_while_a_healthy_channel_delivers() {
     assert!(limits_hit(&st, "healthy").as_object().unwrap().is_empty(), "{st:#}");
     // Each poll's cuts and refusals are one audit row per limit.
     let audit = db.audit_query(&kata::store::AuditQuery { plugin: Some("huge".into()), since_ms: None, limit: 100 }).unwrap();
-    let rows_of = |what: &str| {
-        audit.iter().filter(|r| r.kind == "limit" && r.policy.as_deref().unwrap_or("").contains(what)).count()
-    };
+    let rows_of = |what: &str| audit.iter().filter(|r| r.kind == "limit" && r.policy.as_deref().unwrap_or("").contains(what)).count();
     assert!(rows_of("max_message") >= 4 && rows_of("1024 bytes") >= 4, "{audit:#?}");
     let (ok, human, _) = kata(ws.path(), &["status"]);
     assert!(ok && human.contains("huge           limits hit: max_id 4, max_message 4"), "{human}");
@@ -158,7 +152,8 @@ fn a_tool_result_over_the_limit_is_cut_before_the_model_sees_it() {
     });
     // The model got at most 1 KiB of the 1 MiB result, marked as cut.
     let reqs = llm.requests();
-    let result = reqs[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap()["content"].as_str().unwrap().to_string();
+    let result =
+        reqs[1]["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap()["content"].as_str().unwrap().to_string();
     assert!(result.len() <= 1024, "the model got {} bytes of the tool result", result.len());
     assert!(result.starts_with("nnnn") && result.ends_with("[cut by kata: over limits.max_tool_result]"), "{result}");
     assert_eq!(reply, format!("tool said: {result}"));
@@ -172,7 +167,11 @@ fn a_tool_result_over_the_limit_is_cut_before_the_model_sees_it() {
     assert!(ok, "{err}");
     let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
     assert!(
-        audit.as_array().unwrap().iter().any(|r| r["kind"] == "limit" && r["detail"].as_str().unwrap_or("").contains("1048576 bytes was cut")),
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "limit" && r["detail"].as_str().unwrap_or("").contains("1048576 bytes was cut")),
         "{audit:#}"
     );
     assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());

@@ -153,7 +153,8 @@ async fn path_grants_match_whole_segments_after_normalising() {
     let server = Server::start();
     let env = Env::new();
     let base = server.base();
-    let probe = |path: &str| env.load("guest-forbidden-host", &format!("network = [\"{base}/api\"]\nconfig = {{ url = \"{base}{path}\" }}"));
+    let probe =
+        |path: &str| env.load("guest-forbidden-host", &format!("network = [\"{base}/api\"]\nconfig = {{ url = \"{base}{path}\" }}"));
     for path in ["/api", "/api/x?q=1", "/%61pi/x", "//api//y", "/api/a/../b"] {
         assert_eq!(poll_text(&probe(path)).await, "ok 200", "{path} is under /api");
     }

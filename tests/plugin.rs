@@ -49,7 +49,11 @@ fn add_refuses_what_it_cannot_run_and_changes_nothing() {
     std::fs::write(&truncated, &quiet[..quiet.len() * 2 / 3]).unwrap();
     refused(&ws, &["plugin", "add", path_str(&truncated)], &["not a valid WebAssembly component"]);
 
-    refused(&ws, &["plugin", "add", path_str(&guest("guest-unknown-import"))], &["imports something kata does not provide", "acme:evil/backdoor"]);
+    refused(
+        &ws,
+        &["plugin", "add", path_str(&guest("guest-unknown-import"))],
+        &["imports something kata does not provide", "acme:evil/backdoor"],
+    );
 
     // The same component claiming a future contract version.
     let needle = format!("kata:wit-version{}", kata::host::latest::VERSION).into_bytes();
@@ -97,9 +101,7 @@ fn add_shows_requests_and_needs_consent_for_grants() {
     refused(&ws, &["plugin", "add", path_str(&guest("guest-quiet")), "--name", "telegram"], &["already installed", "kata plugin upgrade"]);
 
     // Grants written by hand first: the add needs no consent.
-    let ws2 = TestWorkspace::new(
-        "\n[plugins.tg]\nnetwork = [\"https://api.telegram.org\"]\nsecrets = { bot_token = \"env:MY_TOKEN\" }\n",
-    );
+    let ws2 = TestWorkspace::new("\n[plugins.tg]\nnetwork = [\"https://api.telegram.org\"]\nsecrets = { bot_token = \"env:MY_TOKEN\" }\n");
     let (ok, stdout, stderr) = kata(ws2.path(), &["plugin", "add", path_str(&tg), "--name", "tg"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("[granted]") && !stdout.contains("NOT granted"), "{stdout}");
@@ -142,7 +144,10 @@ fn list_inspect_upgrade_and_remove() {
     assert!(ok && out.contains("chat") && out.contains("channel"), "{out}");
 
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", "chat"]);
-    assert!(ok && out.contains(&format!("kata:plugin/channel@{}", kata::host::latest::VERSION)) && out.contains("compiled (cached)"), "{out}");
+    assert!(
+        ok && out.contains(&format!("kata:plugin/channel@{}", kata::host::latest::VERSION)) && out.contains("compiled (cached)"),
+        "{out}"
+    );
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&guest("guest-tools-only"))]);
     assert!(ok && out.contains("kind:        tools"), "{out}");
 
@@ -244,8 +249,7 @@ async fn a_component_built_against_0_1_0_runs_on_the_latest_host() {
     let wasm = guest("guest-v0-1-0");
     let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
     let engine = kata::engine::Engine::new(None).unwrap();
-    let plugin =
-        common::load_plugin(&engine, &db, "old", &wasm, "config = { greeting = \"hi\" }", Path::new("/")).unwrap();
+    let plugin = common::load_plugin(&engine, &db, "old", &wasm, "config = { greeting = \"hi\" }", Path::new("/")).unwrap();
     assert_eq!(plugin.info.wit_version.as_deref(), Some("0.1.0"));
     assert!(plugin.info.exports.contains(&"kata:plugin/channel@0.1.0".to_string()), "{:?}", plugin.info.exports);
     let mut inst = plugin.instantiate().await.unwrap();
@@ -422,10 +426,8 @@ async fn grants_are_narrowed_to_what_the_manifest_asks_for() {
     let engine = kata::engine::Engine::new(None).unwrap();
     let load = |url: &str| {
         // kata.toml grants the whole host and a secret the manifest never mentions.
-        let lines = format!(
-            "network = [\"{base}/\"]\nsecrets = {{ token = \"file:{}\" }}\nconfig = {{ url = \"{url}\" }}",
-            token.display()
-        );
+        let lines =
+            format!("network = [\"{base}/\"]\nsecrets = {{ token = \"file:{}\" }}\nconfig = {{ url = \"{url}\" }}", token.display());
         common::load_plugin(&engine, &db, "fetcher", &wasm, &lines, Path::new("/")).unwrap()
     };
 
@@ -436,9 +438,7 @@ async fn grants_are_narrowed_to_what_the_manifest_asks_for() {
     assert!(text.starts_with("err") && text.contains("denied"), "{text}");
     let seen = server.requests();
     assert_eq!(seen.len(), 1, "only the declared path was reached: {seen:?}");
-    let rows = db
-        .audit_query(&kata::store::AuditQuery { plugin: Some("fetcher".into()), limit: 100, ..Default::default() })
-        .unwrap();
+    let rows = db.audit_query(&kata::store::AuditQuery { plugin: Some("fetcher".into()), limit: 100, ..Default::default() }).unwrap();
     assert!(
         rows.iter().any(|r| r.verdict == "deny" && r.detail.as_deref().is_some_and(|d| d.contains("manifest does not ask"))),
         "{rows:#?}"

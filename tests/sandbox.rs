@@ -87,11 +87,9 @@ fn serve(mut stream: std::net::TcpStream, log: &Mutex<Vec<Seen>>) {
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
     let response: Vec<u8> = match path {
-        "/redirect" => format!(
-            "HTTP/1.1 302 Found\r\nlocation: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            param("to")
-        )
-        .into_bytes(),
+        "/redirect" => {
+            format!("HTTP/1.1 302 Found\r\nlocation: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", param("to")).into_bytes()
+        }
         "/big" => {
             let n: usize = param("n").parse().unwrap_or(0);
             let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n").into_bytes();
@@ -116,11 +114,8 @@ fn serve(mut stream: std::net::TcpStream, log: &Mutex<Vec<Seen>>) {
             let mut b = head.clone().into_bytes();
             b.extend(&body);
             let auth = headers.get("authorization").cloned().unwrap_or_default();
-            let mut r = format!(
-                "HTTP/1.1 200 OK\r\nx-echo: {auth}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                b.len()
-            )
-            .into_bytes();
+            let mut r =
+                format!("HTTP/1.1 200 OK\r\nx-echo: {auth}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", b.len()).into_bytes();
             r.extend(b);
             r
         }
@@ -152,7 +147,6 @@ impl Env {
         self.db.audit_query(&AuditQuery { limit: 1000, ..Default::default() }).unwrap()
     }
 }
-
 
 fn write_private(path: &Path, value: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -189,9 +183,7 @@ async fn directory_grants_allow_exactly_what_they_say() {
     assert_eq!(line(&text, "read-granted"), "read-granted: ok hello from the host");
     assert_eq!(line(&text, "write-rw"), "write-rw: ok written by the plugin");
     assert_eq!(std::fs::read_to_string(out.join("written.txt")).unwrap(), "written by the plugin");
-    for escape in
-        ["write-ro", "remove-ro", "mkdir-ro", "dotdot", "dotdot-rw", "absolute-host", "symlink-file", "symlink-dir"]
-    {
+    for escape in ["write-ro", "remove-ro", "mkdir-ro", "dotdot", "dotdot-rw", "absolute-host", "symlink-file", "symlink-dir"] {
         assert!(line(&text, escape).starts_with(&format!("{escape}: err ")), "{escape} must fail:\n{text}");
     }
     assert!(!text.contains("TOP SECRET"), "{text}");
@@ -227,8 +219,7 @@ fn leaks_are_blocked_or_redacted_on_every_path() {
     // The echo reply fails to send with the value in the plugin's error text.
     let send_error = wait_for("the failed send in the outbox", Duration::from_secs(60), || {
         let conn = rusqlite::Connection::open(&db_path).ok()?;
-        conn.query_row("SELECT last_error FROM outbox WHERE last_error IS NOT NULL", [], |r| r.get::<_, String>(0))
-            .ok()
+        conn.query_row("SELECT last_error FROM outbox WHERE last_error IS NOT NULL", [], |r| r.get::<_, String>(0)).ok()
     });
     assert!(daemon.signal_and_wait("TERM").success());
     assert!(!send_error.contains(loot) && send_error.contains("relay refused [REDACTED:token]"), "{send_error}");
@@ -258,11 +249,7 @@ fn leaks_are_blocked_or_redacted_on_every_path() {
     let db = Db::open(&db_path).unwrap();
     let rows = db.audit_query(&AuditQuery { plugin: Some("exfil".into()), limit: 1000, ..Default::default() }).unwrap();
     let has = |kind: &str, verdict: &str, needle: &str| {
-        rows.iter().any(|r| {
-            r.kind == kind
-                && r.verdict == verdict
-                && format!("{:?} {:?}", r.target, r.detail).contains(needle)
-        })
+        rows.iter().any(|r| r.kind == kind && r.verdict == verdict && format!("{:?} {:?}", r.target, r.detail).contains(needle))
     };
     assert!(has("leak", "block", "/url"), "{rows:#?}");
     assert!(has("leak", "block", "/enc"), "{rows:#?}");
@@ -338,9 +325,9 @@ fn loopback_name() -> String {
         .into_iter()
         .filter(|n| !n.is_empty() && n != "localhost" && !n.starts_with('#'))
         .find(|n| {
-            (n.as_str(), 80)
-                .to_socket_addrs()
-                .is_ok_and(|mut a| a.all(|s| s.ip().is_loopback()) && (n.as_str(), 80).to_socket_addrs().is_ok_and(|mut a| a.next().is_some()))
+            (n.as_str(), 80).to_socket_addrs().is_ok_and(|mut a| {
+                a.all(|s| s.ip().is_loopback()) && (n.as_str(), 80).to_socket_addrs().is_ok_and(|mut a| a.next().is_some())
+            })
         })
         .expect("this test needs a host name other than localhost that resolves to 127.0.0.x (the machine's hostname usually does)")
 }

@@ -34,14 +34,8 @@ fn secret_set(ws: &Path, key: &Path, name: &str, value: &str) -> (bool, String, 
 
 /// `kata ARGS -w WS` with the key at `key`.
 fn kata_with_key(ws: &Path, key: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(kata_bin())
-        .args(args)
-        .arg("-w")
-        .arg(ws)
-        .env("KATA_SECRET_KEY_FILE", key)
-        .env("KATA_LOG", "off")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(kata_bin()).args(args).arg("-w").arg(ws).env("KATA_SECRET_KEY_FILE", key).env("KATA_LOG", "off").output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
@@ -57,9 +51,7 @@ fn run_fails(ws: &TestWorkspace, key: &Path) -> String {
         .spawn()
         .unwrap();
     let mut guard = common::ChildGuard(Some(child));
-    let status = wait_for("kata run to refuse to start", Duration::from_secs(60), || {
-        guard.0.as_mut().unwrap().try_wait().unwrap()
-    });
+    let status = wait_for("kata run to refuse to start", Duration::from_secs(60), || guard.0.as_mut().unwrap().try_wait().unwrap());
     assert!(!status.success());
     let mut err = String::new();
     std::io::Read::read_to_string(&mut guard.0.take().unwrap().stderr.take().unwrap(), &mut err).unwrap();
@@ -169,7 +161,8 @@ async fn a_secret_never_reaches_a_granted_but_unbound_host() {
         )
     };
     let probe = guest("guest-secret-probe");
-    let to_unbound = load_plugin(&engine, &db, "probe", &probe, &grants(&format!("http://127.0.0.1:{}/steal", unbound.port)), dir.path()).unwrap();
+    let to_unbound =
+        load_plugin(&engine, &db, "probe", &probe, &grants(&format!("http://127.0.0.1:{}/steal", unbound.port)), dir.path()).unwrap();
     let text = poll_text(&to_unbound).await;
     assert!(text.starts_with("err") && text.contains("denied"), "{text}");
     assert!(unbound.requests().is_empty(), "bytes reached the unbound host: {:?}", unbound.requests());
@@ -249,9 +242,8 @@ impl TlsServer {
                 }
                 h.lock().unwrap().push(head);
                 let body = "hello over tls";
-                let _ = tls.write_all(
-                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes(),
-                );
+                let _ = tls
+                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes());
                 let _ = tls.flush();
                 tls.conn.send_close_notify();
                 let _ = tls.flush();
@@ -315,8 +307,13 @@ async fn https_with_a_workspace_ca_works_substitutes_and_still_enforces_grants()
     assert_eq!(server.heads().len(), 1, "no request was sent over an untrusted connection");
 
     let rows = audit(&db);
-    assert!(rows.iter().any(|r| r.kind == "network" && r.verdict == "allow" && r.target.as_deref() == Some(format!("{base}/granted/sync").as_str())));
-    assert!(rows.iter().any(|r| r.kind == "network" && r.verdict == "deny" && r.target.as_deref() == Some(format!("{base}/admin").as_str())));
+    assert!(
+        rows.iter()
+            .any(|r| r.kind == "network" && r.verdict == "allow" && r.target.as_deref() == Some(format!("{base}/granted/sync").as_str()))
+    );
+    assert!(
+        rows.iter().any(|r| r.kind == "network" && r.verdict == "deny" && r.target.as_deref() == Some(format!("{base}/admin").as_str()))
+    );
     assert!(rows.iter().all(|r| !format!("{r:?}").contains(value)));
 
     // `kata policy explain` and `check` show the CA.

@@ -61,9 +61,7 @@ deliver_to = "telegram:558"
     });
     assert!(texts(&tg, 555).iter().all(|t| t == "fetched: headline: kata runs services"), "{:?}", texts(&tg, 555));
     // The same code without the grant is refused by the policy, like a channel.
-    let denied = wait_for("the ungranted fetch's report in chat 556", Duration::from_secs(60), || {
-        texts(&tg, 556).into_iter().next()
-    });
+    let denied = wait_for("the ungranted fetch's report in chat 556", Duration::from_secs(60), || texts(&tg, 556).into_iter().next());
     assert!(denied.starts_with("fetch failed") && denied.contains("Denied"), "{denied}");
     // The trapping service is restarted with backoff, more than once...
     let log = wait_for("crashy restarted twice", Duration::from_secs(60), || {
@@ -76,17 +74,13 @@ deliver_to = "telegram:558"
     assert!(log.contains("service refuser refused to start: refusing to start"), "{log}");
     // ...and the channel keeps delivering meanwhile.
     tg.user_says(TOKEN, 42, "still there?");
-    wait_for("the channel's own reply", Duration::from_secs(60), || {
-        texts(&tg, 42).contains(&"still there?".to_string()).then_some(())
-    });
+    wait_for("the channel's own reply", Duration::from_secs(60), || texts(&tg, 42).contains(&"still there?".to_string()).then_some(()));
     assert!(texts(&tg, 557).is_empty() && texts(&tg, 558).is_empty());
     // `kata status` shows the services next to the channel.
     let (ok, out, err) = common::kata(ws.path(), &["status", "--json"]);
     assert!(ok, "{err}");
     let st: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let health = |name: &str| {
-        st["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["health"].clone()).unwrap()
-    };
+    let health = |name: &str| st["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["health"].clone()).unwrap();
     assert!(health("crashy")["restarts"].as_u64().unwrap() >= 1, "{st:#}");
     assert!(health("crashy")["last_error"].as_str().unwrap().contains("trapped"), "{st:#}");
     assert!(health("feed")["received"].as_u64().unwrap() >= 3, "{st:#}");

@@ -153,9 +153,9 @@ impl Drop for BotApiServer {
 
 /// A query parameter of `target`, or of a form/JSON body.
 fn param(target: &str, body: &Value, name: &str) -> Option<i64> {
-    let from_query = target.split_once('?').and_then(|(_, q)| {
-        q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).and_then(|(_, v)| v.parse().ok()))
-    });
+    let from_query = target
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).and_then(|(_, v)| v.parse().ok())));
     from_query.or_else(|| body.get(name).and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok())))
 }
 
@@ -234,7 +234,11 @@ fn serve(conn: TcpStream, state: &(Mutex<State>, Condvar), token: &str, stop: &A
             }
             "sendMessage" => {
                 let (Some(chat_id), Some(text)) = (body["chat_id"].as_i64(), body["text"].as_str()) else {
-                    respond(&mut out, 400, &json!({"ok": false, "error_code": 400, "description": "Bad Request: chat_id and text are required"}))?;
+                    respond(
+                        &mut out,
+                        400,
+                        &json!({"ok": false, "error_code": 400, "description": "Bad Request: chat_id and text are required"}),
+                    )?;
                     continue;
                 };
                 let mut st = state.0.lock().unwrap();

@@ -189,7 +189,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
                 let now = begun.map(|b| b.elapsed()).unwrap_or(now);
                 let mut st = state.lock().unwrap();
                 st.polls += 1;
-                let end = (cursor..st.release.len().min(cursor + BATCH)).take_while(|&i| st.release[i] <= now).last().map_or(cursor, |i| i + 1);
+                let end =
+                    (cursor..st.release.len().min(cursor + BATCH)).take_while(|&i| st.release[i] <= now).last().map_or(cursor, |i| i + 1);
                 let messages: Vec<serde_json::Value> = (cursor..end)
                     .map(|i| serde_json::json!({"id": format!("m{i}"), "conversation": format!("c{}", i % conversations), "sender": "u1", "text": format!("m{i}")}))
                     .collect();
@@ -201,10 +202,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
                 let answers = v["text"].as_str().and_then(|t| t.strip_prefix('m')).and_then(|i| i.parse::<usize>().ok());
                 let mut st = state.lock().unwrap();
                 let released = answers.and_then(|i| st.release.get(i).copied()).unwrap_or(now);
-                st.sends
-                    .entry(key.clone())
-                    .and_modify(|d| d.sends += 1)
-                    .or_insert(Delivery { answers, latency: now.saturating_sub(released), sends: 1 });
+                st.sends.entry(key.clone()).and_modify(|d| d.sends += 1).or_insert(Delivery {
+                    answers,
+                    latency: now.saturating_sub(released),
+                    sends: 1,
+                });
                 serde_json::json!({"id": format!("sent-{key}")})
             }
             _ => {

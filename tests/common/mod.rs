@@ -26,11 +26,7 @@ pub fn kata_bin() -> PathBuf {
 /// Where a guest's source lives, by name: `telegram` is plugins/telegram,
 /// `guest-*` are test fixtures in tests/guests/.
 fn guest_dir(name: &str) -> PathBuf {
-    if name.starts_with("guest-") {
-        root().join("tests/guests").join(name)
-    } else {
-        root().join("plugins").join(name)
-    }
+    if name.starts_with("guest-") { root().join("tests/guests").join(name) } else { root().join("plugins").join(name) }
 }
 
 /// The component for a guest, built from source with `kata plugin build` once
@@ -134,9 +130,7 @@ impl TelegramServer {
             .spawn()
             .expect("start node (run scripts/setup.sh)");
         let guard = ChildGuard(Some(child));
-        wait_for("telegram-test-api to listen", Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        wait_for("telegram-test-api to listen", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).ok());
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         Self { port, _child: guard, client, seen: Mutex::new(Vec::new()) }
     }
@@ -178,14 +172,7 @@ config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
     /// All bot messages sent to `chat` so far (accumulated across calls).
     pub fn bot_messages(&self, token: &str, chat: i64) -> Vec<serde_json::Value> {
         let body = serde_json::json!({"token": token, "chatId": chat});
-        let v: serde_json::Value = self
-            .client
-            .post(format!("{}/getUpdates", self.base()))
-            .json(&body)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let v: serde_json::Value = self.client.post(format!("{}/getUpdates", self.base())).json(&body).send().unwrap().json().unwrap();
         let mut seen = self.seen.lock().unwrap();
         for u in v["result"].as_array().cloned().unwrap_or_default() {
             seen.push(u["message"].clone());
@@ -215,11 +202,7 @@ impl TestWorkspace {
 
     /// Start `kata run` in this workspace with extra environment.
     pub fn run(&self, env: &[(&str, &str)]) -> ChildGuard {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path().join("kata.log"))
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("kata.log")).unwrap();
         let mut cmd = Command::new(kata_bin());
         cmd.arg("run").arg("-w").arg(self.path()).stdout(Stdio::null()).stderr(log);
         for (k, v) in env {
@@ -316,18 +299,8 @@ impl FileServer {
 
 /// Run the kata binary with args in a workspace; returns (success, stdout, stderr).
 pub fn kata(ws: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(kata_bin())
-        .args(args)
-        .arg("--workspace")
-        .arg(ws)
-        .env("KATA_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let out = Command::new(kata_bin()).args(args).arg("--workspace").arg(ws).env("KATA_LOG", "off").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 /// Every file under `dir` with its bytes, for before/after comparisons.

@@ -51,16 +51,10 @@ fn settings() -> Result<Irc, ChannelError> {
         return Err(ChannelError::InvalidConfig(format!("config key `user` {user:?} is not a valid IRC user name")));
     }
     let realname = config::get("realname").unwrap_or_else(|| "kata agent".into()).replace(['\r', '\n'], " ");
-    let channels: Vec<String> = config::get("channels")
-        .unwrap_or_default()
-        .split([',', ' '])
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
-        .collect();
+    let channels: Vec<String> =
+        config::get("channels").unwrap_or_default().split([',', ' ']).filter(|c| !c.is_empty()).map(str::to_string).collect();
     if let Some(bad) = channels.iter().find(|c| !proto::is_channel(c) || c.contains(['\r', '\n'])) {
-        return Err(ChannelError::InvalidConfig(format!(
-            "config key `channels`: {bad:?} is not a channel name (they start with #)"
-        )));
+        return Err(ChannelError::InvalidConfig(format!("config key `channels`: {bad:?} is not a channel name (they start with #)")));
     }
     let password_secret = config::get("password_secret").filter(|s| !s.is_empty());
     Ok(Irc { server, nick, user, realname, channels, password_secret, seq: 0 })
@@ -68,11 +62,7 @@ fn settings() -> Result<Irc, ChannelError> {
 
 impl Channel for Irc {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "irc".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Subscribe],
-        }
+        ChannelInfo { name: "irc".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Subscribe] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
@@ -107,10 +97,7 @@ impl Channel for Irc {
             log::warn(&format!("irc: nick {} is taken; trying {n}", self.nick));
             self.nick = n;
         }
-        Ok(FrameResult {
-            messages: r.message.into_iter().collect(),
-            replies: r.replies.into_iter().map(Frame::text).collect(),
-        })
+        Ok(FrameResult { messages: r.message.into_iter().collect(), replies: r.replies.into_iter().map(Frame::text).collect() })
     }
 
     fn send(&mut self, msg: OutboundMessage) -> Result<SendReceipt, ChannelError> {

@@ -111,9 +111,7 @@ pub fn addressed<'t>(text: &'t str, nick: &str) -> Option<&'t str> {
         }
     }
     let word = |c: char| c.is_alphanumeric() || "-_[]\\`^{}|".contains(c);
-    let mentioned = text
-        .split(|c: char| !word(c))
-        .any(|w| !w.is_empty() && irc_eq(w, nick));
+    let mentioned = text.split(|c: char| !word(c)).any(|w| !w.is_empty() && irc_eq(w, nick));
     mentioned.then_some(text)
 }
 

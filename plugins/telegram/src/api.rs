@@ -16,9 +16,7 @@ pub const TOKEN_SEGMENT: &str = "bot{{secret:bot_token}}";
 pub fn normalize_api_base(raw: &str) -> Result<String, ChannelError> {
     let base = raw.trim().trim_end_matches('/');
     let lower = base.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"));
+    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
     match rest {
         Some(host) if !host.is_empty() && !base.contains(['?', '#']) => Ok(base.to_string()),
         _ => Err(ChannelError::InvalidConfig(format!(
@@ -86,10 +84,7 @@ pub fn parse_get_me(status: u16, body: &[u8]) -> Result<Bot, ChannelError> {
 /// Without the bot's identity a reply to any bot counts, and mentions cannot
 /// be told apart, so they do not.
 pub fn addresses_bot(msg: &Value, text: &str, bot: Option<&Bot>) -> bool {
-    let entities = msg
-        .get("entities")
-        .or_else(|| msg.get("caption_entities"))
-        .and_then(Value::as_array);
+    let entities = msg.get("entities").or_else(|| msg.get("caption_entities")).and_then(Value::as_array);
     if let (Some(bot), Some(entities)) = (bot, entities) {
         let units: Vec<u16> = text.encode_utf16().collect();
         for e in entities {
@@ -101,10 +96,9 @@ pub fn addresses_bot(msg: &Value, text: &str, bot: Option<&Bot>) -> bool {
                 continue;
             }
             // Offsets and lengths count UTF-16 code units.
-            let (Some(off), Some(len)) = (
-                e.get("offset").and_then(Value::as_u64).map(|v| v as usize),
-                e.get("length").and_then(Value::as_u64).map(|v| v as usize),
-            ) else {
+            let (Some(off), Some(len)) =
+                (e.get("offset").and_then(Value::as_u64).map(|v| v as usize), e.get("length").and_then(Value::as_u64).map(|v| v as usize))
+            else {
                 continue;
             };
             let Some(span) = units.get(off..off.saturating_add(len)) else { continue };
@@ -130,17 +124,10 @@ pub fn addresses_bot(msg: &Value, text: &str, bot: Option<&Bot>) -> bool {
 /// past updates that carry no text message (edits, joins, callbacks…), so they
 /// are not fetched again. `now_ms` dates messages that carry no `date`;
 /// `bot` (when known) tells mentions of the bot apart.
-pub fn parse_updates(
-    status: u16,
-    body: &[u8],
-    offset: Option<i64>,
-    now_ms: u64,
-    bot: Option<&Bot>,
-) -> Result<PollResult, ChannelError> {
+pub fn parse_updates(status: u16, body: &[u8], offset: Option<i64>, now_ms: u64, bot: Option<&Bot>) -> Result<PollResult, ChannelError> {
     let result = api_result(status, body)?;
-    let updates = result.as_array().ok_or_else(|| {
-        ChannelError::Fatal("Telegram getUpdates returned a result that is not a list".into())
-    })?;
+    let updates =
+        result.as_array().ok_or_else(|| ChannelError::Fatal("Telegram getUpdates returned a result that is not a list".into()))?;
 
     let mut messages = Vec::new();
     let mut max_update_id: Option<i64> = None;
@@ -158,11 +145,7 @@ pub fn parse_updates(
         Some(max) => Some(max.saturating_add(1).to_string()),
         None => offset.map(|o| o.to_string()),
     };
-    Ok(PollResult {
-        messages,
-        cursor,
-        next_poll_ms: None,
-    })
+    Ok(PollResult { messages, cursor, next_poll_ms: None })
 }
 
 /// One update as a kata message, when it carries a (channel) message with
@@ -170,37 +153,23 @@ pub fn parse_updates(
 /// in it addresses the bot); groups, supergroups and channels are groups, in
 /// which a message is `mentioned` when [`addresses_bot`] says so.
 pub fn parse_update(update: &Value, now_ms: u64, bot: Option<&Bot>) -> Option<Message> {
-    let msg = update
-        .get("message")
-        .or_else(|| update.get("channel_post"))?;
-    let text = msg
-        .get("text")
-        .or_else(|| msg.get("caption"))
-        .and_then(Value::as_str)?;
+    let msg = update.get("message").or_else(|| update.get("channel_post"))?;
+    let text = msg.get("text").or_else(|| msg.get("caption")).and_then(Value::as_str)?;
     let chat_id = id_text(msg.get("chat")?.get("id")?)?;
     let message_id = id_text(msg.get("message_id")?)?;
 
     let (sender, sender_name) = match msg.get("from") {
-        Some(from) => (
-            from.get("id").and_then(id_text),
-            str_field(from, "username").or_else(|| str_field(from, "first_name")),
-        ),
+        Some(from) => (from.get("id").and_then(id_text), str_field(from, "username").or_else(|| str_field(from, "first_name"))),
         // Channel posts and anonymous admins speak as a chat.
         None => {
             let chat = msg.get("sender_chat").or_else(|| msg.get("chat"))?;
-            (
-                chat.get("id").and_then(id_text),
-                str_field(chat, "username").or_else(|| str_field(chat, "title")),
-            )
+            (chat.get("id").and_then(id_text), str_field(chat, "username").or_else(|| str_field(chat, "title")))
         }
     };
 
     let private = msg.get("chat").and_then(|c| c.get("type")).and_then(Value::as_str) == Some("private");
-    let (conversation_kind, mentioned) = if private {
-        (ConversationKind::Direct, true)
-    } else {
-        (ConversationKind::Group, addresses_bot(msg, text, bot))
-    };
+    let (conversation_kind, mentioned) =
+        if private { (ConversationKind::Direct, true) } else { (ConversationKind::Group, addresses_bot(msg, text, bot)) };
 
     Some(Message {
         id: format!("{chat_id}:{message_id}"),
@@ -210,10 +179,7 @@ pub fn parse_update(update: &Value, now_ms: u64, bot: Option<&Bot>) -> Option<Me
         sender_name,
         text: text.to_string(),
         attachments: Vec::new(),
-        timestamp_ms: msg
-            .get("date")
-            .and_then(Value::as_u64)
-            .map_or(now_ms, date_to_ms),
+        timestamp_ms: msg.get("date").and_then(Value::as_u64).map_or(now_ms, date_to_ms),
         raw: serde_json::to_string(update).ok(),
         conversation_kind,
         mentioned,
@@ -223,11 +189,7 @@ pub fn parse_update(update: &Value, now_ms: u64, bot: Option<&Bot>) -> Option<Me
 /// A Telegram `date` in milliseconds: seconds from the real API, milliseconds
 /// from the emulator.
 pub fn date_to_ms(date: u64) -> u64 {
-    if date > MS_THRESHOLD {
-        date
-    } else {
-        date.saturating_mul(1000)
-    }
+    if date > MS_THRESHOLD { date } else { date.saturating_mul(1000) }
 }
 
 /// The JSON body of `sendMessage` for `msg`.
@@ -243,11 +205,7 @@ pub fn send_message_body(msg: &OutboundMessage) -> Value {
     if let Some(reply_to) = msg.reply_to.as_deref().and_then(reply_message_id) {
         body["reply_to_message_id"] = json!(reply_to);
     }
-    if let Some(thread) = msg
-        .thread
-        .as_deref()
-        .and_then(|t| t.trim().parse::<i64>().ok())
-    {
+    if let Some(thread) = msg.thread.as_deref().and_then(|t| t.trim().parse::<i64>().ok()) {
         body["message_thread_id"] = json!(thread);
     }
     body
@@ -270,36 +228,22 @@ fn chat_id_value(conversation: &str) -> Value {
 
 /// Turn a `sendMessage` response into a receipt `<chat_id>:<message_id>`.
 /// `conversation` stands in when the response does not name the chat.
-pub fn parse_send(
-    status: u16,
-    body: &[u8],
-    conversation: &str,
-) -> Result<SendReceipt, ChannelError> {
+pub fn parse_send(status: u16, body: &[u8], conversation: &str) -> Result<SendReceipt, ChannelError> {
     let result = api_result(status, body)?;
     let message_id = result
         .get("message_id")
         .and_then(id_text)
         .ok_or_else(|| ChannelError::Fatal("Telegram sendMessage returned no message_id".into()))?;
-    let chat_id = result
-        .get("chat")
-        .and_then(|c| c.get("id"))
-        .and_then(id_text)
-        .unwrap_or_else(|| conversation.to_string());
+    let chat_id = result.get("chat").and_then(|c| c.get("id")).and_then(id_text).unwrap_or_else(|| conversation.to_string());
     Ok(SendReceipt::sent(format!("{chat_id}:{message_id}")))
 }
 
 /// The `result` of a successful Bot API response, or the mapped error.
 fn api_result(status: u16, body: &[u8]) -> Result<Value, ChannelError> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let ok = parsed
-        .as_ref()
-        .and_then(|v| v.get("ok"))
-        .and_then(Value::as_bool);
+    let ok = parsed.as_ref().and_then(|v| v.get("ok")).and_then(Value::as_bool);
     match (status, ok, parsed) {
-        (200..=299, Some(true), Some(mut value)) => Ok(value
-            .get_mut("result")
-            .map(Value::take)
-            .unwrap_or(Value::Null)),
+        (200..=299, Some(true), Some(mut value)) => Ok(value.get_mut("result").map(Value::take).unwrap_or(Value::Null)),
         _ => Err(map_error(status, body)),
     }
 }
@@ -312,15 +256,8 @@ fn api_result(status: u16, body: &[u8]) -> Result<Value, ChannelError> {
 /// - any other failure → `fatal` with Telegram's `description`.
 pub fn map_error(status: u16, body: &[u8]) -> ChannelError {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let error_code = parsed
-        .get("error_code")
-        .and_then(Value::as_u64)
-        .and_then(|c| u16::try_from(c).ok());
-    let code = if (200..300).contains(&status) {
-        error_code.unwrap_or(status)
-    } else {
-        status
-    };
+    let error_code = parsed.get("error_code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
+    let code = if (200..300).contains(&status) { error_code.unwrap_or(status) } else { status };
     let description = parsed
         .get("description")
         .or_else(|| parsed.get("message"))
@@ -329,23 +266,14 @@ pub fn map_error(status: u16, body: &[u8]) -> ChannelError {
         .unwrap_or_else(|| body_excerpt(body));
 
     match code {
-        401 => ChannelError::AuthFailed(format!(
-            "Telegram refused the bot token (secret `bot_token`): {description}"
-        )),
+        401 => ChannelError::AuthFailed(format!("Telegram refused the bot token (secret `bot_token`): {description}")),
         429 => {
-            let retry_after_s = parsed
-                .get("parameters")
-                .and_then(|p| p.get("retry_after"))
-                .and_then(Value::as_u64);
+            let retry_after_s = parsed.get("parameters").and_then(|p| p.get("retry_after")).and_then(Value::as_u64);
             ChannelError::RateLimited(retry_after_s.map_or(1000, |s| s.saturating_mul(1000)))
         }
         500..=599 => ChannelError::Network(format!("Telegram API error {code}: {description}")),
-        404 => ChannelError::Fatal(format!(
-            "Telegram API error 404: {description} (check `api_base` and the `bot_token` secret)"
-        )),
-        200..=299 => ChannelError::Fatal(format!(
-            "unexpected Telegram API response (HTTP {status}): {description}"
-        )),
+        404 => ChannelError::Fatal(format!("Telegram API error 404: {description} (check `api_base` and the `bot_token` secret)")),
+        200..=299 => ChannelError::Fatal(format!("unexpected Telegram API response (HTTP {status}): {description}")),
         _ => ChannelError::Fatal(format!("Telegram API error {code}: {description}")),
     }
 }
@@ -375,11 +303,7 @@ fn id_text(value: &Value) -> Option<String> {
 
 /// A non-empty string field.
 fn str_field(value: &Value, key: &str) -> Option<String> {
-    value
-        .get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    value.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -472,10 +396,7 @@ mod tests {
         )
         .unwrap();
         let m = parse_update(&u, NOW, None).unwrap();
-        assert_eq!(
-            (m.sender.as_str(), m.sender_name.as_deref()),
-            ("-1001", Some("News"))
-        );
+        assert_eq!((m.sender.as_str(), m.sender_name.as_deref()), ("-1001", Some("News")));
         assert_eq!(m.timestamp_ms, 5000);
     }
 
@@ -495,18 +416,12 @@ mod tests {
             get_updates_url("http://127.0.0.1:19000", None, 0),
             "http://127.0.0.1:19000/bot{{secret:bot_token}}/getUpdates?timeout=0"
         );
-        assert_eq!(
-            method_url("http://h", "sendMessage"),
-            "http://h/bot{{secret:bot_token}}/sendMessage"
-        );
+        assert_eq!(method_url("http://h", "sendMessage"), "http://h/bot{{secret:bot_token}}/sendMessage");
     }
 
     #[test]
     fn api_base_is_validated() {
-        assert_eq!(
-            normalize_api_base("https://api.telegram.org/").unwrap(),
-            "https://api.telegram.org"
-        );
+        assert_eq!(normalize_api_base("https://api.telegram.org/").unwrap(), "https://api.telegram.org");
         assert!(normalize_api_base("ftp://x").is_err());
         assert!(normalize_api_base("https://").is_err());
         assert!(normalize_api_base("http://h/?x").is_err());
@@ -532,18 +447,12 @@ mod tests {
     #[test]
     fn send_body_with_reply_and_thread() {
         let body = send_message_body(&outbound(Some("-100987:55"), Some("77")));
-        assert_eq!(
-            body,
-            json!({"chat_id": -100987, "text": "hi", "reply_to_message_id": 55, "message_thread_id": 77})
-        );
+        assert_eq!(body, json!({"chat_id": -100987, "text": "hi", "reply_to_message_id": 55, "message_thread_id": 77}));
         let body = send_message_body(&outbound(None, None));
         assert_eq!(body, json!({"chat_id": -100987, "text": "hi"}));
         let mut named = outbound(Some("garbage:x"), None);
         named.conversation = "@news".into();
-        assert_eq!(
-            send_message_body(&named),
-            json!({"chat_id": "@news", "text": "hi"})
-        );
+        assert_eq!(send_message_body(&named), json!({"chat_id": "@news", "text": "hi"}));
     }
 
     #[test]
@@ -552,73 +461,43 @@ mod tests {
         assert_eq!(parse_send(200, emulator, "1").unwrap().id, "1:3");
         let no_chat = br#"{"ok":true,"result":{"message_id":8}}"#;
         assert_eq!(parse_send(200, no_chat, "-5").unwrap().id, "-5:8");
-        assert!(matches!(
-            parse_send(200, br#"{"ok":true,"result":{}}"#, "1"),
-            Err(ChannelError::Fatal(_))
-        ));
+        assert!(matches!(parse_send(200, br#"{"ok":true,"result":{}}"#, "1"), Err(ChannelError::Fatal(_))));
     }
 
     #[test]
     fn error_401_is_auth_failed() {
         let body = br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#;
-        assert!(
-            matches!(map_error(401, body), ChannelError::AuthFailed(m) if m.contains("Unauthorized"))
-        );
+        assert!(matches!(map_error(401, body), ChannelError::AuthFailed(m) if m.contains("Unauthorized")));
         // ok:false with a 200 status still counts.
-        assert!(matches!(
-            parse_updates(200, body, None, NOW, None),
-            Err(ChannelError::AuthFailed(_))
-        ));
+        assert!(matches!(parse_updates(200, body, None, NOW, None), Err(ChannelError::AuthFailed(_))));
     }
 
     #[test]
     fn error_429_uses_retry_after() {
         let body = br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#;
         assert_eq!(map_error(429, body), ChannelError::RateLimited(7000));
-        assert_eq!(
-            map_error(429, b"slow down"),
-            ChannelError::RateLimited(1000)
-        );
-        assert_eq!(
-            parse_send(429, body, "1"),
-            Err(ChannelError::RateLimited(7000))
-        );
+        assert_eq!(map_error(429, b"slow down"), ChannelError::RateLimited(1000));
+        assert_eq!(parse_send(429, body, "1"), Err(ChannelError::RateLimited(7000)));
     }
 
     #[test]
     fn error_5xx_is_network() {
         let body = br#"{"message":"API method 'nosuch' is not supported."}"#;
-        assert!(
-            matches!(map_error(500, body), ChannelError::Network(m) if m.contains("not supported"))
-        );
-        assert!(
-            matches!(map_error(502, b"<html>Bad Gateway</html>"), ChannelError::Network(m) if m.contains("502"))
-        );
+        assert!(matches!(map_error(500, body), ChannelError::Network(m) if m.contains("not supported")));
+        assert!(matches!(map_error(502, b"<html>Bad Gateway</html>"), ChannelError::Network(m) if m.contains("502")));
     }
 
     #[test]
     fn error_400_is_fatal_with_description() {
-        let body =
-            br#"{"ok":false,"error_code":400,"description":"Bad Request: message text is empty"}"#;
-        assert_eq!(
-            map_error(400, body),
-            ChannelError::Fatal(
-                "Telegram API error 400: Bad Request: message text is empty".into()
-            )
-        );
+        let body = br#"{"ok":false,"error_code":400,"description":"Bad Request: message text is empty"}"#;
+        assert_eq!(map_error(400, body), ChannelError::Fatal("Telegram API error 400: Bad Request: message text is empty".into()));
         assert!(matches!(map_error(404, b""), ChannelError::Fatal(m) if m.contains("bot_token")));
     }
 
     #[test]
     fn garbage_success_is_fatal() {
-        assert!(matches!(
-            parse_updates(200, b"not json", None, NOW, None),
-            Err(ChannelError::Fatal(_))
-        ));
-        assert!(matches!(
-            parse_updates(200, br#"{"ok":true,"result":{}}"#, None, NOW, None),
-            Err(ChannelError::Fatal(_))
-        ));
+        assert!(matches!(parse_updates(200, b"not json", None, NOW, None), Err(ChannelError::Fatal(_))));
+        assert!(matches!(parse_updates(200, br#"{"ok":true,"result":{}}"#, None, NOW, None), Err(ChannelError::Fatal(_))));
     }
 
     fn group_update(extra: &str) -> Value {

@@ -74,9 +74,7 @@ impl Telegram {
                         }
                         self.bot = Some(bot);
                     }
-                    Err(e) => log::warn(&format!(
-                        "telegram: getMe failed ({e:?}); mentions of the bot in groups are not recognised"
-                    )),
+                    Err(e) => log::warn(&format!("telegram: getMe failed ({e:?}); mentions of the bot in groups are not recognised")),
                 }
             }
         }
@@ -86,34 +84,21 @@ impl Telegram {
 
 impl Channel for Telegram {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "telegram".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "telegram".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
         let raw_base = config::get("api_base").unwrap_or_else(|| DEFAULT_API_BASE.into());
         let api_base = api::normalize_api_base(&raw_base)?;
         let poll_timeout_s = config::get_or("poll_timeout_s", DEFAULT_POLL_TIMEOUT_S)?;
-        log::debug(&format!(
-            "telegram: api_base={api_base} poll_timeout_s={poll_timeout_s}"
-        ));
-        Ok(Telegram {
-            api_base,
-            poll_timeout_s,
-            bot: None,
-            asked_me: false,
-        })
+        log::debug(&format!("telegram: api_base={api_base} poll_timeout_s={poll_timeout_s}"));
+        Ok(Telegram { api_base, poll_timeout_s, bot: None, asked_me: false })
     }
 
     fn poll(&mut self, cursor: Option<String>) -> Result<PollResult, ChannelError> {
         let offset = api::parse_cursor(cursor.as_deref());
         if let (None, Some(bad)) = (offset, cursor.as_deref()) {
-            log::warn(&format!(
-                "telegram: ignoring malformed cursor {bad:?}; polling without offset"
-            ));
+            log::warn(&format!("telegram: ignoring malformed cursor {bad:?}; polling without offset"));
         }
         let url = api::get_updates_url(&self.api_base, offset, self.poll_timeout_s);
         let response = Request::get(url)
@@ -121,8 +106,7 @@ impl Channel for Telegram {
             .timeout(Duration::from_secs(u64::from(self.poll_timeout_s)) + HTTP_GRACE)
             .send()?;
         let bot = self.bot().cloned();
-        let result =
-            api::parse_updates(response.status, &response.body, offset, now_ms(), bot.as_ref())?;
+        let result = api::parse_updates(response.status, &response.body, offset, now_ms(), bot.as_ref())?;
         if !result.messages.is_empty() {
             log::debug(&format!(
                 "telegram: {} new message(s), next offset {}",

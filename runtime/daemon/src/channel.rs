@@ -10,8 +10,8 @@ use backon::BackoffBuilder;
 use tokio::sync::{Notify, watch};
 
 use crate::health::{Fault, Health};
-use crate::limits::{MAX_ATTACHMENT_FIELD, MAX_ATTACHMENTS, MAX_NAME, MESSAGE_CUT, Tally, check_ids, cut_redacted};
 use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage};
+use crate::limits::{MAX_ATTACHMENT_FIELD, MAX_ATTACHMENTS, MAX_NAME, MESSAGE_CUT, Tally, check_ids, cut_redacted};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
 use crate::store::{Db, Inbound, OutboxRow, now_ms};
@@ -380,12 +380,8 @@ pub async fn ingress(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = plugin.name().to_string();
-    let poll_interval = plugin
-        .grants
-        .config
-        .get("poll_interval")
-        .and_then(|s| crate::policy::parse_duration(s).ok())
-        .unwrap_or(DEFAULT_POLL_INTERVAL);
+    let poll_interval =
+        plugin.grants.config.get("poll_interval").and_then(|s| crate::policy::parse_duration(s).ok()).unwrap_or(DEFAULT_POLL_INTERVAL);
     let mut slot = Slot::new(plugin.clone(), health.clone(), "poll");
     let mut budget = InboundBudget::new(plugin.grants.limits.messages_per_minute, plugin.grants.limits.bytes_per_minute);
     loop {
@@ -672,10 +668,7 @@ async fn deliver(
                 let permanent = matches!(
                     e,
                     CallError::Channel(
-                        ChannelError::AuthFailed(_)
-                            | ChannelError::InvalidConfig(_)
-                            | ChannelError::Unsupported
-                            | ChannelError::Fatal(_)
+                        ChannelError::AuthFailed(_) | ChannelError::InvalidConfig(_) | ChannelError::Unsupported | ChannelError::Fatal(_)
                     )
                 );
                 health.send_failed(name);
@@ -755,7 +748,8 @@ mod tests {
     }
 
     fn sandbox(limits: crate::policy::Limits, secret: Option<&str>) -> PluginSandbox {
-        let policy = crate::policy::Policy::parse("[plugins.chan-test]\n", std::path::Path::new("k"), std::path::Path::new("/")).expect("valid");
+        let policy =
+            crate::policy::Policy::parse("[plugins.chan-test]\n", std::path::Path::new("k"), std::path::Path::new("/")).expect("valid");
         let mut grants = policy.plugins["chan-test"].clone();
         grants.limits = limits;
         let secrets = secret.map(|v| ("k".to_string(), v.to_string())).into_iter().collect();

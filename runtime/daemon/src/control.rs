@@ -265,8 +265,6 @@ pub enum DaemonCommand {
     Reload(oneshot::Sender<Result<Value, String>>),
 }
 
-
-
 /// What the control socket can see and do in the daemon.
 pub struct Shared {
     /// The workspace.
@@ -368,8 +366,7 @@ pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot remove the stale control socket {}", path.display())),
     }
-    let listener =
-        tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot create the control socket {}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot create the control socket {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -695,11 +692,7 @@ async fn handle(shared: &Shared, req: Request) -> Result<Value, ErrorBody> {
         }
         Request::Reload => {
             let (tx, rx) = oneshot::channel();
-            shared
-                .commands
-                .send(DaemonCommand::Reload(tx))
-                .await
-                .map_err(|_| ErrorBody::new("failed", "the daemon is stopping"))?;
+            shared.commands.send(DaemonCommand::Reload(tx)).await.map_err(|_| ErrorBody::new("failed", "the daemon is stopping"))?;
             match rx.await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => Err(ErrorBody::new("failed", e)),
@@ -869,7 +862,8 @@ impl Client {
         if n == 0 {
             return Ok(None);
         }
-        let r: Response = serde_json::from_str(&line).with_context(|| format!("the daemon sent a reply this kata cannot read: {line:?}"))?;
+        let r: Response =
+            serde_json::from_str(&line).with_context(|| format!("the daemon sent a reply this kata cannot read: {line:?}"))?;
         Ok(Some(r))
     }
 

@@ -13,13 +13,13 @@ use tokio::task::JoinSet;
 use crate::channel;
 use crate::control::{self, DaemonCommand, Shared};
 use crate::engine::{Engine, PluginCtx};
-use wasmtime::component::Linker;
 use crate::events::Events;
 use crate::health::{BreakerConfig, Health};
 use crate::plugin::{self, ChannelPlugin};
 use crate::policy::{PluginGrants, Policy};
 use crate::store::Db;
 use crate::workspace::Workspace;
+use wasmtime::component::Linker;
 
 /// Load an enabled plugin's file the way `kata run` does — as a service, a
 /// tools plugin and/or a channel, by what it exports, through the same
@@ -248,11 +248,7 @@ impl Daemon {
         let listener = control::bind(&self.ws)?;
         let (commands, mut command_rx) = mpsc::channel(8);
         let d = &self.loaded.policy.file.daemon;
-        let breaker = BreakerConfig {
-            threshold: d.breaker_threshold,
-            cooldown: d.breaker_cooldown,
-            ..BreakerConfig::default()
-        };
+        let breaker = BreakerConfig { threshold: d.breaker_threshold, cooldown: d.breaker_cooldown, ..BreakerConfig::default() };
         let shared = Arc::new(Shared {
             ws: self.ws.clone(),
             db: self.db.clone(),
@@ -298,12 +294,7 @@ impl Daemon {
         let _ = ctl_stop.send(true);
         let _ = control.await;
         let c = self.db.counts()?;
-        tracing::info!(
-            inbox_done = c.inbox_done,
-            outbox_sent = c.outbox_sent,
-            outbox_pending = c.outbox_pending,
-            "stopped"
-        );
+        tracing::info!(inbox_done = c.inbox_done, outbox_sent = c.outbox_sent, outbox_pending = c.outbox_pending, "stopped");
         Ok(())
     }
 

@@ -178,13 +178,7 @@ mod tests {
     fn the_backlog_is_bounded() {
         let events = Events::new();
         for i in 0..BACKLOG + 10 {
-            events.publish(Event {
-                ts_ms: 0,
-                level: "INFO".into(),
-                target: "t".into(),
-                message: i.to_string(),
-                fields: vec![],
-            });
+            events.publish(Event { ts_ms: 0, level: "INFO".into(), target: "t".into(), message: i.to_string(), fields: vec![] });
         }
         let (b, _) = events.subscribe(usize::MAX);
         assert_eq!(b.len(), BACKLOG);

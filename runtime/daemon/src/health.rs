@@ -268,11 +268,7 @@ mod tests {
     use super::*;
 
     fn health() -> Health {
-        Health::new(BreakerConfig {
-            threshold: 3,
-            cooldown: Duration::from_secs(10),
-            max_cooldown: Duration::from_secs(25),
-        })
+        Health::new(BreakerConfig { threshold: 3, cooldown: Duration::from_secs(10), max_cooldown: Duration::from_secs(25) })
     }
 
     #[test]
@@ -305,5 +301,4 @@ mod tests {
         let s = h.get("p").expect("tracked");
         assert_eq!((s.state, s.breaker, s.last_error.as_deref()), (PluginState::BackingOff, Breaker::Closed, Some("network down")));
     }
-
 }

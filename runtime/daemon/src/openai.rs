@@ -42,9 +42,10 @@ impl OpenAi {
     pub fn new(settings: &Settings, workspace: &Path, tools: Arc<ToolBox>) -> Result<Self> {
         let api_key = match &settings.api_key {
             None => None,
-            Some(src) => Some(crate::secret_store::resolve(src, workspace).map_err(|e| {
-                anyhow::anyhow!("[agent] api_key: {e}; set it, or change `api_key` under [agent] in kata.toml")
-            })?),
+            Some(src) => Some(
+                crate::secret_store::resolve(src, workspace)
+                    .map_err(|e| anyhow::anyhow!("[agent] api_key: {e}; set it, or change `api_key` under [agent] in kata.toml"))?,
+            ),
         };
         let client = reqwest::Client::builder()
             .timeout(settings.request_timeout)
@@ -100,12 +101,8 @@ impl OpenAi {
                 out.reply = (!content.is_empty()).then_some(content);
                 return Ok(out);
             }
-            let request = Entry {
-                role: Role::Assistant,
-                content,
-                tool_calls: Some(Value::Array(calls.clone()).to_string()),
-                tool_call_id: None,
-            };
+            let request =
+                Entry { role: Role::Assistant, content, tool_calls: Some(Value::Array(calls.clone()).to_string()), tool_call_id: None };
             messages.push(to_message(&request));
             out.entries.push(request);
             for call in &calls {
@@ -118,10 +115,7 @@ impl OpenAi {
                 out.entries.push(entry);
             }
         }
-        let text = format!(
-            "I stopped after {} rounds of tool calls without reaching an answer.",
-            self.max_tool_rounds
-        );
+        let text = format!("I stopped after {} rounds of tool calls without reaching an answer.", self.max_tool_rounds);
         out.entries.push(Entry::assistant(&text));
         out.reply = Some(text);
         Ok(out)

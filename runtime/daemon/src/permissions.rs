@@ -140,11 +140,7 @@ pub fn print_approvals(db: &Db, all: bool, json: bool, out: &mut impl std::io::W
         if a.args.chars().count() > 60 {
             args.push('…');
         }
-        let left = if a.status == "pending" {
-            format!(" ({}s left)", a.expires_ms.saturating_sub(now) / 1000)
-        } else {
-            String::new()
-        };
+        let left = if a.status == "pending" { format!(" ({}s left)", a.expires_ms.saturating_sub(now) / 1000) } else { String::new() };
         writeln!(out, "{:<6} {:<9} {:<24} {:<20} {args}{left}", a.id, a.status, format!("{}.{}", a.plugin, a.tool), a.session_key)?;
     }
     Ok(())
@@ -159,10 +155,13 @@ mod tests {
         let allow = vec!["notes.*".to_string(), "web.fetch".to_string()];
         let run = |d: &Decision| matches!(d, Decision::Run { .. });
         // safe: read-only tools only, with write grants stripped.
-        assert_eq!(decide(ToolMode::Safe, &allow, "notes", "read", true), Decision::Run {
-            read_only: true,
-            policy: "manifest of notes: [tools] read_only includes \"read\" (run with write grants stripped)".into()
-        });
+        assert_eq!(
+            decide(ToolMode::Safe, &allow, "notes", "read", true),
+            Decision::Run {
+                read_only: true,
+                policy: "manifest of notes: [tools] read_only includes \"read\" (run with write grants stripped)".into()
+            }
+        );
         assert!(matches!(decide(ToolMode::Safe, &allow, "notes", "write", false), Decision::Refuse { .. }));
         // allow-all: everything, with full grants.
         assert!(matches!(decide(ToolMode::AllowAll, &[], "x", "y", false), Decision::Run { read_only: false, .. }));

@@ -125,12 +125,7 @@ impl AgentHandle {
     /// Move inbox rows to the agent until `shutdown` says stop. `inbox_ready`
     /// wakes it when a channel stored messages; `outbox_ready` wakes each
     /// channel's sender when a reply is queued.
-    pub async fn run(
-        self,
-        inbox_ready: Arc<Notify>,
-        outbox_ready: BTreeMap<String, Arc<Notify>>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(self, inbox_ready: Arc<Notify>, outbox_ready: BTreeMap<String, Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
         *self.inner.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()) = outbox_ready;
         match self.inner.db.approvals_expire_all() {
             Ok(0) => {}

@@ -79,15 +79,11 @@ impl Schedule {
                      \"2026-12-24T18:00:00+01:00\", or give a relative time such as \"in 2h\"."
                 )
             })?;
-            return u64::try_from(dt.timestamp_millis())
-                .map(Self::At)
-                .map_err(|_| format!("{when:?} is before 1970; give a future time."));
+            return u64::try_from(dt.timestamp_millis()).map(Self::At).map_err(|_| format!("{when:?} is before 1970; give a future time."));
         }
-        let cron: croner::Cron = t
-            .parse()
-            .map_err(|e: croner::errors::CronError| {
-                format!("{t:?} is not a valid schedule: {}. {SCHEDULE_HELP}", e.to_string().trim_end_matches('.'))
-            })?;
+        let cron: croner::Cron = t.parse().map_err(|e: croner::errors::CronError| {
+            format!("{t:?} is not a valid schedule: {}. {SCHEDULE_HELP}", e.to_string().trim_end_matches('.'))
+        })?;
         // A pattern that names no real date (30 February) would never run.
         cron.find_next_occurrence(&utc(now_ms), false)
             .map_err(|e| format!("the cron expression {t:?} never matches a real time ({e}); check its day and month fields."))?;
@@ -207,7 +203,11 @@ pub fn run_due(db: &Db, now: u64) -> Result<Vec<Fired>> {
         let schedule = match Schedule::parse(&task.schedule, now) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(task = task.id, "task {} has a schedule that no longer parses ({e}); it is stopped — remove it and add it again", task.id);
+                tracing::error!(
+                    task = task.id,
+                    "task {} has a schedule that no longer parses ({e}); it is stopped — remove it and add it again",
+                    task.id
+                );
                 db.task_disable(task.id)?;
                 continue;
             }

@@ -24,10 +24,10 @@ use tokio::sync::{Notify, watch};
 use wasmtime::component::Linker;
 
 use crate::channel::{InboundBudget, backoff, inbound_bytes, note_pause, sleep_or_shutdown, to_inbound};
-use crate::limits::Tally;
 use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
 use crate::health::{Fault, Health};
 use crate::host::latest::{Message, ServiceBindings, ServicePre};
+use crate::limits::Tally;
 use crate::plugin::{CallError, ComponentInfo, Instance, LoadError, Prepared, arm, guarded, prepare};
 use crate::policy::PluginGrants;
 use crate::sandbox::{NetworkGate, PluginSandbox};
@@ -88,7 +88,6 @@ impl Emitter {
         tally.report(sandbox, "emit");
         self.bytes_new.swap(0, Ordering::Relaxed)
     }
-
 }
 
 impl crate::sink::Emit for Emitter {
@@ -172,9 +171,9 @@ impl ServicePlugin {
                 crate::host::latest::VERSION
             );
         }
-        let Prepared { grants, sandbox, pre, id, info, path } = prepare(engine, linker, grants, crate::sinks::for_db(&db), workspace, "service")?;
-        let pre = ServicePre::new(pre)
-            .map_err(|e| LoadError::NotAService { path, found: format!("incompatible exports ({e:#})") })?;
+        let Prepared { grants, sandbox, pre, id, info, path } =
+            prepare(engine, linker, grants, crate::sinks::for_db(&db), workspace, "service")?;
+        let pre = ServicePre::new(pre).map_err(|e| LoadError::NotAService { path, found: format!("incompatible exports ({e:#})") })?;
         Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info })
     }
 
@@ -275,13 +274,7 @@ fn failed(health: &Health, name: &str, error: &str, fault: Fault, backoff: &mut 
 /// Run one service until shutdown: start, tick on the plugin's schedule,
 /// restart after traps with backoff (and the circuit breaker), stop at the
 /// end. Its state and errors are reported to `health` (`kata status`).
-pub async fn run(
-    plugin: Arc<ServicePlugin>,
-    db: Db,
-    health: Arc<Health>,
-    inbox_ready: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(plugin: Arc<ServicePlugin>, db: Db, health: Arc<Health>, inbox_ready: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let name = plugin.name().to_string();
     let emitter = Arc::new(Emitter::new(&name, db, inbox_ready));
     let mut backoff = backoff();
@@ -374,8 +367,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::Emit;
     use crate::host::latest::ConversationKind;
+    use crate::sink::Emit;
 
     fn message(id: &str, text: &str) -> Message {
         Message {
@@ -452,7 +445,8 @@ mod tests {
         assert!(e.report(&sandbox) <= 4096);
         let hits = crate::limits::hits("svc-big");
         assert_eq!((hits["max_message"], hits["max_id"], hits["max_poll_bytes"]), (1, 1, refused), "{hits:?}");
-        let audit = db.audit_query(&crate::store::AuditQuery { plugin: Some("svc-big".into()), since_ms: None, limit: 100 }).expect("audit");
+        let audit =
+            db.audit_query(&crate::store::AuditQuery { plugin: Some("svc-big".into()), since_ms: None, limit: 100 }).expect("audit");
         assert!(audit.iter().any(|r| r.kind == "limit" && r.detail.as_deref().unwrap_or("").contains("max_message")), "{audit:?}");
     }
 }

@@ -313,9 +313,7 @@ impl Writer {
                     w.flush().await.map_err(|e| e.to_string())
                 }
                 (Writer::Ws(w), Frame::Text(t)) => w.send(tungstenite::Message::text(t)).await.map_err(|e| e.to_string()),
-                (Writer::Ws(w), Frame::Binary(b)) => {
-                    w.send(tungstenite::Message::binary(Bytes::from(b))).await.map_err(|e| e.to_string())
-                }
+                (Writer::Ws(w), Frame::Binary(b)) => w.send(tungstenite::Message::binary(Bytes::from(b))).await.map_err(|e| e.to_string()),
                 (Writer::ReadOnly(kind), _) => Err(format!("{kind} streams are read-only; nothing can be written to them")),
             }
         };
@@ -327,9 +325,7 @@ impl Writer {
 /// whether it uses TLS and the method its grant is checked for.
 fn target(sub: &Subscription) -> Result<(http::Uri, &'static str, bool), String> {
     let url = sub.url.trim();
-    let (scheme, _) = url
-        .split_once("://")
-        .ok_or_else(|| format!("stream URL {:?} has no scheme", shown_url(url)))?;
+    let (scheme, _) = url.split_once("://").ok_or_else(|| format!("stream URL {:?} has no scheme", shown_url(url)))?;
     let scheme = scheme.to_ascii_lowercase();
     let (checked, default_port, tls, method) = match (sub.kind, scheme.as_str()) {
         (StreamKind::TcpLines, "tcp") => ("tcp", None, false, "CONNECT"),
@@ -352,9 +348,8 @@ fn target(sub: &Subscription) -> Result<(http::Uri, &'static str, bool), String>
         }
     };
     let rest = &url[scheme.len() + 3..];
-    let uri: http::Uri = format!("{checked}://{rest}")
-        .parse()
-        .map_err(|e| format!("stream URL {:?} is not a valid URL: {e}", shown_url(url)))?;
+    let uri: http::Uri =
+        format!("{checked}://{rest}").parse().map_err(|e| format!("stream URL {:?} is not a valid URL: {e}", shown_url(url)))?;
     let mut parts = uri.into_parts();
     let authority = parts.authority.clone().ok_or_else(|| format!("stream URL {:?} has no host", shown_url(url)))?;
     if authority.port_u16().is_none() {
@@ -382,12 +377,10 @@ async fn open(plugin: &ChannelPlugin, sub: &Subscription) -> Result<Conn, Opened
         }
     };
     let mut req = match sub.kind {
-        StreamKind::Websocket => {
-            match tungstenite::client::IntoClientRequest::into_client_request(&uri) {
-                Ok(r) => r,
-                Err(e) => return Err(Opened::Failed(format!("cannot build the websocket request: {e}"))),
-            }
-        }
+        StreamKind::Websocket => match tungstenite::client::IntoClientRequest::into_client_request(&uri) {
+            Ok(r) => r,
+            Err(e) => return Err(Opened::Failed(format!("cannot build the websocket request: {e}"))),
+        },
         _ => {
             let mut r = http::Request::new(());
             *r.uri_mut() = uri.clone();
@@ -439,11 +432,7 @@ async fn open(plugin: &ChannelPlugin, sub: &Subscription) -> Result<Conn, Opened
             .method(&method)
             .target(&authorized.url)
             .policy(grant_text(&authorized.grant))
-            .detail(format!(
-                "opening a {:?} stream to {}",
-                sub.kind,
-                addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-            )),
+            .detail(format!("opening a {:?} stream to {}", sub.kind, addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))),
     );
     let max = sb.grants().limits.max_response_bytes;
     if sub.kind == StreamKind::Webhook {
@@ -813,13 +802,7 @@ impl Pace {
 
 /// One connected session: until the stream ends, the plugin fails, or shutdown.
 /// Returns why it ended and whether any frame was delivered.
-async fn session(
-    ctx: &Ctx,
-    slot: &mut Slot,
-    mut conn: Conn,
-    sub: &Subscription,
-    shutdown: &mut watch::Receiver<bool>,
-) -> (End, bool) {
+async fn session(ctx: &Ctx, slot: &mut Slot, mut conn: Conn, sub: &Subscription, shutdown: &mut watch::Receiver<bool>) -> (End, bool) {
     let name = ctx.plugin.name().to_string();
     let sb = ctx.plugin.sandbox().clone();
     let shown = if conn.host.contains(':') { format!("[{}]:{}", conn.host, conn.port) } else { format!("{}:{}", conn.host, conn.port) };
@@ -846,13 +829,8 @@ async fn session(
             return (End::Closed(format!("writing the initial frames: {e}")), false);
         }
     }
-    let per_second = ctx
-        .plugin
-        .grants
-        .config
-        .get("frames_per_second")
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(DEFAULT_FRAMES_PER_SECOND);
+    let per_second =
+        ctx.plugin.grants.config.get("frames_per_second").and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(DEFAULT_FRAMES_PER_SECOND);
     let mut pace = Pace::new(per_second);
     let mut outlet = ctx.plugin.outlet().open();
     let mut heartbeat = sub.heartbeat_ms.filter(|ms| *ms > 0).map(|ms| {
@@ -1033,7 +1011,10 @@ mod tests {
         assert_eq!(t(StreamKind::TcpLines, "ircs://irc.example.org").unwrap(), ("tls://irc.example.org:6697/".into(), "CONNECT", true));
         assert_eq!(t(StreamKind::TcpLines, "tcp://127.0.0.1:7000").unwrap(), ("tcp://127.0.0.1:7000/".into(), "CONNECT", false));
         assert!(t(StreamKind::TcpLines, "tcp://127.0.0.1").unwrap_err().contains("needs a port"));
-        assert_eq!(t(StreamKind::Websocket, "wss://gw.example.org/ws?v=1").unwrap(), ("wss://gw.example.org:443/ws?v=1".into(), "GET", true));
+        assert_eq!(
+            t(StreamKind::Websocket, "wss://gw.example.org/ws?v=1").unwrap(),
+            ("wss://gw.example.org:443/ws?v=1".into(), "GET", true)
+        );
         assert_eq!(t(StreamKind::ServerSentEvents, "http://[::1]:8080/events").unwrap(), ("http://[::1]:8080/events".into(), "GET", false));
         assert!(t(StreamKind::Websocket, "http://x/").unwrap_err().contains("ws:// or wss://"));
         assert!(t(StreamKind::TcpLines, "no-scheme").is_err());

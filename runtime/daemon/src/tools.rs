@@ -73,12 +73,8 @@ impl ToolsPlugin {
                 if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") }
             );
         }
-        let component = engine
-            .compile(&bytes)
-            .map_err(|e| LoadError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
+        let component = engine.compile(&bytes).map_err(|e| LoadError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
         let pre = host::ToolsPre::new(pre, info.wit_version.as_deref())
             .map_err(|e| anyhow::anyhow!("{path}: incompatible tools export ({e:#})"))?;
         let mut grants = grants;
@@ -90,7 +86,12 @@ impl ToolsPlugin {
             declared_read_only = m.tools.read_only.clone();
         }
         let secrets = crate::plugin::resolve_secrets(&grants, workspace)?;
-        let id = PluginIdentity { name: grants.name.as_str().into(), config: Arc::new(grants.config.clone()), state: Arc::new(crate::sinks::DbSink(db.clone())), read_only: false };
+        let id = PluginIdentity {
+            name: grants.name.as_str().into(),
+            config: Arc::new(grants.config.clone()),
+            state: Arc::new(crate::sinks::DbSink(db.clone())),
+            read_only: false,
+        };
         let read_only_grants = Arc::new(grants.read_only());
         let grants = Arc::new(grants);
         let auditor = crate::sinks::auditor(&db, &grants.name);
@@ -110,11 +111,7 @@ impl ToolsPlugin {
     }
 
     async fn instance(&self, read_only: bool) -> Result<Instance<host::ToolsBindings>, String> {
-        let (sandbox, grants) = if read_only {
-            (&self.read_only, &self.read_only_grants)
-        } else {
-            (&self.full, &self.grants)
-        };
+        let (sandbox, grants) = if read_only { (&self.read_only, &self.read_only_grants) } else { (&self.full, &self.grants) };
         let id = PluginIdentity { read_only, ..self.id.clone() };
         let mut store = new_store(&self.engine, id, NetworkGate::new(sandbox.clone()), grants);
         arm(&mut store, &grants.limits);
@@ -275,14 +272,15 @@ impl ToolBox {
                 return refused(&name, &reason);
             }
             Decision::Ask => {
-                let id = match self.db.approval_create(&ctx.session_key, &entry.plugin, &entry.tool, args, &ctx.mode_source, self.ask_timeout) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        tracing::error!("cannot record an approval request: {e:#}");
-                        audit(Verdict::Deny, &ctx.mode_source, "refused: the approval request could not be stored".into());
-                        return refused(&name, "kata could not ask for approval");
-                    }
-                };
+                let id =
+                    match self.db.approval_create(&ctx.session_key, &entry.plugin, &entry.tool, args, &ctx.mode_source, self.ask_timeout) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            tracing::error!("cannot record an approval request: {e:#}");
+                            audit(Verdict::Deny, &ctx.mode_source, "refused: the approval request could not be stored".into());
+                            return refused(&name, "kata could not ask for approval");
+                        }
+                    };
                 tracing::warn!(
                     approval = id, tool = %name, session = %ctx.session_key,
                     "tool call waits for approval: `kata approve {id}` or `kata deny {id}` (denied in {:?} otherwise)", self.ask_timeout
@@ -294,11 +292,7 @@ impl ToolBox {
                         return refused(&name, "the person you work for denied it");
                     }
                     Ok(Answer::Expired) => {
-                        audit(
-                            Verdict::Deny,
-                            "[tools] ask_timeout",
-                            format!("refused: no one approved {id} within {:?}", self.ask_timeout),
-                        );
+                        audit(Verdict::Deny, "[tools] ask_timeout", format!("refused: no one approved {id} within {:?}", self.ask_timeout));
                         return refused(&name, "no one approved it in time");
                     }
                     Err(e) => {

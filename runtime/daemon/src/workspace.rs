@@ -24,11 +24,7 @@ impl Workspace {
     pub fn open(root: &Path) -> Result<Self> {
         let root = std::path::absolute(root).with_context(|| format!("bad workspace path {}", root.display()))?;
         if !root.join(POLICY_FILE).is_file() {
-            bail!(
-                "{} is not a kata workspace: it has no {POLICY_FILE}; create one with `kata init {}`",
-                root.display(),
-                root.display()
-            );
+            bail!("{} is not a kata workspace: it has no {POLICY_FILE}; create one with `kata init {}`", root.display(), root.display());
         }
         Ok(Self { root })
     }
@@ -125,10 +121,9 @@ impl Workspace {
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());
                 Ok(file)
             }
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "another `kata run` is already running in {}; stop it first",
-                self.root.display()
-            ),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                bail!("another `kata run` is already running in {}; stop it first", self.root.display())
+            }
             Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
     }
@@ -139,9 +134,7 @@ impl Workspace {
         let file = File::open(&path).ok()?;
         match file.try_lock_shared() {
             Ok(()) => None,
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Some(std::fs::read_to_string(&path).ok()?.trim().parse().unwrap_or(0))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Some(std::fs::read_to_string(&path).ok()?.trim().parse().unwrap_or(0)),
             Err(std::fs::TryLockError::Error(_)) => None,
         }
     }

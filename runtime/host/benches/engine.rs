@@ -19,25 +19,13 @@ fn quiet_plugin(dir: &Path) -> (ChannelPlugin, Engine) {
     // KATA_BENCH_GUEST compares another build of the same guest (e.g. wasm32-wasip2).
     let wasm = std::env::var_os("KATA_BENCH_GUEST")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/guest-quiet.wasm")
-        });
-    assert!(
-        wasm.exists(),
-        "{} is missing: run scripts/setup.sh first",
-        wasm.display()
-    );
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/guest-quiet.wasm"));
+    assert!(wasm.exists(), "{} is missing: run scripts/setup.sh first", wasm.display());
     let text = format!("[plugins.quiet]\npath = \"{}\"\n", wasm.display());
     let policy = Policy::parse(&text, Path::new("kata.toml"), Path::new("/")).unwrap();
     let engine = Engine::new(Some(dir.join("cache"))).unwrap();
-    let plugin = ChannelPlugin::load(
-        &engine,
-        &linker(&engine).unwrap(),
-        policy.plugins["quiet"].clone(),
-        Sinks::memory(),
-        Path::new("/"),
-    )
-    .unwrap();
+    let plugin =
+        ChannelPlugin::load(&engine, &linker(&engine).unwrap(), policy.plugins["quiet"].clone(), Sinks::memory(), Path::new("/")).unwrap();
     (plugin, engine)
 }
 
@@ -48,10 +36,7 @@ async fn empty_async_call(x: u64) -> u64 {
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (plugin, _engine) = quiet_plugin(dir.path());
 
     let mut g = c.benchmark_group("engine");

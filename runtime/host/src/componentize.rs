@@ -75,9 +75,7 @@ impl Toolchain {
 }
 
 fn has_std(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
-        .unwrap_or(false)
+    std::fs::read_dir(dir).map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))).unwrap_or(false)
 }
 
 /// Build the guest crate in `dir` and write its component to `out` (default:
@@ -89,10 +87,7 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     }
     let toolchain = Toolchain::detect()?;
     let mut cmd = toolchain.cargo();
-    cmd.current_dir(dir)
-        .arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.current_dir(dir).arg("--message-format=json-render-diagnostics").stdout(Stdio::piped()).stderr(Stdio::inherit());
     // Host-only flags from an enclosing cargo must not leak into the wasm build.
     cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS");
     let output = cmd.output().with_context(|| format!("cannot run cargo ({toolchain:?} toolchain)"))?;
@@ -121,12 +116,10 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         // "path+file:///dir#name@1.2.3" or "...#1.2.3": the crate's version.
         package_version = v["package_id"].as_str().and_then(|id| id.rsplit(['@', '#']).next()).map(str::to_string);
     }
-    let core_path = artifact.with_context(|| {
-        format!("{} produced no .wasm library; its Cargo.toml needs `[lib] crate-type = [\"cdylib\"]`", dir.display())
-    })?;
+    let core_path = artifact
+        .with_context(|| format!("{} produced no .wasm library; its Cargo.toml needs `[lib] crate-type = [\"cdylib\"]`", dir.display()))?;
     let core = std::fs::read(&core_path).with_context(|| format!("cannot read {}", core_path.display()))?;
-    let mut component =
-        componentize(&core).with_context(|| format!("cannot componentize {}", core_path.display()))?;
+    let mut component = componentize(&core).with_context(|| format!("cannot componentize {}", core_path.display()))?;
     if let Some(mut manifest) = read_manifest(dir)? {
         if manifest.version.is_empty() {
             manifest.version = package_version.unwrap_or_default();
@@ -175,10 +168,7 @@ pub fn componentize(core: &[u8]) -> Result<Vec<u8>> {
     let mut encoder = wit_component::ComponentEncoder::default().module(core)?.validate(true);
     if imports_preview1(core)? {
         use wasi_preview1_component_adapter_provider as adapter;
-        encoder = encoder.adapter(
-            adapter::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            adapter::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-        )?;
+        encoder = encoder.adapter(adapter::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, adapter::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)?;
     }
     encoder.encode()
 }

@@ -12,8 +12,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{
-    CallHook, Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
+    CallHook, Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -65,8 +64,7 @@ impl Engine {
             })
             .context("cannot start the epoch thread")?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
         }
         Ok(Self { inner, cache_dir })
     }
@@ -121,9 +119,7 @@ impl Engine {
 
     /// Whether a compiled copy of `bytes` is in the cache.
     pub fn is_cached(&self, bytes: &[u8]) -> bool {
-        self.cache_dir
-            .as_ref()
-            .is_some_and(|d| d.join(format!("{}.cwasm", self.cache_key(bytes))).exists())
+        self.cache_dir.as_ref().is_some_and(|d| d.join(format!("{}.cwasm", self.cache_key(bytes))).exists())
     }
 
     fn cache_key(&self, bytes: &[u8]) -> String {
@@ -254,11 +250,7 @@ pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants:
         http: WasiHttpCtx::new(),
         table: ResourceTable::new(),
         gate,
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .instances(20)
-            .build(),
+        limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).instances(20).build(),
         cpu: CpuMeter::default(),
         id,
         emitter: None,

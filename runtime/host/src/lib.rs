@@ -49,12 +49,12 @@
 pub use kata_policy::{manifest, policy, util};
 
 pub mod audit;
-pub mod sink;
-pub mod secret_store;
-pub mod sandbox;
+pub mod componentize;
 pub mod engine;
 pub mod host;
 pub mod limits;
 pub mod outlet;
 pub mod plugin;
-pub mod componentize;
+pub mod sandbox;
+pub mod secret_store;
+pub mod sink;

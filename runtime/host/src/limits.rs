@@ -202,12 +202,9 @@ impl Tally {
         let l = &sandbox.grants().limits;
         let audit = |limit: &'static str, n: u64, policy: String, detail: String| {
             hit(plugin, limit, n);
-            sandbox.auditor().record(
-                Event::new(Kind::Limit, Verdict::Deny)
-                    .target(format!("{place} message"))
-                    .policy(policy)
-                    .detail(detail),
-            );
+            sandbox
+                .auditor()
+                .record(Event::new(Kind::Limit, Verdict::Deny).target(format!("{place} message")).policy(policy).detail(detail));
         };
         if self.missing > 0 {
             tracing::warn!(plugin = %plugin, "dropping {} message(s) without id or conversation from a {place}", self.missing);
@@ -274,7 +271,10 @@ pub const TOOL_CUT: &str = "… [cut by kata: over limits.max_tool_result]";
 /// may be longer than `max_message` — a reply the agent wrote can be, and the
 /// plugin is not at fault for it. Looks at lengths only; the error names the
 /// limit and is the plugin's fault.
-pub fn check_frames<'f>(frames: impl IntoIterator<Item = &'f crate::host::latest::Frame>, l: &Limits) -> Result<(), (&'static str, String)> {
+pub fn check_frames<'f>(
+    frames: impl IntoIterator<Item = &'f crate::host::latest::Frame>,
+    l: &Limits,
+) -> Result<(), (&'static str, String)> {
     use crate::host::latest::Frame;
     let mut total = 0usize;
     for f in frames {

@@ -11,10 +11,10 @@ use anyhow::Result;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 
+use crate::audit::Auditor;
 use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
 use crate::host::{self, latest};
 use crate::policy::{Limits, PluginGrants};
-use crate::audit::Auditor;
 use crate::sandbox::{NetworkGate, PluginSandbox};
 use crate::sink::Sinks;
 
@@ -71,11 +71,7 @@ impl Kind {
 impl ComponentInfo {
     /// The kata interfaces it exports, without package and version (`channel`, `tools`…).
     pub fn kata_exports(&self) -> Vec<&str> {
-        self.exports
-            .iter()
-            .filter_map(|e| e.strip_prefix("kata:plugin/"))
-            .map(|e| e.split('@').next().unwrap_or(e))
-            .collect()
+        self.exports.iter().filter_map(|e| e.strip_prefix("kata:plugin/")).map(|e| e.split('@').next().unwrap_or(e)).collect()
     }
 }
 
@@ -91,7 +87,9 @@ pub enum LoadError {
         error: std::io::Error,
     },
     /// Not WebAssembly at all.
-    #[error("{path} is not a WebAssembly file (it does not start with the \\0asm header); a plugin is a .wasm component built with `kata plugin build`")]
+    #[error(
+        "{path} is not a WebAssembly file (it does not start with the \\0asm header); a plugin is a .wasm component built with `kata plugin build`"
+    )]
     NotWasm {
         /// The file.
         path: String,
@@ -123,7 +121,9 @@ pub enum LoadError {
         advice: &'static str,
     },
     /// A component, but not a service where one is expected.
-    #[error("{path} is not a service plugin: it exports {found}; a service plugin exports kata:plugin/service (build it against the `service-plugin` world, e.g. from `kata plugin new NAME --kind service`)")]
+    #[error(
+        "{path} is not a service plugin: it exports {found}; a service plugin exports kata:plugin/service (build it against the `service-plugin` world, e.g. from `kata plugin new NAME --kind service`)"
+    )]
     NotAService {
         /// The file.
         path: String,
@@ -131,7 +131,9 @@ pub enum LoadError {
         found: String,
     },
     /// A component, but not the kind expected here.
-    #[error("{path} is not a channel plugin: it exports {found}; a channel plugin exports kata:plugin/channel (build it against the `channel-plugin` world)")]
+    #[error(
+        "{path} is not a channel plugin: it exports {found}; a channel plugin exports kata:plugin/channel (build it against the `channel-plugin` world)"
+    )]
     WrongWorld {
         /// The file.
         path: String,
@@ -234,12 +236,9 @@ pub fn inspect(bytes: &[u8], path: &str) -> Result<ComponentInfo, LoadError> {
                 info.wit_version.get_or_insert(v);
             }
             Payload::CustomSection(c) if c.name() == crate::manifest::SECTION && info.manifest.is_none() => {
-                let text = std::str::from_utf8(c.data()).map_err(|_| LoadError::Invalid {
-                    path: path.into(),
-                    reason: "its kata:manifest section is not UTF-8 text".into(),
-                })?;
-                let m = crate::manifest::Manifest::parse(text, path)
-                    .map_err(|reason| LoadError::Invalid { path: path.into(), reason })?;
+                let text = std::str::from_utf8(c.data())
+                    .map_err(|_| LoadError::Invalid { path: path.into(), reason: "its kata:manifest section is not UTF-8 text".into() })?;
+                let m = crate::manifest::Manifest::parse(text, path).map_err(|reason| LoadError::Invalid { path: path.into(), reason })?;
                 info.manifest = Some(m);
             }
             Payload::ComponentImportSection(s) if depth == 1 => {
@@ -283,24 +282,13 @@ pub fn check_version(version: &str, path: &str) -> Result<(), LoadError> {
         });
     };
     // Same major.minor (0.x: same minor) and a patch we have seen is compatible.
-    let ok = host::SUPPORTED_VERSIONS.iter().filter_map(|s| parse(s)).any(|have| {
-        have.0 == want.0 && have.1 == want.1 && want.2 <= have.2
-    });
+    let ok = host::SUPPORTED_VERSIONS.iter().filter_map(|s| parse(s)).any(|have| have.0 == want.0 && have.1 == want.1 && want.2 <= have.2);
     if ok {
         return Ok(());
     }
     let newest = host::SUPPORTED_VERSIONS.iter().filter_map(|s| parse(s)).max();
-    let advice = if newest.is_some_and(|n| want > n) {
-        "upgrade kata to run it"
-    } else {
-        "rebuild the plugin against a supported version"
-    };
-    Err(LoadError::Version {
-        path: path.into(),
-        version: version.into(),
-        supported: host::SUPPORTED_VERSIONS.join(", "),
-        advice,
-    })
+    let advice = if newest.is_some_and(|n| want > n) { "upgrade kata to run it" } else { "rebuild the plugin against a supported version" };
+    Err(LoadError::Version { path: path.into(), version: version.into(), supported: host::SUPPORTED_VERSIONS.join(", "), advice })
 }
 
 /// A channel plugin compiled, linked and ready to instantiate.
@@ -348,7 +336,11 @@ pub fn resolve_secrets(grants: &PluginGrants, workspace: &Path) -> Result<BTreeM
     let mut secrets = BTreeMap::new();
     for (name, source) in &grants.secrets {
         let value = crate::secret_store::resolve(source, workspace).map_err(|e| {
-            anyhow::anyhow!("plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml", grants.name, grants.name)
+            anyhow::anyhow!(
+                "plugin {}: secret {name}: {e}; set it, or change `secrets` under [plugins.{}] in kata.toml",
+                grants.name,
+                grants.name
+            )
         })?;
         secrets.insert(name.clone(), value);
     }
@@ -367,11 +359,7 @@ pub fn prepare(
     export: &str,
 ) -> Result<Prepared> {
     let Some(file) = grants.path.clone() else {
-        anyhow::bail!(
-            "plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE --name {}`",
-            grants.name,
-            grants.name
-        );
+        anyhow::bail!("plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE --name {}`", grants.name, grants.name);
     };
     let path = file.display().to_string();
     let bytes = read_plugin(&file)?;
@@ -388,15 +376,11 @@ pub fn prepare(
         .into());
     }
     let component = compile(engine, &bytes, &path)?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
     // The manifest asks, the policy decides: only what both say is given.
     let mut grants = grants;
     if let Some(m) = &info.manifest {
-        let dropped = grants
-            .restrict_to(m)
-            .map_err(|reason| LoadError::Invalid { path: path.clone(), reason })?;
+        let dropped = grants.restrict_to(m).map_err(|reason| LoadError::Invalid { path: path.clone(), reason })?;
         for d in dropped {
             tracing::warn!(
                 plugin = %grants.name,
@@ -405,12 +389,8 @@ pub fn prepare(
         }
     }
     let secrets = resolve_secrets(&grants, workspace)?;
-    let id = PluginIdentity {
-        name: grants.name.as_str().into(),
-        config: Arc::new(grants.config.clone()),
-        state: sinks.state,
-        read_only: false,
-    };
+    let id =
+        PluginIdentity { name: grants.name.as_str().into(), config: Arc::new(grants.config.clone()), state: sinks.state, read_only: false };
     let grants = Arc::new(grants);
     let auditor = Auditor::with(sinks.audit, &grants.name);
     let sandbox = Arc::new(PluginSandbox::new(grants.clone(), secrets, auditor));
@@ -522,10 +502,7 @@ pub fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
     }
     let text = format!("{e:#}");
     if text.contains("growing memory") || text.contains("memory.grow") {
-        return format!(
-            "exceeded its memory limit of {} MiB (limits.memory) and was stopped",
-            limits.memory_bytes >> 20
-        );
+        return format!("exceeded its memory limit of {} MiB (limits.memory) and was stopped", limits.memory_bytes >> 20);
     }
     format!("trapped: {}", text.replace('\n', " "))
 }
@@ -661,7 +638,6 @@ impl ChannelInstance {
         self.store.set_epoch_deadline(1);
         self.bindings.poll(&mut self.store, cursor).await?.map_err(|e| wasmtime::format_err!("{}", describe_channel_error(&e)))
     }
-
 }
 
 #[cfg(test)]

@@ -212,9 +212,7 @@ impl Denial {
             }
             Denial::PrivateAddress { suggestion, .. } => (Kind::Network, Verdict::Deny, Some(suggestion.clone())),
             Denial::Malformed { .. } | Denial::Undeclared { .. } => (Kind::Network, Verdict::Deny, None),
-            Denial::UnknownSecret { name } => {
-                (Kind::Secret, Verdict::Deny, Some(format!("secrets = {{ {name} = \"env:VARIABLE\" }}")))
-            }
+            Denial::UnknownSecret { name } => (Kind::Secret, Verdict::Deny, Some(format!("secrets = {{ {name} = \"env:VARIABLE\" }}"))),
             Denial::UnboundSecret { name, bound, at, .. } => {
                 (Kind::Secret, Verdict::Deny, Some(format!("{at}: secret {name} is bound to {bound}")))
             }
@@ -283,10 +281,8 @@ pub fn check_uri<'g>(grants: &'g PluginGrants, method: &str, uri: &http::Uri) ->
     }
     // A grant that covered this path when grants matched text: say how to
     // write it now.
-    if let Some(g) = grants
-        .network
-        .iter()
-        .find(|g| g.allows_method(method) && g.allows_host(&scheme, host, port) && g.matches_only_as_text(path))
+    if let Some(g) =
+        grants.network.iter().find(|g| g.allows_method(method) && g.allows_host(&scheme, host, port) && g.matches_only_as_text(path))
     {
         let url = format!("{}*", g.source);
         let suggestion = if g.methods().is_empty() && !g.private() {
@@ -352,9 +348,7 @@ fn has_placeholder(text: &str) -> bool {
 /// Fails on a name `secrets` does not hold, rather than sending the
 /// placeholder to the network.
 pub fn substitute<'a>(text: &'a str, secrets: &BTreeMap<String, String>) -> Result<Cow<'a, str>, Denial> {
-    substitute_with(text, |name| {
-        secrets.get(name).map(String::as_str).ok_or_else(|| Denial::UnknownSecret { name: name.to_string() })
-    })
+    substitute_with(text, |name| secrets.get(name).map(String::as_str).ok_or_else(|| Denial::UnknownSecret { name: name.to_string() }))
 }
 
 /// The names of the `{{secret:NAME}}` placeholders in `text`, in order
@@ -650,12 +644,7 @@ impl PluginSandbox {
         let value = self.secrets.get(name).ok_or_else(|| Denial::UnknownSecret { name: name.to_string() })?;
         if !self.grants.secret_allowed(name, host, port) {
             let b = &self.grants.secret_hosts[name];
-            return Err(Denial::UnboundSecret {
-                name: name.to_string(),
-                host: shown.to_string(),
-                bound: b.describe(),
-                at: b.at.clone(),
-            });
+            return Err(Denial::UnboundSecret { name: name.to_string(), host: shown.to_string(), bound: b.describe(), at: b.at.clone() });
         }
         Ok(value)
     }
@@ -831,19 +820,16 @@ impl NetworkGate {
         // Substitute, in the path and query only (never the host).
         if let Cow::Owned(new) = sb.fill_secrets(&path_query, &host, port, &shown)? {
             let mut parts = req.uri().clone().into_parts();
-            parts.path_and_query = Some(new.parse().map_err(|e| Denial::Malformed {
-                reason: format!("URL after secret substitution is invalid: {e}"),
-            })?);
-            *req.uri_mut() = http::Uri::from_parts(parts).map_err(|e| Denial::Malformed {
-                reason: format!("URL after secret substitution is invalid: {e}"),
-            })?;
+            parts.path_and_query =
+                Some(new.parse().map_err(|e| Denial::Malformed { reason: format!("URL after secret substitution is invalid: {e}") })?);
+            *req.uri_mut() = http::Uri::from_parts(parts)
+                .map_err(|e| Denial::Malformed { reason: format!("URL after secret substitution is invalid: {e}") })?;
         }
         for value in req.headers_mut().values_mut() {
             let Ok(text) = value.to_str() else { continue };
             if let Cow::Owned(new) = sb.fill_secrets(text, &host, port, &shown)? {
-                let mut v = http::HeaderValue::from_str(&new).map_err(|_| Denial::Malformed {
-                    reason: "a header value is invalid after secret substitution".into(),
-                })?;
+                let mut v = http::HeaderValue::from_str(&new)
+                    .map_err(|_| Denial::Malformed { reason: "a header value is invalid after secret substitution".into() })?;
                 v.set_sensitive(true);
                 *value = v;
             }
@@ -930,17 +916,21 @@ impl WasiHttpHooks for NetworkGate {
                     .method(&authorized.method)
                     .target(&authorized.url)
                     .policy(grant_text(&authorized.grant))
-                    .detail(format!(
-                        "connecting to {}",
-                        addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                    )),
+                    .detail(format!("connecting to {}", addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))),
             );
             let request = request.map(|body| {
                 if sb.redactor.is_empty() {
                     body
                 } else {
-                    LeakScanBody { inner: body, scan: sb.redactor.stream(), sandbox: sb.clone(), url: authorized.url.clone(), method: authorized.method.clone(), flushed: false }
-                        .boxed_unsync()
+                    LeakScanBody {
+                        inner: body,
+                        scan: sb.redactor.stream(),
+                        sandbox: sb.clone(),
+                        url: authorized.url.clone(),
+                        method: authorized.method.clone(),
+                        flushed: false,
+                    }
+                    .boxed_unsync()
                 }
             });
             let tls = match request.uri().scheme_str() {
@@ -1155,11 +1145,7 @@ fn guard_response(
 ) -> HttpResult<http::Response<WasiBody>> {
     let max = sb.grants.limits.max_response_bytes;
     let (mut parts, body) = response.into_parts();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared
         && len > max as u64
     {
@@ -1206,10 +1192,14 @@ fn guard_response(
 fn limit_event(plugin: &str, a: &Authorized, max: usize, len: Option<u64>) -> Event {
     crate::limits::hit(plugin, "max_response", 1);
     let size = len.map_or_else(|| format!("more than {max} bytes"), |l| format!("{l} bytes"));
-    Event::new(Kind::Limit, Verdict::Deny).method(&a.method).target(&a.url).policy(format!("limits = {{ max_response = \"{}\" }}", human_size(max.saturating_mul(2)))).detail(format!(
-        "plugin {plugin}: response of {size} from {} exceeds limits.max_response ({max} bytes); the plugin got an error instead",
-        a.url
-    ))
+    Event::new(Kind::Limit, Verdict::Deny)
+        .method(&a.method)
+        .target(&a.url)
+        .policy(format!("limits = {{ max_response = \"{}\" }}", human_size(max.saturating_mul(2))))
+        .detail(format!(
+            "plugin {plugin}: response of {size} from {} exceeds limits.max_response ({max} bytes); the plugin got an error instead",
+            a.url
+        ))
 }
 
 fn redact_event(a: &Authorized, name: &str, place: &str) -> Event {
@@ -1265,9 +1255,8 @@ impl Body for LeakScanBody {
                 }
                 Err(frame) => {
                     if let Some(trailers) = frame.trailers_ref()
-                        && let Some((hname, name)) = trailers
-                            .iter()
-                            .find_map(|(k, v)| this.sandbox.redactor.find(v.as_bytes()).map(|n| (k.clone(), n.to_string())))
+                        && let Some((hname, name)) =
+                            trailers.iter().find_map(|(k, v)| this.sandbox.redactor.find(v.as_bytes()).map(|n| (k.clone(), n.to_string())))
                     {
                         return this.block(name, format!("trailer {hname}"));
                     }
@@ -1369,9 +1358,9 @@ fn tls_config(grants: &PluginGrants) -> Result<Arc<rustls::ClientConfig>, String
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
     for file in &grants.ca {
         for cert in &file.certs {
-            roots.add(cert.clone()).map_err(|e| {
-                format!("plugin {}: CA file {}: a certificate cannot be used ({e})", grants.name, file.path.display())
-            })?;
+            roots
+                .add(cert.clone())
+                .map_err(|e| format!("plugin {}: CA file {}: a certificate cannot be used ({e})", grants.name, file.path.display()))?;
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -1491,29 +1480,19 @@ async fn connect(
         Some((name, config)) => {
             let server_name = match name.parse::<IpAddr>() {
                 Ok(ip) => rustls::pki_types::ServerName::from(ip),
-                Err(_) => rustls::pki_types::ServerName::try_from(name.to_string())
-                    .map_err(|_| HttpError::HttpRequestUriInvalid)?,
+                Err(_) => rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|_| HttpError::HttpRequestUriInvalid)?,
             };
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(server_name, stream)
+            let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, stream).await.map_err(HttpError::Tls)?;
+            let (s, c) = tokio::time::timeout(connect_timeout, hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(tls)))
                 .await
-                .map_err(HttpError::Tls)?;
-            let (s, c) = tokio::time::timeout(
-                connect_timeout,
-                hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(tls)),
-            )
-            .await
-            .map_err(|_| HttpError::ConnectionTimeout)??;
+                .map_err(|_| HttpError::ConnectionTimeout)??;
             tokio::spawn(drive(c));
             s
         }
         None => {
-            let (s, c) = tokio::time::timeout(
-                connect_timeout,
-                hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
-            )
-            .await
-            .map_err(|_| HttpError::ConnectionTimeout)??;
+            let (s, c) = tokio::time::timeout(connect_timeout, hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)))
+                .await
+                .map_err(|_| HttpError::ConnectionTimeout)??;
             tokio::spawn(drive(c));
             s
         }
@@ -1600,8 +1579,11 @@ mod tests {
         }
         // A table entry keeps its methods in the suggestion.
         let d = check_uri(grants, "GET", &"https://h.example/apiv2/x".parse().expect("uri")).expect_err("text only");
-        assert!(matches!(&d, Denial::SegmentOnly { suggestion, .. }
-            if suggestion == "{ url = \"https://h.example/api*\", methods = [\"GET\"] }"), "{d:?}");
+        assert!(
+            matches!(&d, Denial::SegmentOnly { suggestion, .. }
+            if suggestion == "{ url = \"https://h.example/api*\", methods = [\"GET\"] }"),
+            "{d:?}"
+        );
         // Another host is plainly not granted; a hidden dot segment is malformed.
         let d = check_uri(grants, "GET", &"https://other.example/bot1".parse().expect("uri")).expect_err("other host");
         assert!(matches!(d, Denial::NotGranted { .. }), "{d:?}");
@@ -1631,7 +1613,10 @@ mod tests {
         assert!(matches!(humanize_error_codes("plain"), Cow::Borrowed("plain")));
         // The host's own errors.
         for (e, want) in [
-            (HttpError::DnsError { rcode: Some("no such host".into()), info_code: None }, "the host name could not be resolved (no such host)"),
+            (
+                HttpError::DnsError { rcode: Some("no such host".into()), info_code: None },
+                "the host name could not be resolved (no such host)",
+            ),
             (HttpError::DnsTimeout, "the DNS lookup timed out"),
             (HttpError::HttpRequestDenied, "the request was denied by the workspace policy (kata.toml)"),
             (HttpError::ConnectionLimitReached, "too many requests or connections (a rate or connection limit was reached)"),
@@ -1681,18 +1666,15 @@ mod tests {
 
     #[test]
     fn secrets_go_only_to_the_hosts_they_are_bound_to() {
-        let gate = bound_gate(
-            "secrets = { bot_token = { from = \"env:X\", hosts = [\"api.telegram.org\", \"127.0.0.1:9000\"] } }",
-        );
+        let gate = bound_gate("secrets = { bot_token = { from = \"env:X\", hosts = [\"api.telegram.org\", \"127.0.0.1:9000\"] } }");
         let mut r = req("https://api.telegram.org/bot{{secret:bot_token}}/getMe");
         gate.authorize(&mut r).expect("bound host");
         assert_eq!(r.uri().path(), "/bot123:SECRET/getMe");
         let mut r = req("http://127.0.0.1:9000/x?t={{secret:bot_token}}");
         gate.authorize(&mut r).expect("bound host and port");
-        for (url, shown) in [
-            ("https://upload.example.org/x", "upload.example.org"),
-            ("http://127.0.0.1:9001/x?t={{secret:bot_token}}", "127.0.0.1:9001"),
-        ] {
+        for (url, shown) in
+            [("https://upload.example.org/x", "upload.example.org"), ("http://127.0.0.1:9001/x?t={{secret:bot_token}}", "127.0.0.1:9001")]
+        {
             // The header carries the placeholder; the URL may too. Refused
             // before anything is substituted anywhere.
             let mut r = req(url);

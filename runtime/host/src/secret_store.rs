@@ -148,9 +148,7 @@ pub fn default_key_path() -> Result<PathBuf, StoreError> {
         return Ok(PathBuf::from(p));
     }
     let dirs = directories::ProjectDirs::from("", "", "kata").ok_or_else(|| {
-        StoreError::BadKey(format!(
-            "cannot find a home directory for kata's secret key; set {KEY_ENV} to the key file's path"
-        ))
+        StoreError::BadKey(format!("cannot find a home directory for kata's secret key; set {KEY_ENV} to the key file's path"))
     })?;
     Ok(dirs.data_dir().join("secret.key"))
 }
@@ -255,9 +253,7 @@ impl SecretStore {
             });
         }
         let nonce = Nonce::try_assume_unique_for_key(&header[MAGIC.len() + KEY_ID_LEN..]).map_err(|_| tampered())?;
-        let plain = aead_key(key)
-            .open_in_place(nonce, Aad::from(&header[..MAGIC.len() + KEY_ID_LEN]), sealed)
-            .map_err(|_| tampered())?;
+        let plain = aead_key(key).open_in_place(nonce, Aad::from(&header[..MAGIC.len() + KEY_ID_LEN]), sealed).map_err(|_| tampered())?;
         serde_json::from_slice(plain).map(Some).map_err(|_| tampered())
     }
 

@@ -83,12 +83,6 @@ impl StateStore for MemoryState {
     }
 
     fn keys(&self, plugin: &str, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        Ok(self
-            .map()
-            .keys()
-            .filter(|(p, k)| p == plugin && k.starts_with(prefix))
-            .map(|(_, k)| k.clone())
-            .take(limit)
-            .collect())
+        Ok(self.map().keys().filter(|(p, k)| p == plugin && k.starts_with(prefix)).map(|(_, k)| k.clone()).take(limit).collect())
     }
 }

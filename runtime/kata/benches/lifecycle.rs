@@ -20,22 +20,12 @@ fn kata() -> PathBuf {
 
 fn guest(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/guests/{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh first",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh first", p.display());
     p
 }
 
 fn init(dir: &Path) {
-    let ok = Command::new(kata())
-        .arg("init")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
+    let ok = Command::new(kata()).arg("init").arg(dir).stdout(Stdio::null()).status().unwrap().success();
     assert!(ok);
 }
 
@@ -47,11 +37,7 @@ fn add(ws: &Path, file: &Path, name: &str) {
         .env("KATA_LOG", "off")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Start `kata run`, wait for "kata is running", stop it; returns the start time.
@@ -76,10 +62,7 @@ fn daemon_start(ws: &Path) -> Duration {
         }
         seen.push(line);
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
     ready.unwrap_or_else(|| panic!("the daemon never said it was running:\n{}", seen.join("\n")))
 }
@@ -89,16 +72,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
 
     g.bench_function("baseline/process_start", |b| {
-        b.iter(|| {
-            assert!(
-                Command::new(kata())
-                    .arg("--version")
-                    .stdout(Stdio::null())
-                    .status()
-                    .unwrap()
-                    .success()
-            )
-        })
+        b.iter(|| assert!(Command::new(kata()).arg("--version").stdout(Stdio::null()).status().unwrap().success()))
     });
 
     let big = guest("guest-big");
@@ -118,9 +92,7 @@ fn benches(c: &mut Criterion) {
 
     let empty = tempfile::tempdir().unwrap();
     init(empty.path());
-    g.bench_function("baseline/daemon_start_no_plugins", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| daemon_start(empty.path())).sum())
-    });
+    g.bench_function("baseline/daemon_start_no_plugins", |b| b.iter_custom(|iters| (0..iters).map(|_| daemon_start(empty.path())).sum()));
 
     let six = tempfile::tempdir().unwrap();
     init(six.path());
@@ -140,15 +112,10 @@ fn benches(c: &mut Criterion) {
     // loopback port (which its grant does not cover, so nothing is even tried).
     let toml = toml
         .replace("env:TELEGRAM_BOT_TOKEN", "env:KATA_BENCH_TOKEN")
-        .replace(
-            "\n[plugins.telegram]\n",
-            "\n[plugins.telegram]\nconfig = { api_base = \"http://127.0.0.1:9\" }\n",
-        );
+        .replace("\n[plugins.telegram]\n", "\n[plugins.telegram]\nconfig = { api_base = \"http://127.0.0.1:9\" }\n");
     std::fs::write(six.path().join("kata.toml"), toml).unwrap();
     daemon_start(six.path()); // warm: every component is compiled and cached by `add` already
-    g.bench_function("daemon_start_6_cached_plugins", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| daemon_start(six.path())).sum())
-    });
+    g.bench_function("daemon_start_6_cached_plugins", |b| b.iter_custom(|iters| (0..iters).map(|_| daemon_start(six.path())).sum()));
     g.finish();
 }
 

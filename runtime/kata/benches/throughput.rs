@@ -28,11 +28,7 @@ fn kata() -> PathBuf {
 
 fn guest() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/guest-loopback.wasm");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh first",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh first", p.display());
     p
 }
 
@@ -44,19 +40,9 @@ fn sends() -> u32 {
 /// A workspace with `plugins` loopback channels, the first on `server`.
 fn workspace(server: Option<&LoopbackServer>, plugins: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        Command::new(kata())
-            .arg("init")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new(kata()).arg("init").arg(dir.path()).stdout(Stdio::null()).status().unwrap().success());
     let mut toml = std::fs::read_to_string(dir.path().join("kata.toml")).unwrap();
-    let base = server
-        .map(|s| s.base())
-        .unwrap_or_else(|| "http://127.0.0.1:9".into());
+    let base = server.map(|s| s.base()).unwrap_or_else(|| "http://127.0.0.1:9".into());
     for i in 0..plugins {
         toml.push_str(&format!(
             "\n[plugins.loop{i}]\npath = \"{}\"\nnetwork = [\"{base}\"]\nconfig = {{ base = \"{base}\", poll_interval = \"1s\" }}\n\
@@ -89,30 +75,21 @@ impl Daemon {
         let sock = ws.join(".kata/kata.sock");
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "the daemon did not start"
-            );
+            assert!(t.elapsed() < Duration::from_secs(120), "the daemon did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
         Daemon(child)
     }
 
     fn rss_kib(&self) -> u64 {
-        let s =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0)
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let _ = self.0.wait();
     }
 }
@@ -120,11 +97,7 @@ impl Drop for Daemon {
 fn wait_delivered(server: &LoopbackServer, n: usize, timeout: Duration) {
     let t = Instant::now();
     while server.delivered() < n {
-        assert!(
-            t.elapsed() < timeout,
-            "only {} of {n} delivered after {timeout:?}",
-            server.delivered()
-        );
+        assert!(t.elapsed() < timeout, "only {} of {n} delivered after {timeout:?}", server.delivered());
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -155,8 +128,7 @@ fn storage_baseline(n: usize) -> f64 {
                 mentioned: false,
             })
             .collect();
-        db.record_poll("loop", &msgs, Some(&chunk[chunk.len() - 1].to_string()))
-            .unwrap();
+        db.record_poll("loop", &msgs, Some(&chunk[chunk.len() - 1].to_string())).unwrap();
         for row in db.pending_inbox(500).unwrap() {
             let reply = kata::store::Reply {
                 plugin: "loop".into(),
@@ -187,9 +159,7 @@ fn peak(n: usize) -> (f64, Duration) {
 
 fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize) {
     let n = (rate * secs) as usize;
-    let server = LoopbackServer::start_paused(n, 50, move |i| {
-        Duration::from_secs_f64(i as f64 / f64::from(rate))
-    });
+    let server = LoopbackServer::start_paused(n, 50, move |i| Duration::from_secs_f64(i as f64 / f64::from(rate)));
     let ws = workspace(Some(&server), 1);
     let _d = Daemon::start(ws.path());
     server.begin();
@@ -209,9 +179,7 @@ fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize) {
 /// WASM, no database): the floor any bot on this machine would hit.
 fn native_at_rate(rate: u32, secs: u32) -> (Duration, Duration) {
     let n = (rate * secs) as usize;
-    let server = LoopbackServer::start_paused(n, 50, move |i| {
-        Duration::from_secs_f64(i as f64 / f64::from(rate))
-    });
+    let server = LoopbackServer::start_paused(n, 50, move |i| Duration::from_secs_f64(i as f64 / f64::from(rate)));
     native_echo(&server, n);
     let mut lat: Vec<Duration> = server.deliveries().iter().map(|d| d.latency).collect();
     lat.sort();
@@ -233,19 +201,10 @@ fn native_echo(server: &LoopbackServer, n: usize) {
     server.begin();
     let mut cursor = "0".to_string();
     while server.delivered() < n {
-        let v: serde_json::Value = client
-            .get(format!("{}/poll?cursor={cursor}", server.base()))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let v: serde_json::Value = client.get(format!("{}/poll?cursor={cursor}", server.base())).send().unwrap().json().unwrap();
         for m in v["messages"].as_array().unwrap() {
             let body = serde_json::json!({"key": m["id"], "conversation": m["conversation"], "text": m["text"], "reply_to": m["id"]});
-            client
-                .post(format!("{}/send", server.base()))
-                .json(&body)
-                .send()
-                .unwrap();
+            client.post(format!("{}/send", server.base())).json(&body).send().unwrap();
         }
         if let Some(c) = v["cursor"].as_str() {
             cursor = c.to_string();
@@ -262,9 +221,7 @@ fn idle_rss(plugins: usize) -> u64 {
 
 fn soak(rate: u32, secs: u32) -> Vec<(u32, u64)> {
     let n = (rate * secs) as usize;
-    let server = LoopbackServer::start_paused(n, 50, move |i| {
-        Duration::from_secs_f64(i as f64 / f64::from(rate))
-    });
+    let server = LoopbackServer::start_paused(n, 50, move |i| Duration::from_secs_f64(i as f64 / f64::from(rate)));
     let ws = workspace(Some(&server), 1);
     let d = Daemon::start(ws.path());
     server.begin();
@@ -285,21 +242,13 @@ fn main() {
     // absent: then check that the pipeline works, quickly, and stop.
     if !std::env::args().any(|a| a == "--bench") {
         let (rate, took) = peak(300);
-        println!(
-            "throughput smoke test: 300 messages delivered in {took:?} ({rate:.0} msg/s, debug build)"
-        );
+        println!("throughput smoke test: 300 messages delivered in {took:?} ({rate:.0} msg/s, debug build)");
         return;
     }
-    let soak_secs: u32 = std::env::var("KATA_BENCH_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
+    let soak_secs: u32 = std::env::var("KATA_BENCH_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
     // KATA_BENCH_ONLY=peak,latency,rss,soak runs a subset (for profiling).
     let only = std::env::var("KATA_BENCH_ONLY").ok();
-    let run = |part: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|p| p == part))
-    };
+    let run = |part: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == part));
     println!("| measurement | result | baseline (same run) | ratio |");
     println!("|---|---|---|---|");
     if run("peak") {
@@ -349,10 +298,7 @@ fn main() {
     let samples = soak(1000, soak_secs);
     let first = samples.first().map_or(0, |s| s.1);
     let last = samples.last().map_or(0, |s| s.1);
-    let series: Vec<String> = samples
-        .iter()
-        .map(|(t, r)| format!("{t}s: {:.1}", *r as f64 / 1024.0))
-        .collect();
+    let series: Vec<String> = samples.iter().map(|(t, r)| format!("{t}s: {:.1}", *r as f64 / 1024.0)).collect();
     println!(
         "| RSS over {soak_secs} s at 1000 msg/s | {} MiB | first sample {:.1} MiB | last/first {:.2}× |",
         series.join(", "),

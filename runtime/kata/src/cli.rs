@@ -320,11 +320,7 @@ fn init_logging_with(format: LogFormat, verbose: u8, default: &str, events: Opti
         LogFormat::Human => Box::new(fmt.with_target(false)),
         LogFormat::Json => Box::new(fmt.json()),
     };
-    let _ = tracing_subscriber::registry()
-        .with(log_filter(verbose, default))
-        .with(fmt)
-        .with(events.map(|e| e.layer()))
-        .try_init();
+    let _ = tracing_subscriber::registry().with(log_filter(verbose, default)).with(fmt).with(events.map(|e| e.layer())).try_init();
 }
 
 /// Run the parsed command line.
@@ -346,16 +342,11 @@ pub fn run(cli: Cli) -> Result<()> {
             // The policy decides the log format unless the flag does; a broken
             // policy is reported by Daemon::load below.
             let format = cli.log_format.unwrap_or_else(|| {
-                crate::policy::Policy::load(&ws.policy_path(), ws.root())
-                    .map(|p| p.file.daemon.log_format)
-                    .unwrap_or_default()
+                crate::policy::Policy::load(&ws.policy_path(), ws.root()).map(|p| p.file.daemon.log_format).unwrap_or_default()
             });
             let events = crate::events::Events::new();
             init_logging_with(format, cli.verbose, "info", Some(&events));
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let daemon = crate::daemon::Daemon::load_with_events(ws, events)?;
                 daemon.run(crate::daemon::shutdown_signal()).await
@@ -364,9 +355,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status { json } => crate::client::status(&Workspace::discover(cli.workspace.as_deref())?, json),
         Command::Stop => crate::client::stop(&Workspace::discover(cli.workspace.as_deref())?),
         Command::Reload => crate::client::reload(&Workspace::discover(cli.workspace.as_deref())?),
-        Command::Logs { follow, lines, json } => {
-            crate::client::logs(&Workspace::discover(cli.workspace.as_deref())?, follow, lines, json)
-        }
+        Command::Logs { follow, lines, json } => crate::client::logs(&Workspace::discover(cli.workspace.as_deref())?, follow, lines, json),
         Command::Send { channel, to, text, thread } => {
             crate::client::send(&Workspace::discover(cli.workspace.as_deref())?, channel, to, text, thread)
         }
@@ -430,9 +419,9 @@ fn decide_approval(db: &crate::store::Db, id: i64, approve: bool, out: &mut impl
     match (a.status.as_str(), approve) {
         ("approved", true) => writeln!(out, "Approved {id}: {tool} runs now (session {}).", a.session_key)?,
         ("denied", false) => writeln!(out, "Denied {id}: {tool} does not run; the agent is told so.")?,
-        (status, _) => anyhow::bail!(
-            "approval {id} ({tool}) is already {status}; nothing changed (a call waits at most [tools] ask_timeout)"
-        ),
+        (status, _) => {
+            anyhow::bail!("approval {id} ({tool}) is already {status}; nothing changed (a call waits at most [tools] ask_timeout)")
+        }
     }
     Ok(())
 }

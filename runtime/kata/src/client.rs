@@ -77,10 +77,8 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
         // Limits hit, by plugin: name and count (log lines suppressed,
         // messages cut or refused, calls stopped, requests refused).
         for p in &plugins {
-            let hits: Vec<String> = p["health"]["limits_hit"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k} {}", n(v))).collect())
-                .unwrap_or_default();
+            let hits: Vec<String> =
+                p["health"]["limits_hit"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k} {}", n(v))).collect()).unwrap_or_default();
             if !hits.is_empty() {
                 writeln!(out, "{:<14} limits hit: {}", s(&p["name"]), hits.join(", "))?;
             }

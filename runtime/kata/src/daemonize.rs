@@ -86,12 +86,7 @@ fn start(ws: &Workspace) -> Result<()> {
     let start_offset = file.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("cannot find the kata executable to start")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--workspace")
-        .arg(ws.root())
-        .arg("run")
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
+    cmd.arg("--workspace").arg(ws.root()).arg("run").stdin(std::process::Stdio::null()).stdout(file.try_clone()?).stderr(file);
     #[cfg(unix)]
     {
         // Its own process group: Ctrl-C in this terminal does not reach it.
@@ -102,10 +97,7 @@ fn start(ws: &Workspace) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
-            bail!(
-                "the daemon exited during start ({status}); its output:\n{}",
-                log_since(&log, start_offset).trim_end()
-            );
+            bail!("the daemon exited during start ({status}); its output:\n{}", log_since(&log, start_offset).trim_end());
         }
         if let Ok(mut c) = Client::connect(ws)
             && c.call(&Request::Hello, Duration::from_secs(5)).is_ok()
@@ -113,11 +105,7 @@ fn start(ws: &Workspace) -> Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            bail!(
-                "the daemon (pid {}) did not answer on its control socket within {START_TIMEOUT:?}; see {}",
-                child.id(),
-                log.display()
-            );
+            bail!("the daemon (pid {}) did not answer on its control socket within {START_TIMEOUT:?}; see {}", child.id(), log.display());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -144,11 +132,7 @@ fn stop(ws: &Workspace) -> Result<()> {
         Err(e) => {
             // No socket (an old or wedged daemon): fall back to SIGTERM.
             tracing::warn!("the control socket did not answer ({e:#}); sending SIGTERM to pid {pid}");
-            let ok = pid != 0
-                && std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status()
-                    .is_ok_and(|s| s.success());
+            let ok = pid != 0 && std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().is_ok_and(|s| s.success());
             if !ok {
                 bail!("cannot stop the daemon (pid {pid}) of {}: {e:#}", ws.root().display());
             }

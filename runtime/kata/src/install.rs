@@ -17,7 +17,7 @@ use wasmtime::component::Component;
 use crate::engine::Engine;
 use crate::manifest::Manifest;
 use crate::plugin::{self, ComponentInfo, LoadError};
-use crate::policy::{Policy, PluginGrants};
+use crate::policy::{PluginGrants, Policy};
 use crate::workspace::Workspace;
 
 /// Largest plugin `kata plugin add` downloads by default.
@@ -58,10 +58,7 @@ pub fn fetch(source: &str, sha256: Option<&str>, max_size: u64) -> Result<Fetche
 }
 
 fn download(url: &str, max_size: u64) -> Result<Vec<u8>> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .context("cannot start the HTTP client")?;
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().context("cannot start the HTTP client")?;
     let resp = client.get(url).send().with_context(|| format!("cannot download {url}"))?;
     if !resp.status().is_success() {
         bail!("downloading {url} failed: HTTP {}", resp.status());
@@ -115,19 +112,10 @@ pub fn validate(engine: &Engine, fetched: &Fetched) -> Result<Validated> {
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
-    let component =
-        compiled.map_err(|e| LoadError::Invalid { path: origin.clone(), reason: format!("{e:#}") })?;
+    let component = compiled.map_err(|e| LoadError::Invalid { path: origin.clone(), reason: format!("{e:#}") })?;
     let linker = plugin::linker(engine)?;
-    linker
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::Imports { path: origin.clone(), reason: format!("{e:#}") })?;
-    Ok(Validated {
-        hash: hex::encode(Sha256::digest(&fetched.bytes)),
-        bytes: fetched.bytes.clone(),
-        info,
-        kind,
-        component,
-    })
+    linker.instantiate_pre(&component).map_err(|e| LoadError::Imports { path: origin.clone(), reason: format!("{e:#}") })?;
+    Ok(Validated { hash: hex::encode(Sha256::digest(&fetched.bytes)), bytes: fetched.bytes.clone(), info, kind, component })
 }
 
 fn terminal_spinner(msg: String) -> Option<indicatif::ProgressBar> {
@@ -213,19 +201,13 @@ pub fn grant_snippet(name: &str, path: Option<&str>, missing: &[Request]) -> Str
     if let Some(p) = path {
         s.push_str(&format!("path = {}\n", toml_edit::Value::from(p)));
     }
-    let net: Vec<String> = missing
-        .iter()
-        .filter(|r| r.kind == "network")
-        .map(|r| toml_edit::Value::from(r.what.as_str()).to_string())
-        .collect();
+    let net: Vec<String> =
+        missing.iter().filter(|r| r.kind == "network").map(|r| toml_edit::Value::from(r.what.as_str()).to_string()).collect();
     if !net.is_empty() {
         s.push_str(&format!("network = [{}]\n", net.join(", ")));
     }
-    let secrets: Vec<String> = missing
-        .iter()
-        .filter(|r| r.kind == "secret")
-        .map(|r| format!("{} = \"env:{}\"", r.what, secret_env(name, &r.what)))
-        .collect();
+    let secrets: Vec<String> =
+        missing.iter().filter(|r| r.kind == "secret").map(|r| format!("{} = \"env:{}\"", r.what, secret_env(name, &r.what))).collect();
     if !secrets.is_empty() {
         s.push_str(&format!("secrets = {{ {} }}\n", secrets.join(", ")));
     }
@@ -237,8 +219,7 @@ pub fn grant_snippet(name: &str, path: Option<&str>, missing: &[Request]) -> Str
 fn edit_policy(ws: &Workspace, edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<()>) -> Result<()> {
     let path = ws.policy_path();
     let text = crate::policy::read_text(&path)?;
-    let mut doc: toml_edit::DocumentMut =
-        text.parse().with_context(|| format!("{} is not valid TOML; fix it first", path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("{} is not valid TOML; fix it first", path.display()))?;
     edit(&mut doc)?;
     let new = doc.to_string();
     Policy::parse(&new, &path, ws.root()).context("the edited kata.toml would be invalid; nothing was changed")?;
@@ -367,8 +348,7 @@ fn store(ws: &Workspace, v: &Validated) -> Result<bool> {
         return Ok(false);
     }
     ws.ensure_state_dir()?;
-    std::fs::create_dir_all(path.parent().unwrap_or(ws.root()))
-        .with_context(|| format!("cannot create {STORE_DIR}"))?;
+    std::fs::create_dir_all(path.parent().unwrap_or(ws.root())).with_context(|| format!("cannot create {STORE_DIR}"))?;
     write_atomic(&path, &v.bytes)?;
     Ok(true)
 }
@@ -757,18 +737,11 @@ mod tests {
         let granted: Vec<(String, bool)> = r.iter().map(|r| (r.what.clone(), r.granted)).collect();
         assert_eq!(
             granted,
-            vec![
-                ("https://api.telegram.org/bot".into(), true),
-                ("https://files.example.org".into(), false),
-                ("bot_token".into(), false)
-            ]
+            vec![("https://api.telegram.org/bot".into(), true), ("https://files.example.org".into(), false), ("bot_token".into(), false)]
         );
         let missing: Vec<Request> = r.into_iter().filter(|r| !r.granted).collect();
         let snippet = grant_snippet("tg", None, &missing);
-        assert_eq!(
-            snippet,
-            "[plugins.tg]\nnetwork = [\"https://files.example.org\"]\nsecrets = { bot_token = \"env:TG_BOT_TOKEN\" }\n"
-        );
+        assert_eq!(snippet, "[plugins.tg]\nnetwork = [\"https://files.example.org\"]\nsecrets = { bot_token = \"env:TG_BOT_TOKEN\" }\n");
         // The snippet is itself a valid policy.
         Policy::parse(&snippet, Path::new("k"), Path::new("/")).expect("valid snippet");
     }

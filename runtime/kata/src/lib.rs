@@ -23,18 +23,18 @@
 //! Nothing below depends on this crate: a CLI-only change rebuilds only it.
 
 pub use kata_daemon::{
-    agent, channel, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks,
-    stream, tools, workspace,
+    agent, channel, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks, stream, tools,
+    workspace,
 };
 pub use kata_host::{audit, componentize, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
 pub use kata_policy::{manifest, policy, util};
 pub use kata_store::{session, store};
 
+pub mod cli;
 pub mod client;
 pub mod daemonize;
 pub mod install;
-pub mod scaffold;
 pub mod policy_cmd;
+pub mod scaffold;
 pub mod secret_cmd;
 pub mod task_cmd;
-pub mod cli;

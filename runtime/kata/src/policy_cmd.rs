@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::audit::{format_time, parse_time};
-use crate::policy::{Diagnostic, FileMode, Policy, PolicyError, PluginGrants, SecretSource, Severity, parse_duration};
+use crate::policy::{Diagnostic, FileMode, PluginGrants, Policy, PolicyError, SecretSource, Severity, parse_duration};
 use crate::store::{AuditQuery, AuditRow, Db, now_ms};
 use crate::workspace::Workspace;
 
@@ -119,7 +119,8 @@ fn check(workspace: Option<&Path>, file: Option<&Path>, out: &mut impl Write) ->
 /// names a plugin that would not run as a channel. Missing files are already
 /// reported by [`Policy::environment_diagnostics`].
 fn load_diagnostics(policy: &Policy, text: &str, root: &Path) -> Result<Vec<Diagnostic>> {
-    let enabled: Vec<&PluginGrants> = policy.plugins.values().filter(|g| g.enabled && g.path.as_ref().is_some_and(|p| p.is_file())).collect();
+    let enabled: Vec<&PluginGrants> =
+        policy.plugins.values().filter(|g| g.enabled && g.path.as_ref().is_some_and(|p| p.is_file())).collect();
     if enabled.is_empty() {
         return Ok(Vec::new());
     }
@@ -144,8 +145,7 @@ fn load_diagnostics(policy: &Policy, text: &str, root: &Path) -> Result<Vec<Diag
             )),
         }
     }
-    let failed: Vec<String> =
-        out.iter().filter_map(|d| d.key.strip_prefix("plugins.")?.strip_suffix(".path")).map(String::from).collect();
+    let failed: Vec<String> = out.iter().filter_map(|d| d.key.strip_prefix("plugins.")?.strip_suffix(".path")).map(String::from).collect();
     for g in policy.plugins.values().filter(|g| g.enabled) {
         if let Some(t) = &g.deliver_to
             && !channels.contains(&t.plugin.as_str())
@@ -191,9 +191,7 @@ fn unrequested_grants(policy: &Policy, text: &str) -> Vec<Diagnostic> {
                 line,
                 column: if line > 0 { 1 } else { 0 },
                 key: format!("plugins.{}", g.name),
-                message: format!(
-                    "grants {d}, which the plugin's manifest does not ask for: it is not given to the plugin; remove it"
-                ),
+                message: format!("grants {d}, which the plugin's manifest does not ask for: it is not given to the plugin; remove it"),
             });
         }
     }
@@ -308,7 +306,8 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
         writeln!(out, "    groups: none (group messages never reach the agent; grant one with groups = [\"ID\"])")?;
     } else {
         let which = if g.groups.iter().any(|x| x == "*") { "every group".to_string() } else { g.groups.join(", ") };
-        let mention = if g.require_mention { "only messages that mention or reply to the agent" } else { "every message (require_mention = false)" };
+        let mention =
+            if g.require_mention { "only messages that mention or reply to the agent" } else { "every message (require_mention = false)" };
         writeln!(out, "    groups: {which}; {mention}; no pairing in groups")?;
     }
 

@@ -118,9 +118,7 @@ fn read_value(name: &str) -> Result<String> {
         v
     } else {
         let mut v = String::new();
-        std::io::stdin()
-            .read_to_string(&mut v)
-            .context("cannot read the value from stdin (it must be UTF-8 text)")?;
+        std::io::stdin().read_to_string(&mut v).context("cannot read the value from stdin (it must be UTF-8 text)")?;
         let trimmed = v.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&v);
         trimmed.to_string()
     };

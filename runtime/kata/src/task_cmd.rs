@@ -63,7 +63,9 @@ pub fn task(workspace: Option<&Path>, cmd: TaskCommand, out: &mut impl Write) ->
             let sched = Schedule::parse(&schedule, now).map_err(anyhow::Error::msg)?;
             let first = sched.first_run(now).map_err(anyhow::Error::msg)?;
             if prompt.trim().is_empty() {
-                bail!("the prompt is empty; give the text the agent should get each time, e.g. kata task add \"every 1h\" \"summarise new mail\" --to {to}");
+                bail!(
+                    "the prompt is empty; give the text the agent should get each time, e.g. kata task add \"every 1h\" \"summarise new mail\" --to {to}"
+                );
             }
             check_channel(&ws, &target)?;
             let db = Db::open(&ws.db_path())?;

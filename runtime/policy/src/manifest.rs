@@ -91,10 +91,7 @@ impl Manifest {
             || m.name.len() > 64
             || !m.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         {
-            return Err(format!(
-                "{origin}: manifest name {:?} must be 1-64 lowercase letters, digits, '-' or '_'",
-                m.name
-            ));
+            return Err(format!("{origin}: manifest name {:?} must be 1-64 lowercase letters, digits, '-' or '_'", m.name));
         }
         for f in &m.files {
             if f.mode != "ro" && f.mode != "rw" {

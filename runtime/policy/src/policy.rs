@@ -466,9 +466,7 @@ impl HostPattern {
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.contains("://") || s.contains('/') {
             let bare = s.split("://").nth(1).unwrap_or(s).split('/').next().unwrap_or("");
-            return Err(format!(
-                "secret host {s:?} must be a host name, not a URL: write {bare:?} (the `network` entry says which paths)"
-            ));
+            return Err(format!("secret host {s:?} must be a host name, not a URL: write {bare:?} (the `network` entry says which paths)"));
         }
         let (host, port) = split_host_port(s).ok_or_else(|| format!("secret host {s:?}: bad host or port"))?;
         let host = host.to_ascii_lowercase();
@@ -527,11 +525,7 @@ impl SecretBinding {
 
     /// The hosts as a list for messages: `a, b` (or `no host`).
     pub fn describe(&self) -> String {
-        if self.hosts.is_empty() {
-            "no host".into()
-        } else {
-            self.hosts.iter().map(|h| h.source.as_str()).collect::<Vec<_>>().join(", ")
-        }
+        if self.hosts.is_empty() { "no host".into() } else { self.hosts.iter().map(|h| h.source.as_str()).collect::<Vec<_>>().join(", ") }
     }
 }
 
@@ -559,16 +553,13 @@ impl CaFile {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("CA file {} is not valid PEM ({e}); it must hold -----BEGIN CERTIFICATE----- blocks", path.display()))?;
         if certs.is_empty() {
-            return Err(format!(
-                "CA file {} holds no certificate; it must hold -----BEGIN CERTIFICATE----- blocks",
-                path.display()
-            ));
+            return Err(format!("CA file {} holds no certificate; it must hold -----BEGIN CERTIFICATE----- blocks", path.display()));
         }
         let mut roots = rustls::RootCertStore::empty();
         for c in &certs {
-            roots.add(c.clone()).map_err(|e| {
-                format!("CA file {}: a certificate cannot be used as a trust anchor ({e})", path.display())
-            })?;
+            roots
+                .add(c.clone())
+                .map_err(|e| format!("CA file {}: a certificate cannot be used as a trust anchor ({e})", path.display()))?;
         }
         Ok(Self { path, certs })
     }
@@ -791,8 +782,7 @@ impl SecretSource {
     /// crate's (kata-host's `secret_store::resolve` passes it).
     pub fn resolve_with(&self, base: &Path, kata: &dyn Fn(&str) -> Result<String, String>) -> Result<String, String> {
         match self {
-            Self::Env(var) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set")),
+            Self::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
             Self::File(p) => {
                 let p = base.join(p);
                 check_secret_file_mode(&p)?;
@@ -862,38 +852,28 @@ fn default_port(scheme: &str) -> Option<u16> {
 impl NetworkGrant {
     /// Parse one entry of a `network` list.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| {
-            format!("network entry {s:?} has no scheme: write it as \"https://host[:port][/path]\"")
-        })?;
+        let (scheme, rest) =
+            s.split_once("://").ok_or_else(|| format!("network entry {s:?} has no scheme: write it as \"https://host[:port][/path]\""))?;
         let scheme = scheme.to_ascii_lowercase();
         if !matches!(scheme.as_str(), "http" | "https" | "ws" | "wss" | "tcp" | "tls") {
-            return Err(format!(
-                "network entry {s:?}: scheme {scheme:?} is not one of http, https, ws, wss, tcp, tls"
-            ));
+            return Err(format!("network entry {s:?}: scheme {scheme:?} is not one of http, https, ws, wss, tcp, tls"));
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         if authority.contains('@') || path.contains(['?', '#']) {
-            return Err(format!(
-                "network entry {s:?}: only scheme, host, port and path prefix are allowed (no user, query or fragment)"
-            ));
+            return Err(format!("network entry {s:?}: only scheme, host, port and path prefix are allowed (no user, query or fragment)"));
         }
-        let (host, port) = split_host_port(authority)
-            .ok_or_else(|| format!("network entry {s:?}: bad host or port {authority:?}"))?;
+        let (host, port) = split_host_port(authority).ok_or_else(|| format!("network entry {s:?}: bad host or port {authority:?}"))?;
         let port = match port {
             Some(p) => p,
-            None => default_port(&scheme).ok_or_else(|| {
-                format!("network entry {s:?}: scheme {scheme} needs an explicit port")
-            })?,
+            None => default_port(&scheme).ok_or_else(|| format!("network entry {s:?}: scheme {scheme} needs an explicit port"))?,
         };
         let host = host.to_ascii_lowercase();
         let bare = host.strip_prefix("*.").unwrap_or(&host);
         if bare.is_empty() || bare.contains('*') {
-            return Err(format!(
-                "network entry {s:?}: a wildcard may only be a leading \"*.\" (e.g. \"https://*.example.com\")"
-            ));
+            return Err(format!("network entry {s:?}: a wildcard may only be a leading \"*.\" (e.g. \"https://*.example.com\")"));
         }
         let parsed = PathPrefix::parse(path).map_err(|e| {
             format!("network entry {s:?}: {e}; paths match whole segments: \"/api\" covers /api and /api/x, \"/bot*\" every path starting with /bot")
@@ -1375,8 +1355,7 @@ pub fn percent_decode(input: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%'
-            && let (Some(h), Some(l)) =
-                (input.get(i + 1).copied().and_then(hex), input.get(i + 2).copied().and_then(hex))
+            && let (Some(h), Some(l)) = (input.get(i + 1).copied().and_then(hex), input.get(i + 2).copied().and_then(hex))
         {
             out.push(h << 4 | l);
             i += 3;
@@ -1583,7 +1562,8 @@ pub enum GroupVerdict {
 /// `file:line:column` naming the first bad byte and its offset.
 pub fn read_text(path: &Path) -> Result<String, PolicyError> {
     let bytes = std::fs::read(path).map_err(|error| PolicyError::Read { path: path.to_path_buf(), error })?;
-    String::from_utf8(bytes).map_err(|e| PolicyError::Invalid { first: Box::new(utf8_diagnostic(e.as_bytes(), e.utf8_error(), path)), more: 0 })
+    String::from_utf8(bytes)
+        .map_err(|e| PolicyError::Invalid { first: Box::new(utf8_diagnostic(e.as_bytes(), e.utf8_error(), path)), more: 0 })
 }
 
 /// Where the first byte that is not UTF-8 is, as a diagnostic: the line and
@@ -1797,11 +1777,24 @@ impl Policy {
                 let at = [p, n, Seg::Key("deliver_to")];
                 match Target::parse(d) {
                     Ok(t) if t.plugin == *name => {
-                        diags.push(loc.diag(Severity::Error, &at, format!("{d:?} names this plugin itself; name the channel that should carry its messages, e.g. \"telegram:123456\"")));
+                        diags.push(loc.diag(
+                            Severity::Error,
+                            &at,
+                            format!(
+                                "{d:?} names this plugin itself; name the channel that should carry its messages, e.g. \"telegram:123456\""
+                            ),
+                        ));
                         None
                     }
                     Ok(t) if !file.plugins.contains_key(&t.plugin) => {
-                        diags.push(loc.diag(Severity::Error, &at, format!("{d:?} names plugin {:?}, which has no [plugins.{}] table here; add that channel or fix the name", t.plugin, t.plugin)));
+                        diags.push(loc.diag(
+                            Severity::Error,
+                            &at,
+                            format!(
+                                "{d:?} names plugin {:?}, which has no [plugins.{}] table here; add that channel or fix the name",
+                                t.plugin, t.plugin
+                            ),
+                        ));
                         None
                     }
                     Ok(t) => Some(t),
@@ -1886,12 +1879,7 @@ impl Policy {
     /// files that are missing or readable by others. `text` is the policy
     /// text, for locations; `kata` reads a secret from kata's store (see
     /// [`SecretSource::resolve_with`]).
-    pub fn environment_diagnostics(
-        &self,
-        text: &str,
-        workspace: &Path,
-        kata: &dyn Fn(&str) -> Result<String, String>,
-    ) -> Vec<Diagnostic> {
+    pub fn environment_diagnostics(&self, text: &str, workspace: &Path, kata: &dyn Fn(&str) -> Result<String, String>) -> Vec<Diagnostic> {
         let loc = Locator::new(text, &self.path);
         let mut diags = Vec::new();
         for g in self.plugins.values() {
@@ -1929,7 +1917,9 @@ impl Policy {
                     SecretSource::Env(var) if std::env::var_os(var).is_none() => diags.push(loc.diag(
                         Severity::Warning,
                         &at,
-                        format!("environment variable {var} is not set here; `kata run` fails unless it is set in the daemon's environment"),
+                        format!(
+                            "environment variable {var} is not set here; `kata run` fails unless it is set in the daemon's environment"
+                        ),
                     )),
                     SecretSource::Env(_) => {}
                     SecretSource::File(_) | SecretSource::Kata(_) => {
@@ -2025,22 +2015,16 @@ impl FileGrant {
     pub fn resolve(entry: &FileEntry, workspace: &Path) -> Result<Self, String> {
         let host = expand_home(&entry.host)?;
         let host = if host.is_absolute() { host } else { workspace.join(host) };
-        let meta = std::fs::metadata(&host).map_err(|e| {
-            format!("directory {} cannot be granted: {e}; create it or fix `host`", host.display())
-        })?;
+        let meta = std::fs::metadata(&host)
+            .map_err(|e| format!("directory {} cannot be granted: {e}; create it or fix `host`", host.display()))?;
         if !meta.is_dir() {
             return Err(format!("{} is not a directory; grant the directory that contains it", host.display()));
         }
-        let host = host
-            .canonicalize()
-            .map_err(|e| format!("cannot resolve {}: {e}", host.display()))?;
+        let host = host.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", host.display()))?;
         let guest = entry.guest.trim_end_matches('/');
         let guest = if guest.is_empty() { "/" } else { guest };
         if !guest.starts_with('/') || guest.split('/').any(|s| s == ".." || s == ".") || guest.contains('\\') {
-            return Err(format!(
-                "guest path {:?} must be absolute and plain, like \"/notes\" (no `..`, `.` or backslashes)",
-                entry.guest
-            ));
+            return Err(format!("guest path {:?} must be absolute and plain, like \"/notes\" (no `..`, `.` or backslashes)", entry.guest));
         }
         Ok(Self { host, guest: guest.to_string(), mode: entry.mode })
     }
@@ -2155,9 +2139,7 @@ fn friendly_toml_message(msg: &str) -> String {
 
 /// Whether `name` is a valid plugin name: 1-64 lowercase letters, digits, `-` or `_`.
 pub fn valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn resolve_limits(l: &LimitsEntry) -> Result<Limits, String> {
@@ -2337,8 +2319,7 @@ mod tests {
         let e = Policy::parse("[plugins.tg]\npath = \"a.wasm\"\nnetwrk = []\n", p, ws).expect_err("typo");
         let msg = e.to_string();
         assert!(msg.starts_with("/ws/kata.toml:3:1: ") && msg.contains("netwrk"), "{msg}");
-        let e = Policy::parse("[plugins.tg]\npath = \"a.wasm\"\nnetwork = [\"ok://x\", \"nope\"]\n", p, ws)
-            .expect_err("bad");
+        let e = Policy::parse("[plugins.tg]\npath = \"a.wasm\"\nnetwork = [\"ok://x\", \"nope\"]\n", p, ws).expect_err("bad");
         let msg = e.to_string();
         assert!(msg.starts_with("/ws/kata.toml:3:"), "{msg}");
         assert!(msg.contains("plugins.tg.network[0]") && msg.contains("and 1 more error"), "{msg}");
@@ -2347,11 +2328,9 @@ mod tests {
         assert!(msg.starts_with("/ws/kata.toml:3:12: plugins.tg.network[0]: ") && msg.contains("no scheme"), "{msg}");
         let e = Policy::parse("[daemon\n", p, ws).expect_err("syntax");
         assert!(e.to_string().starts_with("/ws/kata.toml:1:"), "{e}");
-        let e = Policy::parse("[plugins.tg]\npath = \"a\"\nsecrets = { t = \"hunter2\" }\n", p, ws)
-            .expect_err("literal secret");
+        let e = Policy::parse("[plugins.tg]\npath = \"a\"\nsecrets = { t = \"hunter2\" }\n", p, ws).expect_err("literal secret");
         assert!(e.to_string().contains("never go in kata.toml") && e.to_string().contains(":3:"), "{e}");
-        let e = Policy::parse("[plugins.tg]\nnetwork = [{ url = \"https://x.org\", method = [\"GET\"] }]\n", p, ws)
-            .expect_err("bad table");
+        let e = Policy::parse("[plugins.tg]\nnetwork = [{ url = \"https://x.org\", method = [\"GET\"] }]\n", p, ws).expect_err("bad table");
         assert!(e.to_string().contains("keys: url, methods, private"), "{e}");
     }
 
@@ -2375,7 +2354,9 @@ mod tests {
         let ok = Policy::parse("[plugins.tg]\n[plugins.feed]\ndeliver_to = \"tg:-100:7\"\n", p, ws).expect("valid");
         let t = ok.plugins["feed"].deliver_to.clone().expect("target");
         assert_eq!((t.plugin.as_str(), t.conversation.as_str(), t.to_string().as_str()), ("tg", "-100:7", "tg:-100:7"));
-        for (value, want) in [("tg", "PLUGIN:CONVERSATION"), ("tg:", "PLUGIN:CONVERSATION"), ("tgx:1", "no [plugins.tgx]"), ("feed:1", "itself")] {
+        for (value, want) in
+            [("tg", "PLUGIN:CONVERSATION"), ("tg:", "PLUGIN:CONVERSATION"), ("tgx:1", "no [plugins.tgx]"), ("feed:1", "itself")]
+        {
             let text = format!("[plugins.tg]\n[plugins.feed]\ndeliver_to = \"{value}\"\n");
             let e = Policy::parse(&text, p, ws).expect_err(value).to_string();
             assert!(e.contains("k.toml:3:14") && e.contains("deliver_to") && e.contains(want), "{value}: {e}");
@@ -2393,8 +2374,9 @@ mod tests {
         assert!(g.network_grant("https", "nas.lan", 8443, "/api/x").is_some());
         let flags: Vec<(bool, bool)> = g.network.iter().map(|n| (n.private(), n.allows_private_addresses())).collect();
         assert_eq!(flags, [(true, true), (false, false), (false, true), (false, true)]);
-        let e = Policy::parse("[plugins.a]\nnetwork = [{ url = \"https://x.org\", methods = [\"G T\"] }]\n", Path::new("k"), Path::new("/"))
-            .expect_err("bad method");
+        let e =
+            Policy::parse("[plugins.a]\nnetwork = [{ url = \"https://x.org\", methods = [\"G T\"] }]\n", Path::new("k"), Path::new("/"))
+                .expect_err("bad method");
         assert!(e.to_string().contains("not an HTTP method"), "{e}");
     }
 
@@ -2489,18 +2471,27 @@ mod tests {
         // One host: nothing to bind.
         assert!(warn("[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\"]\nsecrets = { t = \"env:T\" }\n").is_empty());
         // Two hosts, unbound: warned, with the line to write.
-        let w = warn("[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\", \"https://cdn.example.org\"]\nsecrets = { t = \"env:T\" }\n");
+        let w =
+            warn("[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\", \"https://cdn.example.org\"]\nsecrets = { t = \"env:T\" }\n");
         assert_eq!(w.len(), 1, "{w:#?}");
         assert!(w[0].starts_with("k.toml:3:17: warning: plugins.a.secrets.t: "), "{w:#?}");
-        assert!(w[0].contains("api.telegram.org, cdn.example.org") && w[0].contains("t = { from = \"env:T\", hosts = [\"api.telegram.org\"] }"), "{w:#?}");
+        assert!(
+            w[0].contains("api.telegram.org, cdn.example.org") && w[0].contains("t = { from = \"env:T\", hosts = [\"api.telegram.org\"] }"),
+            "{w:#?}"
+        );
         // A wildcard counts as many hosts.
         assert_eq!(warn("[plugins.a]\nnetwork = [\"https://*.example.org\"]\nsecrets = { t = \"env:T\" }\n").len(), 2);
         // Bound to a host no grant reaches: probably a typo.
-        let w = warn("[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\", \"https://cdn.example.org\"]\n\
-                      secrets = { t = { from = \"env:T\", hosts = [\"api.telegram.org\", \"api.telegran.org\"] } }\n");
+        let w = warn(
+            "[plugins.a]\nnetwork = [\"https://api.telegram.org/bot\", \"https://cdn.example.org\"]\n\
+                      secrets = { t = { from = \"env:T\", hosts = [\"api.telegram.org\", \"api.telegran.org\"] } }\n",
+        );
         assert_eq!(w.len(), 1, "{w:#?}");
         assert!(w[0].contains("plugins.a.secrets.t.hosts[1]") && w[0].contains("never sent there"), "{w:#?}");
-        assert!(warn("[plugins.a]\nnetwork = [\"https://a.org\"]\nsecrets = { t = { from = \"env:T\", hosts = [] } }\n")[0].contains("never sent anywhere"));
+        assert!(
+            warn("[plugins.a]\nnetwork = [\"https://a.org\"]\nsecrets = { t = { from = \"env:T\", hosts = [] } }\n")[0]
+                .contains("never sent anywhere")
+        );
     }
 
     #[test]
@@ -2517,8 +2508,12 @@ mod tests {
             .expect("valid");
         assert_eq!(p.plugins["a"].ca.len(), 1);
         assert_eq!(p.plugins["a"].ca[0].certs[0].as_ref(), cert.der().as_ref());
-        let p = Policy::parse("[plugins.a]\nnetwork = [\"https://nas.lan\"]\nca = [\"file:ca.pem\", \"file:ca.pem\"]\n", Path::new("k"), dir.path())
-            .expect("list");
+        let p = Policy::parse(
+            "[plugins.a]\nnetwork = [\"https://nas.lan\"]\nca = [\"file:ca.pem\", \"file:ca.pem\"]\n",
+            Path::new("k"),
+            dir.path(),
+        )
+        .expect("list");
         assert_eq!(p.plugins["a"].ca.len(), 2);
         for (entry, want) in [
             ("\"ca.pem\"", "write \"file:PATH\""),
@@ -2559,7 +2554,10 @@ mod tests {
                 .collect()
         };
         let w = warnings("groups = [\"*\"]\nrequire_mention = false");
-        assert!(w.len() == 1 && w[0].starts_with("k:3:19: warning: plugins.tg.require_mention: ") && w[0].contains("every group"), "{w:#?}");
+        assert!(
+            w.len() == 1 && w[0].starts_with("k:3:19: warning: plugins.tg.require_mention: ") && w[0].contains("every group"),
+            "{w:#?}"
+        );
         let w = warnings("require_mention = true");
         assert!(w.len() == 1 && w[0].contains("grants none"), "{w:#?}");
         let w = warnings("groups = [\" -1\"]");
@@ -2569,18 +2567,14 @@ mod tests {
 
     #[test]
     fn limits_parse_rate_and_response_size() {
-        let p = Policy::parse(
-            "[plugins.a]\nlimits = { requests_per_minute = 30, max_response = \"1MiB\" }\n",
-            Path::new("k"),
-            Path::new("/"),
-        )
-        .expect("valid");
+        let p =
+            Policy::parse("[plugins.a]\nlimits = { requests_per_minute = 30, max_response = \"1MiB\" }\n", Path::new("k"), Path::new("/"))
+                .expect("valid");
         let l = p.plugins["a"].limits;
         assert_eq!((l.requests_per_minute, l.max_response_bytes), (30, 1 << 20));
         let d = Limits::default();
         assert_eq!((d.requests_per_minute, d.max_response_bytes), (600, 16 << 20));
-        let e = Policy::parse("[plugins.a]\nlimits = { requests_per_minute = 0 }\n", Path::new("k"), Path::new("/"))
-            .expect_err("zero");
+        let e = Policy::parse("[plugins.a]\nlimits = { requests_per_minute = 0 }\n", Path::new("k"), Path::new("/")).expect_err("zero");
         assert!(e.to_string().contains("requests_per_minute"), "{e}");
     }
 
@@ -2589,7 +2583,14 @@ mod tests {
         let parse = |l: &str| Policy::parse(&format!("[plugins.a]\nlimits = {{ {l} }}\n"), Path::new("k"), Path::new("/"));
         let d = Limits::default();
         assert_eq!(
-            (d.max_message_bytes, d.max_poll_bytes, d.bytes_per_minute, d.log_lines_per_minute, d.max_log_line_bytes, d.max_tool_result_bytes),
+            (
+                d.max_message_bytes,
+                d.max_poll_bytes,
+                d.bytes_per_minute,
+                d.log_lines_per_minute,
+                d.max_log_line_bytes,
+                d.max_tool_result_bytes
+            ),
             (64 << 10, 4 << 20, 16 << 20, 600, 4 << 10, 64 << 10)
         );
         let l = parse(
@@ -2600,7 +2601,14 @@ mod tests {
         .plugins["a"]
             .limits;
         assert_eq!(
-            (l.max_message_bytes, l.max_poll_bytes, l.bytes_per_minute, l.log_lines_per_minute, l.max_log_line_bytes, l.max_tool_result_bytes),
+            (
+                l.max_message_bytes,
+                l.max_poll_bytes,
+                l.bytes_per_minute,
+                l.log_lines_per_minute,
+                l.max_log_line_bytes,
+                l.max_tool_result_bytes
+            ),
             (1 << 10, 8 << 10, 1 << 20, 30, 512, 2 << 10)
         );
         for (bad, says) in [
@@ -2645,15 +2653,49 @@ mod tests {
     fn path_grants_match_whole_segments_after_normalising() {
         let admits = |prefix: &str, path: &str| path_has_prefix(path, prefix);
         for path in [
-            "/api", "/api/", "/api/x", "/api?q=1", "/api#f", "/%61pi/x", "/%61%70%69", "//api//x", "/api/./x", "/./api",
-            "/api/x/../y", "/api/x/..", "/api/%2e/x", "/api/a%2Fb", "/api/a%2fb", "/api/%7Bx%7D", "/api/...", "/api/.x",
+            "/api",
+            "/api/",
+            "/api/x",
+            "/api?q=1",
+            "/api#f",
+            "/%61pi/x",
+            "/%61%70%69",
+            "//api//x",
+            "/api/./x",
+            "/./api",
+            "/api/x/../y",
+            "/api/x/..",
+            "/api/%2e/x",
+            "/api/a%2Fb",
+            "/api/a%2fb",
+            "/api/%7Bx%7D",
+            "/api/...",
+            "/api/.x",
         ] {
             assert!(admits("/api", path), "/api should admit {path}");
         }
         for path in [
-            "/apix", "/apix/y", "/ap", "/", "", "/API", "/api/..", "/api/../admin", "/admin/../api/x", "/api/x/../../admin",
-            "/api/..%2Fadmin", "/api%2F..%2Fadmin", "/api/%2e%2e%2fadmin", "/api/%252e%252e/admin", "/api/..;/admin",
-            "/api/.;x/y", "/api/..\\admin", "/api/x%5c..%5cy", "/%2e%2e/api", "/x/%2e%2e/api/", "/api/a%2Fb/../x",
+            "/apix",
+            "/apix/y",
+            "/ap",
+            "/",
+            "",
+            "/API",
+            "/api/..",
+            "/api/../admin",
+            "/admin/../api/x",
+            "/api/x/../../admin",
+            "/api/..%2Fadmin",
+            "/api%2F..%2Fadmin",
+            "/api/%2e%2e%2fadmin",
+            "/api/%252e%252e/admin",
+            "/api/..;/admin",
+            "/api/.;x/y",
+            "/api/..\\admin",
+            "/api/x%5c..%5cy",
+            "/%2e%2e/api",
+            "/x/%2e%2e/api/",
+            "/api/a%2Fb/../x",
             "/api/%2F/%2e%2e",
         ] {
             assert!(!admits("/api", path), "/api should not admit {path}");
@@ -2670,8 +2712,13 @@ mod tests {
         }
         // The opt-in text prefix, within one segment.
         for (path, ok) in [
-            ("/bot", true), ("/bot123:abc/getMe", true), ("/%62ot1/x", true), ("/bo", false), ("/file/bot1", false),
-            ("/bot1/../../admin", false), ("/xbot", false),
+            ("/bot", true),
+            ("/bot123:abc/getMe", true),
+            ("/%62ot1/x", true),
+            ("/bo", false),
+            ("/file/bot1", false),
+            ("/bot1/../../admin", false),
+            ("/xbot", false),
         ] {
             assert_eq!(admits("/bot*", path), ok, "/bot* and {path}");
         }
@@ -2724,9 +2771,16 @@ mod tests {
     fn overlapping_path_grants() {
         let o = |a: &str, b: &str| grant(&format!("https://h.example{a}")).overlaps(&grant(&format!("https://h.example{b}")));
         for (a, b, want) in [
-            ("/api", "/api/x", true), ("/api", "/apix", false), ("/api/", "/api", true), ("/bot*", "/bot1/x", true),
-            ("/bot*", "/b*", true), ("/bot*", "/c*", false), ("/bot*", "/file", false), ("/", "/anything", true),
-            ("/a/b", "/a/c", false), ("/a/b*", "/a/", true),
+            ("/api", "/api/x", true),
+            ("/api", "/apix", false),
+            ("/api/", "/api", true),
+            ("/bot*", "/bot1/x", true),
+            ("/bot*", "/b*", true),
+            ("/bot*", "/c*", false),
+            ("/bot*", "/file", false),
+            ("/", "/anything", true),
+            ("/a/b", "/a/c", false),
+            ("/a/b*", "/a/", true),
         ] {
             assert_eq!(o(a, b), want, "{a} {b}");
             assert_eq!(o(b, a), want, "{b} {a}");

@@ -35,7 +35,15 @@ const MAX_ARGS: usize = 4096;
 
 impl Db {
     /// Record a call waiting for approval; returns its id.
-    pub fn approval_create(&self, session_key: &str, plugin: &str, tool: &str, args: &str, mode_source: &str, timeout: Duration) -> Result<i64> {
+    pub fn approval_create(
+        &self,
+        session_key: &str,
+        plugin: &str,
+        tool: &str,
+        args: &str,
+        mode_source: &str,
+        timeout: Duration,
+    ) -> Result<i64> {
         let now = now_ms();
         let mut args = args.to_string();
         if args.len() > MAX_ARGS {
@@ -92,10 +100,7 @@ impl Db {
 
     /// Mark every pending call expired (at daemon start: no turn waits for them).
     pub fn approvals_expire_all(&self) -> Result<usize> {
-        Ok(self.lock().execute(
-            "UPDATE approvals SET status = 'expired', decided_ms = ?1 WHERE status = 'pending'",
-            [now_ms() as i64],
-        )?)
+        Ok(self.lock().execute("UPDATE approvals SET status = 'expired', decided_ms = ?1 WHERE status = 'pending'", [now_ms() as i64])?)
     }
 
     /// Calls waiting for a decision, oldest first (`all`: every call, newest
@@ -126,4 +131,3 @@ fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
         expires_ms: r.get::<_, i64>(7)?.max(0) as u64,
     })
 }
-

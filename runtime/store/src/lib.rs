@@ -11,7 +11,7 @@
 //! anything above: the plugin host reaches plugin state and the audit log
 //! through its own sink traits, which kata-daemon implements over [`store::Db`].
 
-pub mod store;
-pub mod session;
-pub mod tasks;
 pub mod approvals;
+pub mod session;
+pub mod store;
+pub mod tasks;

@@ -137,8 +137,7 @@ pub(crate) fn append_turn(tx: &rusqlite::Connection, session_id: i64, inbox_id: 
     for e in rest {
         stmt.execute(params![session_id, turn, inbox_id, e.role.as_str(), e.content, e.tool_calls, e.tool_call_id, now])?;
     }
-    tx.prepare_cached("UPDATE sessions SET last_active_ms = MAX(last_active_ms, ?2) WHERE id = ?1")?
-        .execute(params![session_id, now])?;
+    tx.prepare_cached("UPDATE sessions SET last_active_ms = MAX(last_active_ms, ?2) WHERE id = ?1")?.execute(params![session_id, now])?;
     Ok(())
 }
 
@@ -154,14 +153,10 @@ impl Db {
             .optional()?;
         let now = now_ms as i64;
         Ok(match newest {
-            Some((id, last, summary)) if now.saturating_sub(last) <= idle.as_millis() as i64 => {
-                Session { id, key: key.into(), summary }
-            }
+            Some((id, last, summary)) if now.saturating_sub(last) <= idle.as_millis() as i64 => Session { id, key: key.into(), summary },
             _ => {
-                conn.prepare_cached(
-                    "INSERT INTO sessions (key, origin, created_ms, last_active_ms) VALUES (?1, ?2, ?3, ?3)",
-                )?
-                .execute(params![key, origin, now])?;
+                conn.prepare_cached("INSERT INTO sessions (key, origin, created_ms, last_active_ms) VALUES (?1, ?2, ?3, ?3)")?
+                    .execute(params![key, origin, now])?;
                 Session { id: conn.last_insert_rowid(), key: key.into(), summary: None }
             }
         })
@@ -229,12 +224,7 @@ fn row_to_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryItem> {
     Ok(HistoryItem {
         turn: r.get(0)?,
         created_ms: r.get::<_, i64>(1)?.max(0) as u64,
-        entry: Entry {
-            role: Role::parse(&r.get::<_, String>(2)?),
-            content: r.get(3)?,
-            tool_calls: r.get(4)?,
-            tool_call_id: r.get(5)?,
-        },
+        entry: Entry { role: Role::parse(&r.get::<_, String>(2)?), content: r.get(3)?, tool_calls: r.get(4)?, tool_call_id: r.get(5)? },
     })
 }
 
@@ -311,11 +301,7 @@ mod tests {
 
     #[test]
     fn compaction_keeps_whole_newest_turns() {
-        let item = |turn: i64, n: usize| HistoryItem {
-            turn,
-            created_ms: 0,
-            entry: Entry::user(&"x".repeat(n)),
-        };
+        let item = |turn: i64, n: usize| HistoryItem { turn, created_ms: 0, entry: Entry::user(&"x".repeat(n)) };
         let h = vec![item(1, 40), item(1, 40), item(2, 40), item(3, 40), item(3, 40)];
         assert_eq!(compaction_cut(&h, 200), None);
         // 200 > 120: drop turns until <= 60 remain, never the newest turn.

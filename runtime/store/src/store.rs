@@ -359,11 +359,7 @@ const WAL_PAGES_PER_CHECKPOINT: u32 = 200;
 /// polls every 100 µs for the first 10 ms, then every millisecond, and gives
 /// up after about five seconds.
 fn busy_wait(attempt: i32) -> bool {
-    std::thread::sleep(if attempt < 100 {
-        std::time::Duration::from_micros(100)
-    } else {
-        std::time::Duration::from_millis(1)
-    });
+    std::thread::sleep(if attempt < 100 { std::time::Duration::from_micros(100) } else { std::time::Duration::from_millis(1) });
     attempt < 5100
 }
 
@@ -556,8 +552,7 @@ impl Db {
     /// one is refused, untouched, with what to do.
     pub fn open(path: &Path) -> Result<Self> {
         check_integrity(path)?;
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the workspace database {}", path.display()))?;
+        let conn = Connection::open(path).with_context(|| format!("cannot open the workspace database {}", path.display()))?;
         // First, so that everything below waits for another process's lock.
         conn.busy_handler(Some(busy_wait))?;
         // Small pages for a new database: rows here are small, and every
@@ -612,10 +607,7 @@ impl Db {
 
     /// The stored poll cursor of a plugin.
     pub fn cursor(&self, plugin: &str) -> Result<Option<String>> {
-        Ok(self
-            .lock()
-            .query_row("SELECT cursor FROM cursors WHERE plugin = ?1", [plugin], |r| r.get(0))
-            .optional()?)
+        Ok(self.lock().query_row("SELECT cursor FROM cursors WHERE plugin = ?1", [plugin], |r| r.get(0)).optional()?)
     }
 
     /// Store what one poll returned: new messages (duplicates ignored) and the
@@ -646,8 +638,7 @@ impl Db {
     /// group, mentioned): how a channel classified what it received.
     pub fn inbox_flags(&self, plugin: &str) -> Result<Vec<(String, bool, bool)>> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT conversation, is_group, mentioned FROM inbox WHERE plugin = ?1 ORDER BY id")?;
+        let mut stmt = conn.prepare_cached("SELECT conversation, is_group, mentioned FROM inbox WHERE plugin = ?1 ORDER BY id")?;
         let rows = stmt.query_map([plugin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -723,11 +714,7 @@ impl Db {
 
     /// Queue `write` for the batch writer (started on first use) and wait
     /// until it is committed; `urgent` as in [`BatchJob`].
-    async fn batched<T: Send + 'static>(
-        &self,
-        urgent: bool,
-        write: impl Fn(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn batched<T: Send + 'static>(&self, urgent: bool, write: impl Fn(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         // The write may run twice (see batch_writer): the last run's value counts.
         let value = Arc::new(Mutex::new(None));
         let slot = value.clone();
@@ -758,9 +745,7 @@ impl Db {
                 .expect("cannot start the database writer thread");
             tx
         });
-        queue
-            .send(BatchJob { write: Box::new(write), urgent, done })
-            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        queue.send(BatchJob { write: Box::new(write), urgent, done }).map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
         Ok(result)
     }
 
@@ -789,11 +774,9 @@ impl Db {
 
     /// When the next pending reply of `plugin` becomes due, if any.
     pub fn next_outbox_due(&self, plugin: &str) -> Result<Option<u64>> {
-        let v: Option<i64> = self.lock().query_row(
-            "SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending' AND plugin = ?1",
-            [plugin],
-            |r| r.get(0),
-        )?;
+        let v: Option<i64> =
+            self.lock()
+                .query_row("SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending' AND plugin = ?1", [plugin], |r| r.get(0))?;
         Ok(v.map(|v| v.max(0) as u64))
     }
 
@@ -811,10 +794,8 @@ impl Db {
     /// for it now).
     pub async fn mark_sent_batched(&self, id: i64, receipt: String) -> Result<()> {
         self.batched(false, move |conn| {
-            conn.prepare_cached(
-                "UPDATE outbox SET status = 'sent', receipt = ?2, sent_ms = ?3, attempts = attempts + 1 WHERE id = ?1",
-            )?
-            .execute(params![id, receipt, now_ms() as i64])?;
+            conn.prepare_cached("UPDATE outbox SET status = 'sent', receipt = ?2, sent_ms = ?3, attempts = attempts + 1 WHERE id = ?1")?
+                .execute(params![id, receipt, now_ms() as i64])?;
             Ok(())
         })
         .await
@@ -836,10 +817,8 @@ impl Db {
 
     /// Give up on a reply (kept, with its error, for inspection).
     pub fn mark_failed(&self, id: i64, error: &str) -> Result<()> {
-        self.lock().execute(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-            params![id, error],
-        )?;
+        self.lock()
+            .execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1", params![id, error])?;
         Ok(())
     }
 
@@ -905,9 +884,8 @@ impl Db {
     /// Every pairing, newest first.
     pub fn pairings(&self) -> Result<Vec<Pairing>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT plugin, sender, sender_name, code, status, created_ms FROM pairings ORDER BY created_ms DESC",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT plugin, sender, sender_name, code, status, created_ms FROM pairings ORDER BY created_ms DESC")?;
         let rows = stmt.query_map([], row_to_pairing)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -952,16 +930,7 @@ fn insert_audit(conn: &Connection, row: &AuditRow) -> Result<()> {
         "INSERT INTO audit (ts_ms, plugin, kind, verdict, method, target, policy, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![
-        row.ts_ms as i64,
-        row.plugin,
-        row.kind,
-        row.verdict,
-        row.method,
-        row.target,
-        row.policy,
-        row.detail
-    ])?;
+    .execute(params![row.ts_ms as i64, row.plugin, row.kind, row.verdict, row.method, row.target, row.policy, row.detail])?;
     Ok(())
 }
 
@@ -997,9 +966,7 @@ impl Db {
     pub fn state_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .lock()
-            .query_row("SELECT value FROM plugin_state WHERE plugin = ?1 AND key = ?2", [plugin, key], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT value FROM plugin_state WHERE plugin = ?1 AND key = ?2", [plugin, key], |r| r.get(0))
             .optional()?)
     }
 
@@ -1022,9 +989,8 @@ impl Db {
     /// A plugin's keys starting with `prefix`, in byte order.
     pub fn state_keys(&self, plugin: &str, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT key FROM plugin_state WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key LIMIT ?3",
-        )?;
+        let mut stmt = conn
+            .prepare_cached("SELECT key FROM plugin_state WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key LIMIT ?3")?;
         let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -1063,10 +1029,8 @@ fn record_poll_in(conn: &Connection, plugin: &str, messages: &[Inbound], cursor:
 
 /// The body of [`Db::complete_turn`], inside the caller's transaction.
 fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&Reply>, turn: Option<Turn<'_>>) -> Result<()> {
-    let status: Option<String> = conn
-        .prepare_cached("SELECT status FROM inbox WHERE id = ?1")?
-        .query_row([inbox_id], |r| r.get(0))
-        .optional()?;
+    let status: Option<String> =
+        conn.prepare_cached("SELECT status FROM inbox WHERE id = ?1")?.query_row([inbox_id], |r| r.get(0)).optional()?;
     if status.as_deref() == Some("done") {
         // Completed before (a retry after a lost acknowledgement): nothing twice.
         return Ok(());
@@ -1231,20 +1195,18 @@ mod tests {
     #[test]
     fn dead_letters_are_listed_and_requeued() {
         let (_d, db) = db();
-        let r = |text: &str| Reply {
-            plugin: "telegram".into(),
-            conversation: "c1".into(),
-            thread: None,
-            reply_to: None,
-            text: text.into(),
-        };
+        let r =
+            |text: &str| Reply { plugin: "telegram".into(), conversation: "c1".into(), thread: None, reply_to: None, text: text.into() };
         let a = db.enqueue(&r("a"), "send-a").expect("enqueue");
         assert_eq!(db.enqueue(&r("a again"), "send-a").expect("same key"), a);
         let b = db.enqueue(&r("b"), "send-b").expect("enqueue");
         db.mark_failed(a, "auth failed").expect("fail");
         db.mark_failed(b, "network").expect("fail");
         let dead = db.dead_letters(None, 10).expect("list");
-        assert_eq!(dead.iter().map(|d| (d.id, d.last_error.as_deref())).collect::<Vec<_>>(), vec![(a, Some("auth failed")), (b, Some("network"))]);
+        assert_eq!(
+            dead.iter().map(|d| (d.id, d.last_error.as_deref())).collect::<Vec<_>>(),
+            vec![(a, Some("auth failed")), (b, Some("network"))]
+        );
         assert_eq!(db.dead_letters(Some("other"), 10).expect("list"), vec![]);
         assert_eq!(db.requeue_dead(&[a, 999], None).expect("requeue"), 1);
         let due = db.due_outbox("telegram", now_ms(), 10).expect("due");
@@ -1360,13 +1322,7 @@ mod tests {
         let (_d, db) = db();
         db.record_poll("tg", &[msg("a")], Some("1")).expect("poll");
         let row = db.pending_inbox(10).expect("inbox").remove(0);
-        let reply = Reply {
-            plugin: "tg".into(),
-            conversation: "c1".into(),
-            thread: None,
-            reply_to: Some("a".into()),
-            text: "hi".into(),
-        };
+        let reply = Reply { plugin: "tg".into(), conversation: "c1".into(), thread: None, reply_to: Some("a".into()), text: "hi".into() };
         db.complete_inbox(row.id, Some(&reply)).expect("complete");
         db.complete_inbox(row.id, Some(&reply)).expect("complete again");
         assert!(db.pending_inbox(10).expect("inbox").is_empty());
@@ -1425,4 +1381,3 @@ mod tests {
         assert_eq!(db.cursor("p").expect("cursor").as_deref(), Some("9"));
     }
 }
-

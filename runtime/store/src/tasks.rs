@@ -72,8 +72,7 @@ impl Db {
 
     /// When the next task is due, if any is scheduled.
     pub fn next_task_due(&self) -> Result<Option<u64>> {
-        let v: Option<i64> =
-            self.lock().query_row("SELECT MIN(next_run_ms) FROM tasks WHERE next_run_ms IS NOT NULL", [], |r| r.get(0))?;
+        let v: Option<i64> = self.lock().query_row("SELECT MIN(next_run_ms) FROM tasks WHERE next_run_ms IS NOT NULL", [], |r| r.get(0))?;
         Ok(v.map(|v| v.max(0) as u64))
     }
 
@@ -129,10 +128,6 @@ impl Db {
 
     /// A task by id.
     pub fn task(&self, id: i64) -> Result<Option<Task>> {
-        Ok(self
-            .lock()
-            .query_row(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"), [id], row_to_task)
-            .optional()?)
+        Ok(self.lock().query_row(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"), [id], row_to_task).optional()?)
     }
 }
-

@@ -29,9 +29,7 @@ pub fn get(key: &str) -> Option<String> {
 pub fn require(key: &str) -> Result<String, ChannelError> {
     match get(key) {
         Some(value) if !value.trim().is_empty() => Ok(value),
-        _ => Err(ChannelError::InvalidConfig(format!(
-            "config key `{key}` is required but not set"
-        ))),
+        _ => Err(ChannelError::InvalidConfig(format!("config key `{key}` is required but not set"))),
     }
 }
 
@@ -58,11 +56,9 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    raw.trim().parse::<T>().map_err(|e| {
-        ChannelError::InvalidConfig(format!(
-            "config key `{key}` has value {raw:?}, which is not valid: {e}"
-        ))
-    })
+    raw.trim()
+        .parse::<T>()
+        .map_err(|e| ChannelError::InvalidConfig(format!("config key `{key}` has value {raw:?}, which is not valid: {e}")))
 }
 
 #[cfg(test)]

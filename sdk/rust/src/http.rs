@@ -36,10 +36,7 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::time::Duration;
 use wasi::http::outgoing_handler;
-use wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, IncomingResponse, OutgoingBody, OutgoingRequest,
-    RequestOptions,
-};
+use wasi::http::types::{ErrorCode, Fields, IncomingBody, IncomingResponse, OutgoingBody, OutgoingRequest, RequestOptions};
 use wasi::io::streams::StreamError;
 
 /// The default limit on a response body: 16 MiB.
@@ -133,13 +130,8 @@ impl HttpError {
     /// its query).
     fn from_code(code: &ErrorCode, url: &str) -> HttpError {
         match code {
-            ErrorCode::HttpRequestDenied => HttpError::Denied {
-                url: url.to_string(),
-            },
-            other => HttpError::Transport {
-                url: url.to_string(),
-                code: describe_error_code(other),
-            },
+            ErrorCode::HttpRequestDenied => HttpError::Denied { url: url.to_string() },
+            other => HttpError::Transport { url: url.to_string(), code: describe_error_code(other) },
         }
     }
 }
@@ -177,9 +169,7 @@ impl From<HttpError> for ChannelError {
             )),
             HttpError::Transport { .. } => ChannelError::Network(err.to_string()),
             HttpError::InvalidUrl { .. } => ChannelError::InvalidConfig(err.to_string()),
-            HttpError::InvalidRequest(_)
-            | HttpError::BodyTooLarge { .. }
-            | HttpError::Decode(_) => ChannelError::Fatal(err.to_string()),
+            HttpError::InvalidRequest(_) | HttpError::BodyTooLarge { .. } | HttpError::Decode(_) => ChannelError::Fatal(err.to_string()),
         }
     }
 }
@@ -198,20 +188,13 @@ pub struct UrlParts<'a> {
 /// Split `url` into scheme, authority and path-with-query without decoding or
 /// encoding anything, so `{{secret:NAME}}` placeholders pass through unchanged.
 pub fn split_url(url: &str) -> Result<UrlParts<'_>, HttpError> {
-    let invalid = |reason: &str| HttpError::InvalidUrl {
-        url: url_without_query(url),
-        reason: reason.to_string(),
-    };
+    let invalid = |reason: &str| HttpError::InvalidUrl { url: url_without_query(url), reason: reason.to_string() };
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("contains whitespace or control characters"));
     }
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| invalid("expected scheme://host/path"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("expected scheme://host/path"))?;
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !scheme_ok {
         return Err(invalid("bad scheme"));
     }
@@ -221,16 +204,8 @@ pub fn split_url(url: &str) -> Result<UrlParts<'_>, HttpError> {
         return Err(invalid("missing host"));
     }
     let tail = tail.split_once('#').map_or(tail, |(before, _)| before);
-    let path_with_query = if tail.starts_with('/') {
-        tail.to_string()
-    } else {
-        format!("/{tail}")
-    };
-    Ok(UrlParts {
-        scheme,
-        authority,
-        path_with_query,
-    })
+    let path_with_query = if tail.starts_with('/') { tail.to_string() } else { format!("/{tail}") };
+    Ok(UrlParts { scheme, authority, path_with_query })
 }
 
 /// `url` without its query and fragment: safe to show in errors and logs.
@@ -254,15 +229,7 @@ pub struct Request {
 impl Request {
     /// A request with any method.
     pub fn new(method: Method, url: impl Into<String>) -> Request {
-        Request {
-            method,
-            url: url.into(),
-            headers: Vec::new(),
-            body: None,
-            timeout: None,
-            max_body: MAX_BODY_BYTES,
-            error: None,
-        }
+        Request { method, url: url.into(), headers: Vec::new(), body: None, timeout: None, max_body: MAX_BODY_BYTES, error: None }
     }
 
     /// A `GET` request.
@@ -304,8 +271,7 @@ impl Request {
         match serde_json::to_vec(value) {
             Ok(bytes) => {
                 if !self.has_header("content-type") {
-                    self.headers
-                        .push(("content-type".into(), "application/json".into()));
+                    self.headers.push(("content-type".into(), "application/json".into()));
                 }
                 self.body = Some(bytes);
             }
@@ -335,9 +301,7 @@ impl Request {
     }
 
     fn has_header(&self, name: &str) -> bool {
-        self.headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// Send the request and read the whole response.
@@ -351,44 +315,26 @@ impl Request {
         let shown = url_without_query(&self.url);
         let parts = split_url(&self.url)?;
 
-        let mut fields: Vec<(String, Vec<u8>)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
-            .collect();
+        let mut fields: Vec<(String, Vec<u8>)> = self.headers.iter().map(|(n, v)| (n.clone(), v.clone().into_bytes())).collect();
         if let Some(body) = &self.body
             && !self.has_header("content-length")
         {
             fields.push(("content-length".into(), body.len().to_string().into_bytes()));
         }
-        let headers = Fields::from_list(&fields)
-            .map_err(|e| HttpError::InvalidRequest(format!("invalid header: {e:?}")))?;
+        let headers = Fields::from_list(&fields).map_err(|e| HttpError::InvalidRequest(format!("invalid header: {e:?}")))?;
 
         let request = OutgoingRequest::new(headers);
-        let invalid = |what: &str| HttpError::InvalidUrl {
-            url: shown.clone(),
-            reason: format!("the host rejected the {what}"),
-        };
-        request
-            .set_method(&self.method.to_wasi())
-            .map_err(|()| HttpError::InvalidRequest(format!("bad method {:?}", self.method)))?;
+        let invalid = |what: &str| HttpError::InvalidUrl { url: shown.clone(), reason: format!("the host rejected the {what}") };
+        request.set_method(&self.method.to_wasi()).map_err(|()| HttpError::InvalidRequest(format!("bad method {:?}", self.method)))?;
         let scheme = match parts.scheme.to_ascii_lowercase().as_str() {
             "http" => wasi::http::types::Scheme::Http,
             "https" => wasi::http::types::Scheme::Https,
             other => wasi::http::types::Scheme::Other(other.to_string()),
         };
-        request
-            .set_scheme(Some(&scheme))
-            .map_err(|()| invalid("scheme"))?;
-        request
-            .set_authority(Some(parts.authority))
-            .map_err(|()| invalid("host"))?;
-        request
-            .set_path_with_query(Some(&parts.path_with_query))
-            .map_err(|()| invalid("path"))?;
-        let outgoing_body = request
-            .body()
-            .map_err(|()| HttpError::InvalidRequest("request body already taken".into()))?;
+        request.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
+        request.set_authority(Some(parts.authority)).map_err(|()| invalid("host"))?;
+        request.set_path_with_query(Some(&parts.path_with_query)).map_err(|()| invalid("path"))?;
+        let outgoing_body = request.body().map_err(|()| HttpError::InvalidRequest("request body already taken".into()))?;
 
         let options = self.timeout.map(|t| {
             let options = RequestOptions::new();
@@ -399,8 +345,7 @@ impl Request {
             options
         });
 
-        let future = outgoing_handler::handle(request, options)
-            .map_err(|code| HttpError::from_code(&code, &shown))?;
+        let future = outgoing_handler::handle(request, options).map_err(|code| HttpError::from_code(&code, &shown))?;
 
         // Write the body after `handle` so large bodies stream instead of
         // filling a buffer nobody reads yet. If the host refused the request,
@@ -414,16 +359,10 @@ impl Request {
                 Some(Ok(Ok(response))) => response,
                 Some(Ok(Err(code))) => return Err(HttpError::from_code(&code, &shown)),
                 Some(Err(())) => {
-                    return Err(HttpError::Transport {
-                        url: shown,
-                        code: "response already taken".into(),
-                    });
+                    return Err(HttpError::Transport { url: shown, code: "response already taken".into() });
                 }
                 None => {
-                    return Err(HttpError::Transport {
-                        url: shown,
-                        code: "response not ready after waiting".into(),
-                    });
+                    return Err(HttpError::Transport { url: shown, code: "response not ready after waiting".into() });
                 }
             }
         };
@@ -437,13 +376,9 @@ impl Request {
 /// Write `data` (if any) to `body` and finish it.
 fn write_body(body: OutgoingBody, data: Option<&[u8]>) -> Result<(), String> {
     if let Some(data) = data {
-        let stream = body
-            .write()
-            .map_err(|()| "request body stream unavailable".to_string())?;
+        let stream = body.write().map_err(|()| "request body stream unavailable".to_string())?;
         for chunk in data.chunks(WRITE_CHUNK) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| stream_error_text(&e))?;
+            stream.blocking_write_and_flush(chunk).map_err(|e| stream_error_text(&e))?;
         }
         // The stream is a child of the body: drop it before finishing.
         drop(stream);
@@ -484,9 +419,7 @@ pub fn describe_error_code(code: &ErrorCode) -> String {
         ErrorCode::ConnectionTimeout => "connecting timed out".into(),
         ErrorCode::ConnectionReadTimeout => "the server stopped sending (read timeout)".into(),
         ErrorCode::ConnectionWriteTimeout => "the server stopped taking data (write timeout)".into(),
-        ErrorCode::ConnectionLimitReached => {
-            "too many requests or connections (a rate or connection limit was reached)".into()
-        }
+        ErrorCode::ConnectionLimitReached => "too many requests or connections (a rate or connection limit was reached)".into(),
         ErrorCode::TlsProtocolError => "the TLS handshake failed".into(),
         ErrorCode::TlsCertificateError => "the server's TLS certificate was not accepted".into(),
         ErrorCode::TlsAlertReceived(p) => with("the server ended TLS with an alert", p.alert_message.clone()),
@@ -496,29 +429,16 @@ pub fn describe_error_code(code: &ErrorCode) -> String {
         ErrorCode::HttpRequestMethodInvalid => "the request method is invalid".into(),
         ErrorCode::HttpRequestUriInvalid => "the request URL is invalid".into(),
         ErrorCode::HttpRequestUriTooLong => "the request URL is too long".into(),
-        ErrorCode::HttpRequestHeaderSectionSize(_) | ErrorCode::HttpRequestHeaderSize(_) => {
-            "the request headers are too large".into()
-        }
-        ErrorCode::HttpRequestTrailerSectionSize(_) | ErrorCode::HttpRequestTrailerSize(_) => {
-            "the request trailers are too large".into()
-        }
+        ErrorCode::HttpRequestHeaderSectionSize(_) | ErrorCode::HttpRequestHeaderSize(_) => "the request headers are too large".into(),
+        ErrorCode::HttpRequestTrailerSectionSize(_) | ErrorCode::HttpRequestTrailerSize(_) => "the request trailers are too large".into(),
         ErrorCode::HttpResponseIncomplete => "the response ended before it was complete".into(),
-        ErrorCode::HttpResponseHeaderSectionSize(_) | ErrorCode::HttpResponseHeaderSize(_) => {
-            "the response headers are too large".into()
-        }
-        ErrorCode::HttpResponseBodySize(n) => size(
-            "the response body is larger than allowed (limits.max_response) or than it said",
-            *n,
-        ),
+        ErrorCode::HttpResponseHeaderSectionSize(_) | ErrorCode::HttpResponseHeaderSize(_) => "the response headers are too large".into(),
+        ErrorCode::HttpResponseBodySize(n) => size("the response body is larger than allowed (limits.max_response) or than it said", *n),
         ErrorCode::HttpResponseTrailerSectionSize(_) | ErrorCode::HttpResponseTrailerSize(_) => {
             "the response trailers are too large".into()
         }
-        ErrorCode::HttpResponseTransferCoding(c) => {
-            with("the response uses a transfer coding that is not supported", c.clone())
-        }
-        ErrorCode::HttpResponseContentCoding(c) => {
-            with("the response uses a content coding that is not supported", c.clone())
-        }
+        ErrorCode::HttpResponseTransferCoding(c) => with("the response uses a transfer coding that is not supported", c.clone()),
+        ErrorCode::HttpResponseContentCoding(c) => with("the response uses a content coding that is not supported", c.clone()),
         ErrorCode::HttpResponseTimeout => "the server did not answer in time".into(),
         ErrorCode::HttpUpgradeFailed => "the protocol upgrade failed".into(),
         ErrorCode::HttpProtocolError => "the HTTP exchange broke the protocol".into(),
@@ -529,40 +449,22 @@ pub fn describe_error_code(code: &ErrorCode) -> String {
 }
 
 /// Read status, headers and the whole body (up to `limit` bytes).
-fn read_response(
-    response: IncomingResponse,
-    url: &str,
-    limit: usize,
-) -> Result<Response, HttpError> {
-    let transport = |code: String| HttpError::Transport {
-        url: url.to_string(),
-        code,
-    };
+fn read_response(response: IncomingResponse, url: &str, limit: usize) -> Result<Response, HttpError> {
+    let transport = |code: String| HttpError::Transport { url: url.to_string(), code };
     let status = response.status();
     let headers = {
         let fields = response.headers();
-        fields
-            .entries()
-            .into_iter()
-            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-            .collect::<Vec<_>>()
+        fields.entries().into_iter().map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned())).collect::<Vec<_>>()
     };
-    let body = response
-        .consume()
-        .map_err(|()| transport("response body already consumed".into()))?;
+    let body = response.consume().map_err(|()| transport("response body already consumed".into()))?;
     let bytes = {
-        let stream = body
-            .stream()
-            .map_err(|()| transport("response body stream unavailable".into()))?;
+        let stream = body.stream().map_err(|()| transport("response body stream unavailable".into()))?;
         let mut bytes = Vec::new();
         loop {
             match stream.blocking_read(READ_CHUNK) {
                 Ok(chunk) => {
                     if bytes.len() + chunk.len() > limit {
-                        return Err(HttpError::BodyTooLarge {
-                            url: url.to_string(),
-                            limit,
-                        });
+                        return Err(HttpError::BodyTooLarge { url: url.to_string(), limit });
                     }
                     bytes.extend_from_slice(&chunk);
                 }
@@ -573,11 +475,7 @@ fn read_response(
         bytes
     };
     drop(IncomingBody::finish(body));
-    Ok(Response {
-        status,
-        headers,
-        body: bytes,
-    })
+    Ok(Response { status, headers, body: bytes })
 }
 
 /// A complete HTTP response.
@@ -599,10 +497,7 @@ impl Response {
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as text; invalid UTF-8 is replaced by U+FFFD.
@@ -622,30 +517,18 @@ mod tests {
 
     #[test]
     fn split_keeps_placeholders() {
-        let p = split_url(
-            "https://api.telegram.org/bot{{secret:bot_token}}/getUpdates?offset=5&timeout=25",
-        )
-        .unwrap();
+        let p = split_url("https://api.telegram.org/bot{{secret:bot_token}}/getUpdates?offset=5&timeout=25").unwrap();
         assert_eq!(p.scheme, "https");
         assert_eq!(p.authority, "api.telegram.org");
-        assert_eq!(
-            p.path_with_query,
-            "/bot{{secret:bot_token}}/getUpdates?offset=5&timeout=25"
-        );
+        assert_eq!(p.path_with_query, "/bot{{secret:bot_token}}/getUpdates?offset=5&timeout=25");
     }
 
     #[test]
     fn split_edge_cases() {
         let p = split_url("http://127.0.0.1:9000").unwrap();
-        assert_eq!(
-            (p.authority, p.path_with_query.as_str()),
-            ("127.0.0.1:9000", "/")
-        );
+        assert_eq!((p.authority, p.path_with_query.as_str()), ("127.0.0.1:9000", "/"));
         let p = split_url("http://h?q={{secret:t}}#frag").unwrap();
-        assert_eq!(
-            (p.authority, p.path_with_query.as_str()),
-            ("h", "/?q={{secret:t}}")
-        );
+        assert_eq!((p.authority, p.path_with_query.as_str()), ("h", "/?q={{secret:t}}"));
         assert!(split_url("no-scheme/path").is_err());
         assert!(split_url("http:///path").is_err());
         assert!(split_url("http://h/a b").is_err());
@@ -654,10 +537,7 @@ mod tests {
 
     #[test]
     fn url_without_query_strips_query_and_fragment() {
-        assert_eq!(
-            url_without_query("https://h/bot{{secret:t}}/x?token={{secret:t}}"),
-            "https://h/bot{{secret:t}}/x"
-        );
+        assert_eq!(url_without_query("https://h/bot{{secret:t}}/x?token={{secret:t}}"), "https://h/bot{{secret:t}}/x");
         assert_eq!(url_without_query("https://h/x#f"), "https://h/x");
     }
 
@@ -678,39 +558,22 @@ mod tests {
     #[test]
     fn transport_maps_to_network_with_code() {
         let err = HttpError::from_code(&ErrorCode::ConnectionRefused, "http://127.0.0.1:1/");
-        assert_eq!(
-            err.to_string(),
-            "request to http://127.0.0.1:1/ failed: the server refused the connection"
-        );
-        assert!(
-            matches!(ChannelError::from(err), ChannelError::Network(m) if m.contains("refused the connection"))
-        );
+        assert_eq!(err.to_string(), "request to http://127.0.0.1:1/ failed: the server refused the connection");
+        assert!(matches!(ChannelError::from(err), ChannelError::Network(m) if m.contains("refused the connection")));
     }
 
     #[test]
     fn error_codes_read_as_sentences() {
         use wasi::http::types::DnsErrorPayload;
-        let dns = ErrorCode::DnsError(DnsErrorPayload {
-            rcode: Some("failed to lookup address information".into()),
-            info_code: None,
-        });
+        let dns = ErrorCode::DnsError(DnsErrorPayload { rcode: Some("failed to lookup address information".into()), info_code: None });
         for (code, want) in [
-            (
-                dns,
-                "the host name could not be resolved (failed to lookup address information)",
-            ),
-            (
-                ErrorCode::HttpRequestDenied,
-                "the request was denied by the workspace policy (kata.toml)",
-            ),
+            (dns, "the host name could not be resolved (failed to lookup address information)"),
+            (ErrorCode::HttpRequestDenied, "the request was denied by the workspace policy (kata.toml)"),
             (
                 ErrorCode::HttpResponseBodySize(Some(9)),
                 "the response body is larger than allowed (limits.max_response) or than it said (9 bytes)",
             ),
-            (
-                ErrorCode::InternalError(None),
-                "the HTTP client failed internally",
-            ),
+            (ErrorCode::InternalError(None), "the HTTP client failed internally"),
         ] {
             let text = describe_error_code(&code);
             assert_eq!(text, want);
@@ -727,11 +590,8 @@ mod tests {
 
     #[test]
     fn response_helpers() {
-        let r = Response {
-            status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: br#"{"ok":true}"#.to_vec(),
-        };
+        let r =
+            Response { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: br#"{"ok":true}"#.to_vec() };
         assert!(r.is_success());
         assert_eq!(r.header("Content-Type"), Some("application/json"));
         let v: serde_json::Value = r.json().unwrap();

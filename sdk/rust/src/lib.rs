@@ -134,12 +134,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::exports::kata::plugin::channel::{
-    ChannelInfo, FrameResult, IngressMode, PollResult, StreamKind, Subscription,
-};
+pub use bindings::exports::kata::plugin::channel::{ChannelInfo, FrameResult, IngressMode, PollResult, StreamKind, Subscription};
 pub use bindings::kata::plugin::types::{
-    Attachment, ChannelError, ConversationKind, Frame, LogLevel, Message, OutboundMessage,
-    SendReceipt,
+    Attachment, ChannelError, ConversationKind, Frame, LogLevel, Message, OutboundMessage, SendReceipt,
 };
 
 /// The version of the WIT contract (`kata:plugin@0.1.2`) this SDK targets.
@@ -153,12 +150,7 @@ impl Message {
     /// or raw payload), stamped with the host's clock. `id` must be unique
     /// within the plugin: the host stores a message id once. Use
     /// [`Message::in_group`] for a group conversation.
-    pub fn text(
-        id: impl Into<String>,
-        conversation: impl Into<String>,
-        sender: impl Into<String>,
-        text: impl Into<String>,
-    ) -> Message {
+    pub fn text(id: impl Into<String>, conversation: impl Into<String>, sender: impl Into<String>, text: impl Into<String>) -> Message {
         Message {
             id: id.into(),
             conversation: conversation.into(),
@@ -297,9 +289,8 @@ pub fn now_ms() -> u64 {
 pub mod prelude {
     pub use crate::http::{self, HttpError, Request, Response};
     pub use crate::{
-        Attachment, Channel, ChannelError, ChannelInfo, ConversationKind, Frame, FrameResult,
-        IngressMode, Message, OutboundMessage, PollResult, SendReceipt, StreamKind, Subscription,
-        config, log, now_ms, state,
+        Attachment, Channel, ChannelError, ChannelInfo, ConversationKind, Frame, FrameResult, IngressMode, Message, OutboundMessage,
+        PollResult, SendReceipt, StreamKind, Subscription, config, log, now_ms, state,
     };
 }
 
@@ -370,8 +361,7 @@ macro_rules! export_channel {
             #[cfg(target_family = "wasm")]
             #[used]
             #[unsafe(link_section = "kata:wit-version")]
-            static KATA_WIT_VERSION: [u8; $crate::WIT_VERSION.len()] =
-                $crate::__private::wit_version_bytes();
+            static KATA_WIT_VERSION: [u8; $crate::WIT_VERSION.len()] = $crate::__private::wit_version_bytes();
 
             ::std::thread_local! {
                 static INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
@@ -392,18 +382,13 @@ macro_rules! export_channel {
                 ) -> ::core::result::Result<$crate::PollResult, $crate::ChannelError> {
                     $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.poll(cursor))
                 }
-                fn subscribe() -> ::core::result::Result<$crate::Subscription, $crate::ChannelError>
-                {
+                fn subscribe() -> ::core::result::Result<$crate::Subscription, $crate::ChannelError> {
                     $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.subscribe())
                 }
-                fn on_frame(
-                    frame: $crate::Frame,
-                ) -> ::core::result::Result<$crate::FrameResult, $crate::ChannelError> {
+                fn on_frame(frame: $crate::Frame) -> ::core::result::Result<$crate::FrameResult, $crate::ChannelError> {
                     $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.on_frame(frame))
                 }
-                fn send(
-                    message: $crate::OutboundMessage,
-                ) -> ::core::result::Result<$crate::SendReceipt, $crate::ChannelError> {
+                fn send(message: $crate::OutboundMessage) -> ::core::result::Result<$crate::SendReceipt, $crate::ChannelError> {
                     $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.send(message))
                 }
                 fn disconnect() {

@@ -121,12 +121,8 @@ impl ChannelBindings {
     /// `on-frame(frame)`.
     pub async fn on_frame(&self, s: &mut Store<PluginCtx>, frame: &latest::Frame) -> ChannelResult<latest::FrameResult> {
         match self {
-            Self::V0_1_0(b) => {
-                Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into))
-            }
-            Self::V0_1_1(b) => {
-                Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into))
-            }
+            Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_2(b) => b.kata_plugin_channel().call_on_frame(s, frame).await,
         }
     }
@@ -203,12 +199,7 @@ impl ToolsBindings {
     }
 
     /// `call(name, args-json)`.
-    pub async fn call(
-        &self,
-        s: &mut Store<PluginCtx>,
-        name: &str,
-        args_json: &str,
-    ) -> wasmtime::Result<Result<String, latest::ToolError>> {
+    pub async fn call(&self, s: &mut Store<PluginCtx>, name: &str, args_json: &str) -> wasmtime::Result<Result<String, latest::ToolError>> {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_tools().call_call(s, name, args_json).await?.map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_tools().call_call(s, name, args_json).await?.map_err(Into::into)),

@@ -179,9 +179,6 @@ impl From<old::Subscription> for latest::Subscription {
 
 impl From<old::FrameResult> for latest::FrameResult {
     fn from(r: old::FrameResult) -> Self {
-        Self {
-            messages: r.messages.into_iter().map(Into::into).collect(),
-            replies: r.replies.into_iter().map(Into::into).collect(),
-        }
+        Self { messages: r.messages.into_iter().map(Into::into).collect(), replies: r.replies.into_iter().map(Into::into).collect() }
     }
 }

@@ -53,8 +53,8 @@ pub use bindings::exports::kata::plugin::channel::{ChannelInfo, FrameResult, Ing
 pub use bindings::kata::plugin::types::{
     Attachment, ChannelError, ConversationKind, Frame, LogLevel, Message, OutboundMessage, SendReceipt,
 };
-pub use bindings::{ChannelPlugin, ChannelPluginPre};
 pub use bindings::kata::plugin::types::{ToolError, ToolSpec};
+pub use bindings::{ChannelPlugin, ChannelPluginPre};
 
 /// The `tools-plugin` world: the `tools` export, sharing the `types` and
 /// `host` interfaces (and their host implementation) with the channel world.
@@ -130,19 +130,14 @@ impl bindings::kata::plugin::host::Host for PluginCtx {
         }
         // Control characters go before redaction, so they cannot hide a secret value.
         let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control() || *c == '\t').collect() };
-        let (message, cut) = crate::limits::cut_redacted(
-            message,
-            limits.max_log_line_bytes,
-            crate::limits::LOG_CUT,
-            sandbox.redactor().longest(),
-            |s| {
+        let (message, cut) =
+            crate::limits::cut_redacted(message, limits.max_log_line_bytes, crate::limits::LOG_CUT, sandbox.redactor().longest(), |s| {
                 let s = clean(s);
                 match sandbox.redact(&s, "log line") {
                     Cow::Borrowed(_) => Cow::Owned(s),
                     Cow::Owned(o) => Cow::Owned(o),
                 }
-            },
-        );
+            });
         if cut {
             crate::limits::hit(plugin, "max_log_line", 1);
         }

@@ -89,11 +89,10 @@ impl ConnPool {
     pub fn checkout(&self, addrs: &[SocketAddr], tls: Option<&str>) -> Option<(SocketAddr, Sender)> {
         let mut st = self.lock();
         st.prune(Instant::now(), self.idle);
-        let i = st.conns.iter().rposition(|c| {
-            c.tls.as_deref() == tls
-                && addrs.contains(&c.addr)
-                && (c.sender.is_ready() || c.done.load(Ordering::Acquire))
-        })?;
+        let i = st
+            .conns
+            .iter()
+            .rposition(|c| c.tls.as_deref() == tls && addrs.contains(&c.addr) && (c.sender.is_ready() || c.done.load(Ordering::Acquire)))?;
         let c = st.conns.remove(i);
         Some((c.addr, c.sender))
     }

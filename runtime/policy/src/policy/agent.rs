@@ -125,11 +125,7 @@ pub fn check_pattern(p: &str) -> Result<(), String> {
         super::valid_plugin_name(plugin)
             && (tool == "*" || (!tool.is_empty() && tool.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')))
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("tool pattern {p:?} must be \"plugin.tool\" or \"plugin.*\" (e.g. \"notes.search\")"))
-    }
+    if ok { Ok(()) } else { Err(format!("tool pattern {p:?} must be \"plugin.tool\" or \"plugin.*\" (e.g. \"notes.search\")")) }
 }
 
 #[cfg(test)]

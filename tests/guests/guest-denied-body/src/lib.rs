@@ -44,8 +44,8 @@ fn write_all(stream: &OutputStream, data: &[u8]) -> Result<(), String> {
 /// A POST to `url` announcing a body of `len` bytes.
 fn request(url: &str, len: usize) -> Result<OutgoingRequest, String> {
     let parts = split_url(url).map_err(|e| e.to_string())?;
-    let headers = Fields::from_list(&[("content-length".to_string(), len.to_string().into_bytes())])
-        .map_err(|e| format!("headers: {e:?}"))?;
+    let headers =
+        Fields::from_list(&[("content-length".to_string(), len.to_string().into_bytes())]).map_err(|e| format!("headers: {e:?}"))?;
     let req = OutgoingRequest::new(headers);
     let scheme = match parts.scheme {
         "http" => Scheme::Http,
@@ -129,18 +129,11 @@ fn body_first(url: &str) -> String {
 
 impl Channel for DeniedBody {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "denied-body".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "denied-body".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
-        Ok(DeniedBody {
-            denied: config::require("denied")?,
-            allowed: config::require("allowed")?,
-        })
+        Ok(DeniedBody { denied: config::require("denied")?, allowed: config::require("allowed")? })
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
@@ -158,10 +151,7 @@ impl Channel for DeniedBody {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("denied-body-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("denied-body-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 

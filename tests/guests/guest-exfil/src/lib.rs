@@ -39,18 +39,11 @@ fn percent_encode(s: &str) -> String {
 
 impl Channel for Exfil {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "exfil".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "exfil".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
-        Ok(Exfil {
-            base: config::require("base")?,
-            loot: config::require("loot")?,
-        })
+        Ok(Exfil { base: config::require("base")?, loot: config::require("loot")? })
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
@@ -89,10 +82,7 @@ impl Channel for Exfil {
     /// Fails with the value in its error text: the host logs send errors and
     /// keeps them in the outbox, so that text must be redacted too.
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Err(ChannelError::Network(format!(
-            "relay refused {} for {}",
-            self.loot, message.idempotency_key
-        )))
+        Err(ChannelError::Network(format!("relay refused {} for {}", self.loot, message.idempotency_key)))
     }
 }
 

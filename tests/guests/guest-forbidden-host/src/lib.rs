@@ -15,17 +15,11 @@ pub struct ForbiddenHost {
 
 impl Channel for ForbiddenHost {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "forbidden-host".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "forbidden-host".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
-        Ok(ForbiddenHost {
-            url: config::require("url")?,
-        })
+        Ok(ForbiddenHost { url: config::require("url")? })
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
@@ -42,10 +36,7 @@ impl Channel for ForbiddenHost {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("forbidden-host-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("forbidden-host-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 

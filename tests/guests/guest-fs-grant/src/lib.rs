@@ -36,17 +36,11 @@ fn line<T>(name: &str, r: std::io::Result<T>, ok: impl FnOnce(T) -> String) -> S
 
 impl Channel for FsGrant {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "fs-grant".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "fs-grant".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
-        Ok(FsGrant {
-            outside: config::require("outside")?,
-        })
+        Ok(FsGrant { outside: config::require("outside")? })
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
@@ -78,10 +72,7 @@ impl Channel for FsGrant {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("fs-grant-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("fs-grant-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 

@@ -52,11 +52,7 @@ fn probe_dir(path: &str) -> String {
 
 impl Channel for FsProbe {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "fs-probe".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "fs-probe".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
@@ -64,13 +60,7 @@ impl Channel for FsProbe {
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
-        let text = [
-            probe_read("/etc/passwd"),
-            probe_dir("/"),
-            probe_dir("."),
-            probe_read("../Cargo.toml"),
-        ]
-        .join("\n");
+        let text = [probe_read("/etc/passwd"), probe_dir("/"), probe_dir("."), probe_read("../Cargo.toml")].join("\n");
         let now = now_ms();
         Ok(PollResult {
             messages: vec![Message::text(format!("fs-probe-{now}"), "probe", "fs-probe", text)],
@@ -80,10 +70,7 @@ impl Channel for FsProbe {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("fs-probe-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("fs-probe-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 

@@ -80,12 +80,7 @@ impl Channel for Loopback {
     }
 
     fn send(&mut self, m: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        let body = Outgoing {
-            key: &m.idempotency_key,
-            conversation: &m.conversation,
-            text: &m.text,
-            reply_to: m.reply_to.as_deref(),
-        };
+        let body = Outgoing { key: &m.idempotency_key, conversation: &m.conversation, text: &m.text, reply_to: m.reply_to.as_deref() };
         let r = Request::post(format!("{}/send", self.base)).json(&body).send().map_err(network)?;
         if !r.is_success() {
             return Err(ChannelError::Network(format!("send answered {}", r.status)));

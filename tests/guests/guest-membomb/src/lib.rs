@@ -17,11 +17,7 @@ pub struct MemBomb;
 
 impl Channel for MemBomb {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "membomb".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "membomb".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
@@ -40,10 +36,7 @@ impl Channel for MemBomb {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("membomb-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("membomb-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 

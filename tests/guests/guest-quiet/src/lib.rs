@@ -10,11 +10,7 @@ pub struct Quiet;
 
 impl Channel for Quiet {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "quiet".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "quiet".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
@@ -22,18 +18,11 @@ impl Channel for Quiet {
     }
 
     fn poll(&mut self, cursor: Option<String>) -> Result<PollResult, ChannelError> {
-        Ok(PollResult {
-            messages: Vec::new(),
-            cursor,
-            next_poll_ms: None,
-        })
+        Ok(PollResult { messages: Vec::new(), cursor, next_poll_ms: None })
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("quiet-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("quiet-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 

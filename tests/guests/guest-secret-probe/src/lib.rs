@@ -29,24 +29,15 @@ fn with_token(url: &str) -> String {
 
 impl Channel for SecretProbe {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "secret-probe".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "secret-probe".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
-        Ok(SecretProbe {
-            url: with_token(&config::require("url")?),
-        })
+        Ok(SecretProbe { url: with_token(&config::require("url")?) })
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
-        let text = match Request::get(self.url.as_str())
-            .header("authorization", format!("Bearer {PLACEHOLDER}"))
-            .send()
-        {
+        let text = match Request::get(self.url.as_str()).header("authorization", format!("Bearer {PLACEHOLDER}")).send() {
             Ok(response) => response.text(),
             Err(err) => format!("err {err}"),
         };
@@ -59,10 +50,7 @@ impl Channel for SecretProbe {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("secret-probe-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("secret-probe-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 
@@ -74,17 +62,8 @@ mod tests {
 
     #[test]
     fn token_goes_into_the_query() {
-        assert_eq!(
-            with_token("http://h/echo"),
-            "http://h/echo?token={{secret:token}}"
-        );
-        assert_eq!(
-            with_token("http://h/e?a=1"),
-            "http://h/e?a=1&token={{secret:token}}"
-        );
-        assert_eq!(
-            with_token("http://h/{{secret:token}}"),
-            "http://h/{{secret:token}}"
-        );
+        assert_eq!(with_token("http://h/echo"), "http://h/echo?token={{secret:token}}");
+        assert_eq!(with_token("http://h/e?a=1"), "http://h/e?a=1&token={{secret:token}}");
+        assert_eq!(with_token("http://h/{{secret:token}}"), "http://h/{{secret:token}}");
     }
 }

@@ -10,11 +10,7 @@ pub struct Spin;
 
 impl Channel for Spin {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "spin".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-        }
+        ChannelInfo { name: "spin".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
     }
 
     fn connect() -> Result<Self, ChannelError> {
@@ -29,10 +25,7 @@ impl Channel for Spin {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        Ok(SendReceipt {
-            id: format!("spin-{}", message.idempotency_key),
-            frames: Vec::new(),
-        })
+        Ok(SendReceipt { id: format!("spin-{}", message.idempotency_key), frames: Vec::new() })
     }
 }
 

@@ -48,8 +48,7 @@ impl Channel for Streamer {
     fn on_frame(&mut self, frame: Frame) -> Result<FrameResult, ChannelError> {
         let Some(text) = frame.as_text() else { return Ok(FrameResult::default()) };
         if self.kind == "webhook" {
-            let request: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| ChannelError::Fatal(format!("webhook frame: {e}")))?;
+            let request: serde_json::Value = serde_json::from_str(text).map_err(|e| ChannelError::Fatal(format!("webhook frame: {e}")))?;
             let body = request["body"].as_str().unwrap_or_default();
             let Some(rest) = body.strip_prefix("msg:") else { return Ok(FrameResult::default()) };
             let (id, text) = rest.split_once(':').unwrap_or((rest, ""));

@@ -27,8 +27,7 @@ use wasi::io::streams::StreamError;
 struct Tools;
 
 fn spec(name: &str, description: &str, props: &[&str]) -> ToolSpec {
-    let properties: serde_json::Map<String, Value> =
-        props.iter().map(|p| (p.to_string(), serde_json::json!({"type": "string"}))).collect();
+    let properties: serde_json::Map<String, Value> = props.iter().map(|p| (p.to_string(), serde_json::json!({"type": "string"}))).collect();
     ToolSpec {
         name: name.into(),
         description: description.into(),
@@ -55,8 +54,8 @@ fn http(method: Method, url: &str, body: &[u8]) -> Result<String, ToolError> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let headers = Fields::from_list(&[("content-length".to_string(), body.len().to_string().into_bytes())])
-        .map_err(|e| failed(format!("{e:?}")))?;
+    let headers =
+        Fields::from_list(&[("content-length".to_string(), body.len().to_string().into_bytes())]).map_err(|e| failed(format!("{e:?}")))?;
     let req = OutgoingRequest::new(headers);
     let _ = req.set_method(&method);
     let _ = req.set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http }));

@@ -13,9 +13,7 @@ mod bindings {
     });
 }
 
-use bindings::exports::kata::plugin::channel::{
-    ChannelInfo, Frame, FrameResult, Guest, IngressMode, PollResult, StreamKind, Subscription,
-};
+use bindings::exports::kata::plugin::channel::{ChannelInfo, Frame, FrameResult, Guest, IngressMode, PollResult, StreamKind, Subscription};
 use bindings::kata::plugin::host;
 use bindings::kata::plugin::types::{Attachment, ChannelError, Message, OutboundMessage, SendReceipt};
 
@@ -29,12 +27,7 @@ fn message(id: String, text: String) -> Message {
         sender: "old-timer".into(),
         sender_name: Some("Old Timer".into()),
         text,
-        attachments: vec![Attachment {
-            name: "a.txt".into(),
-            mime_type: "text/plain".into(),
-            url: None,
-            size: Some(3),
-        }],
+        attachments: vec![Attachment { name: "a.txt".into(), mime_type: "text/plain".into(), url: None, size: Some(3) }],
         timestamp_ms: host::now_ms(),
         raw: None,
     }
