@@ -35,6 +35,12 @@ else
   export KATA_GUEST_TOOLCHAIN=debian
 fi
 
+# 1b. rustfmt, for the formatting check in scripts/test.sh (rustup's minimal
+#     profile leaves it out).
+if ! cargo fmt --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
+  timeout 120 rustup component add rustfmt >&2 || log "could not add rustfmt; scripts/test.sh's format check will fail"
+fi
+
 # 2. Node.js and the Telegram Bot API emulator (loopback only).
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 if [ ! -f tests/servers/telegram/node_modules/telegram-test-api/package.json ]; then

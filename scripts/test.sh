@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+echo "==> formatting (rustfmt.toml; fix with cargo fmt --all)" >&2
+cargo fmt --all --check
+for m in sdk/rust plugins tests/guests; do
+  cargo fmt --all --check --manifest-path "$m/Cargo.toml"
+done
 echo "==> host tests" >&2
 cargo test --workspace --all-targets
 echo "==> SDK and guest unit tests (native target)" >&2
