@@ -2,7 +2,7 @@
 //!
 //! Owns the SQLite schema and its numbered migrations, the integrity check
 //! at open, the batch writer, and every table: inbox, outbox, poll cursors,
-//! plugin state, sessions and their history ([`session`]), scheduled tasks,
+//! plugin state, sessions ([`session`]) and their history ([`history`]), scheduled tasks,
 //! senders, permissions and the audit log ([`store`]). Each step that must
 //! survive a crash is one transaction here.
 //!
@@ -12,6 +12,7 @@
 //! through its own sink traits, which kata-daemon implements over [`store::Db`].
 
 pub mod approvals;
+pub mod history;
 pub mod session;
 pub mod store;
 pub mod tasks;

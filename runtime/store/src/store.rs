@@ -281,9 +281,9 @@ pub struct Turn<'a> {
     /// The session (see [`crate::session`]).
     pub session_id: i64,
     /// The user's message.
-    pub user: &'a crate::session::Entry,
+    pub user: &'a crate::history::Entry,
     /// What the agent added: tool calls, tool results, the answer.
-    pub entries: &'a [crate::session::Entry],
+    pub entries: &'a [crate::history::Entry],
 }
 
 /// Counts for status output and tests.
@@ -703,7 +703,7 @@ impl Db {
         &self,
         inbox_id: i64,
         reply: Option<Reply>,
-        turn: Option<(i64, crate::session::Entry, Vec<crate::session::Entry>)>,
+        turn: Option<(i64, crate::history::Entry, Vec<crate::history::Entry>)>,
     ) -> Result<()> {
         self.batched(true, move |conn| {
             let turn = turn.as_ref().map(|(session_id, user, entries)| Turn { session_id: *session_id, user, entries });
@@ -1036,7 +1036,7 @@ fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&Reply>, tur
         return Ok(());
     }
     if let Some(t) = turn {
-        crate::session::append_turn(conn, t.session_id, Some(inbox_id), t.user, t.entries)?;
+        crate::history::append_turn(conn, t.session_id, Some(inbox_id), t.user, t.entries)?;
     }
     if let Some(r) = reply {
         conn.prepare_cached(
