@@ -10,36 +10,11 @@ use anyhow::Result;
 
 pub use kata_policy::agent::{SettingKey, Settings, check_pattern};
 
+pub use crate::turn::{TurnInput, TurnOutput};
+
 use crate::policy::AgentBackend;
 use crate::session::Entry;
-use crate::tools::{CallContext, ToolBox};
-
-/// One turn for the agent: the new message and what came before it.
-#[derive(Debug, Clone)]
-pub struct TurnInput {
-    /// The message text.
-    pub text: String,
-    /// Who wrote it (display name when known).
-    pub sender: String,
-    /// The channel it came through (`chat` for interactive turns).
-    pub channel: String,
-    /// The session's summary of compacted history, if any.
-    pub summary: Option<String>,
-    /// The session's history (oldest first), not including this message.
-    pub history: Vec<Entry>,
-    /// Where tool calls are checked: session, permission mode, origin.
-    pub call: CallContext,
-}
-
-/// What a turn produced.
-#[derive(Debug, Clone, Default)]
-pub struct TurnOutput {
-    /// History entries after the user's message: assistant tool-call
-    /// requests, tool results, and the final answer.
-    pub entries: Vec<Entry>,
-    /// The text to send back (None: no reply).
-    pub reply: Option<String>,
-}
+use crate::tools::ToolBox;
 
 /// An agent that answers messages.
 #[derive(Clone)]

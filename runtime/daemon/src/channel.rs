@@ -10,7 +10,7 @@ use backon::BackoffBuilder;
 use tokio::sync::{Notify, watch};
 
 use crate::health::{Fault, Health};
-use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage};
+use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage, SendReceipt};
 use crate::limits::{MAX_ATTACHMENT_FIELD, MAX_ATTACHMENTS, MAX_NAME, MESSAGE_CUT, Tally, check_ids, cut_redacted};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
@@ -647,7 +647,7 @@ async fn deliver(
         // bounded by call_timeout, and abandoning it could send twice.
         let result = match inst.send(&msg).await {
             // A plugin that sends over its stream: the host writes the frames.
-            Ok(r) if !r.frames.is_empty() => crate::stream::deliver(plugin, r).await,
+            Ok(r) if !r.frames.is_empty() => deliver_frames(plugin, r).await,
             other => other,
         };
         match result {
@@ -697,6 +697,35 @@ async fn deliver(
             }
         }
     }
+}
+
+/// Finish a send whose receipt carries frames: write them to the plugin's
+/// open stream (which [`crate::stream`] holds). An error is a `network`
+/// error, so the outbox retries it.
+pub async fn deliver_frames(plugin: &ChannelPlugin, receipt: SendReceipt) -> Result<SendReceipt, CallError> {
+    // Checked before anything is copied: an oversized write is the
+    // plugin's fault (it counts towards its breaker and is not retried forever).
+    if let Err((limit, e)) = crate::limits::check_frames(&receipt.frames, &plugin.grants.limits) {
+        return Err(refuse_frames(plugin, limit, "send", e));
+    }
+    let frames = receipt.frames.clone();
+    match plugin.outlet().write(frames).await {
+        Ok(()) => Ok(receipt),
+        Err(e) => Err(CallError::Channel(ChannelError::Network(format!("sending over the stream: {e}")))),
+    }
+}
+
+/// Log, audit and count frames refused by `limit`, asked for by `call`.
+pub(crate) fn refuse_frames(plugin: &ChannelPlugin, limit: &'static str, call: &str, e: String) -> CallError {
+    let name = plugin.name();
+    crate::limits::hit(name, limit, 1);
+    plugin.sandbox().auditor().record(
+        crate::audit::Event::new(crate::audit::Kind::Limit, crate::audit::Verdict::Deny)
+            .target(format!("{call} frames"))
+            .policy(format!("limits.{limit}"))
+            .detail(format!("frames from {call} not written: {e}")),
+    );
+    CallError::Channel(ChannelError::Fatal(format!("the frames to write were refused: {e}")))
 }
 
 #[cfg(test)]

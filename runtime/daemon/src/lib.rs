@@ -34,4 +34,5 @@ pub mod service;
 pub mod sinks;
 pub mod stream;
 pub mod tools;
+pub mod turn;
 pub mod workspace;

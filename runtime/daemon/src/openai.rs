@@ -16,9 +16,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::agent::{Settings, TurnInput, TurnOutput};
+use crate::policy::agent::Settings;
 use crate::session::{Entry, Role};
 use crate::tools::ToolBox;
+use crate::turn::{TurnInput, TurnOutput};
 
 /// First retry delay; doubles per attempt, capped at [`MAX_BACKOFF`].
 const BACKOFF: Duration = Duration::from_millis(250);

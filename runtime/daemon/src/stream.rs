@@ -50,8 +50,8 @@ use tokio_tungstenite::tungstenite;
 use crate::audit::{Event, Kind, Verdict};
 use crate::channel::Slot;
 use crate::health::Health;
-use crate::host::latest::{ChannelError, Frame, IngressMode, SendReceipt, StreamKind, Subscription};
-use crate::plugin::{CallError, ChannelPlugin};
+use crate::host::latest::{Frame, IngressMode, StreamKind, Subscription};
+use crate::plugin::ChannelPlugin;
 use crate::sandbox::{Denial, NetworkGate, grant_text, resolve_checked};
 use crate::store::Db;
 
@@ -70,34 +70,6 @@ const DENIED_RETRY: Duration = Duration::from_secs(30);
 const READ_AHEAD: usize = 16;
 
 pub use crate::outlet::Outlet;
-
-/// Finish a send whose receipt carries frames: write them to the plugin's
-/// open stream. An error is a `network` error, so the outbox retries it.
-pub async fn deliver(plugin: &ChannelPlugin, receipt: SendReceipt) -> Result<SendReceipt, CallError> {
-    // Checked before anything is copied: an oversized write is the
-    // plugin's fault (it counts towards its breaker and is not retried forever).
-    if let Err((limit, e)) = crate::limits::check_frames(&receipt.frames, &plugin.grants.limits) {
-        return Err(refuse_frames(plugin, limit, "send", e));
-    }
-    let frames = receipt.frames.clone();
-    match plugin.outlet().write(frames).await {
-        Ok(()) => Ok(receipt),
-        Err(e) => Err(CallError::Channel(ChannelError::Network(format!("sending over the stream: {e}")))),
-    }
-}
-
-/// Log, audit and count frames refused by `limit`, asked for by `call`.
-fn refuse_frames(plugin: &ChannelPlugin, limit: &'static str, call: &str, e: String) -> CallError {
-    let name = plugin.name();
-    crate::limits::hit(name, limit, 1);
-    plugin.sandbox().auditor().record(
-        crate::audit::Event::new(crate::audit::Kind::Limit, crate::audit::Verdict::Deny)
-            .target(format!("{call} frames"))
-            .policy(format!("limits.{limit}"))
-            .detail(format!("frames from {call} not written: {e}")),
-    );
-    CallError::Channel(ChannelError::Fatal(format!("the frames to write were refused: {e}")))
-}
 
 /// The ingress loop of a channel plugin: a stream session loop when its
 /// `describe()` lists `subscribe` first, otherwise [`crate::channel::ingress`]
@@ -933,7 +905,7 @@ async fn session(ctx: &Ctx, slot: &mut Slot, mut conn: Conn, sub: &Subscription,
                 let replies = match crate::limits::check_frames(&r.replies, &ctx.plugin.grants.limits) {
                     Ok(()) => r.replies,
                     Err((limit, e)) => {
-                        refuse_frames(&ctx.plugin, limit, "on-frame", e);
+                        crate::channel::refuse_frames(&ctx.plugin, limit, "on-frame", e);
                         Vec::new()
                     }
                 };

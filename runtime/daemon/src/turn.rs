@@ -1,0 +1,33 @@
+//! One agent turn: what goes in (the message, the session's history, where
+//! tool calls are checked) and what comes out, shared by the [`agent`](crate::agent)
+//! and its backends.
+
+use crate::session::Entry;
+use crate::tools::CallContext;
+
+/// One turn for the agent: the new message and what came before it.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    /// The message text.
+    pub text: String,
+    /// Who wrote it (display name when known).
+    pub sender: String,
+    /// The channel it came through (`chat` for interactive turns).
+    pub channel: String,
+    /// The session's summary of compacted history, if any.
+    pub summary: Option<String>,
+    /// The session's history (oldest first), not including this message.
+    pub history: Vec<Entry>,
+    /// Where tool calls are checked: session, permission mode, origin.
+    pub call: CallContext,
+}
+
+/// What a turn produced.
+#[derive(Debug, Clone, Default)]
+pub struct TurnOutput {
+    /// History entries after the user's message: assistant tool-call
+    /// requests, tool results, and the final answer.
+    pub entries: Vec<Entry>,
+    /// The text to send back (None: no reply).
+    pub reply: Option<String>,
+}
