@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use tokio::sync::{Notify, watch};
 
+use crate::admit::{Tally, check_ids};
 use crate::health::{Fault, Health};
 use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage, SendReceipt};
-use crate::limits::{MAX_ATTACHMENT_FIELD, MAX_ATTACHMENTS, MAX_NAME, MESSAGE_CUT, Tally, check_ids, cut_redacted};
+use crate::limits::{MAX_ATTACHMENT_FIELD, MAX_ATTACHMENTS, MAX_NAME, MESSAGE_CUT, cut_redacted};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
 use crate::store::{Db, Inbound, OutboxRow, now_ms};
@@ -705,7 +706,7 @@ async fn deliver(
 pub async fn deliver_frames(plugin: &ChannelPlugin, receipt: SendReceipt) -> Result<SendReceipt, CallError> {
     // Checked before anything is copied: an oversized write is the
     // plugin's fault (it counts towards its breaker and is not retried forever).
-    if let Err((limit, e)) = crate::limits::check_frames(&receipt.frames, &plugin.grants.limits) {
+    if let Err((limit, e)) = crate::admit::check_frames(&receipt.frames, &plugin.grants.limits) {
         return Err(refuse_frames(plugin, limit, "send", e));
     }
     let frames = receipt.frames.clone();
@@ -792,12 +793,12 @@ mod tests {
         let sb = sandbox(crate::policy::Limits { max_message_bytes: 1024, ..Default::default() }, Some(secret));
         let mut tally = Tally::default();
         // Within the limits: moved as it is, secrets redacted.
-        let m = crate::limits::test_message("1", "c", "s", &format!("hi {secret}"));
+        let m = crate::admit::test_message("1", "c", "s", &format!("hi {secret}"));
         let r = to_inbound(m, &sb, &mut tally).expect("stored");
         assert_eq!((r.text.as_str(), tally.is_empty()), ("hi [REDACTED:k]", true));
         // A huge text is cut with a marker (never leaving part of a secret); raw
         // over the limit is dropped; so are surplus and oversized attachments.
-        let mut m = crate::limits::test_message("2", "c", "s", &format!("{}{secret}{}", "é".repeat(505), "x".repeat(50 << 20)));
+        let mut m = crate::admit::test_message("2", "c", "s", &format!("{}{secret}{}", "é".repeat(505), "x".repeat(50 << 20)));
         m.raw = Some("r".repeat(2000));
         let att = |url: usize| Attachment { name: "a".into(), mime_type: "text/plain".into(), url: Some("u".repeat(url)), size: None };
         m.attachments = (0..100).map(|i| att(if i == 1 { MAX_ATTACHMENT_FIELD + 1 } else { 10 })).collect();
@@ -809,7 +810,7 @@ mod tests {
         assert_eq!(atts.len(), MAX_ATTACHMENTS - 1);
         assert!(tally.cut == 1 && tally.largest > 50 << 20, "{tally:?}");
         // An over-long id (or conversation, sender, thread) refuses the message.
-        let m = crate::limits::test_message(&"i".repeat(crate::limits::MAX_ID + 1), "c", "s", "hi");
+        let m = crate::admit::test_message(&"i".repeat(crate::limits::MAX_ID + 1), "c", "s", "hi");
         assert!(to_inbound(m, &sb, &mut tally).is_none());
         assert_eq!((tally.bad_ids, tally.bad_id), (1, Some(("id", crate::limits::MAX_ID + 1))));
     }
@@ -817,7 +818,7 @@ mod tests {
     #[test]
     fn a_poll_is_bounded_in_bytes() {
         let sb = sandbox(crate::policy::Limits { max_message_bytes: 1024, max_poll_bytes: 3000, ..Default::default() }, None);
-        let messages = (0..10).map(|i| crate::limits::test_message(&i.to_string(), "c", "s", &"x".repeat(1000))).collect();
+        let messages = (0..10).map(|i| crate::admit::test_message(&i.to_string(), "c", "s", &"x".repeat(1000))).collect();
         let (rows, bytes) = admit(messages, &sb, "poll");
         assert_eq!(rows.len(), 2, "two fit in 3000 bytes");
         assert_eq!(bytes, rows.iter().map(inbound_bytes).sum::<usize>());

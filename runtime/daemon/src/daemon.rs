@@ -12,9 +12,10 @@ use tokio::task::JoinSet;
 
 use crate::channel;
 use crate::control::{self, DaemonCommand, Shared};
-use crate::engine::{Engine, PluginCtx};
+use crate::engine::Engine;
 use crate::events::Events;
 use crate::health::{BreakerConfig, Health};
+use crate::host::PluginCtx;
 use crate::plugin::{self, ChannelPlugin};
 use crate::policy::{PluginGrants, Policy};
 use crate::store::Db;

@@ -15,7 +15,7 @@
 //! scaffold, the `*_cmd` modules); what both need lives here or below.
 
 // The layers below, under the module names this crate's code uses.
-use kata_host::{audit, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
+use kata_host::{admit, audit, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
 use kata_policy::policy;
 use kata_store::{session, store};
 

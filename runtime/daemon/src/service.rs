@@ -23,11 +23,12 @@ use anyhow::Result;
 use tokio::sync::{Notify, watch};
 use wasmtime::component::Linker;
 
+use crate::admit::Tally;
 use crate::channel::{InboundBudget, backoff, inbound_bytes, note_pause, sleep_or_shutdown, to_inbound};
-use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
+use crate::engine::Engine;
 use crate::health::{Fault, Health};
 use crate::host::latest::{Message, ServiceBindings, ServicePre};
-use crate::limits::Tally;
+use crate::host::{PluginCtx, PluginIdentity, new_store};
 use crate::plugin::{CallError, ComponentInfo, Instance, LoadError, Prepared, arm, guarded, prepare};
 use crate::policy::PluginGrants;
 use crate::sandbox::{NetworkGate, PluginSandbox};
@@ -90,7 +91,7 @@ impl Emitter {
     }
 }
 
-impl crate::sink::Emit for Emitter {
+impl crate::host::Emit for Emitter {
     fn begin_call(&self) {
         self.emitted.store(0, Ordering::Relaxed);
         self.call_bytes.store(0, Ordering::Relaxed);
@@ -367,8 +368,8 @@ pub async fn run(plugin: Arc<ServicePlugin>, db: Db, health: Arc<Health>, inbox_
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::Emit;
     use crate::host::latest::ConversationKind;
-    use crate::sink::Emit;
 
     fn message(id: &str, text: &str) -> Message {
         Message {

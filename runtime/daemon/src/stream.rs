@@ -33,7 +33,8 @@
 //!
 //! `send` runs in the egress loop's own instance; a plugin that sends over
 //! its stream returns the frames in `send-receipt.frames`, and
-//! [`deliver`] hands them to the session through the plugin's [`Outlet`].
+//! [`deliver_frames`](crate::channel::deliver_frames) hands them to the
+//! session through the plugin's [`Outlet`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -902,7 +903,7 @@ async fn session(ctx: &Ctx, slot: &mut Slot, mut conn: Conn, sub: &Subscription,
                 } else {
                     ctx.health.polled(&name, 0);
                 }
-                let replies = match crate::limits::check_frames(&r.replies, &ctx.plugin.grants.limits) {
+                let replies = match crate::admit::check_frames(&r.replies, &ctx.plugin.grants.limits) {
                     Ok(()) => r.replies,
                     Err((limit, e)) => {
                         crate::channel::refuse_frames(&ctx.plugin, limit, "on-frame", e);

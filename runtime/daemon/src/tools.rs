@@ -18,8 +18,9 @@ use anyhow::Result;
 use wasmtime::component::Linker;
 
 use crate::audit::{Event, Kind, Verdict};
-use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
+use crate::engine::Engine;
 use crate::host::{self, latest};
+use crate::host::{PluginCtx, PluginIdentity, new_store};
 use crate::permissions::{Answer, Decision, decide, wait_for_decision};
 use crate::plugin::{ComponentInfo, Instance, LoadError, arm, guarded};
 use crate::policy::{PluginGrants, ToolMode};

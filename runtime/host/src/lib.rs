@@ -48,6 +48,7 @@
 
 pub use kata_policy::{manifest, policy, util};
 
+pub mod admit;
 pub mod audit;
 pub mod componentize;
 pub mod engine;

@@ -12,8 +12,9 @@ use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 
 use crate::audit::Auditor;
-use crate::engine::{Engine, PluginCtx, PluginIdentity, new_store};
+use crate::engine::Engine;
 use crate::host::{self, latest};
+use crate::host::{PluginCtx, PluginIdentity, new_store};
 use crate::policy::{Limits, PluginGrants};
 use crate::sandbox::{NetworkGate, PluginSandbox};
 use crate::sink::Sinks;
@@ -472,6 +473,18 @@ impl CallError {
     }
 }
 
+/// Count a failed call that a limit stopped (CPU, memory, wall clock), from
+/// its error text as [`describe_trap`] words it.
+pub fn note_call_error(plugin: &str, e: &CallError) {
+    let limit = match e {
+        CallError::Timeout(_) => "call_timeout",
+        CallError::Trap(t) if t.contains("(limits.cpu_per_call)") => "cpu_per_call",
+        CallError::Trap(t) if t.contains("(limits.memory)") => "memory",
+        _ => return,
+    };
+    crate::limits::hit(plugin, limit, 1);
+}
+
 /// Render a channel error for logs.
 pub fn describe_channel_error(e: &latest::ChannelError) -> String {
     use latest::ChannelError as E;
@@ -550,11 +563,11 @@ impl<B> Instance<B> {
     }
 
     /// Finish a call: a trap or a timeout breaks the instance and is counted
-    /// against the plugin (see [`crate::limits::note_call_error`]).
+    /// against the plugin (see [`note_call_error`]).
     pub fn end<T>(&mut self, r: Result<T, CallError>) -> Result<T, CallError> {
         if let Err(e) = &r {
             self.broken = e.breaks_instance();
-            crate::limits::note_call_error(&self.store.data().id.name, e);
+            note_call_error(&self.store.data().id.name, e);
         }
         r
     }

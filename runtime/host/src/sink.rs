@@ -4,10 +4,11 @@
 //! - [`StateStore`]: plugin state (`host.state-*`), keyed by plugin name.
 //! - [`AuditSink`]: the audit log, where every sandbox decision is written
 //!   (defined with the [`Auditor`](crate::audit::Auditor), re-exported here).
-//! - [`Emit`]: where a service plugin's `emitter.emit` calls go.
 //!
-//! kata-daemon implements the first two over the workspace database and the
-//! third as the service emitter that stores into the inbox. [`Sinks::memory`]
+//! (A service's `emitter.emit` calls go to a [`crate::host::Emit`], which
+//! lives with the store data that holds it.)
+//!
+//! kata-daemon implements both over the workspace database. [`Sinks::memory`]
 //! keeps state in memory and audits to the log only: enough to embed the
 //! host without a workspace (see the crate docs).
 
@@ -17,8 +18,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 
 pub use crate::audit::AuditSink;
-use crate::host::latest::Message;
-use crate::sandbox::PluginSandbox;
 
 /// Plugin state: a small key-value store per plugin.
 pub trait StateStore: Send + Sync {
@@ -30,15 +29,6 @@ pub trait StateStore: Send + Sync {
     fn delete(&self, plugin: &str, key: &str) -> Result<()>;
     /// Up to `limit` keys starting with `prefix`, in order.
     fn keys(&self, plugin: &str, prefix: &str, limit: usize) -> Result<Vec<String>>;
-}
-
-/// Where a service instance's `emitter.emit` calls go.
-pub trait Emit: Send + Sync {
-    /// A call into the service is about to start (per-call budgets reset).
-    fn begin_call(&self);
-    /// Take one emitted message; the `Err` text is what the plugin sees.
-    /// `sandbox` is the service's, for scanning and limits.
-    fn emit(&self, message: Message, sandbox: &PluginSandbox) -> std::result::Result<(), String>;
 }
 
 /// The sinks a plugin is loaded with.

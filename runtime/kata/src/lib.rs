@@ -26,7 +26,7 @@ pub use kata_daemon::{
     agent, channel, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks, stream, tools,
     workspace,
 };
-pub use kata_host::{audit, componentize, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
+pub use kata_host::{admit, audit, componentize, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
 pub use kata_policy::{manifest, policy, util};
 pub use kata_store::{session, store};
 

@@ -7,6 +7,7 @@
 //! types to the latest ones, and [`ChannelPre`] / [`ChannelBindings`] pick the
 //! module from the version a component declares.
 
+mod ctx;
 pub mod v0_1_0;
 pub mod v0_1_1;
 pub mod v0_1_2;
@@ -16,7 +17,7 @@ pub use v0_1_2 as latest;
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use crate::engine::PluginCtx;
+pub use ctx::{Emit, PluginCtx, PluginIdentity, new_store};
 
 /// The WIT package every version lives in.
 pub const PACKAGE: &str = "kata:plugin";

@@ -10,7 +10,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::limits::LogVerdict;
 
-use crate::engine::PluginCtx;
+use crate::host::PluginCtx;
 
 /// The version this module implements.
 pub const VERSION: &str = "0.1.2";

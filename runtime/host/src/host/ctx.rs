@@ -1,0 +1,144 @@
+//! The data each plugin instance's store holds — what the host functions of
+//! every WIT version are implemented on — and making such a store under the
+//! plugin's grants and limits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{CallHook, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::latest::Message;
+use crate::engine::{CpuMeter, Engine};
+use crate::policy::{FileMode, PluginGrants};
+use crate::sandbox::{NetworkGate, PluginSandbox};
+use crate::sink::StateStore;
+
+/// Where a service instance's `emitter.emit` calls go (kata-daemon stores
+/// them in the inbox).
+pub trait Emit: Send + Sync {
+    /// A call into the service is about to start (per-call budgets reset).
+    fn begin_call(&self);
+    /// Take one emitted message; the `Err` text is what the plugin sees.
+    /// `sandbox` is the service's, for scanning and limits.
+    fn emit(&self, message: Message, sandbox: &PluginSandbox) -> Result<(), String>;
+}
+
+/// What the host knows about the plugin an instance belongs to.
+#[derive(Clone)]
+pub struct PluginIdentity {
+    /// The plugin's name from kata.toml.
+    pub name: Arc<str>,
+    /// Its non-secret configuration.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Where its state lives (in kata, the workspace database).
+    pub state: Arc<dyn StateStore>,
+    /// Whether its state is read-only (a tool running in the `safe` mode,
+    /// with every write grant stripped): `state-set` fails, `state-delete`
+    /// does nothing.
+    pub read_only: bool,
+}
+
+/// The data of one plugin instance's store.
+pub struct PluginCtx {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    gate: NetworkGate,
+    limits: StoreLimits,
+    /// CPU accounting for the current call.
+    pub cpu: CpuMeter,
+    /// Which plugin this is.
+    pub id: PluginIdentity,
+    /// Where `emitter.emit` puts messages: set for service instances only.
+    pub emitter: Option<Arc<dyn Emit>>,
+}
+
+impl PluginCtx {
+    /// The plugin's sandbox: grants, secret scanner, audit log.
+    pub fn sandbox(&self) -> &std::sync::Arc<PluginSandbox> {
+        self.gate.sandbox()
+    }
+}
+
+impl WasiView for PluginCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for PluginCtx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.gate }
+    }
+}
+
+/// Create a store for one instance of a plugin.
+///
+/// WASI is linked but grants nothing beyond the policy: no environment, no
+/// arguments, no inherited stdio, no sockets, and only the directories in the
+/// plugin's `files` grants, each preopened read-only or read-write. Paths are
+/// resolved inside the preopened directory by cap-std (openat2/`RESOLVE_BENEATH`
+/// semantics), so `..`, absolute paths and symlinks pointing outside cannot
+/// escape it. Outgoing HTTP goes through `gate`, which enforces the plugin's
+/// network grants.
+pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants: &PluginGrants) -> Store<PluginCtx> {
+    let limits = &grants.limits;
+    let mut wasi = WasiCtx::builder();
+    wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    for f in &grants.files {
+        let perms = match f.mode {
+            FileMode::Ro => wasmtime_wasi::FsPerms::ReadOnly,
+            FileMode::Rw => wasmtime_wasi::FsPerms::ReadWrite,
+        };
+        // The directory was checked when the policy was loaded; if it has
+        // gone since, the plugin runs without it (and its opens fail) rather
+        // than not at all.
+        if let Err(e) = wasi.preopened_dir(&f.host, &f.guest, perms) {
+            tracing::error!(
+                plugin = %grants.name,
+                "cannot open granted directory {} (as {}): {e:#}; the plugin runs without it",
+                f.host.display(),
+                f.guest
+            );
+        }
+    }
+    let ctx = PluginCtx {
+        wasi: wasi.build(),
+        http: WasiHttpCtx::new(),
+        table: ResourceTable::new(),
+        gate,
+        limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).instances(20).build(),
+        cpu: CpuMeter::default(),
+        id,
+        emitter: None,
+    };
+    let mut store = Store::new(engine.wasmtime(), ctx);
+    store.limiter(|c| &mut c.limits);
+    store.epoch_deadline_callback(|mut cx| {
+        if cx.data_mut().cpu.charge_tick() {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            // Yield so a busy plugin never starves the daemon's other tasks.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store.call_hook(|mut cx, hook| {
+        match hook {
+            CallHook::CallingHost => cx.data_mut().cpu.enter_host(),
+            CallHook::ReturningFromHost => {
+                // A host call that waited at least a tick (network I/O) must not
+                // be charged as guest CPU: start a fresh tick from here.
+                if cx.data_mut().cpu.return_from_host() {
+                    cx.set_epoch_deadline(1);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    store.set_epoch_deadline(1);
+    store
+}
