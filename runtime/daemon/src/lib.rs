@@ -3,8 +3,9 @@
 //! Owns the message path above the plugin host: channel ingress and egress
 //! ([`channel`], and [`stream`] for persistent connections), [`service`]
 //! plugins and the [`scheduler`], the [`router`] that queues messages per
-//! session, the [`agent`] and its backends ([`openai`]), [`tools`] under the
-//! [`permissions`] mode, [`senders`] and pairing, [`health`] and the circuit
+//! session, the [`agent`] and its backends ([`openai`]) answering a
+//! [`turn`], [`tools`] under the [`permissions`] mode, [`senders`] and
+//! pairing, [`health`] and the circuit
 //! breaker, the [`events`] stream, the control-socket server and its
 //! protocol ([`control`], shared with the CLI's clients), the [`workspace`]
 //! layout, the database-backed [`sinks`] kata-host writes through, and
@@ -13,6 +14,9 @@
 //! It depends on kata-policy, kata-store and kata-host. It must NOT depend
 //! on the `kata` binary crate: no clap, no CLI command modules (install,
 //! scaffold, the `*_cmd` modules); what both need lives here or below.
+//! Within the crate no two modules import each other: `daemon` uses
+//! everything, `router` uses `agent` and `tools`, `stream` uses `channel`,
+//! `agent` uses `openai`, which uses `turn`.
 
 // The layers below, under the module names this crate's code uses.
 use kata_host::{admit, audit, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};

@@ -1,12 +1,22 @@
 //! kata-host: kata's plugin host, usable on its own.
 //!
-//! Runs WebAssembly components under a [`policy`]: the wasmtime [`engine`]
-//! (pooling allocator, epoch CPU metering, on-disk compile cache), one
-//! [`host`] module per published `kata:plugin` WIT version, the [`sandbox`]
-//! (network gate, secrets, leak scan, connection pool), [`limits`]
-//! enforcement, loading and validating components ([`plugin`]), turning core
-//! modules into components ([`componentize`]), the encrypted
-//! [`secret_store`] and the [`audit`] model.
+//! Runs WebAssembly components under a [`policy`]. Its modules, bottom up
+//! (none imports one above it):
+//!
+//! - [`audit`], [`limits`], [`secret_store`], [`sink`]: the audit model and
+//!   its sink, limit counters and cutting, kata's encrypted secret store, and
+//!   the plugin-state sink;
+//! - [`sandbox`]: the network gate, secrets, leak scan, connection pool;
+//! - [`engine`]: the wasmtime engine (pooling allocator, epoch CPU metering,
+//!   on-disk compile cache);
+//! - [`host`]: each instance's store data and one module per published
+//!   `kata:plugin` WIT version;
+//! - [`admit`]: messages and frames a plugin hands the host, checked
+//!   against its limits; [`outlet`]: where a channel's `send` puts frames
+//!   for its open stream;
+//! - [`plugin`]: loading and validating components, and the one guarded
+//!   [`plugin::Instance`] every kind of plugin runs in; [`componentize`]:
+//!   core modules into components.
 //!
 //! # Embedding
 //!

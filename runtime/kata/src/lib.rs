@@ -11,24 +11,26 @@
 //!
 //! - kata-policy: [`policy`], [`manifest`], [`util`] — kata.toml, grants,
 //!   manifests; no wasmtime, tokio or SQLite.
-//! - kata-store: [`store`], [`session`] — the workspace database.
-//! - kata-host: [`engine`], [`host`], [`sandbox`], [`limits`], [`plugin`],
-//!   [`outlet`], [`componentize`], [`secret_store`], [`audit`], [`sink`] —
+//! - kata-store: [`store`], [`session`], [`history`], [`tasks`],
+//!   [`approvals`] — the workspace database.
+//! - kata-host: [`engine`], [`host`], [`sandbox`], [`limits`], [`admit`],
+//!   [`plugin`], [`outlet`], [`componentize`], [`secret_store`], [`audit`],
+//!   [`sink`] —
 //!   the embeddable plugin host; no SQLite.
 //! - kata-daemon: [`workspace`], [`sinks`], [`events`], [`health`],
 //!   [`senders`], [`permissions`], [`channel`], [`stream`], [`service`],
-//!   [`tools`], [`agent`], [`openai`], [`scheduler`], [`router`],
+//!   [`tools`], [`turn`], [`agent`], [`openai`], [`scheduler`], [`router`],
 //!   [`control`], [`daemon`] — what `kata run` runs.
 //!
 //! Nothing below depends on this crate: a CLI-only change rebuilds only it.
 
 pub use kata_daemon::{
-    agent, channel, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks, stream, tools,
+    agent, channel, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks, stream, tools, turn,
     workspace,
 };
 pub use kata_host::{admit, audit, componentize, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
 pub use kata_policy::{manifest, policy, util};
-pub use kata_store::{session, store};
+pub use kata_store::{approvals, history, session, store, tasks};
 
 pub mod cli;
 pub mod client;
