@@ -290,10 +290,62 @@ impl From<LogFormatArg> for LogFormat {
     }
 }
 
+/// The crates kata's modules now live in, by module: log targets name the
+/// crate (`kata_daemon::channel`), while filters written when kata was one
+/// crate say `kata::channel` or `kata`.
+const MODULE_CRATES: &[(&str, &[&str])] = &[
+    ("kata_policy", &["policy", "manifest", "util"]),
+    ("kata_store", &["store", "session", "history", "tasks", "approvals"]),
+    ("kata_host", &["admit", "audit", "componentize", "engine", "host", "limits", "outlet", "plugin", "sandbox", "secret_store", "sink"]),
+    (
+        "kata_daemon",
+        &[
+            "agent",
+            "channel",
+            "control",
+            "daemon",
+            "events",
+            "health",
+            "openai",
+            "permissions",
+            "router",
+            "scheduler",
+            "senders",
+            "service",
+            "sinks",
+            "stream",
+            "tools",
+            "turn",
+            "workspace",
+        ],
+    ),
+];
+
+/// A `KATA_LOG` filter with its `kata…` directives pointed at the crates:
+/// `kata=debug` also covers every kata crate, `kata::channel=debug` becomes
+/// `kata_daemon::channel=debug`.
+fn crate_targets(filter: &str) -> String {
+    let mut out = Vec::new();
+    for d in filter.split(',') {
+        let (target, rest) = d.split_once(['=', '[']).map_or((d, ""), |(t, _)| (t, &d[t.len()..]));
+        if target == "kata" {
+            out.push(d.to_string());
+            out.extend(MODULE_CRATES.iter().map(|(c, _)| format!("{c}{rest}")));
+        } else if let Some(path) = target.strip_prefix("kata::")
+            && let Some((krate, _)) = MODULE_CRATES.iter().find(|(_, mods)| mods.contains(&path.split("::").next().unwrap_or("")))
+        {
+            out.push(format!("{krate}::{path}{rest}"));
+        } else {
+            out.push(d.to_string());
+        }
+    }
+    out.join(",")
+}
+
 /// The log filter for a command: `KATA_LOG` wins, else by verbosity.
 fn log_filter(verbose: u8, default: &str) -> tracing_subscriber::EnvFilter {
     if let Ok(f) = std::env::var("KATA_LOG")
-        && let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&f)
+        && let Ok(filter) = tracing_subscriber::EnvFilter::try_new(crate_targets(&f))
     {
         return filter;
     }
@@ -524,4 +576,17 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filters_written_for_one_crate_reach_the_crates() {
+        assert_eq!(crate_targets("kata=debug"), "kata=debug,kata_policy=debug,kata_store=debug,kata_host=debug,kata_daemon=debug");
+        assert_eq!(crate_targets("warn,kata::channel=trace,kata::cli=info"), "warn,kata_daemon::channel=trace,kata::cli=info");
+        assert_eq!(crate_targets("kata::sandbox::pool[conn]=debug"), "kata_host::sandbox::pool[conn]=debug");
+        assert_eq!(crate_targets("off"), "off");
+    }
 }
