@@ -11,6 +11,7 @@ for m in sdk/rust plugins tests/guests; do
 done
 echo "==> host tests" >&2
 cargo test --workspace --all-targets
+cargo test --workspace --doc # the rustdoc examples (kata-host's embedding API)
 echo "==> SDK and guest unit tests (native target)" >&2
 export CARGO_TARGET_DIR=$PWD/target/guest-native
 cargo test --manifest-path sdk/rust/Cargo.toml

@@ -26,6 +26,13 @@ impl Engine {
     /// Build the engine: component model, async, pooling allocator and epoch
     /// interruption, with a ticker thread that lives as long as the engine.
     /// `cache_dir` keeps compiled components between runs (None: compile every time).
+    ///
+    /// ```
+    /// let engine = kata_host::engine::Engine::new(None)?; // no cache: compile every time
+    /// let linker = kata_host::plugin::linker(&engine)?;
+    /// # let _ = linker;
+    /// # Ok::<(), anyhow::Error>(())
+    /// ```
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self> {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true);

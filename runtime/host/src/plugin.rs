@@ -169,6 +169,15 @@ pub enum LoadError {
 /// The sha256 a plugin file is stored under, when it is content-addressed:
 /// its name is 64 lowercase hex digits and `.wasm`, as `kata plugin add`
 /// names the files it keeps in `.kata/plugins/`.
+///
+/// ```
+/// use std::path::Path;
+/// use kata_host::plugin::stored_hash;
+///
+/// let stored = format!(".kata/plugins/{}.wasm", "a".repeat(64));
+/// assert_eq!(stored_hash(Path::new(&stored)), Some(&*"a".repeat(64)));
+/// assert_eq!(stored_hash(Path::new("echo.wasm")), None);
+/// ```
 pub fn stored_hash(file: &Path) -> Option<&str> {
     let stem = file.file_stem()?.to_str()?;
     let content_addressed = file.extension().is_some_and(|e| e == "wasm")
@@ -214,6 +223,15 @@ fn core_module_advice(path: &str) -> String {
 }
 
 /// Read what a component is without compiling it.
+///
+/// ```
+/// use kata_host::plugin::{LoadError, inspect};
+///
+/// assert!(matches!(inspect(b"hello", "x.wasm"), Err(LoadError::NotWasm { .. })));
+/// // A core module is refused with the command that makes a component of it.
+/// let e = inspect(b"\0asm\x01\0\0\0", "m.wasm").unwrap_err().to_string();
+/// assert!(e.contains("kata plugin componentize"), "{e}");
+/// ```
 pub fn inspect(bytes: &[u8], path: &str) -> Result<ComponentInfo, LoadError> {
     if !bytes.starts_with(b"\0asm") {
         return Err(LoadError::NotWasm { path: path.into() });

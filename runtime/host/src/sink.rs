@@ -42,6 +42,13 @@ pub struct Sinks {
 
 impl Sinks {
     /// State in memory, audit to the log only: for embedding and tests.
+    ///
+    /// ```
+    /// let sinks = kata_host::sink::Sinks::memory();
+    /// sinks.state.set("notes", "last", b"42").unwrap();
+    /// assert_eq!(sinks.state.get("notes", "last").unwrap().as_deref(), Some(&b"42"[..]));
+    /// assert_eq!(sinks.state.keys("notes", "l", 10).unwrap(), ["last"]);
+    /// ```
     pub fn memory() -> Self {
         Self { state: Arc::new(MemoryState::default()), audit: None }
     }
