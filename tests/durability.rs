@@ -153,7 +153,9 @@ fn telegram_offset_rule_soak_answers_every_message_exactly_once() {
     let server = BotApiServer::start(token);
     let ws = TestWorkspace::new(&server.plugin_toml(
         &guest("telegram"),
-        &format!("allow_from = [\"*\"]\nlimits = {{ concurrent_sends = {LANES}, messages_per_minute = 100000 }}"),
+        &format!(
+            "allow_from = [\"*\"]\nlimits = {{ concurrent_sends = {LANES}, messages_per_minute = 100000, requests_per_minute = 100000 }}"
+        ),
     ));
     let env = [("TG_TEST_TOKEN", token), ("KATA_FAULT_PAUSE", "egress-read:30")];
     let text = |user: i64, i: usize| format!("u{user} says {i}");

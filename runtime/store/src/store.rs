@@ -507,6 +507,16 @@ fn check_integrity(path: &Path) -> Result<()> {
         {
             msg.unwrap_or_else(|| e.to_string())
         }
+        // Another kata process holds a lock the read-only check cannot wait
+        // out (a WAL recovery, a checkpoint): that process opened the file, so
+        // it is readable; the open below waits for the lock as usual.
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+        {
+            // No tidying here: the -wal beside it may be that process's.
+            tracing::debug!(path = %path.display(), "database busy: integrity check skipped this time");
+            return Ok(());
+        }
         Err(e) => {
             tidy();
             return Err(e).with_context(|| format!("cannot read the workspace database {} to check it", path.display()));
