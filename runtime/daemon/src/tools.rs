@@ -63,7 +63,7 @@ impl ToolsPlugin {
             anyhow::bail!("plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE`", grants.name);
         };
         let path = file.display().to_string();
-        let bytes = crate::plugin::read_plugin(&file)?;
+        let (bytes, digest) = crate::plugin::read_plugin_digested(&file)?;
         let info = crate::plugin::inspect(&bytes, &path)?;
         if let Some(v) = &info.wit_version {
             crate::plugin::check_version(v, &path)?;
@@ -74,7 +74,8 @@ impl ToolsPlugin {
                 if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") }
             );
         }
-        let component = engine.compile(&bytes).map_err(|e| LoadError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
+        let component =
+            engine.compile_digested(&bytes, &digest).map_err(|e| LoadError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
         let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
         let pre = host::ToolsPre::new(pre, info.wit_version.as_deref())
             .map_err(|e| anyhow::anyhow!("{path}: incompatible tools export ({e:#})"))?;

@@ -75,10 +75,16 @@ impl Engine {
     /// Compile a component, or load it from the cache when these exact bytes
     /// were compiled before by an engine with the same settings and version.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component> {
+        self.compile_digested(bytes, &hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// [`Self::compile`] for bytes whose sha256 (hex) the caller already has
+    /// (the plugin loader hashes a file once, for its tamper check and this).
+    pub fn compile_digested(&self, bytes: &[u8], sha256_hex: &str) -> Result<Component> {
         let Some(dir) = &self.cache_dir else {
             return Ok(Component::new(&self.inner, bytes)?);
         };
-        let path = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        let path = dir.join(format!("{}.cwasm", self.key_for(sha256_hex)));
         if path.exists() {
             match self.load_cached(&path) {
                 Ok(c) => return Ok(c),
@@ -121,10 +127,14 @@ impl Engine {
     }
 
     fn cache_key(&self, bytes: &[u8]) -> String {
+        self.key_for(&hex::encode(Sha256::digest(bytes)))
+    }
+
+    fn key_for(&self, sha256_hex: &str) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.inner.precompile_compatibility_hash().hash(&mut h);
         let engine = h.finish();
-        format!("{}-{engine:016x}", hex::encode(Sha256::digest(bytes)))
+        format!("{sha256_hex}-{engine:016x}")
     }
 
     #[allow(unsafe_code)]

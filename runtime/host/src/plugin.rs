@@ -191,16 +191,22 @@ pub fn stored_hash(file: &Path) -> Option<&str> {
 /// code, even another valid plugin — is refused before anything compiles
 /// it or loads its compiled copy from the cache.
 pub fn read_plugin(file: &Path) -> Result<Vec<u8>, LoadError> {
+    read_plugin_digested(file).map(|(bytes, _)| bytes)
+}
+
+/// [`read_plugin`], and the sha256 (hex) of the bytes, which the compile
+/// cache is keyed by ([`Engine::compile_digested`]): hashed once per load.
+pub fn read_plugin_digested(file: &Path) -> Result<(Vec<u8>, String), LoadError> {
+    use sha2::Digest;
     let path = file.display().to_string();
     let bytes = std::fs::read(file).map_err(|error| LoadError::Read { path: path.clone(), error })?;
-    if let Some(expected) = stored_hash(file) {
-        use sha2::Digest;
-        let found = hex::encode(sha2::Sha256::digest(&bytes));
-        if found != expected {
-            return Err(LoadError::Tampered { path, expected: expected.to_string(), found });
-        }
+    let found = hex::encode(sha2::Sha256::digest(&bytes));
+    if let Some(expected) = stored_hash(file)
+        && found != expected
+    {
+        return Err(LoadError::Tampered { path, expected: expected.to_string(), found });
     }
-    Ok(bytes)
+    Ok((bytes, found))
 }
 
 /// How to turn the core module at `path` into a component: the exact kata
@@ -381,7 +387,7 @@ pub fn prepare(
         anyhow::bail!("plugin {} has no `path` in kata.toml; install it with `kata plugin add FILE --name {}`", grants.name, grants.name);
     };
     let path = file.display().to_string();
-    let bytes = read_plugin(&file)?;
+    let (bytes, digest) = read_plugin_digested(&file)?;
     let info = inspect(&bytes, &path)?;
     if let Some(v) = &info.wit_version {
         check_version(v, &path)?;
@@ -394,7 +400,7 @@ pub fn prepare(
         }
         .into());
     }
-    let component = compile(engine, &bytes, &path)?;
+    let component = compile(engine, &bytes, &digest, &path)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
     // The manifest asks, the policy decides: only what both say is given.
     let mut grants = grants;
@@ -466,8 +472,8 @@ impl ChannelPlugin {
     }
 }
 
-fn compile(engine: &Engine, bytes: &[u8], path: &str) -> Result<Component, LoadError> {
-    engine.compile(bytes).map_err(|e| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") })
+fn compile(engine: &Engine, bytes: &[u8], digest: &str, path: &str) -> Result<Component, LoadError> {
+    engine.compile_digested(bytes, digest).map_err(|e| LoadError::Invalid { path: path.into(), reason: format!("{e:#}") })
 }
 
 /// Why a call into a plugin did not return a value.
