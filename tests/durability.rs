@@ -35,10 +35,10 @@ impl Rng {
     }
 }
 
-#[test]
-fn sigkill_at_random_points_loses_nothing_and_answers_nothing_twice() {
-    let server = LoopbackServer::start(MESSAGES, 50, |_| Duration::ZERO);
-    let ws = TestWorkspace::new(&format!(
+/// A workspace running `guest-loopback` against `server` on [`LANES`] send
+/// lanes, with the rate limits out of the way.
+fn loopback_workspace(server: &LoopbackServer) -> TestWorkspace {
+    TestWorkspace::new(&format!(
         r#"
 [plugins.loop]
 path = "{wasm}"
@@ -49,7 +49,13 @@ limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, conc
 "#,
         wasm = guest("guest-loopback").display(),
         base = server.base()
-    ));
+    ))
+}
+
+#[test]
+fn sigkill_at_random_points_loses_nothing_and_answers_nothing_twice() {
+    let server = LoopbackServer::start(MESSAGES, 50, |_| Duration::ZERO);
+    let ws = loopback_workspace(&server);
     let seed = std::env::var("KATA_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -119,18 +125,7 @@ limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, conc
 fn several_lanes_send_each_reply_once_without_a_crash() {
     const N: usize = 1500;
     let server = LoopbackServer::start(N, 40, |_| Duration::ZERO);
-    let ws = TestWorkspace::new(&format!(
-        r#"
-[plugins.loop]
-path = "{wasm}"
-network = ["{base}"]
-config = {{ base = "{base}" }}
-allow_from = ["*"]
-limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, concurrent_sends = {LANES} }}
-"#,
-        wasm = guest("guest-loopback").display(),
-        base = server.base()
-    ));
+    let ws = loopback_workspace(&server);
     let mut daemon = ws.run(&[("KATA_FAULT_PAUSE", "egress-read:30")]);
     wait_for("every message to be answered", Duration::from_secs(240), || (server.delivered() >= N).then_some(()));
     let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
@@ -160,12 +155,9 @@ fn telegram_offset_rule_soak_answers_every_message_exactly_once() {
     let env = [("TG_TEST_TOKEN", token), ("KATA_FAULT_PAUSE", "egress-read:30")];
     let text = |user: i64, i: usize| format!("u{user} says {i}");
     let sock = ws.path().join(".kata/kata.sock");
-    let running = |ws: &TestWorkspace| {
-        wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
-        let _ = ws;
-    };
+    let running = || wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
     let mut daemon = ws.run(&env);
-    running(&ws);
+    running();
     // Users write while the daemon runs; halfway, while replies are going
     // out, it is stopped gracefully (SIGTERM) and started again, with
     // messages still coming in.
@@ -178,7 +170,7 @@ fn telegram_offset_rule_soak_answers_every_message_exactly_once() {
             wait_for("replies to be going out", Duration::from_secs(60), || (server.sent().len() >= 50).then_some(()));
             assert!(daemon.signal_and_wait("TERM").success(), "graceful stop failed: {}", ws.log());
             daemon = ws.run(&env);
-            running(&ws);
+            running();
         }
     }
     let total = USERS as usize * EACH;

@@ -14,7 +14,7 @@
 //! Connections are kept alive (HTTP/1.1), as kata's sandbox reuses them.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -165,26 +165,11 @@ fn serve(conn: TcpStream, state: &(Mutex<State>, Condvar), token: &str, stop: &A
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
+        let (head, body) = crate::common::read_request(&mut reader);
+        if head.is_empty() {
             return Ok(());
         }
-        let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 {
-                return Ok(());
-            }
-            if h.trim_end().is_empty() {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body)?;
+        let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let path = target.split('?').next().unwrap_or("");
         let Some((bot_token, method)) = path.strip_prefix("/bot").and_then(|p| p.split_once('/')) else {

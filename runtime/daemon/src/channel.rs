@@ -137,17 +137,7 @@ impl Slot {
         }
         let delay = error_delay(e, &mut self.backoff);
         let name = self.plugin.name();
-        match self.health.failure(name, &e.to_string(), fault_of(e)) {
-            Some(open) => {
-                tracing::error!(
-                    plugin = %name,
-                    "circuit breaker open: {name} keeps failing ({e}); leaving it alone for {open:?} \
-                     (`kata status` shows it; fix the plugin or its limits, then `kata reload`)"
-                );
-                open.max(delay)
-            }
-            None => delay,
-        }
+        self.health.failure_delay(name, name, &e.to_string(), fault_of(e), delay)
     }
 
     /// Abandon the instance (e.g. a call cancelled mid-way).

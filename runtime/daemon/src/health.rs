@@ -238,6 +238,24 @@ impl Health {
         })
     }
 
+    /// Report a failure (as [`Self::failure`]) that is to be followed by
+    /// `delay`, and return how long to wait: `delay`, or the breaker's
+    /// cooldown if this failure opened it — which is logged once, naming
+    /// the plugin as `shown_as` ("NAME", "service NAME").
+    pub fn failure_delay(&self, plugin: &str, shown_as: &str, error: &str, fault: Fault, delay: Duration) -> Duration {
+        match self.failure(plugin, error, fault) {
+            Some(open) => {
+                tracing::error!(
+                    plugin = %plugin,
+                    "circuit breaker open: {shown_as} keeps failing ({error}); leaving it alone for {open:?} \
+                     (`kata status` shows it; fix the plugin or its limits, then `kata reload`)"
+                );
+                open.max(delay)
+            }
+            None => delay,
+        }
+    }
+
     /// How long the breaker still keeps `plugin` stopped (zero when closed or
     /// the cooldown is over).
     pub fn breaker_wait(&self, plugin: &str) -> Duration {

@@ -259,17 +259,7 @@ pub fn check_targets(services: &[Arc<ServicePlugin>], channels: &[&str], policy_
 /// that returns an error only backs off, like a channel's network error.
 fn failed(health: &Health, name: &str, error: &str, fault: Fault, backoff: &mut backon::ExponentialBackoff) -> Duration {
     let delay = backoff.next().unwrap_or(Duration::from_secs(300));
-    match health.failure(name, error, fault) {
-        Some(open) => {
-            tracing::error!(
-                plugin = %name,
-                "circuit breaker open: service {name} keeps failing ({error}); leaving it alone for {open:?} \
-                 (`kata status` shows it; fix the plugin or its limits, then `kata reload`)"
-            );
-            open.max(delay)
-        }
-        None => delay,
-    }
+    health.failure_delay(name, &format!("service {name}"), error, fault, delay)
 }
 
 /// Run one service until shutdown: start, tick on the plugin's schedule,

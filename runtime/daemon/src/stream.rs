@@ -107,17 +107,7 @@ pub async fn ingress(
             Err(e) => {
                 let d = backoff.next().unwrap_or(Duration::from_secs(300));
                 let text = format!("cannot describe the plugin: {e}");
-                let d = match health.failure(name, &text, crate::channel::fault_of(&e)) {
-                    Some(open) => {
-                        tracing::error!(
-                            plugin = %name,
-                            "circuit breaker open: {name} keeps failing ({text}); leaving it alone for {open:?} \
-                             (`kata status` shows it; fix the plugin or its limits, then `kata reload`)"
-                        );
-                        open.max(d)
-                    }
-                    None => d,
-                };
+                let d = health.failure_delay(name, name, &text, crate::channel::fault_of(&e), d);
                 tracing::warn!(plugin = %name, "{text}; retrying in {d:?}");
                 if sleep_or_shutdown(d, &mut shutdown).await {
                     return;
