@@ -70,3 +70,20 @@ for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done
 ls -1 target/guests/*.wasm >&2
+
+# 5. Toolchains for plugins in other languages (pinned versions, installed by
+#    kata itself into its toolchain directory; see `kata plugin toolchain`),
+#    then their test guests (tests/guests/<lang>-*/) into target/guests/.
+#    `kata plugin build` skips a project whose inputs did not change.
+PLUGIN_LANGS="${KATA_PLUGIN_LANGS-}"
+for lang in $PLUGIN_LANGS; do
+  log "plugin toolchain: $lang"
+  "$KATA" plugin toolchain install "$lang" >&2
+done
+for lang in $PLUGIN_LANGS; do
+  for d in tests/guests/"$lang"-*/; do
+    [ -d "$d" ] || continue
+    log "building $d"
+    build_guest "$d" "$(basename "$d")"
+  done
+done

@@ -24,9 +24,11 @@ pub fn kata_bin() -> PathBuf {
 }
 
 /// Where a guest's source lives, by name: `telegram` is plugins/telegram,
-/// `guest-*` are test fixtures in tests/guests/.
+/// `guest-*` and `<lang>-*` (e.g. `js-probe`) are test fixtures in
+/// tests/guests/.
 fn guest_dir(name: &str) -> PathBuf {
-    if name.starts_with("guest-") { root().join("tests/guests").join(name) } else { root().join("plugins").join(name) }
+    let fixture = root().join("tests/guests").join(name);
+    if fixture.is_dir() { fixture } else { root().join("plugins").join(name) }
 }
 
 /// The component for a guest, built from source with `kata plugin build` once

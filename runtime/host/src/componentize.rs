@@ -142,7 +142,7 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
 
 /// The crate's `plugin.toml`, if it has one. Without it the component
 /// carries no manifest, and kata.toml alone decides what it gets.
-fn read_manifest(dir: &Path) -> Result<Option<crate::manifest::Manifest>> {
+pub fn read_manifest(dir: &Path) -> Result<Option<crate::manifest::Manifest>> {
     let file = dir.join(crate::manifest::FILE);
     if !file.is_file() {
         tracing::warn!(
@@ -154,6 +154,11 @@ fn read_manifest(dir: &Path) -> Result<Option<crate::manifest::Manifest>> {
     }
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     crate::manifest::Manifest::parse(&text, &file.display().to_string()).map(Some).map_err(anyhow::Error::msg)
+}
+
+/// The project's `plugin.toml` if it has one, without the warning.
+pub fn read_manifest_quiet(dir: &Path) -> Result<Option<crate::manifest::Manifest>> {
+    if dir.join(crate::manifest::FILE).is_file() { read_manifest(dir) } else { Ok(None) }
 }
 
 /// Turn a core module (with wit-bindgen's component-type sections) into a
@@ -173,10 +178,20 @@ pub fn componentize(core: &[u8]) -> Result<Vec<u8>> {
     encoder.encode()
 }
 
-/// `kata plugin componentize MODULE --out FILE`: [`componentize`] a core
-/// module file and write the component, only if it is a plugin kata runs
-/// (it exports a kata world). Returns the component's size.
-pub fn componentize_file(module: &Path, out: &Path) -> Result<u64> {
+/// `kata plugin componentize MODULE [--manifest plugin.toml] --out FILE`:
+/// [`componentize`] a core module file, embed the manifest when one is given
+/// (what the plugin asks for, shown by `kata plugin add`), and write the
+/// component, only if it is a plugin kata runs (it exports a kata world).
+/// Returns the component's size.
+pub fn componentize_file(module: &Path, manifest: Option<&Path>, out: &Path) -> Result<u64> {
+    let manifest = match manifest {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the manifest {}", file.display()))?;
+            let m = crate::manifest::Manifest::parse(&text, &file.display().to_string()).map_err(anyhow::Error::msg)?;
+            Some(m)
+        }
+        None => None,
+    };
     let core = std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
     if wasmparser::Parser::is_component(&core) {
         bail!("{} is already a component; install it with `kata plugin add {}`", module.display(), crate::util::shell_quote(module));
@@ -184,7 +199,7 @@ pub fn componentize_file(module: &Path, out: &Path) -> Result<u64> {
     if !wasmparser::Parser::is_core_wasm(&core) {
         bail!("{} is not a WebAssembly module (it does not start with the \\0asm header)", module.display());
     }
-    let component = componentize(&core).with_context(|| {
+    let mut component = componentize(&core).with_context(|| {
         format!(
             "cannot turn {} into a component (a module needs the component-type information wit-bindgen embeds \
              for one of kata's worlds, from the WIT in wit/)",
@@ -198,6 +213,15 @@ pub fn componentize_file(module: &Path, out: &Path) -> Result<u64> {
             "{} became a component that exports {found}, not one of kata's worlds; generate its bindings with wit-bindgen \
              from kata's WIT (wit/, world channel-plugin, tools-plugin or service-plugin); nothing was written",
             module.display()
+        );
+    }
+    if let Some(m) = manifest {
+        crate::manifest::append_custom_section(&mut component, crate::manifest::SECTION, m.to_toml().as_bytes());
+    } else {
+        tracing::warn!(
+            "{} carries no manifest (what it asks for), so `kata plugin add` will grant it nothing until kata.toml does; \
+             pass --manifest plugin.toml to embed one",
+            out.display()
         );
     }
     let tmp = out.with_extension("wasm.tmp");

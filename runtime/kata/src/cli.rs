@@ -175,27 +175,55 @@ pub enum PairCommand {
 /// `kata plugin …`
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Build a Rust guest crate to a component (compile for wasm32-wasip1, then
-    /// componentize in-process with wit-component).
+    /// Build a plugin project (Rust, JavaScript, TypeScript, Python, C or Go;
+    /// the language is read from its files) into a component with its
+    /// plugin.toml embedded. Unchanged projects are not rebuilt.
     Build {
-        /// The crate directory (default: the current directory).
+        /// The project directory (default: the current directory).
         dir: Option<PathBuf>,
-        /// Where to write the component (default: next to the core module in the target dir).
+        /// Where to write the component (default: build/NAME.wasm in the
+        /// project; for Rust, next to the core module in cargo's target dir).
         #[arg(short, long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
     /// Turn a core WebAssembly module built with wit-bindgen for a kata world
-    /// (C, Go, Zig…) into a component, adapting its WASI preview1 imports with
-    /// the reactor adapter: the last step of `kata plugin build`.
+    /// (C, Zig, TinyGo, AssemblyScript, your own build…) into a component,
+    /// adapting its WASI preview1 imports with the reactor adapter, and embed
+    /// its manifest.
     Componentize {
         /// The core module (.wasm).
         module: PathBuf,
+        /// The plugin.toml to embed: what the plugin asks for (network,
+        /// files, secrets), shown by `kata plugin add`. Without one, the
+        /// plugin gets only what kata.toml grants by hand.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
         /// Where to write the component.
         #[arg(short, long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Write the bindings for a kata world in a language that needs generated
+    /// code (C, Go), from the WIT built into this kata.
+    Bindings {
+        /// The language to write bindings for.
+        #[arg(long, value_enum)]
+        lang: crate::build::Lang,
+        /// Which world.
+        #[arg(long, value_parser = ["channel", "tools", "service"], default_value = "channel")]
+        world: String,
+        /// The directory to write them into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Install or check the toolchains that build plugins in each language
+    /// (pinned versions, in kata's own directory).
+    Toolchain {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ToolchainCommand,
+    },
     /// Create a plugin project from a template; it builds with `kata plugin
-    /// build` and passes its own `cargo test` out of the box.
+    /// build` and passes its own test out of the box.
     New {
         /// The plugin's name (lowercase letters, digits, '-', '_').
         name: String,
@@ -203,8 +231,8 @@ pub enum PluginCommand {
         #[arg(long, value_parser = ["channel", "tools", "service"], default_value = "channel")]
         kind: String,
         /// The language of the project.
-        #[arg(long, value_parser = ["rust"], default_value = "rust")]
-        lang: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::build::Lang,
         /// Where to create it (default: ./NAME).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -252,6 +280,20 @@ pub enum PluginCommand {
         #[command(flatten)]
         fetch: FetchArgs,
     },
+}
+
+/// `kata plugin toolchain …`
+#[derive(Debug, Subcommand)]
+pub enum ToolchainCommand {
+    /// Install the pinned toolchain for each language given (all when none):
+    /// npm and pip packages into kata's toolchain directory, from lockfiles.
+    Install {
+        /// The languages (default: all).
+        #[arg(value_enum)]
+        langs: Vec<crate::build::Lang>,
+    },
+    /// Show which toolchains are installed, and how to install the others.
+    Status,
 }
 
 /// How `add` and `upgrade` fetch and accept a component.
@@ -519,19 +561,43 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
     match cmd {
         PluginCommand::Build { dir, out: file } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            let path = crate::componentize::build(&dir, file.as_deref())?;
+            let (path, rebuilt) = crate::build::build(&dir, file.as_deref())?;
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            writeln!(out, "{} ({size} bytes)", path.display())?;
+            let note = if rebuilt { "" } else { ", up to date" };
+            writeln!(out, "{} ({size} bytes{note})", path.display())?;
         }
-        PluginCommand::Componentize { module, out: file } => {
-            let size = crate::componentize::componentize_file(&module, &file)?;
+        PluginCommand::Componentize { module, manifest, out: file } => {
+            let size = crate::componentize::componentize_file(&module, manifest.as_deref(), &file)?;
             writeln!(out, "{} ({size} bytes); install it with `kata plugin add {}`", file.display(), crate::store::shell_quote(&file))?;
         }
+        PluginCommand::Bindings { lang, world, out: dir } => {
+            let written = crate::build::bindings(lang, &world, &dir)?;
+            for f in written {
+                writeln!(out, "{}", f.display())?;
+            }
+        }
+        PluginCommand::Toolchain { cmd } => match cmd {
+            ToolchainCommand::Install { langs } => {
+                let langs = if langs.is_empty() { crate::build::Lang::ALL.to_vec() } else { langs };
+                for lang in langs.into_iter().filter(|l| *l != crate::build::Lang::Ts) {
+                    crate::build::toolchain::install(lang).with_context(|| format!("installing the {lang} toolchain failed"))?;
+                    writeln!(out, "{lang}: {}", crate::build::toolchain::status(lang)?)?;
+                }
+            }
+            ToolchainCommand::Status => {
+                for lang in crate::build::Lang::ALL.into_iter().filter(|l| *l != crate::build::Lang::Ts) {
+                    match crate::build::toolchain::status(lang) {
+                        Ok(s) => writeln!(out, "{lang:<7} {s}")?,
+                        Err(e) => writeln!(out, "{lang:<7} missing: {e:#}")?,
+                    }
+                }
+            }
+        },
         PluginCommand::New { name, kind, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            crate::scaffold::new_project(&name, &kind, &lang, &dir)?;
-            writeln!(out, "Created {kind} plugin {name} in {}.", dir.display())?;
-            writeln!(out, "Next: cd {} && cargo test && kata plugin build .", dir.display())?;
+            let next = crate::scaffold::new_project(&name, &kind, lang, &dir)?;
+            writeln!(out, "Created {kind} plugin {name} ({lang}) in {}.", dir.display())?;
+            writeln!(out, "Next: cd {} && {next}", crate::store::shell_quote(&dir))?;
         }
         PluginCommand::Add { source, name, fetch } => {
             let ws = Workspace::discover(workspace)?;

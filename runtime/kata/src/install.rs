@@ -627,6 +627,7 @@ pub fn inspect(ws: Option<&Workspace>, target: &str, out: &mut dyn Write) -> Res
     writeln!(out, "sha256:      {}", hex::encode(Sha256::digest(&bytes)))?;
     writeln!(out, "kind:        {}", Kind::of(&info).map_or("none (not a kata plugin)", Kind::as_str))?;
     writeln!(out, "WIT version: kata:plugin@{}", info.wit_version.as_deref().unwrap_or("unknown"))?;
+    writeln!(out, "language:    {}", crate::build::source_language(&bytes).as_deref().unwrap_or("unknown (the component does not say)"))?;
     if let Some(m) = &info.manifest {
         writeln!(out, "manifest:    {} {} — {}", m.name, m.version, m.description)?;
         for (k, why) in &m.config {

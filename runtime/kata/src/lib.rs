@@ -32,6 +32,7 @@ pub use kata_host::{admit, audit, componentize, engine, host, limits, outlet, pl
 pub use kata_policy::{manifest, policy, util};
 pub use kata_store::{approvals, history, session, store, tasks};
 
+pub mod build;
 pub mod cli;
 pub mod client;
 pub mod daemonize;

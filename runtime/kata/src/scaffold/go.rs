@@ -1,0 +1,5 @@
+//! go templates (see [`super::Template`]).
+
+use super::Template;
+
+pub(super) const TEMPLATES: &[Template] = &[];

@@ -1,0 +1,5 @@
+//! python templates (see [`super::Template`]).
+
+use super::Template;
+
+pub(super) const TEMPLATES: &[Template] = &[];
