@@ -9,6 +9,11 @@ cargo fmt --all --check
 for m in sdk/rust plugins tests/guests; do
   cargo fmt --all --check --manifest-path "$m/Cargo.toml"
 done
+echo "==> SDK bindings are current (each sdk/<lang>/generate.sh --check)" >&2
+for g in sdk/*/generate.sh; do
+  [ -x "$g" ] || continue
+  "$g" --check
+done
 echo "==> host tests" >&2
 cargo test --workspace --all-targets
 cargo test --workspace --doc # the rustdoc examples (kata-host's embedding API)
