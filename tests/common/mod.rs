@@ -71,6 +71,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// [`wait_for`], printing `context()` (e.g. the daemon's log) on timeout.
+pub fn wait_for_or<T>(what: &str, timeout: Duration, context: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}:\n{}", context());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A child process killed when dropped.
 pub struct ChildGuard(pub Option<Child>);
 
