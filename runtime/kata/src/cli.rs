@@ -215,6 +215,13 @@ pub enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Run a plugin project's own native tests (`cargo test`, `npm test`,
+    /// `python3 -m unittest`, `make test`, `go test ./...`) with kata's
+    /// toolchains on PATH.
+    Test {
+        /// The project directory (default: the current directory).
+        dir: Option<PathBuf>,
+    },
     /// Install or check the toolchains that build plugins in each language
     /// (pinned versions, in kata's own directory).
     Toolchain {
@@ -575,6 +582,9 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
             for f in written {
                 writeln!(out, "{}", f.display())?;
             }
+        }
+        PluginCommand::Test { dir } => {
+            crate::build::test(&dir.unwrap_or_else(|| PathBuf::from(".")))?;
         }
         PluginCommand::Toolchain { cmd } => match cmd {
             ToolchainCommand::Install { langs } => {

@@ -166,6 +166,57 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<(PathBuf, bool)> {
     Ok((out, true))
 }
 
+/// `kata plugin test [DIR]`: run the project's own (native) tests with the
+/// language's idiomatic command — `cargo test`, `npm test`, `python3 -m
+/// unittest`, `make test`, `go test ./...` — with kata's toolchain
+/// directories first on `PATH`, so a project made by `kata plugin new`
+/// passes its test without the user installing anything else.
+pub fn test(dir: &Path) -> Result<()> {
+    let lang = detect(dir)?;
+    let (program, args): (&str, &[&str]) = match lang {
+        Lang::Rust => ("cargo", &["test"]),
+        Lang::Js | Lang::Ts => ("npm", &["test", "--silent"]),
+        Lang::Python => ("python3", &["-m", "unittest"]),
+        Lang::C => ("make", &["test"]),
+        Lang::Go => ("go", &["test", "./..."]),
+    };
+    let mut path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect::<Vec<_>>();
+    if lang != Lang::Rust {
+        let tc = toolchain::dir(lang)?;
+        for bin in toolchain_bins(lang) {
+            path.insert(0, tc.join(bin));
+        }
+    }
+    let path = std::env::join_paths(path).context("PATH has an entry with a ':' in it")?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).current_dir(dir).env("PATH", path);
+    if lang == Lang::Go {
+        cmd.env("GOTOOLCHAIN", "local").env("GOPROXY", "off").env("GOFLAGS", "-mod=vendor");
+    }
+    let status = match cmd.status() {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(toolchain::missing(lang, &format!("`{program}` is not on PATH")));
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot run {program}")),
+    };
+    if !status.success() {
+        bail!("the tests of {} failed (`{program} {}`, output above)", dir.display(), args.join(" "));
+    }
+    Ok(())
+}
+
+/// Directories under a language's toolchain directory that hold its
+/// commands (`npm`'s local bins, the venv's `bin`).
+fn toolchain_bins(lang: Lang) -> &'static [&'static str] {
+    match lang.toolchain() {
+        Lang::Js => &["node_modules/.bin"],
+        Lang::Python => &["venv/bin"],
+        Lang::Go => &["venv/bin"],
+        Lang::C | Lang::Rust | Lang::Ts => &[],
+    }
+}
+
 /// `kata plugin bindings --lang LANG --world WORLD --out DIR`: write the
 /// generated bindings for a kata world (`channel`, `tools`, `service`) from
 /// the WIT built into this kata. Returns the files written.
