@@ -1,0 +1,1 @@
+//! kata channel plugin for Discord (work in progress).
