@@ -52,6 +52,17 @@ fi
 #     test itself, never as a system service).
 apt_install ngircd
 
+# 2c. matrix-synapse, the homeserver tests/matrix.rs starts on loopback: pip,
+#     in its own venv under target/servers/ (~240 MB, about a minute once).
+SYNAPSE_VERSION=1.163.2
+SYNAPSE_VENV=$ROOT/target/servers/synapse
+if ! "$SYNAPSE_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('matrix-synapse') != '$SYNAPSE_VERSION')" 2>/dev/null; then
+  log "installing matrix-synapse $SYNAPSE_VERSION into $SYNAPSE_VENV (pip)"
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  python3 -m venv "$SYNAPSE_VENV" || { apt_install python3-venv; python3 -m venv "$SYNAPSE_VENV"; }
+  "$SYNAPSE_VENV/bin/pip" install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION" >&2
+fi
+
 # 3. The kata binary (debug profile; dependencies are optimised, see Cargo.toml).
 log "building kata"
 cargo build --quiet --bin kata
@@ -66,6 +77,7 @@ build_guest() { # build_guest DIR NAME
 log "building guest components into target/guests/"
 build_guest plugins/telegram telegram
 build_guest plugins/irc irc
+build_guest plugins/matrix matrix
 for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done
