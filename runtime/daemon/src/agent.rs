@@ -1,7 +1,8 @@
 //! Agent backends: what turns a message (and the session's history) into a
 //! reply. `echo` fills a template; `openai` talks to any OpenAI-compatible
 //! chat completions endpoint and routes tool calls to tool plugins (see
-//! [`crate::openai`] and [`crate::tools`]).
+//! [`crate::openai`] and [`crate::tools`]); `command` runs any CLI agent
+//! once per turn (see [`crate::command`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,21 +27,24 @@ pub enum Agent {
     },
     /// An OpenAI-compatible chat completions endpoint with tool calling.
     OpenAi(Arc<crate::openai::OpenAi>),
+    /// A CLI agent run once per turn.
+    Command(Arc<crate::command::CommandAgent>),
 }
 
 impl Agent {
     /// The agent the settings describe; `tools` are the tools it may call.
-    /// Fails when the API key cannot be read.
+    /// Fails when the API key cannot be read or the command cannot be found.
     pub fn new(settings: &Settings, workspace: &Path, tools: Arc<ToolBox>) -> Result<Self> {
         Ok(match settings.backend {
             AgentBackend::Echo => Agent::Echo { template: settings.template.clone() },
             AgentBackend::Openai => Agent::OpenAi(Arc::new(crate::openai::OpenAi::new(settings, workspace, tools)?)),
+            AgentBackend::Command => Agent::Command(Arc::new(crate::command::CommandAgent::new(settings, workspace)?)),
         })
     }
 
     /// Whether the backend reads the session's history (echo does not).
     pub fn uses_history(&self) -> bool {
-        matches!(self, Agent::OpenAi(_))
+        matches!(self, Agent::OpenAi(_) | Agent::Command(_))
     }
 
     /// Whether the backend can summarise history (otherwise compaction truncates).
@@ -51,7 +55,7 @@ impl Agent {
     /// Summarise `previous` (an earlier summary) and `entries` into a short text.
     pub async fn summarize(&self, previous: Option<&str>, entries: &[Entry]) -> Result<String> {
         match self {
-            Agent::Echo { .. } => anyhow::bail!("the echo backend cannot summarise"),
+            Agent::Echo { .. } | Agent::Command(_) => anyhow::bail!("this backend cannot summarise"),
             Agent::OpenAi(o) => o.summarize(previous, entries).await,
         }
     }
@@ -67,6 +71,7 @@ impl Agent {
                 Ok(TurnOutput { entries: vec![Entry::assistant(&text)], reply: Some(text) })
             }
             Agent::OpenAi(o) => o.turn(input).await,
+            Agent::Command(c) => c.turn(input).await,
         }
     }
 }

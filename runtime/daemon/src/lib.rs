@@ -3,8 +3,8 @@
 //! Owns the message path above the plugin host: channel ingress and egress
 //! ([`channel`], and [`stream`] for persistent connections), [`service`]
 //! plugins and the [`scheduler`], the [`router`] that queues messages per
-//! session, the [`agent`] and its backends ([`openai`]) answering a
-//! [`turn`], [`tools`] under the [`permissions`] mode, [`senders`] and
+//! session, the [`agent`] and its backends ([`openai`], and [`command`]
+//! for CLI agents) answering a [`turn`], [`tools`] under the [`permissions`] mode, [`senders`] and
 //! pairing, [`health`] and the circuit
 //! breaker, the [`events`] stream, the control-socket server and its
 //! protocol ([`control`], shared with the CLI's clients), the [`workspace`]
@@ -25,6 +25,7 @@ use kata_store::{session, store};
 
 pub mod agent;
 pub mod channel;
+pub mod command;
 pub mod control;
 pub mod daemon;
 pub mod events;

@@ -182,14 +182,14 @@ mod tests {
         let db = Db::open(&dir.path().join("kata.db")).expect("db");
         let id = db.approval_create("tg/1", "notes", "write", "{}", "[tools] mode", Duration::from_secs(60)).expect("create");
         assert_eq!(db.approvals(false).expect("list").len(), 1);
-        assert_eq!(db.approval_decide(id, true).expect("decide").expect("exists").status, "approved");
+        assert_eq!(db.approval_decide(id, true, "test").expect("decide").expect("exists").status, "approved");
         // A later deny does not change it.
-        assert_eq!(db.approval_decide(id, false).expect("decide").expect("exists").status, "approved");
+        assert_eq!(db.approval_decide(id, false, "test").expect("decide").expect("exists").status, "approved");
         assert_eq!(wait_for_decision(&db, id).await.expect("wait"), Answer::Approved);
-        assert!(db.approval_decide(999, true).expect("decide").is_none());
+        assert!(db.approval_decide(999, true, "test").expect("decide").is_none());
         let short = db.approval_create("tg/1", "notes", "write", "{}", "[tools] mode", Duration::from_millis(1)).expect("create");
         assert_eq!(wait_for_decision(&db, short).await.expect("wait"), Answer::Expired);
-        assert_eq!(db.approval_decide(short, true).expect("decide").expect("exists").status, "expired");
+        assert_eq!(db.approval_decide(short, true, "test").expect("decide").expect("exists").status, "expired");
         assert!(db.approvals(false).expect("list").is_empty());
     }
 }

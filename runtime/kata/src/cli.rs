@@ -513,7 +513,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn decide_approval(db: &crate::store::Db, id: i64, approve: bool, out: &mut impl Write) -> Result<()> {
-    let Some(a) = db.approval_decide(id, approve)? else {
+    let Some(a) = db.approval_decide(id, approve, if approve { "kata approve" } else { "kata deny" })? else {
         anyhow::bail!("no tool call has approval id {id}; `kata approvals` lists the waiting ones");
     };
     let tool = format!("{}.{}", a.plugin, a.tool);

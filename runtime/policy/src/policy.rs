@@ -213,7 +213,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The backend: `echo` (default) or `openai`.
+    /// The backend: `echo` (default), `openai` or `command`.
     #[serde(default)]
     pub backend: AgentBackend,
     /// The echo backend's reply template. `{text}`, `{sender}` and `{channel}` are replaced.
@@ -254,6 +254,45 @@ pub struct AgentConfig {
     /// `[daemon] max_concurrent_sessions` is read when this is not set).
     #[serde(default)]
     pub max_concurrent_sessions: Option<u32>,
+    /// `openai`: ask for the reply as server-sent events (default true);
+    /// false for servers that cannot stream.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// `command`: the program and its arguments, run once per turn (no
+    /// shell), e.g. `["llm", "-m", "gpt-4o-mini"]`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// `command`: how the turn goes in: `stdin` (default) or `argument` (appended as the last argument).
+    #[serde(default)]
+    pub command_input: Option<CommandInput>,
+    /// `command`: what goes in: `text` (default: a transcript, then the
+    /// message) or `jsonl` (one JSON object per history entry, the message last).
+    #[serde(default)]
+    pub command_format: Option<CommandFormat>,
+}
+
+/// How the `command` backend hands a turn to its program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandInput {
+    /// Written to the program's standard input, which is then closed.
+    #[default]
+    Stdin,
+    /// Appended as the program's last argument (standard input is empty).
+    Argument,
+}
+
+/// What the `command` backend hands its program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandFormat {
+    /// Plain text: the earlier conversation as `user: …` / `assistant: …`
+    /// lines and a blank line (only when there is any), then the message.
+    #[default]
+    Text,
+    /// JSON lines: `{"role", "content"}` per history entry, the new message
+    /// last with `sender`, `channel` and `session`.
+    Jsonl,
 }
 
 impl Default for AgentConfig {
@@ -271,6 +310,10 @@ impl Default for AgentConfig {
             idle_timeout: None,
             history_budget: None,
             max_concurrent_sessions: None,
+            stream: None,
+            command: None,
+            command_input: None,
+            command_format: None,
         }
     }
 }
@@ -288,6 +331,8 @@ pub enum AgentBackend {
     Echo,
     /// An OpenAI-compatible chat completions endpoint, with tool calling.
     Openai,
+    /// Any CLI agent, run once per turn: the turn in, the reply out.
+    Command,
 }
 
 /// `[tools]`: which tool calls of the agent may run.
@@ -306,6 +351,14 @@ pub struct ToolsConfig {
     /// denied (default `5m`).
     #[serde(default)]
     pub ask_timeout: Option<String>,
+    /// `ask` mode: `"CHANNEL:CONVERSATION"` where approval requests are
+    /// posted too, answered there with `yes` / `no`.
+    #[serde(default)]
+    pub approvals_to: Option<String>,
+    /// `ask` mode: `"CHANNEL:SENDER"`s whose answer in `approvals_to` counts
+    /// (default: the senders paired on that channel or named in its `allow_from`).
+    #[serde(default)]
+    pub approvers: Vec<String>,
 }
 
 /// A permission mode for agent tool calls.

@@ -28,6 +28,10 @@ pub struct Approval {
     pub created_ms: u64,
     /// When it is denied if no one decides (ms since the Unix epoch).
     pub expires_ms: u64,
+    /// Who decided it and where (`kata approve`, or `CHANNEL:SENDER in
+    /// CHANNEL:CONVERSATION` for an answer in a chat); None while pending
+    /// or when it expired.
+    pub decided_by: Option<String>,
 }
 
 /// The largest argument text stored with an approval (the rest is cut).
@@ -68,23 +72,24 @@ impl Db {
         Ok(self
             .lock()
             .query_row(
-                "SELECT id, session_key, plugin, tool, args, status, created_ms, expires_ms FROM approvals WHERE id = ?1",
+                "SELECT id, session_key, plugin, tool, args, status, created_ms, expires_ms, decided_by FROM approvals WHERE id = ?1",
                 [id],
                 row_to_approval,
             )
             .optional()?)
     }
 
-    /// Approve or deny a pending call. Returns the approval as it now is
-    /// (None: no such id); a call that was already decided or expired keeps
-    /// its status.
-    pub fn approval_decide(&self, id: i64, approve: bool) -> Result<Option<Approval>> {
+    /// Approve or deny a pending call; `by` says who and where (kept with
+    /// it, for the audit log). Returns the approval as it now is (None: no
+    /// such id); a call that was already decided or expired keeps its status.
+    pub fn approval_decide(&self, id: i64, approve: bool, by: &str) -> Result<Option<Approval>> {
         {
             let conn = self.lock();
             let status = if approve { "approved" } else { "denied" };
             conn.execute(
-                "UPDATE approvals SET status = ?2, decided_ms = ?3 WHERE id = ?1 AND status = 'pending' AND expires_ms > ?3",
-                params![id, status, now_ms() as i64],
+                "UPDATE approvals SET status = ?2, decided_ms = ?3, decided_by = ?4
+                 WHERE id = ?1 AND status = 'pending' AND expires_ms > ?3",
+                params![id, status, now_ms() as i64, by],
             )?;
         }
         self.approval(id)
@@ -108,9 +113,9 @@ impl Db {
     pub fn approvals(&self, all: bool) -> Result<Vec<Approval>> {
         let conn = self.lock();
         let sql = if all {
-            "SELECT id, session_key, plugin, tool, args, status, created_ms, expires_ms FROM approvals ORDER BY id DESC LIMIT 100"
+            "SELECT id, session_key, plugin, tool, args, status, created_ms, expires_ms, decided_by FROM approvals ORDER BY id DESC LIMIT 100"
         } else {
-            "SELECT id, session_key, plugin, tool, args, status, created_ms, expires_ms FROM approvals
+            "SELECT id, session_key, plugin, tool, args, status, created_ms, expires_ms, decided_by FROM approvals
              WHERE status = 'pending' ORDER BY id"
         };
         let mut stmt = conn.prepare(sql)?;
@@ -129,5 +134,6 @@ fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
         status: r.get(5)?,
         created_ms: r.get::<_, i64>(6)?.max(0) as u64,
         expires_ms: r.get::<_, i64>(7)?.max(0) as u64,
+        decided_by: r.get(8)?,
     })
 }

@@ -35,6 +35,44 @@ pub struct HistoryItem {
     pub entry: Entry,
 }
 
+/// Tokens an agent backend reported using (prompt and completion), as the
+/// OpenAI-compatible `usage` object counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Tokens of what was sent (history, tools, the message).
+    pub prompt_tokens: u64,
+    /// Tokens of what the model wrote.
+    pub completion_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+    }
+}
+
+/// A session as `kata session list` / `show` describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// Row id.
+    pub id: i64,
+    /// The conversation's key.
+    pub key: String,
+    /// What started it: a channel plugin, `interactive`, ….
+    pub origin: String,
+    /// When it started (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Its last turn (ms since the Unix epoch).
+    pub last_active_ms: u64,
+    /// The summary of its compacted history.
+    pub summary: Option<String>,
+    /// Tokens its backend requests used.
+    pub usage: Usage,
+    /// How many turns it has had.
+    pub turns: u64,
+}
+
 /// A session of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -134,6 +172,67 @@ impl Db {
         Ok(())
     }
 
+    /// Add the tokens one backend request used to a session's count.
+    pub fn add_usage(&self, session_id: i64, usage: Usage) -> Result<()> {
+        if usage == Usage::default() {
+            return Ok(());
+        }
+        self.lock()
+            .prepare_cached(
+                "UPDATE sessions SET prompt_tokens = prompt_tokens + ?2, completion_tokens = completion_tokens + ?3 WHERE id = ?1",
+            )?
+            .execute(params![session_id, usage.prompt_tokens as i64, usage.completion_tokens as i64])?;
+        Ok(())
+    }
+
+    /// The newest sessions, newest activity first (at most `limit`); only
+    /// those of `key` when given.
+    pub fn sessions(&self, key: Option<&str>, limit: usize) -> Result<Vec<SessionInfo>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.id, s.key, s.origin, s.created_ms, s.last_active_ms, s.summary, s.prompt_tokens, s.completion_tokens,
+                    (SELECT COUNT(*) FROM history h WHERE h.session_id = s.id AND h.id = h.turn)
+             FROM sessions s WHERE ?1 IS NULL OR s.key = ?1 ORDER BY s.last_active_ms DESC, s.id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![key, limit as i64], |r| {
+            Ok(SessionInfo {
+                id: r.get(0)?,
+                key: r.get(1)?,
+                origin: r.get(2)?,
+                created_ms: r.get::<_, i64>(3)?.max(0) as u64,
+                last_active_ms: r.get::<_, i64>(4)?.max(0) as u64,
+                summary: r.get(5)?,
+                usage: Usage { prompt_tokens: r.get::<_, i64>(6)?.max(0) as u64, completion_tokens: r.get::<_, i64>(7)?.max(0) as u64 },
+                turns: r.get::<_, i64>(8)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many sessions there are, and the tokens all of them used.
+    pub fn usage_totals(&self) -> Result<(u64, Usage)> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM sessions",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    Usage { prompt_tokens: r.get::<_, i64>(1)?.max(0) as u64, completion_tokens: r.get::<_, i64>(2)?.max(0) as u64 },
+                ))
+            },
+        )?)
+    }
+
+    /// Every entry of one session (compacted ones included), oldest first.
+    pub fn session_entries(&self, session_id: i64) -> Result<Vec<HistoryItem>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT turn, created_ms, role, content, tool_calls, tool_call_id FROM history WHERE session_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([session_id], row_to_item)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// How many sessions `key` has had.
     pub fn session_count(&self, key: &str) -> Result<u64> {
         Ok(self.lock().query_row("SELECT COUNT(*) FROM sessions WHERE key = ?1", [key], |r| r.get::<_, i64>(0))? as u64)
@@ -216,6 +315,14 @@ mod tests {
         assert!(db.session_history(s2.id).expect("history").is_empty());
         assert_eq!(db.session_history(s1.id).expect("history").len(), 2);
         assert_eq!(db.session_count("tg/7").expect("count"), 2);
+        db.add_usage(s1.id, Usage { prompt_tokens: 10, completion_tokens: 3 }).expect("usage");
+        db.add_usage(s1.id, Usage { prompt_tokens: 5, completion_tokens: 1 }).expect("usage");
+        let all = db.sessions(Some("tg/7"), 10).expect("sessions");
+        assert_eq!(all.len(), 2);
+        let first = all.iter().find(|s| s.id == s1.id).expect("s1");
+        assert_eq!((first.usage, first.turns), (Usage { prompt_tokens: 15, completion_tokens: 4 }, 1));
+        assert_eq!(db.usage_totals().expect("totals"), (2, Usage { prompt_tokens: 15, completion_tokens: 4 }));
+        assert_eq!(db.session_entries(s1.id).expect("entries").len(), 2);
         assert!(db.recent_history("tg/7", 10).expect("recent").is_empty());
         assert_eq!(db.recent_history("nope", 10).expect("recent"), vec![]);
     }

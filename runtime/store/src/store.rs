@@ -161,6 +161,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX approvals_pending ON approvals (status) WHERE status = 'pending';
     "#,
+    // 7: token usage per agent session (the backend's own count), and who
+    // decided an approval and where (`kata approve`, or a chat answer).
+    r#"
+    ALTER TABLE sessions ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE approvals ADD COLUMN decided_by TEXT;
+    "#,
 ];
 
 /// One row of the audit log.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{AgentBackend, PolicyFile, SecretSource, ToolMode, parse_duration};
+use super::{AgentBackend, CommandFormat, CommandInput, PolicyFile, SecretSource, ToolMode, parse_duration, valid_plugin_name};
 
 /// Defaults of the `[agent]` table.
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -49,6 +49,51 @@ pub struct Settings {
     pub tools_allow: Vec<String>,
     /// How long an `ask` waits for a decision.
     pub ask_timeout: Duration,
+    /// `openai`: ask for server-sent events.
+    pub stream: bool,
+    /// `command`: the program and its arguments (empty for other backends).
+    pub command: Vec<String>,
+    /// `command`: how the turn goes in.
+    pub command_input: CommandInput,
+    /// `command`: what goes in.
+    pub command_format: CommandFormat,
+    /// `ask` mode: where approval requests are posted in a chat, if anywhere.
+    pub approvals_to: Option<Address>,
+    /// `ask` mode: whose answer counts there (`[tools] approvers`; empty: the
+    /// channel's paired and allow_from-named senders).
+    pub approvers: Vec<Address>,
+    /// Every secret source kata.toml names (plugins' `secrets`, `[agent]
+    /// api_key`): the `command` backend keeps their values out of its
+    /// program's environment.
+    pub known_secrets: Vec<SecretSource>,
+}
+
+/// `CHANNEL:ID` — a conversation or a sender on a channel plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// The channel plugin (as named in kata.toml).
+    pub plugin: String,
+    /// The conversation or sender id, as the plugin names it.
+    pub id: String,
+}
+
+impl Address {
+    /// Parse `CHANNEL:ID`; `what` names the id in the error ("conversation", "sender").
+    pub fn parse(s: &str, what: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((plugin, id)) if valid_plugin_name(plugin) && !id.is_empty() => Ok(Self { plugin: plugin.into(), id: id.into() }),
+            _ => Err(format!(
+                "{s:?} must be \"CHANNEL:{}\" with a channel plugin's name from this file, e.g. \"telegram:123456789\"",
+                what.to_uppercase()
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.plugin, self.id)
+    }
 }
 
 /// Where in kata.toml a setting error is: (table, key).
@@ -99,6 +144,34 @@ impl Settings {
             None => DEFAULT_ASK_TIMEOUT,
             Some(s) => parse_duration(s).map_err(|m| (("tools", "ask_timeout"), m))?,
         };
+        let command = a.command.clone().unwrap_or_default();
+        if a.backend == AgentBackend::Command && command.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err((
+                ("agent", "command"),
+                "backend \"command\" needs the program to run, e.g. command = [\"llm\", \"-m\", \"gpt-4o-mini\"]".into(),
+            ));
+        }
+        let known = |key: &'static str, a: Address| -> Result<Address, (SettingKey, String)> {
+            if file.plugins.contains_key(&a.plugin) {
+                Ok(a)
+            } else {
+                Err((
+                    ("tools", key),
+                    format!("{a} names the channel {:?}, which has no [plugins.{}] table in this file", a.plugin, a.plugin),
+                ))
+            }
+        };
+        let approvals_to = match &file.tools.approvals_to {
+            None => None,
+            Some(s) => Some(known("approvals_to", Address::parse(s, "conversation").map_err(|m| (("tools", "approvals_to"), m))?)?),
+        };
+        let mut approvers = Vec::new();
+        for s in &file.tools.approvers {
+            approvers.push(known("approvers", Address::parse(s, "sender").map_err(|m| (("tools", "approvers"), m))?)?);
+        }
+        let mut known_secrets: Vec<SecretSource> =
+            file.plugins.values().flat_map(|p| p.secrets.values()).filter_map(|v| SecretSource::parse(v.from()).ok()).collect();
+        known_secrets.extend(api_key.clone());
         Ok(Self {
             backend: a.backend,
             template: a.template.clone(),
@@ -115,6 +188,13 @@ impl Settings {
             tools_mode: file.tools.mode,
             tools_allow: file.tools.allow.clone(),
             ask_timeout,
+            stream: a.stream.unwrap_or(true),
+            command,
+            command_input: a.command_input.unwrap_or_default(),
+            command_format: a.command_format.unwrap_or_default(),
+            approvals_to,
+            approvers,
+            known_secrets,
         })
     }
 }
@@ -148,5 +228,15 @@ mod tests {
         assert_eq!(parse("[agent]\nidle_timeout = \"soon\"").expect_err("bad").0, ("agent", "idle_timeout"));
         assert_eq!(parse("[tools]\nallow = [\"notes\"]").expect_err("pattern").0, ("tools", "allow"));
         assert_eq!(parse("[agent]\napi_key = \"sk-123\"").expect_err("key").0, ("agent", "api_key"));
+        assert_eq!(parse("[agent]\nbackend = \"command\"").expect_err("command").0, ("agent", "command"));
+        assert_eq!(parse("[agent]\nbackend = \"command\"\ncommand = [\"\"]").expect_err("command").0, ("agent", "command"));
+        let s = parse("[agent]\nbackend = \"command\"\ncommand = [\"llm\"]\ncommand_input = \"argument\"\ncommand_format = \"jsonl\"")
+            .expect("command");
+        assert_eq!((s.command_input, s.command_format, s.stream), (CommandInput::Argument, CommandFormat::Jsonl, true));
+        assert_eq!(parse("[tools]\napprovals_to = \"tg\"").expect_err("address").0, ("tools", "approvals_to"));
+        assert_eq!(parse("[tools]\napprovals_to = \"tg:1\"").expect_err("unknown channel").0, ("tools", "approvals_to"));
+        let s = parse("[tools]\napprovals_to = \"tg:1\"\napprovers = [\"tg:ann\"]\n[plugins.tg]\n").expect("approvals");
+        assert_eq!(s.approvals_to, Some(Address { plugin: "tg".into(), id: "1".into() }));
+        assert_eq!(s.approvers[0].to_string(), "tg:ann");
     }
 }
