@@ -40,4 +40,5 @@ pub mod sinks;
 pub mod stream;
 pub mod tools;
 pub mod turn;
+pub mod webhook;
 pub mod workspace;

@@ -404,7 +404,15 @@ async fn open(plugin: &ChannelPlugin, sub: &Subscription) -> Result<Conn, Opened
         if let Err(e) = crate::policy::PathPrefix::parse(uri.path()) {
             return Err(Opened::Failed(format!("webhook path {}: {e}", uri.path())));
         }
-        return listen(&addrs, uri.path().to_string(), max).await.map_err(Opened::Failed).map(|(frames, requests, reader)| Conn {
+        // Signatures are checked here, before a request becomes a frame, when
+        // kata.toml says how (`[plugins.NAME] webhook`).
+        let check = match (&sb.grants().webhook, sb.webhook_secret()) {
+            (Some(rule), Some(secret)) => {
+                Some(Arc::new(Check { verifier: crate::webhook::Verifier::new(rule.clone(), secret), auditor: sb.auditor().clone() }))
+            }
+            _ => None,
+        };
+        return listen(&addrs, uri.path().to_string(), max, check).await.map_err(Opened::Failed).map(|(frames, requests, reader)| Conn {
             frames,
             requests: Some(requests),
             reader,
@@ -468,6 +476,12 @@ async fn connect(addrs: &[SocketAddr], tls_name: Option<&str>, sb: &crate::sandb
     Ok(Box::new(tls))
 }
 
+/// The signature check of a plugin's webhook requests, and where refusals are audited.
+struct Check {
+    verifier: crate::webhook::Verifier,
+    auditor: crate::audit::Auditor,
+}
+
 /// How long a webhook request waits for the plugin's answer.
 const WEBHOOK_ANSWER: Duration = Duration::from_secs(30);
 
@@ -481,6 +495,7 @@ async fn listen(
     addrs: &[SocketAddr],
     prefix: String,
     max: usize,
+    check: Option<Arc<Check>>,
 ) -> Result<(mpsc::Receiver<Result<Frame, String>>, mpsc::Receiver<Request>, tokio::task::JoinHandle<()>), String> {
     let addr = addrs.first().ok_or("no address to listen on")?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -497,8 +512,8 @@ async fn listen(
                     return;
                 }
             };
-            let (req_tx, prefix) = (req_tx.clone(), prefix.clone());
-            let service = hyper::service::service_fn(move |req| webhook(req, req_tx.clone(), prefix.clone(), max));
+            let (req_tx, prefix, check) = (req_tx.clone(), prefix.clone(), check.clone());
+            let service = hyper::service::service_fn(move |req| webhook(req, req_tx.clone(), prefix.clone(), max, check.clone()));
             conns.spawn(async move {
                 let io = wasmtime_wasi_http::io::TokioIo::new(tcp);
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
@@ -516,6 +531,7 @@ async fn webhook(
     tx: mpsc::Sender<Request>,
     prefix: String,
     max: usize,
+    check: Option<Arc<Check>>,
 ) -> Result<http::Response<http_body_util::Full<Bytes>>, std::convert::Infallible> {
     let answer = |status: u16, body: Vec<u8>| {
         let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(body)));
@@ -530,9 +546,29 @@ async fn webhook(
         Ok(b) => b.to_bytes(),
         Err(_) => return answer(413, format!("request larger than {max} bytes\n").into_bytes()),
     };
+    // A request that fails the signature check is answered 401, audited
+    // with why, and never reaches the plugin.
+    if let Some(c) = &check {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Err(refusal) = c.verifier.check(header, &body, now_s) {
+            let rule = c.verifier.rule();
+            tracing::warn!(plugin = %c.auditor.plugin(), "webhook request {} {} refused: {}", parts.method, parts.uri.path(), refusal.0);
+            c.auditor.record(
+                Event::new(Kind::Webhook, Verdict::Deny)
+                    .method(parts.method.as_str())
+                    .target(parts.uri.path())
+                    .policy(format!("{}: {}", rule.at, rule.describe()))
+                    .detail(format!("{} (verify = \"{}\"); answered 401, not handed to the plugin", refusal.0, rule.recipe.as_str())),
+            );
+            return answer(401, b"webhook signature check failed\n".to_vec());
+        }
+    }
+    let hidden = check.as_ref().and_then(|c| c.verifier.strip_header());
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
+        .filter(|(k, _)| Some(k.as_str()) != hidden)
         .filter_map(|(k, v)| Some((k.as_str().to_string(), serde_json::Value::String(v.to_str().ok()?.to_string()))))
         .collect();
     let frame = serde_json::json!({

@@ -38,6 +38,9 @@ pub enum Kind {
     /// A plugin's stored code checked against the hash it was installed
     /// under (a refused row is a file changed after installation).
     Integrity,
+    /// A request to a plugin's webhook listener whose signature the host
+    /// checked (`[plugins.NAME] webhook`); a refused one never reaches the plugin.
+    Webhook,
 }
 
 impl Kind {
@@ -51,6 +54,7 @@ impl Kind {
             Kind::Limit => "limit",
             Kind::Tool => "tool",
             Kind::Integrity => "integrity",
+            Kind::Webhook => "webhook",
         }
     }
 }

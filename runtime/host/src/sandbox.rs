@@ -127,6 +127,14 @@ pub enum Denial {
         /// Where the binding is written: `kata.toml:LINE`.
         at: String,
     },
+    /// The request names the secret that verifies the plugin's webhooks,
+    /// which is never sent anywhere.
+    WebhookSecret {
+        /// The secret's name.
+        name: String,
+        /// Where the webhook table is written: `kata.toml:LINE`.
+        at: String,
+    },
     /// The URL or a header already holds a secret value: a leak.
     Leak {
         /// The secret's name.
@@ -186,6 +194,11 @@ impl Denial {
                  to {host}, but {at} binds {name} to {bound} only, so nothing was sent; if {host} really should get \
                  it, add \"{host}\" to `hosts` of secret {name} under [plugins.{plugin}] there"
             ),
+            Denial::WebhookSecret { name, at } => format!(
+                "plugin {plugin}: request denied: it uses {{{{secret:{name}}}}}, but {at} makes {name} the secret that \
+                 verifies this plugin's webhooks, and kata never sends that one anywhere; give the plugin its own \
+                 secret for requests"
+            ),
             Denial::Leak { secret, place } => format!(
                 "plugin {plugin}: request blocked: its {place} contains the value of secret {secret}, which the \
                  plugin should never hold (it writes {{{{secret:{secret}}}}} and kata fills it in); the request was \
@@ -216,6 +229,7 @@ impl Denial {
             Denial::UnboundSecret { name, bound, at, .. } => {
                 (Kind::Secret, Verdict::Deny, Some(format!("{at}: secret {name} is bound to {bound}")))
             }
+            Denial::WebhookSecret { at, .. } => (Kind::Secret, Verdict::Deny, Some(format!("{at}: webhook secret"))),
             Denial::Leak { .. } => (Kind::Leak, Verdict::Block, None),
             Denial::RateLimited { per_minute } => {
                 (Kind::Limit, Verdict::Deny, Some(format!("limits = {{ requests_per_minute = {per_minute} }}")))
@@ -642,6 +656,9 @@ impl PluginSandbox {
     /// out: an undefined secret, or one not bound to this host, is refused.
     pub fn secret_for(&self, name: &str, host: &str, port: u16, shown: &str) -> Result<&str, Denial> {
         let value = self.secrets.get(name).ok_or_else(|| Denial::UnknownSecret { name: name.to_string() })?;
+        if let Some(w) = self.grants.webhook.as_ref().filter(|w| w.secret == name) {
+            return Err(Denial::WebhookSecret { name: name.to_string(), at: w.at.clone() });
+        }
         if !self.grants.secret_allowed(name, host, port) {
             let b = &self.grants.secret_hosts[name];
             return Err(Denial::UnboundSecret { name: name.to_string(), host: shown.to_string(), bound: b.describe(), at: b.at.clone() });
@@ -656,6 +673,13 @@ impl PluginSandbox {
     /// (requests here, host-managed streams) fills secrets in through this.
     pub fn fill_secrets<'a>(&self, text: &'a str, host: &str, port: u16, shown: &str) -> Result<Cow<'a, str>, Denial> {
         substitute_with(text, |name| self.secret_for(name, host, port, shown))
+    }
+
+    /// The value of the secret that verifies the plugin's webhook requests
+    /// (`[plugins.NAME] webhook`), for the host's own check; None when no
+    /// webhook verification is configured.
+    pub fn webhook_secret(&self) -> Option<&str> {
+        self.grants.webhook.as_ref().and_then(|w| self.secrets.get(&w.secret)).map(String::as_str)
     }
 
     /// The plugin's grants.
@@ -1697,6 +1721,18 @@ mod tests {
         let gate = bound_gate("secrets = { bot_token = { from = \"env:X\", hosts = [] } }");
         let d = gate.authorize(&mut req("https://api.telegram.org/bot/x")).expect_err("bound to nothing");
         assert!(d.explain("tg").contains("to no host only"), "{d:?}");
+    }
+
+    #[test]
+    fn the_webhook_secret_verifies_requests_and_is_never_sent() {
+        let gate = bound_gate("secrets = { bot_token = \"env:X\" }\nwebhook = { verify = \"github\", secret = \"bot_token\" }");
+        assert_eq!(gate.sandbox().webhook_secret(), Some("123:SECRET"));
+        let mut r = req("https://api.telegram.org/bot{{secret:bot_token}}/getMe");
+        let d = gate.authorize(&mut r).expect_err("the webhook secret is host-only");
+        assert_eq!(d, Denial::WebhookSecret { name: "bot_token".into(), at: "kata.toml:5".into() });
+        assert!(d.explain("tg").contains("verifies this plugin's webhooks"), "{d:?}");
+        assert!(!r.uri().to_string().contains("SECRET"));
+        assert_eq!(bound_gate("secrets = { bot_token = \"env:X\" }").sandbox().webhook_secret(), None);
     }
 
     #[test]

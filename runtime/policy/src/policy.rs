@@ -7,6 +7,7 @@
 //! policy fails at start with a message that names the file, line and key.
 
 pub mod agent;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -454,6 +455,11 @@ fn yes() -> bool {
 }
 
 /// One `secrets` value as written.
+    /// How the host checks the signature of requests to the plugin's
+    /// webhook listener: `{ verify = "github", secret = "NAME" }` (see
+    /// [`webhook`]). Absent: requests are not checked.
+    #[serde(default)]
+    pub webhook: Option<webhook::WebhookEntry>,
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SecretEntry {
@@ -1494,7 +1500,11 @@ impl PluginGrants {
             .collect::<Result<Vec<_>, _>>()?;
         let mut dropped = Vec::new();
         self.secrets.retain(|name, _| {
-            let keep = m.secrets.contains_key(name);
+    /// The signature check of requests to its webhook listener, if any. Its
+    /// secret verifies requests only: it is never filled into anything the
+    /// plugin sends, and a manifest need not ask for it.
+    pub webhook: Option<webhook::WebhookVerify>,
+            let keep = m.secrets.contains_key(name) || webhook_secret.is_some_and(|w| w == name);
             if !keep {
                 dropped.push(format!("secret {name}"));
             }
@@ -1509,6 +1519,8 @@ impl PluginGrants {
         });
         for g in &self.network {
             if !declared.iter().any(|d| d.overlaps(g)) {
+        let webhook_secret = self.webhook.as_ref().map(|w| w.secret.clone());
+        let webhook_secret = webhook_secret.as_deref();
                 dropped.push(format!("network {}", g.source));
             }
         }
@@ -1874,6 +1886,17 @@ impl Policy {
             if entry.require_mention.is_some() && entry.groups.as_ref().is_none_or(Vec::is_empty) {
                 diags.push(loc.diag(
                     Severity::Warning,
+            let webhook = entry.webhook.as_ref().and_then(|w| {
+                let at = [p, n, Seg::Key("webhook")];
+                let line = loc.span(&at).map_or(0, |r| line_col(text, r.start).0);
+                match webhook::resolve(w, &secrets, name, format!("{}:{line}", path.display())) {
+                    Ok(v) => Some(v),
+                    Err((key, m)) => {
+                        diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("webhook"), Seg::Key(key)], m));
+                        None
+                    }
+                }
+            });
                     &[p, n, Seg::Key("require_mention")],
                     "require_mention only applies to granted groups, and `groups` grants none; add the group ids, e.g. groups = [\"-1001234567890\"]".into(),
                 ));
@@ -1923,6 +1946,7 @@ impl Policy {
     pub fn plugin_diagnostic(&self, text: &str, name: &str, key: Option<&str>, severity: Severity, message: String) -> Diagnostic {
         let loc = Locator::new(text, &self.path);
         let mut segs = vec![Seg::Key("plugins"), Seg::Key(name)];
+                    webhook,
         segs.extend(key.map(Seg::Key));
         loc.diag(severity, &segs, message)
     }
