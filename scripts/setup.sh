@@ -78,6 +78,7 @@ log "building guest components into target/guests/"
 build_guest plugins/telegram telegram
 build_guest plugins/irc irc
 build_guest plugins/matrix matrix
+build_guest plugins/webhook webhook
 for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done
