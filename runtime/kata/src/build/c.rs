@@ -466,8 +466,9 @@ fn apt_get() -> std::process::Command {
     let mut cmd = if root {
         std::process::Command::new("apt-get")
     } else {
+        // `env` carries the setting through sudo's environment reset.
         let mut c = std::process::Command::new("sudo");
-        c.args(["--preserve-env=DEBIAN_FRONTEND", "apt-get"]);
+        c.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
         c
     };
     cmd.env("DEBIAN_FRONTEND", "noninteractive");
