@@ -165,7 +165,7 @@ fn a_tools_plugin_installs_with_plugin_add_and_one_built_for_0_1_0_still_runs() 
     let chat = ChatServer::start();
     let ws = workspace(&format!("{}\n[tools]\nmode = \"allow-all\"\n{}", openai_agent(&llm, ""), chat_plugin("chat", &chat, "")));
     let old = guest("guest-tools-only");
-    let (ok, out, err) = kata(ws.path(), &["plugin", "add", old.to_str().unwrap(), "--name", "old", "--yes"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", old.to_str().unwrap(), "--name", "old", "--yes"]);
     assert!(ok, "{out}{err}");
     let (_, list, _) = kata(ws.path(), &["plugin", "list", "--json"]);
     let list: Value = serde_json::from_str(&list).unwrap();

@@ -231,7 +231,7 @@ fn a_real_core_module_is_refused_with_the_kata_command_that_componentizes_it() {
     std::fs::copy(&built, &core).unwrap();
     assert!(std::fs::read(&core).unwrap().starts_with(b"\0asm\x01\0\0\0"), "a core module");
 
-    let (ok, _, err) = kata(ws.path(), &["plugin", "add", core.to_str().unwrap(), "--yes"]);
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", core.to_str().unwrap(), "--yes"]);
     assert!(!ok && err.contains("is a core WebAssembly module, not a component"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let out = dir.path().join("quiet.component.wasm");
@@ -243,7 +243,7 @@ fn a_real_core_module_is_refused_with_the_kata_command_that_componentizes_it() {
     let (ok, stdout, err) = kata(ws.path(), &args);
     assert!(ok, "{err}");
     assert!(stdout.contains(&format!("kata plugin add {}", out.display())), "{stdout}");
-    let (ok, _, err) = kata(ws.path(), &["plugin", "add", out.to_str().unwrap(), "--name", "quiet", "--yes"]);
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", out.to_str().unwrap(), "--name", "quiet", "--yes"]);
     assert!(ok, "{err}");
     let (ok, _, err) = kata(ws.path(), &["policy", "check"]);
     assert!(ok, "{err}");
@@ -263,7 +263,7 @@ fn plugin_add_leaves_the_commented_tools_block_whole() {
     let tools = &before[before.find("[tools]").unwrap()..];
     assert!(tools.contains("# allow = [") && tools.contains("# [plugins.telegram]"), "the template changed: {tools}");
 
-    let (ok, _, err) = kata(ws.path(), &["plugin", "add", guest("guest-quiet").to_str().unwrap(), "--name", "quiet", "--yes"]);
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", guest("guest-quiet").to_str().unwrap(), "--name", "quiet", "--yes"]);
     assert!(ok, "{err}");
     let after = std::fs::read_to_string(&policy).unwrap();
     assert!(after.starts_with(&before), "everything before stays as it was, comments included:\n{after}");
@@ -271,7 +271,7 @@ fn plugin_add_leaves_the_commented_tools_block_whole() {
     assert!(added.starts_with("\n[plugins.quiet]\npath = "), "{added:?}");
 
     // The next one goes after the last plugin table.
-    let (ok, _, err) = kata(ws.path(), &["plugin", "add", guest("guest-quiet").to_str().unwrap(), "--name", "quiet2", "--yes"]);
+    let (ok, _, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", guest("guest-quiet").to_str().unwrap(), "--name", "quiet2", "--yes"]);
     assert!(ok, "{err}");
     let again = std::fs::read_to_string(&policy).unwrap();
     assert!(again.starts_with(&after), "{again}");

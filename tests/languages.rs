@@ -48,6 +48,7 @@ struct Row {
 const ROWS: &[Row] = &[
     Row { lang: "rust", bomb_cap_mib: 16, reason_reaches_guest: true, reads_files: true },
     Row { lang: "c", bomb_cap_mib: 16, reason_reaches_guest: true, reads_files: true },
+    Row { lang: "js", bomb_cap_mib: 16, reason_reaches_guest: true, reads_files: true },
 ];
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -412,7 +413,7 @@ fn each_languages_channel_template_makes_a_round_trip_through_the_daemon() {
         assert_eq!(sha256(&wasm), sha256(&again), "{lang}: two builds of the same source differ");
 
         let ws = TestWorkspace::new("");
-        let (ok, out, err) = kata(ws.path(), &["plugin", "add", wasm.to_str().unwrap(), "--yes"]);
+        let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", wasm.to_str().unwrap(), "--yes"]);
         assert!(ok, "{lang}: plugin add: {out}{err}");
         let (ok, inspect, _) = kata(ws.path(), &["plugin", "inspect", wasm.to_str().unwrap()]);
         assert!(ok && inspect.contains("kind:        channel"), "{lang}: {inspect}");
@@ -456,7 +457,7 @@ fn each_languages_tools_template_is_called_by_the_agent() {
         let (_, wasm) = new_test_build(dir.path(), lang, "tools");
         let chat = ChatServer::start();
         let ws = TestWorkspace::new("");
-        let (ok, out, err) = kata(ws.path(), &["plugin", "add", wasm.to_str().unwrap(), "--name", "words", "--yes"]);
+        let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", wasm.to_str().unwrap(), "--name", "words", "--yes"]);
         assert!(ok, "{lang}: plugin add: {out}{err}");
         // The agent is the scripted model, allowed to call every tool; the
         // chat channel carries the conversation.

@@ -38,20 +38,20 @@ fn add_refuses_what_it_cannot_run_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, "hello").unwrap();
-    refused(&ws, &["plugin", "add", path_str(&text)], &["is not a WebAssembly file"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&text)], &["is not a WebAssembly file"]);
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    refused(&ws, &["plugin", "add", path_str(&core)], &["core WebAssembly module", "kata plugin build"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&core)], &["core WebAssembly module", "kata plugin build"]);
 
     let quiet = std::fs::read(guest("guest-quiet")).unwrap();
     let truncated = dir.path().join("truncated.wasm");
     std::fs::write(&truncated, &quiet[..quiet.len() * 2 / 3]).unwrap();
-    refused(&ws, &["plugin", "add", path_str(&truncated)], &["not a valid WebAssembly component"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&truncated)], &["not a valid WebAssembly component"]);
 
     refused(
         &ws,
-        &["plugin", "add", path_str(&guest("guest-unknown-import"))],
+        &["plugin", "add", "--allow-unsigned", path_str(&guest("guest-unknown-import"))],
         &["imports something kata does not provide", "acme:evil/backdoor"],
     );
 
@@ -63,14 +63,14 @@ fn add_refuses_what_it_cannot_run_and_changes_nothing() {
     future[at + needle.len() - 5..at + needle.len()].copy_from_slice(b"0.9.0");
     let future_path = dir.path().join("future.wasm");
     std::fs::write(&future_path, &future).unwrap();
-    refused(&ws, &["plugin", "add", path_str(&future_path)], &["kata:plugin@0.9.0", "upgrade kata"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&future_path)], &["kata:plugin@0.9.0", "upgrade kata"]);
 
     refused(
         &ws,
-        &["plugin", "add", path_str(&guest("guest-quiet")), "--sha256", &"0".repeat(64)],
+        &["plugin", "add", "--allow-unsigned", path_str(&guest("guest-quiet")), "--sha256", &"0".repeat(64)],
         &["--sha256 expects", "nothing was installed"],
     );
-    refused(&ws, &["plugin", "add", path_str(&guest("guest-quiet")), "--name", "Bad Name"], &["lowercase"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&guest("guest-quiet")), "--name", "Bad Name"], &["lowercase"]);
 }
 
 #[test]
@@ -78,13 +78,13 @@ fn add_shows_requests_and_needs_consent_for_grants() {
     let ws = TestWorkspace::new("");
     let tg = guest("telegram");
     // Asks for a host and a secret kata.toml does not grant: refused, with the lines to add.
-    let err = refused(&ws, &["plugin", "add", path_str(&tg)], &["https://api.telegram.org/bot", "NOT granted", "--yes"]);
+    let err = refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&tg)], &["https://api.telegram.org/bot", "NOT granted", "--yes"]);
     assert!(err.contains("Nothing was installed"), "{err}");
-    let (_, stdout, _) = kata(ws.path(), &["plugin", "add", path_str(&tg)]);
+    let (_, stdout, _) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&tg)]);
     assert!(stdout.contains("secrets = { bot_token = \"env:TELEGRAM_BOT_TOKEN\" }"), "{stdout}");
 
     // With --yes the grants are written and the plugin installed.
-    let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", path_str(&tg), "--yes"]);
+    let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&tg), "--yes"]);
     assert!(ok, "{stdout}{stderr}");
     let toml = std::fs::read_to_string(ws.path().join("kata.toml")).unwrap();
     assert!(toml.contains("[plugins.telegram]") && toml.contains("network = [\"https://api.telegram.org/bot*\"]"), "{toml}");
@@ -95,14 +95,14 @@ fn add_shows_requests_and_needs_consent_for_grants() {
 
     // Adding the same bytes again is a no-op; the same name with other bytes is a clash.
     let before = state(ws.path());
-    let (ok, stdout, _) = kata(ws.path(), &["plugin", "add", path_str(&tg)]);
+    let (ok, stdout, _) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&tg)]);
     assert!(ok && stdout.contains("nothing to do"), "{stdout}");
     assert!(state(ws.path()) == before);
-    refused(&ws, &["plugin", "add", path_str(&guest("guest-quiet")), "--name", "telegram"], &["already installed", "kata plugin upgrade"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&guest("guest-quiet")), "--name", "telegram"], &["already installed", "kata plugin upgrade"]);
 
     // Grants written by hand first: the add needs no consent.
     let ws2 = TestWorkspace::new("\n[plugins.tg]\nnetwork = [\"https://api.telegram.org\"]\nsecrets = { bot_token = \"env:MY_TOKEN\" }\n");
-    let (ok, stdout, stderr) = kata(ws2.path(), &["plugin", "add", path_str(&tg), "--name", "tg"]);
+    let (ok, stdout, stderr) = kata(ws2.path(), &["plugin", "add", "--allow-unsigned", path_str(&tg), "--name", "tg"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("[granted]") && !stdout.contains("NOT granted"), "{stdout}");
     let toml = std::fs::read_to_string(ws2.path().join("kata.toml")).unwrap();
@@ -114,13 +114,13 @@ fn add_from_a_url_with_checksum_and_size_cap() {
     let ws = TestWorkspace::new("");
     let bytes = std::fs::read(guest("guest-quiet")).unwrap();
     let server = FileServer::start(bytes.clone());
-    refused(&ws, &["plugin", "add", &server.url("quiet.wasm"), "--max-size", "1KiB"], &["limit", "nothing was installed"]);
-    refused(&ws, &["plugin", "add", &server.url("quiet.wasm"), "--sha256", &"ab".repeat(32)], &["--sha256 expects"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--max-size", "1KiB"], &["limit", "nothing was installed"]);
+    refused(&ws, &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--sha256", &"ab".repeat(32)], &["--sha256 expects"]);
     let hash = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&bytes))
     };
-    let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", &server.url("quiet.wasm"), "--sha256", &hash, "--name", "quiet"]);
+    let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--sha256", &hash, "--name", "quiet"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(ws.path().join(format!(".kata/plugins/{hash}.wasm")).exists());
 }
@@ -129,7 +129,7 @@ fn add_from_a_url_with_checksum_and_size_cap() {
 fn list_inspect_upgrade_and_remove() {
     let ws = TestWorkspace::new("");
     let quiet = guest("guest-quiet");
-    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&quiet), "--name", "chat"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&quiet), "--name", "chat"]);
     assert!(ok, "{out}{err}");
 
     let (ok, out, _) = kata(ws.path(), &["plugin", "list", "--json"]);
@@ -158,8 +158,8 @@ fn list_inspect_upgrade_and_remove() {
 
     // The new code asks for more: refused without consent, nothing changes.
     let tg = guest("telegram");
-    refused(&ws, &["plugin", "upgrade", "chat", path_str(&tg)], &["not upgraded", "https://api.telegram.org/bot"]);
-    let (ok, out, err) = kata(ws.path(), &["plugin", "upgrade", "chat", path_str(&tg), "--yes"]);
+    refused(&ws, &["plugin", "upgrade", "--allow-unsigned", "chat", path_str(&tg)], &["not upgraded", "https://api.telegram.org/bot"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "upgrade", "--allow-unsigned", "chat", path_str(&tg), "--yes"]);
     assert!(ok, "{out}{err}");
     assert!(!old_file.exists(), "the old code is released");
     assert_eq!(db.state_get("chat", "k").unwrap().as_deref(), Some(&b"v"[..]));
@@ -174,7 +174,7 @@ fn list_inspect_upgrade_and_remove() {
     assert_eq!(db.state_get("chat", "k").unwrap().as_deref(), Some(&b"v"[..]));
     refused(&ws, &["plugin", "remove", "chat"], &["no plugin named chat"]);
 
-    let (ok, _, _) = kata(ws.path(), &["plugin", "add", path_str(&quiet), "--name", "chat"]);
+    let (ok, _, _) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&quiet), "--name", "chat"]);
     assert!(ok);
     let (ok, out, _) = kata(ws.path(), &["plugin", "remove", "chat", "--purge"]);
     assert!(ok && out.contains("deleted its state"), "{out}");
@@ -185,7 +185,7 @@ fn list_inspect_upgrade_and_remove() {
 fn installed_plugin_runs_under_kata_run() {
     // add → run: the daemon loads the plugin from the store.
     let ws = TestWorkspace::new("");
-    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&guest("guest-quiet")), "--name", "quiet"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&guest("guest-quiet")), "--name", "quiet"]);
     assert!(ok, "{out}{err}");
     let mut daemon = ws.run(&[]);
     common::wait_for("the daemon to load the plugin", std::time::Duration::from_secs(30), || {
@@ -202,7 +202,7 @@ fn installed_plugin_runs_under_kata_run() {
 fn a_tampered_stored_plugin_is_refused_and_the_others_run() {
     let ws = TestWorkspace::new("");
     for (file, name) in [("guest-v0-1-0", "healthy"), ("guest-quiet", "victim")] {
-        let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&guest(file)), "--name", name, "--yes"]);
+        let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&guest(file)), "--name", name, "--yes"]);
         assert!(ok, "{out}{err}");
     }
     let toml_path = ws.path().join("kata.toml");
@@ -367,7 +367,7 @@ async fn new_project_tests_builds_and_installs() {
     let wasm = scaffold_test_build(dir.path(), "acme-chat", "channel");
     assert!(dir.path().join("acme-chat/vendor/kata-sdk/src/lib.rs").exists());
     let ws = TestWorkspace::new("");
-    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&wasm), "--yes"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&wasm), "--yes"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("acme-chat asks for") && out.contains("https://chat.example.org/api/"), "{out}");
 
@@ -375,13 +375,13 @@ async fn new_project_tests_builds_and_installs() {
     let wasm = scaffold_test_build(dir.path(), "acme-tools", "tools");
     let (ok, out, _) = kata(ws.path(), &["plugin", "inspect", path_str(&wasm)]);
     assert!(ok && out.contains("kind:        tools"), "{out}");
-    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&wasm), "--yes"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&wasm), "--yes"]);
     assert!(ok && out.contains("tools plugin"), "{out}{err}");
 
     // A service project installs, and the host runs it as the template
     // means: start, then a tick that emits its reminder into the inbox.
     let wasm = scaffold_test_build(dir.path(), "acme-service", "service");
-    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&wasm), "--yes"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&wasm), "--yes"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("deliver_to"), "adding a service says where its replies go: {out}");
     let policy = kata::policy::Policy::load(&ws.path().join("kata.toml"), ws.path()).unwrap();
@@ -451,7 +451,7 @@ fn policy_check_warns_about_grants_no_manifest_asks_for() {
         "\n[plugins.tg]\nnetwork = [\"https://api.telegram.org\", \"https://evil.example.org\"]\n\
          secrets = { bot_token = \"env:PATH\", extra = \"env:PATH\" }\n",
     );
-    let (ok, out, err) = kata(ws.path(), &["plugin", "add", path_str(&guest("telegram")), "--name", "tg"]);
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&guest("telegram")), "--name", "tg"]);
     assert!(ok, "{out}{err}");
     let (ok, out, err) = kata(ws.path(), &["policy", "check"]);
     assert!(ok, "warnings only: {out}{err}");

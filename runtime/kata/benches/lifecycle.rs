@@ -31,7 +31,7 @@ fn init(dir: &Path) {
 
 fn add(ws: &Path, file: &Path, name: &str) {
     let out = Command::new(kata())
-        .args(["plugin", "add", "--yes", "--name", name, "-w"])
+        .args(["plugin", "add", "--yes", "--allow-unsigned", "--name", name, "-w"])
         .arg(ws)
         .arg(file)
         .env("KATA_LOG", "off")

@@ -247,7 +247,8 @@ pub enum PluginCommand {
     /// Install a plugin: validate it, show what it asks for next to what
     /// kata.toml grants, store it under .kata/plugins/ and record it in kata.toml.
     Add {
-        /// A .wasm component file, or an http(s) URL to download it from.
+        /// A .wasm component file, an http(s) URL to download it from, or an
+        /// OCI reference: oci://REGISTRY/NAME:TAG or oci://REGISTRY/NAME@sha256:DIGEST.
         source: String,
         /// Install under this name (default: the name in its manifest).
         #[arg(long)]
@@ -277,15 +278,71 @@ pub enum PluginCommand {
         purge: bool,
     },
     /// Replace a plugin's code, keeping its state and grants; new capability
-    /// requests are refused unless --yes grants them.
+    /// requests are refused unless --yes grants them, and code signed by
+    /// another publisher unless --allow-publisher-change.
     Upgrade {
         /// The plugin's name in kata.toml.
         name: String,
-        /// The new .wasm component file or http(s) URL.
-        source: String,
+        /// The new .wasm component file, http(s) URL or oci:// reference
+        /// (default: where it was installed from, as kata.toml records).
+        source: Option<String>,
+        /// Accept code signed by another publisher than the installed
+        /// version's (or unsigned).
+        #[arg(long)]
+        allow_publisher_change: bool,
         /// Checksum, consent and size options.
         #[command(flatten)]
         fetch: FetchArgs,
+    },
+    /// Create an Ed25519 key pair for signing plugins; prints the public key
+    /// id (`ed25519:…`) users list in [trust] publishers.
+    Keygen {
+        /// Where to write the private key (default: kata's data directory,
+        /// e.g. ~/.local/share/kata/keys/publisher.pem); the public key id
+        /// goes to PATH.pub.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Replace an existing key at that path.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a component: the signature and the publisher's key go into its
+    /// `signature` custom section and cover every other byte, its embedded
+    /// manifest (grants) included.
+    Sign {
+        /// The component (.wasm), signed in place unless --out.
+        file: PathBuf,
+        /// The private key (default: the one `kata plugin keygen` made).
+        #[arg(long, value_name = "PATH")]
+        key: Option<PathBuf>,
+        /// Write the signed component here instead.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check a component's signature and say who signed it and whether this
+    /// workspace trusts them; fails if it is unsigned or does not verify.
+    Verify {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Require this publisher key (`ed25519:…`).
+        #[arg(long, value_name = "KEY")]
+        publisher: Option<String>,
+    },
+    /// Push a component to an OCI registry in the WebAssembly artifact
+    /// layout (wkg, Spin); credentials come from the Docker config.
+    Publish {
+        /// The component (.wasm); sign it first with `kata plugin sign`.
+        file: PathBuf,
+        /// Where: oci://REGISTRY/NAME:TAG.
+        reference: String,
+    },
+    /// Check where each plugin came from for something newer: later version
+    /// tags (or new content under the same tag) in OCI registries, changed
+    /// source files.
+    Outdated {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -309,9 +366,16 @@ pub struct FetchArgs {
     /// Refuse unless the bytes have this sha256 (hex).
     #[arg(long, value_name = "HEX")]
     sha256: Option<String>,
-    /// Write the grants it asks for (and kata.toml lacks) into kata.toml.
+    /// Write the grants it asks for (and kata.toml lacks) into kata.toml,
+    /// and trust a publisher key seen for the first time (recorded in
+    /// [trust] publishers). Not enough for an unsigned plugin: see
+    /// --allow-unsigned.
     #[arg(short, long)]
     yes: bool,
+    /// Install a plugin nobody signed (when [trust] unsigned = "ask", the
+    /// default; "refuse" refuses it regardless).
+    #[arg(long)]
+    allow_unsigned: bool,
     /// Largest file or download accepted, e.g. 64MiB.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size_arg)]
     max_size: u64,
@@ -617,6 +681,7 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
                 sha256: fetch.sha256.as_deref(),
                 yes: fetch.yes,
                 max_size: fetch.max_size,
+                consent: crate::provenance::Consent { yes: fetch.yes, allow_unsigned: fetch.allow_unsigned, allow_publisher_change: false },
             };
             install::add(&ws, &opts, &mut out)?;
         }
@@ -639,16 +704,46 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
             let ws = Workspace::discover(workspace)?;
             install::remove(&ws, &name, purge, &mut out)?;
         }
-        PluginCommand::Upgrade { name, source, fetch } => {
+        PluginCommand::Upgrade { name, source, allow_publisher_change, fetch } => {
             let ws = Workspace::discover(workspace)?;
+            let source = match source {
+                Some(s) => s,
+                None => crate::policy::Policy::load(&ws.policy_path(), ws.root())?
+                    .file
+                    .plugins
+                    .get(&name)
+                    .and_then(|e| e.source.clone())
+                    .with_context(|| {
+                    format!("kata.toml records no source for {name}; name the new code: `kata plugin upgrade {name} FILE|URL|oci://…`")
+                })?,
+            };
             let opts = install::AddOptions {
                 source: &source,
                 name: Some(&name),
                 sha256: fetch.sha256.as_deref(),
                 yes: fetch.yes,
                 max_size: fetch.max_size,
+                consent: crate::provenance::Consent { yes: fetch.yes, allow_unsigned: fetch.allow_unsigned, allow_publisher_change },
             };
             install::upgrade(&ws, &name, &opts, &mut out)?;
+        }
+        PluginCommand::Keygen { out: path, force } => crate::provenance::keygen(path, force, &mut out)?,
+        PluginCommand::Sign { file, key, out: dest } => crate::provenance::sign(&file, key.as_deref(), dest.as_deref(), &mut out)?,
+        PluginCommand::Verify { file, publisher } => {
+            // A workspace is optional: it only says whether the key is trusted.
+            let ws = Workspace::discover(workspace).ok();
+            crate::provenance::verify(ws.as_ref(), &file, publisher.as_deref(), &mut out)?;
+        }
+        PluginCommand::Publish { file, reference } => crate::provenance::publish(&file, &reference, &mut out)?,
+        PluginCommand::Outdated { json } => {
+            let ws = Workspace::discover(workspace)?;
+            let rows = crate::provenance::outdated(&ws)?;
+            if json {
+                serde_json::to_writer_pretty(&mut out, &rows)?;
+                writeln!(out)?;
+            } else {
+                crate::provenance::print_outdated(&rows, &mut out)?;
+            }
         }
     }
     Ok(())

@@ -36,10 +36,13 @@ pub struct Fetched {
     pub origin: String,
 }
 
-/// Read a plugin from a file or an http(s) URL (at most `max_size` bytes),
-/// checking `sha256` when given.
+/// Read a plugin from a file, an http(s) URL or an OCI registry
+/// (`oci://REGISTRY/NAME:TAG` or `@sha256:…`, see [`crate::oci`]), at most
+/// `max_size` bytes, checking `sha256` when given.
 pub fn fetch(source: &str, sha256: Option<&str>, max_size: u64) -> Result<Fetched> {
-    let bytes = if source.starts_with("http://") || source.starts_with("https://") {
+    let bytes = if crate::oci::Reference::is_oci(source) {
+        crate::oci::pull(source, max_size)?.bytes
+    } else if source.starts_with("http://") || source.starts_with("https://") {
         download(source, max_size)?
     } else {
         let meta = std::fs::metadata(source).with_context(|| format!("cannot read {source}"))?;
@@ -341,10 +344,15 @@ fn store_path(ws: &Workspace, hash: &str) -> (PathBuf, String) {
     (ws.root().join(&rel), rel)
 }
 
-/// Store the bytes content-addressed; returns true if the file is new.
+/// Store the bytes content-addressed; returns true if the file is new. A
+/// stored file that no longer has its hash (tampered with) is rewritten with
+/// the validated bytes: reinstalling is how the tamper refusal is repaired.
 fn store(ws: &Workspace, v: &Validated) -> Result<bool> {
     let (path, _) = store_path(ws, &v.hash);
     if path.exists() {
+        if matches!(plugin::read_plugin(&path), Err(LoadError::Tampered { .. })) {
+            write_atomic(&path, &v.bytes)?;
+        }
         return Ok(false);
     }
     ws.ensure_state_dir()?;
@@ -365,11 +373,26 @@ fn release(ws: &Workspace, policy: &Policy, file: &Path, except: &str) {
     }
 }
 
+/// Where a plugin came from and who published it, as recorded in kata.toml.
+struct Provenance {
+    source: String,
+    verdict: crate::provenance::Verdict,
+}
+
+/// The source as recorded: an absolute path for a file (a relative one
+/// means nothing later), a URL or OCI reference as given.
+fn recorded_source(source: &str) -> String {
+    if crate::oci::Reference::is_oci(source) || source.starts_with("http://") || source.starts_with("https://") {
+        return source.to_string();
+    }
+    std::path::absolute(source).map_or_else(|_| source.to_string(), |p| p.display().to_string())
+}
+
 /// Store validated code and point `[plugins.NAME]` at it (adding the
-/// `missing` grants when `yes`), all or nothing: if kata.toml cannot be
+/// `missing` grants when `yes`, and recording its source and publisher), all or nothing: if kata.toml cannot be
 /// written, a newly stored file is removed again. Then cache the compiled
 /// artifact for the daemon.
-fn install(ws: &Workspace, engine: &Engine, v: &Validated, name: &str, missing: &[Request], yes: bool) -> Result<()> {
+fn install(ws: &Workspace, engine: &Engine, v: &Validated, name: &str, missing: &[Request], yes: bool, prov: &Provenance) -> Result<()> {
     let (dest, rel) = store_path(ws, &v.hash);
     let created = store(ws, v)?;
     let edited = edit_policy(ws, |doc| {
@@ -378,7 +401,7 @@ fn install(ws: &Workspace, engine: &Engine, v: &Validated, name: &str, missing: 
         if yes {
             grant_missing(table, name, missing)?;
         }
-        Ok(())
+        crate::provenance::record(doc, name, &prov.source, &prov.verdict)
     });
     if let Err(e) = edited {
         if created {
@@ -402,6 +425,9 @@ pub struct AddOptions<'a> {
     pub yes: bool,
     /// Download/file size cap.
     pub max_size: u64,
+    /// `--allow-unsigned`, `--allow-publisher-change` (and `yes` again, for
+    /// trusting a new publisher key).
+    pub consent: crate::provenance::Consent,
 }
 
 /// `kata plugin add`.
@@ -428,8 +454,20 @@ pub fn add(ws: &Workspace, opts: &AddOptions<'_>, out: &mut dyn Write) -> Result
     if let Some(e) = existing
         && let Some(p) = &e.path
     {
-        if p == &dest && dest.exists() {
+        if p == &dest && dest.exists() && plugin::read_plugin(&dest).is_ok() {
             writeln!(out, "{name} is already installed from these exact bytes ({}); nothing to do.", &v.hash[..12])?;
+            return Ok(());
+        }
+        if p == &dest && dest.exists() {
+            // The stored file was tampered with: rewrite it from these bytes.
+            let verdict = crate::provenance::decide(&policy, &name, opts.source, &v.bytes, None, &opts.consent, out)?;
+            install(ws, &engine, &v, &name, &[], false, &Provenance { source: recorded_source(opts.source), verdict })?;
+            writeln!(
+                out,
+                "Restored {name}'s stored code from {} (sha256 {}): it had been changed after installation.",
+                opts.source,
+                &v.hash[..12]
+            )?;
             return Ok(());
         }
         bail!(
@@ -441,6 +479,7 @@ pub fn add(ws: &Workspace, opts: &AddOptions<'_>, out: &mut dyn Write) -> Result
     }
     let requests = review(v.info.manifest.as_ref(), existing);
     print_review(out, &name, &requests)?;
+    let verdict = crate::provenance::decide(&policy, &name, opts.source, &v.bytes, None, &opts.consent, out)?;
     let missing: Vec<Request> = requests.iter().filter(|r| !r.granted).cloned().collect();
     if !missing.is_empty() && !opts.yes {
         writeln!(out, "\nTo grant them, add to {}:\n", ws.policy_path().display())?;
@@ -451,7 +490,7 @@ pub fn add(ws: &Workspace, opts: &AddOptions<'_>, out: &mut dyn Write) -> Result
             missing.len()
         );
     }
-    install(ws, &engine, &v, &name, &missing, opts.yes)?;
+    install(ws, &engine, &v, &name, &missing, opts.yes, &Provenance { source: recorded_source(opts.source), verdict })?;
     if opts.yes && !missing.is_empty() {
         writeln!(out, "Granted in kata.toml:\n{}", grant_snippet(&name, None, &missing))?;
         for r in missing.iter().filter(|r| r.kind == "secret") {
@@ -503,6 +542,19 @@ pub struct Listed {
     pub error: Option<String>,
     /// Messages in and replies out so far (from the workspace database).
     pub activity: Option<crate::store::PluginActivity>,
+    /// Where it was installed from: a file, an http(s) URL or an `oci://`
+    /// reference (kata.toml `source`).
+    pub source: Option<String>,
+    /// The stored component's signature: `signed`, `unsigned`,
+    /// `unidentified` or `invalid` (None: the file could not be read).
+    pub signature: Option<&'static str>,
+    /// The publisher key: the verified signer, else the one kata.toml records.
+    pub publisher: Option<String>,
+    /// Whether that key is in `[trust] publishers`.
+    pub trusted: bool,
+    /// A disagreement between kata.toml's `publisher` and the stored
+    /// component's signature, if any.
+    pub provenance_warning: Option<String>,
 }
 
 /// `kata plugin list` as a whole: the plugins, and the daemon if one runs.
@@ -534,6 +586,11 @@ pub fn list(ws: &Workspace) -> Result<Listing> {
             missing: vec![],
             error: None,
             activity: db.as_ref().and_then(|db| db.plugin_activity(&g.name).ok()),
+            source: policy.file.plugins.get(&g.name).and_then(|e| e.source.clone()),
+            signature: None,
+            publisher: policy.file.plugins.get(&g.name).and_then(|e| e.publisher.clone()),
+            trusted: false,
+            provenance_warning: None,
         };
         match &g.path {
             None => row.error = Some("not installed (no path)".into()),
@@ -543,6 +600,28 @@ pub fn list(ws: &Workspace) -> Result<Listing> {
                     let hash = hex::encode(Sha256::digest(&bytes));
                     let tampered = plugin::stored_hash(p).is_some_and(|want| want != hash);
                     row.sha256 = Some(hash);
+                    let sig = crate::signing::check(&bytes, &policy.file.trust.keys());
+                    row.signature = Some(sig.state());
+                    if let Some(k) = sig.publisher() {
+                        if row.publisher.as_deref().is_some_and(|rec| crate::policy::PublisherKey::parse(rec).ok() != Some(k)) {
+                            row.provenance_warning = Some(format!(
+                                "kata.toml records publisher {}, but the stored code is signed by {k}",
+                                row.publisher.as_deref().unwrap_or("")
+                            ));
+                        }
+                        row.publisher = Some(k.to_string());
+                    } else if row.publisher.is_some() {
+                        row.provenance_warning = Some(format!(
+                            "kata.toml records publisher {}, but the stored code is {}",
+                            row.publisher.as_deref().unwrap_or(""),
+                            sig.state()
+                        ));
+                    }
+                    row.trusted = row
+                        .publisher
+                        .as_deref()
+                        .and_then(|k| crate::policy::PublisherKey::parse(k).ok())
+                        .is_some_and(|k| policy.file.trust.trusts(&k));
                     match plugin::inspect(&bytes, &p.display().to_string()) {
                         Ok(_) if tampered => {
                             // The same refusal the daemon makes (and its advice).
@@ -598,6 +677,16 @@ pub fn print_list(listing: &Listing, out: &mut dyn Write) -> Result<()> {
             r.sha256.as_deref().map_or("-", |h| &h[..12]),
             r.error.as_deref().map_or(grants, |e| format!("ERROR: {e}")),
         )?;
+        let from = r.source.as_deref().map_or("from: unrecorded".to_string(), |s| format!("from {s}"));
+        let signed = match (r.signature, &r.publisher) {
+            (Some("signed"), Some(k)) => format!("signed by {k}{}", if r.trusted { " (trusted)" } else { " (not in [trust] publishers)" }),
+            (Some(state), _) => state.to_string(),
+            (None, _) => "signature unknown".to_string(),
+        };
+        writeln!(out, "{:<16} {from}; {signed}", "")?;
+        if let Some(w) = &r.provenance_warning {
+            writeln!(out, "{:<16} WARNING: {w}", "")?;
+        }
         if let Some(a) = &r.activity
             && (a.received > 0 || a.sent > 0 || a.pending > 0 || a.failed > 0)
         {
@@ -688,10 +777,24 @@ pub fn upgrade(ws: &Workspace, name: &str, opts: &AddOptions<'_>, out: &mut dyn 
     let engine = Engine::new(Some(ws.cache_dir()))?;
     let v = validate(&engine, &fetched)?;
     let (dest, _) = store_path(ws, &v.hash);
+    let before = crate::provenance::installed_publisher(&policy, name);
     if g.path.as_deref() == Some(dest.as_path()) {
-        writeln!(out, "{name} already runs these exact bytes ({}); nothing to do.", &v.hash[..12])?;
+        if plugin::read_plugin(&dest).is_ok() {
+            writeln!(out, "{name} already runs these exact bytes ({}); nothing to do.", &v.hash[..12])?;
+            return Ok(());
+        }
+        // The stored file was tampered with: rewrite it from these bytes.
+        let verdict = crate::provenance::decide(&policy, name, opts.source, &v.bytes, Some(before), &opts.consent, out)?;
+        install(ws, &engine, &v, name, &[], false, &Provenance { source: recorded_source(opts.source), verdict })?;
+        writeln!(
+            out,
+            "Restored {name}'s stored code from {} (sha256 {}): it had been changed after installation.",
+            opts.source,
+            &v.hash[..12]
+        )?;
         return Ok(());
     }
+    let verdict = crate::provenance::decide(&policy, name, opts.source, &v.bytes, Some(before), &opts.consent, out)?;
     let requests = review(v.info.manifest.as_ref(), Some(g));
     let missing: Vec<Request> = requests.iter().filter(|r| !r.granted).cloned().collect();
     if !missing.is_empty() {
@@ -703,7 +806,7 @@ pub fn upgrade(ws: &Workspace, name: &str, opts: &AddOptions<'_>, out: &mut dyn 
             bail!("not upgraded: {name} now asks for {} ungranted capabilities; grant them or re-run with --yes", missing.len());
         }
     }
-    install(ws, &engine, &v, name, &missing, opts.yes)?;
+    install(ws, &engine, &v, name, &missing, opts.yes, &Provenance { source: recorded_source(opts.source), verdict })?;
     if let Some(old) = &g.path {
         release(ws, &policy, old, name);
     }

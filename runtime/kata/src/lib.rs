@@ -4,7 +4,8 @@
 //!
 //! This is the binary crate's library: the clap [`cli`], the control-socket
 //! clients ([`client`], [`daemonize`]), plugin installation and scaffolding
-//! ([`install`], [`scaffold`]) and the `kata policy|secret|task` commands
+//! ([`install`], [`scaffold`]), plugin signatures, trust and OCI
+//! distribution ([`signing`], [`provenance`], [`oci`]) and the `kata policy|secret|task` commands
 //! (the `*_cmd` modules). Everything else is a crate below it, along the
 //! data path, each re-exported here under the module name it had when kata
 //! was one crate (so `kata::store::Db` and the like keep working):
@@ -37,7 +38,10 @@ pub mod cli;
 pub mod client;
 pub mod daemonize;
 pub mod install;
+pub mod oci;
 pub mod policy_cmd;
+pub mod provenance;
 pub mod scaffold;
 pub mod secret_cmd;
+pub mod signing;
 pub mod task_cmd;

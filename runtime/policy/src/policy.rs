@@ -7,7 +7,10 @@
 //! policy fails at start with a message that names the file, line and key.
 
 pub mod agent;
+pub mod trust;
 pub mod webhook;
+
+pub use trust::{PublisherKey, TrustConfig, Unsigned};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,6 +130,9 @@ pub struct PolicyFile {
     /// `[plugins.NAME]`: one table per plugin instance.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginEntry>,
+    /// `[trust]`: trusted plugin publishers and what happens to unsigned plugins.
+    #[serde(default)]
+    pub trust: TrustConfig,
 }
 
 /// `[daemon]` settings.
@@ -448,6 +454,21 @@ pub struct PluginEntry {
     /// (overrides `[tools] mode`).
     #[serde(default)]
     pub tools_mode: Option<ToolMode>,
+    /// How the host checks the signature of requests to the plugin's
+    /// webhook listener: `{ verify = "github", secret = "NAME" }` (see
+    /// [`webhook`]). Absent: requests are not checked.
+    #[serde(default)]
+    pub webhook: Option<webhook::WebhookEntry>,
+    /// Where `kata plugin add` got the code: a file path, an http(s) URL or
+    /// an `oci://` reference (`kata plugin list` shows it, `kata plugin
+    /// outdated` checks it for newer tags).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The publisher key that signed the installed code (`ed25519:…`),
+    /// recorded by `kata plugin add|upgrade`: an upgrade signed by another
+    /// key is refused unless `--allow-publisher-change`.
+    #[serde(default)]
+    pub publisher: Option<String>,
 }
 
 fn yes() -> bool {
@@ -455,11 +476,6 @@ fn yes() -> bool {
 }
 
 /// One `secrets` value as written.
-    /// How the host checks the signature of requests to the plugin's
-    /// webhook listener: `{ verify = "github", secret = "NAME" }` (see
-    /// [`webhook`]). Absent: requests are not checked.
-    #[serde(default)]
-    pub webhook: Option<webhook::WebhookEntry>,
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SecretEntry {
@@ -1484,6 +1500,10 @@ pub struct PluginGrants {
     /// (set when the plugin is loaded). A request must then match a policy
     /// grant *and* one of these: the manifest asks, the policy decides.
     pub declared_network: Option<Vec<NetworkGrant>>,
+    /// The signature check of requests to its webhook listener, if any. Its
+    /// secret verifies requests only: it is never filled into anything the
+    /// plugin sends, and a manifest need not ask for it.
+    pub webhook: Option<webhook::WebhookVerify>,
 }
 
 impl PluginGrants {
@@ -1499,11 +1519,9 @@ impl PluginGrants {
             .map(|(e, x)| NetworkGrant::parse(&x).map_err(|err| format!("its manifest's network entry {e:?}: {err}")))
             .collect::<Result<Vec<_>, _>>()?;
         let mut dropped = Vec::new();
+        let webhook_secret = self.webhook.as_ref().map(|w| w.secret.clone());
+        let webhook_secret = webhook_secret.as_deref();
         self.secrets.retain(|name, _| {
-    /// The signature check of requests to its webhook listener, if any. Its
-    /// secret verifies requests only: it is never filled into anything the
-    /// plugin sends, and a manifest need not ask for it.
-    pub webhook: Option<webhook::WebhookVerify>,
             let keep = m.secrets.contains_key(name) || webhook_secret.is_some_and(|w| w == name);
             if !keep {
                 dropped.push(format!("secret {name}"));
@@ -1519,8 +1537,6 @@ impl PluginGrants {
         });
         for g in &self.network {
             if !declared.iter().any(|d| d.overlaps(g)) {
-        let webhook_secret = self.webhook.as_ref().map(|w| w.secret.clone());
-        let webhook_secret = webhook_secret.as_deref();
                 dropped.push(format!("network {}", g.source));
             }
         }
@@ -1870,6 +1886,17 @@ impl Policy {
                 }
             });
             secret_binding_warnings(&loc, name, entry, &network, &secrets, &secret_hosts, &mut diags);
+            let webhook = entry.webhook.as_ref().and_then(|w| {
+                let at = [p, n, Seg::Key("webhook")];
+                let line = loc.span(&at).map_or(0, |r| line_col(text, r.start).0);
+                match webhook::resolve(w, &secrets, name, format!("{}:{line}", path.display())) {
+                    Ok(v) => Some(v),
+                    Err((key, m)) => {
+                        diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("webhook"), Seg::Key(key)], m));
+                        None
+                    }
+                }
+            });
             for (i, g) in entry.groups.iter().flatten().enumerate() {
                 if g.trim().is_empty() || g.trim() != g {
                     diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("groups"), Seg::Index(i)], format!("group {g:?} must be a conversation id as the channel reports it (e.g. \"-1001234567890\"), or \"*\" for every group")));
@@ -1886,17 +1913,6 @@ impl Policy {
             if entry.require_mention.is_some() && entry.groups.as_ref().is_none_or(Vec::is_empty) {
                 diags.push(loc.diag(
                     Severity::Warning,
-            let webhook = entry.webhook.as_ref().and_then(|w| {
-                let at = [p, n, Seg::Key("webhook")];
-                let line = loc.span(&at).map_or(0, |r| line_col(text, r.start).0);
-                match webhook::resolve(w, &secrets, name, format!("{}:{line}", path.display())) {
-                    Ok(v) => Some(v),
-                    Err((key, m)) => {
-                        diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("webhook"), Seg::Key(key)], m));
-                        None
-                    }
-                }
-            });
                     &[p, n, Seg::Key("require_mention")],
                     "require_mention only applies to granted groups, and `groups` grants none; add the group ids, e.g. groups = [\"-1001234567890\"]".into(),
                 ));
@@ -1930,8 +1946,19 @@ impl Policy {
                     require_mention: entry.require_mention.unwrap_or(true),
                     deliver_to,
                     tools_mode: entry.tools_mode,
+                    webhook,
                 },
             );
+        }
+        for (i, is_error, m) in trust::check(&file.trust) {
+            let severity = if is_error { Severity::Error } else { Severity::Warning };
+            let at = [Seg::Key("trust"), Seg::Key("publishers"), Seg::Index(i.unwrap_or(0))];
+            diags.push(loc.diag(severity, &at[..if i.is_some() { 3 } else { 1 }], m));
+        }
+        for (name, entry) in &file.plugins {
+            if let Some(Err(m)) = entry.publisher.as_deref().map(PublisherKey::parse) {
+                diags.push(loc.diag(Severity::Error, &[Seg::Key("plugins"), Seg::Key(name), Seg::Key("publisher")], m));
+            }
         }
         if let Err((key, m)) = agent::Settings::resolve(&file, workspace) {
             diags.push(loc.diag(Severity::Error, &[Seg::Key(key.0), Seg::Key(key.1)], m));
@@ -1946,7 +1973,6 @@ impl Policy {
     pub fn plugin_diagnostic(&self, text: &str, name: &str, key: Option<&str>, severity: Severity, message: String) -> Diagnostic {
         let loc = Locator::new(text, &self.path);
         let mut segs = vec![Seg::Key("plugins"), Seg::Key(name)];
-                    webhook,
         segs.extend(key.map(Seg::Key));
         loc.diag(severity, &segs, message)
     }

@@ -90,16 +90,28 @@ pub fn build(dir: &Path, lang: Lang) -> Result<Built> {
         std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
     let raw = work.join("plugin.qjs.wasm");
-    eprintln!("compiling {} with componentize-qjs for world {} (about 5 s)…", project.main, project.world);
-    super::run(
-        "componentize-qjs (JavaScript → component)",
-        Command::new(node()?)
-            .arg(tools.join("node_modules/componentize-qjs/bin/componentize-qjs"))
-            .args(["--wit", "build/.kata/wit", "--world", &project.world, "--js", &project.main, "--module-root", ".", "--sync", "-o"])
-            .arg("build/.kata/plugin.qjs.wasm")
-            .current_dir(dir)
-            .env("SOURCE_DATE_EPOCH", "0"),
-    )?;
+    let key_file = work.join("plugin.qjs.key");
+    let key = source_key(dir, &project)?;
+    let reuse = raw.is_file() && std::fs::read_to_string(&key_file).is_ok_and(|k| k.trim() == key);
+    if reuse {
+        // componentize-qjs snapshots QuickJS's heap, which holds a random
+        // hash seed and the clock: the same source would not give the same
+        // bytes twice. Reuse the snapshot of this exact source instead.
+        tracing::debug!("reusing {} (same source)", raw.display());
+    } else {
+        let _ = std::fs::remove_file(&key_file);
+        eprintln!("compiling {} with componentize-qjs for world {} (about 5 s)…", project.main, project.world);
+        super::run(
+            "componentize-qjs (JavaScript → component)",
+            Command::new(node()?)
+                .arg(tools.join("node_modules/componentize-qjs/bin/componentize-qjs"))
+                .args(["--wit", "build/.kata/wit", "--world", &project.world, "--js", &project.main, "--module-root", ".", "--sync", "-o"])
+                .arg("build/.kata/plugin.qjs.wasm")
+                .current_dir(dir)
+                .env("SOURCE_DATE_EPOCH", "0"),
+        )?;
+        std::fs::write(&key_file, format!("{key}\n")).with_context(|| format!("cannot write {}", key_file.display()))?;
+    }
     let js = std::fs::read(&raw).with_context(|| format!("cannot read {}", raw.display()))?;
     let mut wasm = compose_http(js).context("cannot compose the HTTP adapter into the JavaScript component")?;
     kata_policy::manifest::append_custom_section(&mut wasm, kata_host::host::VERSION_SECTION, kata_host::host::latest::VERSION.as_bytes());
@@ -130,6 +142,48 @@ pub fn compose_http(js: Vec<u8>) -> Result<Vec<u8>> {
     let adapter = graph.instantiate(adapter)?;
     graph.connect(adapter, Some(export), plugin, import)?;
     graph.encode(EncodeOptions { define_components: true, export: Some(plugin), validate: true })
+}
+
+/// sha256 over what decides componentize-qjs's output: kata's version, the
+/// toolchain, the world and entry, and every file of the project outside
+/// build outputs and dependencies (for TypeScript, the sources tsc compiled).
+fn source_key(dir: &Path, project: &Project) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                if !["build", "node_modules", ".git", "target", "dist"].iter().any(|s| entry.file_name() == *s) {
+                    walk(root, &path, out)?;
+                }
+            } else if ty.is_file() {
+                out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for part in [env!("CARGO_PKG_VERSION"), &status().unwrap_or_default(), &project.world, &project.main] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (path, text) in WIT {
+        h.update(path.as_bytes());
+        h.update(text.as_bytes());
+    }
+    for rel in files {
+        let bytes = std::fs::read(dir.join(&rel)).with_context(|| format!("cannot read {}", dir.join(&rel).display()))?;
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// What kata reads from package.json.
