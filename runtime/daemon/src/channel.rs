@@ -74,6 +74,22 @@ pub fn fault_of(e: &CallError) -> Fault {
     }
 }
 
+/// The kind of a failed call, as `kata status` names it: the channel
+/// error's case (`auth-failed`, `rate-limited`, `network`, `invalid-config`,
+/// `unsupported`, `fatal`), or `trap` and `timeout`.
+pub fn error_kind(e: &CallError) -> &'static str {
+    match e {
+        CallError::Channel(ChannelError::AuthFailed(_)) => "auth-failed",
+        CallError::Channel(ChannelError::RateLimited(_)) => "rate-limited",
+        CallError::Channel(ChannelError::Network(_)) => "network",
+        CallError::Channel(ChannelError::InvalidConfig(_)) => "invalid-config",
+        CallError::Channel(ChannelError::Unsupported) => "unsupported",
+        CallError::Channel(ChannelError::Fatal(_)) => "fatal",
+        CallError::Trap(_) => "trap",
+        CallError::Timeout(_) => "timeout",
+    }
+}
+
 /// One loop's instance of a plugin and what it needs to keep one alive:
 /// start it when there is none, report failures to [`Health`], and hold off
 /// while the plugin's circuit breaker is open.
@@ -122,10 +138,14 @@ impl Slot {
         self.instance.as_mut()
     }
 
-    /// A call succeeded.
+    /// A call succeeded. A poll that succeeds means the channel is
+    /// connected (a stream is connected once it opens: see [`crate::stream`]).
     pub fn succeeded(&mut self) {
         self.backoff = backoff();
         self.health.success(self.plugin.name());
+        if self.role == "poll" {
+            self.health.connected(self.plugin.name(), true);
+        }
     }
 
     /// A call failed: drop a broken instance, tell [`Health`], and return how
@@ -137,7 +157,12 @@ impl Slot {
         }
         let delay = error_delay(e, &mut self.backoff);
         let name = self.plugin.name();
-        self.health.failure_delay(name, name, &e.to_string(), fault_of(e), delay)
+        let d = self.health.failure_delay(name, name, &e.to_string(), fault_of(e), delay);
+        self.health.error_kind(name, error_kind(e));
+        if self.role != "send" {
+            self.health.connected(name, false);
+        }
+        d
     }
 
     /// Abandon the instance (e.g. a call cancelled mid-way).

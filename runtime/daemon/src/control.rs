@@ -48,7 +48,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use crate::events::{Event, Events};
-use crate::health::Health;
+use crate::health::{Health, PluginState};
 use crate::store::{Db, Reply};
 use crate::workspace::Workspace;
 
@@ -315,11 +315,17 @@ impl Shared {
         // Channels, then services (which have health but no outbox of their own).
         let mut names = self.channels();
         names.extend(health.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>());
+        let channels = self.channels();
         for name in names {
             let h = health.get(&name).cloned().unwrap_or_default();
             let a = self.db.plugin_activity(&name)?;
+            // Where a channel stands (services have no such state); plugins
+            // kata.toml names but does not run are listed with theirs.
+            let not_run = matches!(h.state, PluginState::Disabled | PluginState::NotInstalled | PluginState::Refused);
+            let channel = (channels.contains(&name) || not_run).then(|| h.channel());
             plugins.push(json!({
                 "name": name,
+                "channel": channel,
                 "health": h,
                 "queue": {"outbox_pending": a.pending, "dead_letters": a.failed},
                 "last_delivery_error": a.last_error,

@@ -173,7 +173,23 @@ impl Workers {
             loaded.plugins.iter().map(|p| p.name()).chain(loaded.services.iter().map(|s| s.name())).map(String::from).collect();
         let mut known = names.clone();
         known.extend(loaded.refused.iter().map(|(n, _)| n.clone()));
+        // Plugins kata.toml names but does not run, for `kata status`:
+        // installed but disabled, or a table waiting for its code.
+        let inactive: Vec<(String, crate::health::PluginState)> = loaded
+            .policy
+            .plugins
+            .values()
+            .filter_map(|g| match (&g.path, g.enabled) {
+                (None, _) => Some((g.name.clone(), crate::health::PluginState::NotInstalled)),
+                (Some(_), false) => Some((g.name.clone(), crate::health::PluginState::Disabled)),
+                _ => None,
+            })
+            .collect();
+        known.extend(inactive.iter().map(|(n, _)| n.clone()));
         health.retain(&known);
+        for (name, state) in &inactive {
+            health.inactive(name, *state);
+        }
         for (name, error) in &loaded.refused {
             health.refused(name, error);
         }

@@ -51,6 +51,41 @@ pub enum PluginState {
     /// It was not loaded: its stored code no longer matches the hash it was
     /// installed under (see `last_error`). The other plugins run.
     Refused,
+    /// Installed, but `enabled = false` in kata.toml: not run.
+    Disabled,
+    /// kata.toml has its table but no `path`: grants waiting for
+    /// `kata plugin add` to install the code.
+    NotInstalled,
+}
+
+/// Where a channel stands, as `kata status` shows it: one word a person can
+/// act on, derived from [`PluginHealth`] by [`PluginHealth::channel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelState {
+    /// kata.toml names it but its code is not installed (no `path`).
+    NotInstalled,
+    /// The code is installed, but kata.toml does not run it (`enabled = false`).
+    Installed,
+    /// Loaded and started, not connected (yet): the first poll or stream is
+    /// under way, or its loops stopped.
+    Configured,
+    /// Its ingress works: the last poll succeeded, or its stream is open.
+    Connected,
+    /// Its last attempt failed; `reason` says how.
+    Failing,
+}
+
+/// A channel's [`ChannelState`] and, when it is failing or not running, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelStatus {
+    /// The state.
+    pub state: ChannelState,
+    /// Why: the kind of the last error (`auth-failed`, `rate-limited`,
+    /// `network`, `invalid-config`, `unsupported`, `fatal`, `trap`,
+    /// `timeout`), `breaker-open`, `refused`, `disabled`, `not-installed`
+    /// or `stopped`; none when connected or starting.
+    pub reason: Option<String>,
 }
 
 /// The breaker's state.
@@ -79,6 +114,11 @@ pub struct PluginHealth {
     pub last_error: Option<String>,
     /// When that error happened (ms since the Unix epoch).
     pub last_error_ms: Option<u64>,
+    /// What kind of error `last_error` was: `auth-failed`, `rate-limited`,
+    /// `network`, `invalid-config`, `unsupported`, `fatal`, `trap`, `timeout`.
+    pub last_error_kind: Option<String>,
+    /// Whether its ingress is up: the last poll succeeded or its stream is open.
+    pub connected: bool,
     /// Failures in a row that count towards the breaker.
     pub consecutive_failures: u32,
     /// Instances started after the first one (restarts after failures).
@@ -104,6 +144,8 @@ impl Default for PluginHealth {
             breaker: Breaker::Closed,
             last_error: None,
             last_error_ms: None,
+            last_error_kind: None,
+            connected: false,
             consecutive_failures: 0,
             restarts: 0,
             polls: 0,
@@ -111,6 +153,24 @@ impl Default for PluginHealth {
             sent: 0,
             send_failures: 0,
             limits_hit: BTreeMap::new(),
+        }
+    }
+}
+
+impl PluginHealth {
+    /// Where the channel stands (see [`ChannelState`]).
+    pub fn channel(&self) -> ChannelStatus {
+        let s = |state, reason: Option<&str>| ChannelStatus { state, reason: reason.map(String::from) };
+        match self.state {
+            PluginState::NotInstalled => s(ChannelState::NotInstalled, Some("not-installed")),
+            PluginState::Disabled => s(ChannelState::Installed, Some("disabled")),
+            PluginState::Refused => s(ChannelState::Failing, Some("refused")),
+            PluginState::BreakerOpen => s(ChannelState::Failing, Some("breaker-open")),
+            PluginState::BackingOff => s(ChannelState::Failing, Some(self.last_error_kind.as_deref().unwrap_or("error"))),
+            PluginState::Stopped => s(ChannelState::Configured, Some("stopped")),
+            PluginState::Starting => s(ChannelState::Configured, None),
+            PluginState::Running if self.connected => s(ChannelState::Connected, None),
+            PluginState::Running => s(ChannelState::Configured, None),
         }
     }
 }
@@ -147,6 +207,7 @@ impl Health {
     pub fn register(&self, plugin: &str) {
         self.with(plugin, |h| {
             h.state = PluginState::Starting;
+            h.connected = false;
         });
     }
 
@@ -277,7 +338,37 @@ impl Health {
 
     /// The plugin's loops stopped.
     pub fn stopped(&self, plugin: &str) {
-        self.with(plugin, |h| h.state = PluginState::Stopped);
+        self.with(plugin, |h| {
+            h.state = PluginState::Stopped;
+            h.connected = false;
+        });
+    }
+
+    /// Its ingress came up (`true`: a poll succeeded, a stream opened) or
+    /// went down. Coming up ends a backoff (the plugin runs), but leaves the
+    /// breaker's count alone: a stream that opens and then makes the plugin
+    /// trap on every frame still opens the breaker.
+    pub fn connected(&self, plugin: &str, up: bool) {
+        self.with(plugin, |h| {
+            h.connected = up;
+            if up && matches!(h.state, PluginState::Starting | PluginState::BackingOff) {
+                h.state = PluginState::Running;
+            }
+        });
+    }
+
+    /// The kind of the error just reported with [`Self::failure`].
+    pub fn error_kind(&self, plugin: &str, kind: &str) {
+        self.with(plugin, |h| h.last_error_kind = Some(kind.to_string()));
+    }
+
+    /// A plugin of kata.toml the daemon does not run: `Disabled` or
+    /// `NotInstalled`.
+    pub fn inactive(&self, plugin: &str, state: PluginState) {
+        self.with(plugin, |h| {
+            h.state = state;
+            h.connected = false;
+        });
     }
 }
 
@@ -308,6 +399,36 @@ mod tests {
         assert_eq!((s.state, s.breaker.clone(), s.consecutive_failures), (PluginState::Running, Breaker::Closed, 0));
         assert_eq!(h.breaker_wait("p"), Duration::ZERO);
         assert_eq!(h.failure("p", "trap", Fault::Plugin), None);
+    }
+
+    #[test]
+    fn channel_states_follow_health() {
+        let h = health();
+        let state = |p: &str| h.get(p).expect("tracked").channel();
+        h.register("c");
+        assert_eq!(state("c"), ChannelStatus { state: ChannelState::Configured, reason: None });
+        // A send succeeding is not a connection; a poll succeeding is.
+        h.success("c");
+        assert_eq!(state("c").state, ChannelState::Configured);
+        h.connected("c", true);
+        assert_eq!(state("c").state, ChannelState::Connected);
+        h.failure("c", "authentication failed: bad token", Fault::External);
+        h.error_kind("c", "auth-failed");
+        assert_eq!(state("c"), ChannelStatus { state: ChannelState::Failing, reason: Some("auth-failed".into()) });
+        for _ in 0..3 {
+            h.failure("t", "trap", Fault::Plugin);
+        }
+        assert_eq!(state("t").reason.as_deref(), Some("breaker-open"));
+        h.inactive("off", PluginState::Disabled);
+        assert_eq!(state("off"), ChannelStatus { state: ChannelState::Installed, reason: Some("disabled".into()) });
+        h.inactive("new", PluginState::NotInstalled);
+        assert_eq!(state("new").state, ChannelState::NotInstalled);
+        h.refused("r", "changed after it was installed");
+        assert_eq!(state("r").reason.as_deref(), Some("refused"));
+        h.stopped("c");
+        assert_eq!(state("c"), ChannelStatus { state: ChannelState::Configured, reason: Some("stopped".into()) });
+        let json = serde_json::to_value(state("off")).expect("json");
+        assert_eq!(json, serde_json::json!({"state": "installed", "reason": "disabled"}));
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub async fn ingress(
                 let d = backoff.next().unwrap_or(Duration::from_secs(300));
                 let text = format!("cannot describe the plugin: {e}");
                 let d = health.failure_delay(name, name, &text, crate::channel::fault_of(&e), d);
+                health.error_kind(name, crate::channel::error_kind(&e));
                 tracing::warn!(plugin = %name, "{text}; retrying in {d:?}");
                 if sleep_or_shutdown(d, &mut shutdown).await {
                     return;
@@ -167,15 +168,27 @@ async fn run(plugin: Arc<ChannelPlugin>, db: Db, health: Arc<Health>, inbox_read
             }
         };
         let delay = match open(&plugin, &sub).await {
-            Err(Opened::Denied) => DENIED_RETRY.max(backoff.next().unwrap_or(DENIED_RETRY)),
+            Err(Opened::Denied) => {
+                // Already logged and audited with the line to add; `kata status` shows it too.
+                let text = format!("the stream {} is refused by the policy (`kata audit` names the kata.toml line)", shown_url(&sub.url));
+                health.failure(&name, &text, crate::health::Fault::External);
+                health.error_kind(&name, "invalid-config");
+                health.connected(&name, false);
+                DENIED_RETRY.max(backoff.next().unwrap_or(DENIED_RETRY))
+            }
             Err(Opened::Failed(e)) => {
                 let d = backoff.next().unwrap_or(Duration::from_secs(300));
                 tracing::warn!(plugin = %name, "cannot open the stream {}: {e}; retrying in {d:?}", shown_url(&sub.url));
+                health.failure(&name, &format!("cannot open the stream {}: {e}", shown_url(&sub.url)), crate::health::Fault::External);
+                health.error_kind(&name, "network");
+                health.connected(&name, false);
                 d
             }
             Ok(conn) => {
                 tracing::info!(plugin = %name, url = %shown_url(&sub.url), "stream connected");
+                health.connected(&name, true);
                 let (end, delivered) = session(&ctx, &mut slot, conn, &sub, &mut shutdown).await;
+                health.connected(&name, false);
                 if delivered {
                     backoff = reconnect_backoff();
                 }

@@ -46,8 +46,8 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
     } else {
         writeln!(
             out,
-            "{:<14} {:<13} {:<16} {:>8} {:>6} {:>7} {:>5} {:>8}  LAST ERROR",
-            "PLUGIN", "STATE", "BREAKER", "RECEIVED", "SENT", "PENDING", "DEAD", "RESTARTS"
+            "{:<14} {:<26} {:<13} {:<16} {:>8} {:>6} {:>7} {:>5} {:>8}  LAST ERROR",
+            "PLUGIN", "CHANNEL", "STATE", "BREAKER", "RECEIVED", "SENT", "PENDING", "DEAD", "RESTARTS"
         )?;
         let now = crate::store::now_ms();
         for p in &plugins {
@@ -62,8 +62,9 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
             let err = h["last_error"].as_str().or(p["last_delivery_error"].as_str()).unwrap_or("-");
             writeln!(
                 out,
-                "{:<14} {:<13} {:<16} {:>8} {:>6} {:>7} {:>5} {:>8}  {}",
+                "{:<14} {:<26} {:<13} {:<16} {:>8} {:>6} {:>7} {:>5} {:>8}  {}",
                 s(&p["name"]),
+                channel_text(&p["channel"]),
                 s(&h["state"]),
                 breaker,
                 n(&h["received"]),
@@ -105,6 +106,17 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
         if n(&q["outbox_failed"]) > 0 { " (`kata retry` lists and requeues them)" } else { "" }
     )?;
     Ok(())
+}
+
+/// A channel's state for people: `connected`, `configured`, `failing:
+/// auth-failed`, `installed (disabled)`…; `-` for a service.
+fn channel_text(c: &Value) -> String {
+    let Some(state) = c["state"].as_str() else { return "-".into() };
+    match (state, c["reason"].as_str()) {
+        ("failing", Some(r)) => format!("failing: {r}"),
+        ("installed" | "configured", Some(r)) => format!("{state} ({r})"),
+        _ => state.to_string(),
+    }
 }
 
 fn one_line(s: &str, max: usize) -> String {
@@ -366,5 +378,31 @@ mod tests {
         assert!(text.contains("trap           limits hit: cpu_per_call 3, log_lines_per_minute 88000"), "{text}");
         assert!(text.contains("search         limits hit: max_tool_result 2"), "a tools plugin's hits show too: {text}");
         assert_eq!(text.matches("limits hit").count(), 2, "{text}");
+        assert!(text.contains("trap           -                          breaker-open"), "no channel state given: {text}");
+    }
+
+    #[test]
+    fn status_names_each_channel_state() {
+        let row = |name: &str, channel: Value, state: &str| serde_json::json!({"name": name, "channel": channel, "health": {"state": state, "breaker": {"state": "closed"}}, "queue": {}});
+        let v = serde_json::json!({
+            "version": "0.1.0", "workspace": "/ws", "pid": 7, "uptime_s": 1,
+            "plugins": [
+                row("matrix", serde_json::json!({"state": "failing", "reason": "auth-failed"}), "backing-off"),
+                row("irc", serde_json::json!({"state": "connected", "reason": null}), "running"),
+                row("hooks", serde_json::json!({"state": "configured", "reason": null}), "starting"),
+                row("old", serde_json::json!({"state": "installed", "reason": "disabled"}), "disabled"),
+                row("next", serde_json::json!({"state": "not-installed", "reason": "not-installed"}), "not-installed"),
+            ],
+            "queues": {},
+        });
+        let mut out = Vec::new();
+        print_status(&v, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+        assert!(line("matrix").contains(" failing: auth-failed "), "{text}");
+        assert!(line("irc").contains(" connected "), "{text}");
+        assert!(line("hooks").contains(" configured "), "{text}");
+        assert!(line("old").contains(" installed (disabled) "), "{text}");
+        assert!(line("next").contains(" not-installed "), "{text}");
     }
 }

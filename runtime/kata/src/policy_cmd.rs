@@ -257,6 +257,10 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
             }
         };
         writeln!(out, "    {name}  from {how}")?;
+        if let Some(w) = g.webhook.as_ref().filter(|w| &w.secret == name) {
+            writeln!(out, "      verifies webhook requests only ({}); never sent, never seen by the plugin", w.at)?;
+            continue;
+        }
         match g.secret_hosts.get(name) {
             Some(b) => writeln!(out, "      sent to: {} only ({})", b.describe(), b.at)?,
             None if g.network.is_empty() => writeln!(out, "      sent to: nowhere (no network grants)")?,
@@ -309,6 +313,16 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
         let mention =
             if g.require_mention { "only messages that mention or reply to the agent" } else { "every message (require_mention = false)" };
         writeln!(out, "    groups: {which}; {mention}; no pairing in groups")?;
+    }
+
+    if let Some(w) = &g.webhook {
+        writeln!(out, "  webhook requests:")?;
+        writeln!(
+            out,
+            "    signature checked by kata ({}): {}; a request that fails gets 401 and never reaches the plugin",
+            w.at,
+            w.describe()
+        )?;
     }
 
     writeln!(out, "  limits:")?;
