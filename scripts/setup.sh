@@ -48,9 +48,11 @@ if [ ! -f tests/servers/telegram/node_modules/telegram-test-api/package.json ]; 
   (cd tests/servers/telegram && npm install --no-audit --no-fund --loglevel=error >&2)
 fi
 
-# 2b. ngircd, the IRC server tests/irc.rs runs on loopback (started by the
+# 2b. ngircd, the IRC server tests/irc.rs runs on loopback, and
+#     docker-registry (the CNCF distribution server), the OCI registry
+#     tests/provenance.rs publishes to and installs from (each started by the
 #     test itself, never as a system service).
-apt_install ngircd
+apt_install ngircd docker-registry
 
 # 2c. matrix-synapse, the homeserver tests/matrix.rs starts on loopback: pip,
 #     in its own venv under target/servers/ (~240 MB, about a minute once).
