@@ -208,8 +208,8 @@ pub enum PluginCommand {
         /// The language to write bindings for.
         #[arg(long, value_enum)]
         lang: crate::build::Lang,
-        /// Which world.
-        #[arg(long, value_parser = ["channel", "tools", "service"], default_value = "channel")]
+        /// Which world (`channel-tools`: a channel that also offers tools).
+        #[arg(long, value_parser = ["channel", "tools", "service", "channel-tools"], default_value = "channel")]
         world: String,
         /// The directory to write them into.
         #[arg(long, value_name = "DIR")]

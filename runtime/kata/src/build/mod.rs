@@ -76,6 +76,14 @@ impl Lang {
         }
     }
 
+    /// The language's name in sentences ("C", "JavaScript").
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Lang::C => "C",
+            other => other.producer_name(),
+        }
+    }
+
     /// Which toolchain builds this language (TypeScript is built by the
     /// JavaScript toolchain).
     pub fn toolchain(self) -> Lang {
@@ -226,7 +234,7 @@ pub fn bindings(lang: Lang, world: &str, out: &Path) -> Result<Vec<PathBuf>> {
         Lang::Go => go::bindings(world, out),
         other => bail!(
             "{other} plugins need no generated bindings from kata: the {} SDK (`kata plugin new --lang {other}`) carries them",
-            other.producer_name()
+            other.display_name()
         ),
     }
 }

@@ -56,7 +56,7 @@ pub fn missing(lang: Lang, what: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "the {} plugin toolchain is not installed ({what}); install it with `kata plugin toolchain install {}` \
          (scripts/setup.sh does this for a checkout)",
-        lang.toolchain().producer_name(),
+        lang.toolchain().display_name(),
         lang.toolchain().name()
     )
 }
