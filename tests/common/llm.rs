@@ -1,6 +1,10 @@
 //! Servers for the agent tests, on loopback, written here:
 //! - [`LlmServer`]: a scripted OpenAI-compatible chat completions endpoint
-//!   that records every request and the concurrency it saw;
+//!   that records every request and the concurrency it saw, and answers a
+//!   request with `"stream": true` as the real API does: server-sent events
+//!   (`data: {chunk}` lines, text and tool-call arguments in pieces, tool
+//!   calls interleaved by index, usage last with `stream_options.include_usage`,
+//!   then `data: [DONE]`);
 //! - [`ChatServer`]: the JSON chat API the `guest-chat` channel polls and
 //!   sends to (conversations and threads).
 #![allow(dead_code, clippy::unwrap_used)]
@@ -33,7 +37,24 @@ impl HttpResponse {
     }
 }
 
-type Handler = Arc<dyn Fn(HttpRequest) -> HttpResponse + Send + Sync>;
+/// What goes on the wire: a JSON response, or a body of another type
+/// written in pieces (server-sent events).
+struct Wire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// Write the body in pieces of this many bytes (0: at once).
+    pieces: usize,
+}
+
+impl From<HttpResponse> for Wire {
+    fn from(r: HttpResponse) -> Self {
+        Wire { status: r.status, headers: r.headers, content_type: "application/json", body: r.body.to_string().into_bytes(), pieces: 0 }
+    }
+}
+
+type Handler = Arc<dyn Fn(HttpRequest) -> Wire + Send + Sync>;
 
 /// Serve `handler` on a free loopback port, one thread per connection, one
 /// request per connection. Returns the port.
@@ -55,18 +76,26 @@ fn serve(handler: Handler) -> u16 {
                 let method = parts.next().unwrap_or_default().to_string();
                 let path = parts.next().unwrap_or_default().to_string();
                 let resp = handler(HttpRequest { method, path, body });
-                let text = resp.body.to_string();
                 let mut head = format!(
-                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                    "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
                     resp.status,
-                    text.len()
+                    resp.content_type,
+                    resp.body.len()
                 );
                 for (k, v) in resp.headers {
                     head.push_str(&format!("{k}: {v}\r\n"));
                 }
                 head.push_str("\r\n");
+                let _ = stream.set_nodelay(true);
                 let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(text.as_bytes());
+                if resp.pieces == 0 {
+                    let _ = stream.write_all(&resp.body);
+                } else {
+                    for piece in resp.body.chunks(resp.pieces) {
+                        let _ = stream.write_all(piece);
+                        let _ = stream.flush();
+                    }
+                }
             });
         }
     });
@@ -141,6 +170,78 @@ pub fn tool_script() -> Script {
     })
 }
 
+/// The usage the scripted model reports: 10 prompt tokens per message sent,
+/// 5 completion tokens per answer.
+pub fn usage_for(req: &Value) -> Value {
+    let messages = req["messages"].as_array().map_or(0, Vec::len);
+    json!({"prompt_tokens": 10 * messages, "completion_tokens": 5, "total_tokens": 10 * messages + 5})
+}
+
+/// `s` in pieces of at most `n` characters.
+fn pieces(s: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    chars.chunks(n).map(|c| c.iter().collect()).collect()
+}
+
+/// A completion (`choices[0].message`) as the chunks a streaming server
+/// sends: the role, the text in pieces, each tool call's id and name and
+/// then its arguments in pieces (calls interleaved), the finish reason,
+/// and the usage when `include_usage`.
+pub fn sse_chunks(completion: &Value, include_usage: bool, usage: &Value) -> Vec<Value> {
+    let choice = &completion["choices"][0];
+    let message = &choice["message"];
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": "test-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    for p in pieces(message["content"].as_str().unwrap_or_default(), 5) {
+        out.push(chunk(json!({"content": p}), Value::Null));
+    }
+    let calls = message["tool_calls"].as_array().cloned().unwrap_or_default();
+    for (i, c) in calls.iter().enumerate() {
+        out.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                "function": {"name": c["function"]["name"], "arguments": ""}}]}),
+            Value::Null,
+        ));
+    }
+    let args: Vec<Vec<String>> = calls.iter().map(|c| pieces(c["function"]["arguments"].as_str().unwrap_or_default(), 4)).collect();
+    for k in 0..args.iter().map(Vec::len).max().unwrap_or(0) {
+        for (i, a) in args.iter().enumerate() {
+            if let Some(p) = a.get(k) {
+                out.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}), Value::Null));
+            }
+        }
+    }
+    let finish = choice["finish_reason"].clone();
+    out.push(chunk(json!({}), if finish.is_null() { json!("stop") } else { finish }));
+    if include_usage {
+        out.push(json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "choices": [], "usage": usage}));
+    }
+    out
+}
+
+/// The answer to `req`: JSON with `usage` added, or, when the request asks
+/// for a stream and the script answered 200, the same as server-sent events.
+fn wire_for(req: &Value, resp: HttpResponse) -> Wire {
+    let usage = usage_for(req);
+    if resp.status != 200 || req["stream"] != true {
+        let mut resp = resp;
+        if resp.status == 200 && resp.body.get("usage").is_none() && resp.body.is_object() {
+            resp.body["usage"] = usage;
+        }
+        return resp.into();
+    }
+    let include_usage = req["stream_options"]["include_usage"] == true;
+    let mut body = String::new();
+    for c in sse_chunks(&resp.body, include_usage, &usage) {
+        body.push_str(&format!("data: {c}\n\n"));
+    }
+    body.push_str("data: [DONE]\n\n");
+    Wire { status: 200, headers: resp.headers, content_type: "text/event-stream", body: body.into_bytes(), pieces: 64 }
+}
+
 impl LlmServer {
     /// Start with `script`, answering each request after `delay`. The first
     /// word of the last user message is the request's tag (its session, in
@@ -151,7 +252,7 @@ impl LlmServer {
         let (r, s) = (requests.clone(), stats.clone());
         let port = serve(Arc::new(move |req: HttpRequest| {
             if req.method != "POST" || !req.path.ends_with("/chat/completions") {
-                return HttpResponse { status: 404, headers: vec![], body: json!({"error": {"message": "no such path"}}) };
+                return HttpResponse { status: 404, headers: vec![], body: json!({"error": {"message": "no such path"}}) }.into();
             }
             let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
             let tag = contents(&body, "user").last().and_then(|t| t.split_whitespace().next().map(str::to_string)).unwrap_or_default();
@@ -170,7 +271,7 @@ impl LlmServer {
             let mut st = s.lock().unwrap();
             st.in_flight -= 1;
             *st.per_tag.get_mut(&tag).unwrap() -= 1;
-            resp
+            wire_for(&body, resp)
         }));
         Self { port, requests, stats }
     }
@@ -216,14 +317,14 @@ impl ChatServer {
             if req.method == "GET" && req.path.starts_with("/poll") {
                 let after: usize = req.path.split("after=").nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
                 let messages: Vec<Value> = s.inbound.iter().skip(after).cloned().collect();
-                return HttpResponse::json(json!({"messages": messages, "cursor": s.inbound.len().to_string()}));
+                return HttpResponse::json(json!({"messages": messages, "cursor": s.inbound.len().to_string()})).into();
             }
             if req.method == "POST" && req.path == "/send" {
                 let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
                 s.sent.push(body);
-                return HttpResponse::json(json!({"id": format!("r{}", s.sent.len())}));
+                return HttpResponse::json(json!({"id": format!("r{}", s.sent.len())})).into();
             }
-            HttpResponse { status: 404, headers: vec![], body: json!({}) }
+            HttpResponse { status: 404, headers: vec![], body: json!({}) }.into()
         }));
         Self { port, state }
     }

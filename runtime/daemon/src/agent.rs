@@ -52,8 +52,9 @@ impl Agent {
         matches!(self, Agent::OpenAi(_))
     }
 
-    /// Summarise `previous` (an earlier summary) and `entries` into a short text.
-    pub async fn summarize(&self, previous: Option<&str>, entries: &[Entry]) -> Result<String> {
+    /// Summarise `previous` (an earlier summary) and `entries` into a short
+    /// text; also returns the tokens it cost.
+    pub async fn summarize(&self, previous: Option<&str>, entries: &[Entry]) -> Result<(String, crate::session::Usage)> {
         match self {
             Agent::Echo { .. } | Agent::Command(_) => anyhow::bail!("this backend cannot summarise"),
             Agent::OpenAi(o) => o.summarize(previous, entries).await,
@@ -68,7 +69,7 @@ impl Agent {
                 if text.is_empty() {
                     return Ok(TurnOutput::default());
                 }
-                Ok(TurnOutput { entries: vec![Entry::assistant(&text)], reply: Some(text) })
+                Ok(TurnOutput { entries: vec![Entry::assistant(&text)], reply: Some(text), ..Default::default() })
             }
             Agent::OpenAi(o) => o.turn(input).await,
             Agent::Command(c) => c.turn(input).await,

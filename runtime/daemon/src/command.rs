@@ -119,7 +119,7 @@ impl CommandAgent {
                     tracing::info!(backend = "command", program = %name, session = %input.call.session_key, "the command printed nothing: no reply");
                     return Ok(TurnOutput::default());
                 }
-                return Ok(TurnOutput { entries: vec![Entry::assistant(reply)], reply: Some(reply.to_string()) });
+                return Ok(TurnOutput { entries: vec![Entry::assistant(reply)], reply: Some(reply.to_string()), ..Default::default() });
             }
             Ok(Run::Exited { status, stderr_tail, .. }) => {
                 let how = describe(status);
@@ -143,7 +143,7 @@ impl CommandAgent {
                 "Sorry, the agent could not be started. The owner can see why in `kata logs`.".to_string()
             }
         };
-        Ok(TurnOutput { entries: Vec::new(), reply: Some(reply) })
+        Ok(TurnOutput { reply: Some(reply), ..Default::default() })
     }
 
     /// Run the program once with `input`.
@@ -399,11 +399,7 @@ mod tests {
             channel: "chat".into(),
             summary: summary.map(str::to_string),
             history,
-            call: CallContext {
-                session_key: "chat/c1".into(),
-                mode: crate::policy::ToolMode::Safe,
-                mode_source: "[tools] mode".into(),
-            },
+            call: CallContext { session_key: "chat/c1".into(), mode: crate::policy::ToolMode::Safe, mode_source: "[tools] mode".into() },
         }
     }
 

@@ -103,6 +103,9 @@ impl AgentHandle {
         let _turn = slot.turn.lock().await;
         let (session, user, out) = self.run_turn(session_key, None, text, "you", "chat").await?;
         self.inner.db.record_turn(session.id, &user, &out.entries)?;
+        if let Err(e) = self.inner.db.add_usage(session.id, out.usage) {
+            tracing::warn!(session = %session_key, "cannot record the turn's token usage: {e:#}");
+        }
         Ok(out.reply)
     }
 
@@ -288,6 +291,10 @@ impl AgentHandle {
             })
             .and_then(|r| crate::senders::addressed(r, row, grants));
         self.inner.db.complete_turn_batched(row.id, reply.clone(), Some((session.id, user, out.entries))).await?;
+        // Counted after the turn is stored: a crash in between loses a count, never a reply.
+        if let Err(e) = self.inner.db.add_usage(session.id, out.usage) {
+            tracing::warn!(session = %key, "cannot record the turn's token usage: {e:#}");
+        }
         tracing::info!(plugin = %row.plugin, inbox = row.id, session = %key, replied = reply.is_some(), "handled");
         if let Some(r) = &reply {
             self.notify(&r.plugin);
@@ -326,7 +333,10 @@ impl AgentHandle {
             let old: Vec<Entry> = history.iter().filter(|h| h.turn <= cut).map(|h| h.entry.clone()).collect();
             let summary = if self.inner.agent.can_summarize() {
                 match self.inner.agent.summarize(session.summary.as_deref(), &old).await {
-                    Ok(sum) => Some(sum),
+                    Ok((sum, usage)) => {
+                        db.add_usage(session.id, usage)?;
+                        Some(sum)
+                    }
                     Err(e) => {
                         tracing::warn!(session = %key, "cannot summarise the history ({e:#}); dropping the oldest turns instead");
                         None

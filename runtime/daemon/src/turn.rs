@@ -2,7 +2,7 @@
 //! tool calls are checked) and what comes out, shared by the [`agent`](crate::agent)
 //! and its backends.
 
-use crate::session::Entry;
+use crate::session::{Entry, Usage};
 use crate::tools::CallContext;
 
 /// One turn for the agent: the new message and what came before it.
@@ -30,4 +30,6 @@ pub struct TurnOutput {
     pub entries: Vec<Entry>,
     /// The text to send back (None: no reply).
     pub reply: Option<String>,
+    /// Tokens the backend reported using for the turn.
+    pub usage: Usage,
 }

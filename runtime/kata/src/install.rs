@@ -150,6 +150,16 @@ pub fn review(manifest: Option<&Manifest>, grants: Option<&PluginGrants>) -> Vec
     let mut out = Vec::new();
     let no_config = std::collections::BTreeMap::new();
     for entry in &m.network {
+        if entry == crate::manifest::ANY_NETWORK {
+            // Nothing to grant on its behalf: it gets what kata.toml lists.
+            out.push(Request {
+                kind: "network",
+                what: "any URL kata.toml grants it".into(),
+                why: "it asks for no host of its own; add the sites it may reach to `network` in its [plugins.NAME] table".into(),
+                granted: true,
+            });
+            continue;
+        }
         match crate::manifest::expand_entry(entry, grants.map_or(&no_config, |g| &g.config)) {
             Some(url) => {
                 let granted = grants.is_some_and(|g| network_covered(g, &url));

@@ -16,6 +16,11 @@ pub const SECTION: &str = "kata:manifest";
 /// The file authors write next to Cargo.toml.
 pub const FILE: &str = "plugin.toml";
 
+/// The manifest network entry that asks for no particular host: the plugin
+/// gets exactly the `network` entries kata.toml grants it (and, as always,
+/// nothing when it grants none).
+pub const ANY_NETWORK: &str = "*";
+
 /// What a plugin is and asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +33,9 @@ pub struct Manifest {
     /// One line on what it does.
     #[serde(default)]
     pub description: String,
-    /// Network access it needs: `scheme://host[:port][/path-prefix]` entries.
+    /// Network access it needs: `scheme://host[:port][/path-prefix]` entries,
+    /// or `"*"` ([`ANY_NETWORK`]) for a plugin that reaches whatever the
+    /// workspace grants it (a web fetcher: it asks for no host of its own).
     #[serde(default)]
     pub network: Vec<String>,
     /// Secrets it uses as `{{secret:NAME}}`, by name, with what each is.
@@ -101,6 +108,11 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Whether its network is "whatever the workspace grants" (`"*"`).
+    pub fn asks_any_network(&self) -> bool {
+        self.network.iter().any(|e| e == ANY_NETWORK)
+    }
+
     /// The manifest as TOML, for embedding.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
@@ -164,6 +176,22 @@ config = { poll_timeout_s = "long-poll timeout" }
         assert!(e.contains("netwrk"), "{e}");
         let e = Manifest::parse("name = \"x\"\nfiles = [{ guest = \"/a\", mode = \"rwx\" }]", "p").expect_err("mode");
         assert!(e.contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn a_star_network_leaves_the_network_to_the_policy() {
+        let text = "[plugins.w]\nnetwork = [\"https://docs.rs/\", \"http://127.0.0.1:8080/\"]\n";
+        let policy = crate::policy::Policy::parse(text, std::path::Path::new("kata.toml"), std::path::Path::new("/ws")).expect("policy");
+        let m = Manifest::parse("name = \"w\"\nnetwork = [\"*\"]", "p").expect("manifest");
+        assert!(m.asks_any_network());
+        let mut g = policy.plugins["w"].clone();
+        assert!(g.restrict_to(&m).expect("narrowed").is_empty());
+        assert!(g.declared("https", "docs.rs", 443, "/crate") && g.declared("http", "127.0.0.1", 8080, "/"));
+        assert!(g.network_grant("http", "127.0.0.1", 8080, "/a").is_some());
+        // Without "*", a grant the manifest does not ask for is dropped.
+        let mut g = policy.plugins["w"].clone();
+        let m = Manifest::parse("name = \"w\"\nnetwork = [\"https://docs.rs/\"]", "p").expect("manifest");
+        assert_eq!(g.restrict_to(&m).expect("narrowed"), ["network http://127.0.0.1:8080/"]);
     }
 
     #[test]

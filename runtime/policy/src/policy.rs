@@ -1510,11 +1510,14 @@ impl PluginGrants {
     /// Narrow these grants to what a manifest asks for: secrets and
     /// directories it does not declare are dropped, and requests must match a
     /// declared network entry as well as a grant. Returns what was dropped,
-    /// for the log. A declared entry that does not parse is an error.
+    /// for the log. A declared entry that does not parse is an error. A
+    /// manifest whose network is `["*"]` ([`crate::manifest::ANY_NETWORK`])
+    /// leaves the network to kata.toml alone.
     pub fn restrict_to(&mut self, m: &crate::manifest::Manifest) -> Result<Vec<String>, String> {
         let declared = m
             .network
             .iter()
+            .filter(|e| e.as_str() != crate::manifest::ANY_NETWORK)
             .filter_map(|e| crate::manifest::expand_entry(e, &self.config).map(|x| (e, x)))
             .map(|(e, x)| NetworkGrant::parse(&x).map_err(|err| format!("its manifest's network entry {e:?}: {err}")))
             .collect::<Result<Vec<_>, _>>()?;
@@ -1535,6 +1538,10 @@ impl PluginGrants {
             }
             keep
         });
+        if m.asks_any_network() {
+            self.declared_network = None;
+            return Ok(dropped);
+        }
         for g in &self.network {
             if !declared.iter().any(|d| d.overlaps(g)) {
                 dropped.push(format!("network {}", g.source));
