@@ -81,6 +81,8 @@ build_guest plugins/telegram telegram
 build_guest plugins/irc irc
 build_guest plugins/matrix matrix
 build_guest plugins/webhook webhook
+build_guest plugins/slack slack
+build_guest plugins/discord discord
 for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done
