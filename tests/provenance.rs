@@ -634,3 +634,54 @@ fn a_tampered_store_is_restored_by_reinstalling() {
     let out = env.ok(ws.path(), &["plugin", "add", s(&quiet), "--name", "quiet", "--allow-unsigned"]);
     assert!(out.contains("nothing to do"), "{out}");
 }
+
+/// The tamper check on reload: a stored component replaced while the daemon
+/// runs (its compiled copy already in the cache) is refused at `kata
+/// reload` before anything compiles it or loads it from the cache — logged,
+/// audited, `refused` in `kata status` — and the other plugin keeps running.
+#[test]
+fn a_component_tampered_with_while_the_daemon_runs_is_refused_at_reload() {
+    let env = Env::new();
+    let ws = TestWorkspace::new("");
+    for (file, name) in [("guest-v0-1-0", "healthy"), ("guest-quiet", "victim")] {
+        env.ok(ws.path(), &["plugin", "add", s(&guest(file)), "--name", name, "--yes", "--allow-unsigned"]);
+    }
+    let toml_path = ws.path().join("kata.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(&toml_path, toml.replace("[plugins.healthy]\n", "[plugins.healthy]\nallow_from = [\"*\"]\n")).unwrap();
+    let stored = kata::policy::Policy::load(&toml_path, ws.path()).unwrap().plugins["victim"].path.clone().unwrap();
+
+    let mut daemon = ws.run(&[]);
+    common::wait_for_or(
+        "both plugins to load",
+        Duration::from_secs(60),
+        || ws.log(),
+        || (ws.log().matches("plugin loaded").count() >= 2).then_some(()),
+    );
+    let db = wait_for("the daemon's database", Duration::from_secs(30), || kata::store::Db::open(&ws.path().join(".kata/kata.db")).ok());
+    common::wait_for_or(
+        "the healthy plugin's replies",
+        Duration::from_secs(60),
+        || ws.log(),
+        || (db.plugin_activity("healthy").ok()?.sent == 3).then_some(()),
+    );
+
+    std::fs::copy(guest("guest-trap"), &stored).unwrap();
+    let out = env.ok(ws.path(), &["reload"]);
+    assert!(out.contains("Stopped: victim"), "{out}");
+    let (ok, out, err) = env.kata(ws.path(), &["status", "--json"]);
+    assert!(ok, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let find = |n: &str| st["plugins"].as_array().unwrap().iter().find(|p| p["name"] == n).cloned().unwrap_or_default();
+    assert_eq!(find("victim")["health"]["state"], "refused", "{st:#}");
+    assert!(find("victim")["health"]["last_error"].as_str().unwrap_or("").contains("changed after it was installed"), "{st:#}");
+    assert_ne!(find("healthy")["health"]["state"], "refused", "{st:#}");
+    assert!(!find("healthy").is_null(), "the other plugin still runs: {st:#}");
+    assert!(ws.log().contains("not loading plugin victim"), "{}", ws.log());
+    assert!(!ws.log().contains("guest-trap always crashes"), "the swapped code never ran: {}", ws.log());
+    let (ok, out, _) = env.kata(ws.path(), &["audit", "--json", "--plugin", "victim"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(rows.as_array().unwrap().iter().any(|r| r["kind"] == "integrity" && r["verdict"] == "deny"), "{rows:#}");
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+}
