@@ -2,7 +2,10 @@
 
 package kata
 
-import "kata/wit/kata_plugin_host"
+import (
+	"kata/internal/gc"
+	"kata/wit/kata_plugin_host"
+)
 
 func hostLog(level LogLevel, message string) { kata_plugin_host.Log(level, message) }
 
@@ -17,6 +20,8 @@ func hostConfig(key string) (string, bool) {
 }
 
 func hostStateGet(key string) ([]byte, bool) {
+	// State values can be large (up to 1 MiB): a safe point to collect.
+	gc.MaybeCollect()
 	v := kata_plugin_host.StateGet(key)
 	if v.IsNone() {
 		return nil, false
@@ -25,6 +30,7 @@ func hostStateGet(key string) ([]byte, bool) {
 }
 
 func hostStateSet(key string, value []byte) (string, bool) {
+	gc.MaybeCollect()
 	r := kata_plugin_host.StateSet(key, value)
 	if r.IsErr() {
 		return r.Err(), false

@@ -9,6 +9,7 @@ import (
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 
+	"kata/internal/gc"
 	"kata/wit/wasi_http_outgoing_handler"
 	"kata/wit/wasi_http_types"
 	"kata/wit/wasi_io_streams"
@@ -45,6 +46,9 @@ func wasiMethod(m string) wasi_http_types.Method {
 }
 
 func hostSend(method string, parts URLParts, req *Request, limit int) (*Response, error) {
+	// A safe point to collect (see kata/internal/gc): a plugin that polls
+	// in a loop within one call still gets its garbage collected.
+	gc.MaybeCollect()
 	shown := parts.Shown
 	invalidURL := func(what string) error {
 		return &HTTPError{Kind: HTTPInvalidURL, URL: shown, Reason: "the host rejected the " + what}

@@ -12,12 +12,17 @@
 //     header `Authorization: Bearer {{secret:token}}` → `secret: ok <status>
 //     <body>` or `secret: err <error>`, also written to the log
 //   - spin: burns CPU forever; bomb: allocates 1 MiB blocks forever
+//   - gc (Go only): reads a 512 KiB state value 40 times, so the host hands
+//     the plugin 20 MiB through cabi_realloc → `gc: ok <collections>`; Go's
+//     collector must not start inside cabi_realloc (kata/internal/gc), or
+//     this traps with "cannot leave component instance"
 //   - anything else: `unknown probe <value>`
 package main
 
 import (
 	"fmt"
 	"os"
+	"runtime/metrics"
 	"strings"
 
 	"kata"
@@ -69,6 +74,20 @@ func run(probe string) string {
 			x = x*6364136223846793005 + 1
 			sink = x
 		}
+	case "gc":
+		if err := kata.StateSet("big", make([]byte, 512<<10)); err != nil {
+			return fmt.Sprintf("gc: err %v", err)
+		}
+		cycles := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+		metrics.Read(cycles)
+		before := cycles[0].Value.Uint64()
+		var keep []byte
+		for i := 0; i < 40; i++ {
+			keep, _ = kata.StateGet("big")
+		}
+		kata.StateDelete("big")
+		metrics.Read(cycles)
+		return fmt.Sprintf("gc: ok %d bytes, %d collections", len(keep), cycles[0].Value.Uint64()-before)
 	case "bomb":
 		var blocks [][]byte
 		for {

@@ -6,6 +6,7 @@ package export_kata_plugin_channel
 
 import (
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
+	"kata/internal/gc"
 
 	"kata"
 	ch "kata/wit/kata_plugin_channel"
@@ -33,6 +34,8 @@ var plugin Plugin
 func Register(p Plugin) { plugin = p }
 
 func get() Plugin {
+	// Every call into the plugin starts here, where imports may be called.
+	gc.MaybeCollect()
 	if plugin == nil {
 		panic("kata: no channel registered: call channel.Export(yourChannel) in an init function of package main")
 	}

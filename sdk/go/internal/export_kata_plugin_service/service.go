@@ -4,7 +4,11 @@
 // kata/service instead.
 package export_kata_plugin_service
 
-import witTypes "go.bytecodealliance.org/pkg/wit/types"
+import (
+	witTypes "go.bytecodealliance.org/pkg/wit/types"
+
+	"kata/internal/gc"
+)
 
 // Plugin is the method set of service.Service.
 type Plugin interface {
@@ -19,6 +23,8 @@ var plugin Plugin
 func Register(p Plugin) { plugin = p }
 
 func get() Plugin {
+	// Every call into the plugin starts here, where imports may be called.
+	gc.MaybeCollect()
 	if plugin == nil {
 		panic("kata: no service registered: call service.Export(yourService) in an init function of package main")
 	}

@@ -6,6 +6,7 @@ package export_kata_plugin_tools
 
 import (
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
+	"kata/internal/gc"
 
 	"kata"
 	types "kata/wit/kata_plugin_types"
@@ -23,6 +24,8 @@ var plugin Plugin
 func Register(p Plugin) { plugin = p }
 
 func get() Plugin {
+	// Every call into the plugin starts here, where imports may be called.
+	gc.MaybeCollect()
 	if plugin == nil {
 		panic("kata: no tools registered: call tools.Export(yourTools) in an init function of package main")
 	}
