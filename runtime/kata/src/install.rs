@@ -724,6 +724,19 @@ pub fn inspect(ws: Option<&Workspace>, target: &str, out: &mut dyn Write) -> Res
     let info = plugin::inspect(&bytes, &origin)?;
     writeln!(out, "file:        {origin} ({} bytes)", bytes.len())?;
     writeln!(out, "sha256:      {}", hex::encode(Sha256::digest(&bytes)))?;
+    let trust = policy.as_ref().map(|p| p.file.trust.clone()).unwrap_or_default();
+    let signature = match crate::signing::check(&bytes, &trust.keys()) {
+        crate::signing::Signature::Signed(k) if policy.is_some() => {
+            format!("signed by {k} ({})", if trust.trusts(&k) { "trusted here" } else { "not in [trust] publishers" })
+        }
+        crate::signing::Signature::Signed(k) => format!("signed by {k}"),
+        crate::signing::Signature::Invalid { reason, .. } => format!("INVALID: {reason}"),
+        other => other.state().to_string(),
+    };
+    writeln!(out, "signature:   {signature}")?;
+    if let Some(src) = grants.and_then(|g| policy.as_ref()?.file.plugins.get(&g.name)?.source.clone()) {
+        writeln!(out, "source:      {src}")?;
+    }
     writeln!(out, "kind:        {}", Kind::of(&info).map_or("none (not a kata plugin)", Kind::as_str))?;
     writeln!(out, "WIT version: kata:plugin@{}", info.wit_version.as_deref().unwrap_or("unknown"))?;
     writeln!(out, "language:    {}", crate::build::source_language(&bytes).as_deref().unwrap_or("unknown (the component does not say)"))?;

@@ -123,7 +123,7 @@ impl fmt::Debug for PublisherKey {
 
 impl TrustConfig {
     /// The trusted keys (entries that do not parse are skipped: a policy
-    /// with one is refused when it loads, see [`check`]).
+    /// with one is refused when it loads).
     pub fn keys(&self) -> Vec<PublisherKey> {
         self.publishers.iter().filter_map(|s| PublisherKey::parse(s).ok()).collect()
     }
