@@ -284,17 +284,30 @@ fn slack_events_api_over_the_webhook_listener() {
 [plugins.slack]
 path = "{wasm}"
 network = ["{api}/auth.test", "{api}/chat.postMessage", "{listen}"]
-secrets = {{ bot_token = "env:SLACK_BOT_TOKEN" }}
+secrets = {{ bot_token = "env:SLACK_BOT_TOKEN", signing_secret = "env:SLACK_SIGNING_SECRET" }}
+webhook = {{ verify = "slack", secret = "signing_secret" }}
 config = {{ api_base = "{api}", mode = "events", listen = "{listen}" }}
 allow_from = ["*"]
 groups = ["{GROUP}"]
 "#,
         wasm = guest("slack").display(),
     ));
-    let mut daemon = ws.run(&[("SLACK_BOT_TOKEN", BOT_TOKEN)]);
+    let mut daemon = ws.run(&[("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_SIGNING_SECRET", slack::SIGNING_SECRET)]);
     // Slack checks the Request URL first: the challenge comes back.
     let (status, body, challenge) = wait_for_or("the listener", WAIT, || ws.log(), || fake.verify_url(&listen));
     assert_eq!((status, body), (200, challenge));
+    // A request without Slack's signature never reaches the plugin: the host
+    // answers 401 (the signing secret stays with the host).
+    let forged = json!({"type": "event_callback", "event_id": "Ev0FORGED", "event": {"type": "message", "channel": "D0ANN",
+        "channel_type": "im", "user": "U0ANN", "text": "forged", "ts": "1700000000.000100"}});
+    let r = reqwest::blocking::Client::new()
+        .post(&listen)
+        .header("x-slack-request-timestamp", "1700000000")
+        .header("x-slack-signature", "v0=0000")
+        .body(forged.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     fake.deliver_to(&listen);
     fake.say(Say::dm("D0ANN", "U0ANN", "hello events"));
@@ -308,4 +321,5 @@ groups = ["{GROUP}"]
     assert_eq!(posts.len(), 5, "{posts:?}");
     assert!(posts.iter().all(|(_, retry, status)| *retry == 0 && *status == 200), "{posts:?}");
     assert!(daemon.signal_and_wait("TERM").success());
+    assert!(inbox(&ws).iter().all(|r| r.4 != "forged"), "{:#?}", inbox(&ws));
 }
