@@ -53,6 +53,7 @@ re-exported here; see the SDK's README for how each WIT type maps.
 
 import functools
 import json
+import sys
 import traceback
 
 from . import _host, _wit, http
@@ -308,7 +309,10 @@ log = _Log()
 def _log_bug(where, exc):
     """Log an unexpected exception with its traceback (the plugin's stderr
     goes nowhere), before the call traps."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") == __name__:
+        tb = tb.tb_next  # kata's own wrapper frames
+    text = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
     try:
         _host.backend.log(LogLevel.ERROR, f"{where} raised an unexpected exception:\n{text}")
     except BaseException:  # the host may be what failed
@@ -353,6 +357,46 @@ def status_error(status, body="", retry_after=None):
     return Fatal(f"HTTP {status}: {body}" if body else f"HTTP {status}")
 
 
+class _LogWriter:
+    """``sys.stdout`` / ``sys.stderr`` inside the component: complete lines go
+    to the host log (the component's own stdio goes nowhere). Before the
+    first call from the host (while componentize-py imports the module at
+    build time) writes go to the build's output instead."""
+
+    def __init__(self, level, fallback):
+        self.level = level
+        self.fallback = fallback
+        self.pending = ""
+
+    def write(self, text):
+        if not _LIVE[0]:
+            return self.fallback.write(text)
+        if _LIVE[1] and self.level == LogLevel.WARN:
+            return len(text)  # the trap's traceback, already logged whole
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            _host.backend.log(self.level, line)
+        return len(text)
+
+    def flush(self):
+        if _LIVE[0] and self.pending:
+            line, self.pending = self.pending, ""
+            _host.backend.log(self.level, line)
+
+    def isatty(self):
+        return False
+
+
+# [whether the host has called in yet (host functions work only then),
+#  whether a bug was logged and the call is about to trap]
+_LIVE = [False, False]
+
+if _wit.ON_WASM:
+    sys.stdout = _LogWriter(LogLevel.INFO, sys.stdout)
+    sys.stderr = _LogWriter(LogLevel.WARN, sys.stderr)
+
+
 def _boundary(convert, where):
     """Wrap an export method: inside the component, errors become the WIT
     ``result`` error ``convert`` makes of them (``Err(value)``); natively
@@ -363,6 +407,7 @@ def _boundary(convert, where):
         def call(self, *args):
             if not _wit.ON_WASM:
                 return fn(self, *args)
+            _LIVE[0] = True
             try:
                 return fn(self, *args)
             except Err:
@@ -371,6 +416,9 @@ def _boundary(convert, where):
                 value = convert(exc)
                 if value is None:
                     _log_bug(f"{type(self).__name__}.{where}", exc)
+                    # componentize-py prints the exception to stderr and
+                    # traps; the instance is not used again.
+                    _LIVE[1] = True
                     raise
                 raise Err(value) from None
 
@@ -378,6 +426,10 @@ def _boundary(convert, where):
         return call
 
     return wrap
+
+
+def _no_error(exc):
+    return None
 
 
 def _channel_value(exc):
@@ -420,6 +472,7 @@ class Channel:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _wrap_exports(cls, ("connect", "poll", "subscribe", "on_frame", "send"), _channel_value)
+        _wrap_exports(cls, ("describe", "disconnect"), _no_error)
         for name in ("poll", "subscribe", "on_frame", "send"):
             fn = cls.__dict__.get(name)
             if callable(fn):
@@ -522,6 +575,7 @@ class Tools:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _wrap_exports(cls, ("call",), _tool_value)
+        _wrap_exports(cls, ("list",), _no_error)
 
     def _kata_tools(self):
         found = {}
@@ -567,6 +621,7 @@ class Service:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _wrap_exports(cls, ("start", "tick"), _service_value)
+        _wrap_exports(cls, ("stop",), _no_error)
 
     def start(self):
         """Read configuration; raise to refuse to start."""
