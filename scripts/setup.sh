@@ -92,7 +92,7 @@ ls -1 target/guests/*.wasm >&2
 #    kata itself into its toolchain directory; see `kata plugin toolchain`),
 #    then their test guests (tests/guests/<lang>-*/) into target/guests/.
 #    `kata plugin build` skips a project whose inputs did not change.
-PLUGIN_LANGS="${KATA_PLUGIN_LANGS-c js go}"
+PLUGIN_LANGS="${KATA_PLUGIN_LANGS-c js go python}"
 for lang in $PLUGIN_LANGS; do
   log "plugin toolchain: $lang"
   "$KATA" plugin toolchain install "$lang" >&2
