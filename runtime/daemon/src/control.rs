@@ -125,6 +125,16 @@ pub enum Request {
         #[serde(default = "default_history")]
         n: usize,
     },
+    /// One tool call through the running daemon's toolbox (`kata tool
+    /// call`), under the workspace's `[tools] mode`.
+    ToolCall {
+        /// The tools plugin.
+        plugin: String,
+        /// The tool.
+        tool: String,
+        /// Its arguments, a JSON object as text.
+        args: String,
+    },
     /// Dead letters: list them, or requeue some.
     Retry {
         /// Outbox ids to requeue.
@@ -304,6 +314,14 @@ impl Shared {
         self.agent.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| ErrorBody::new("failed", "the agent is not running"))
     }
 
+    /// The agent in `kata status`: its backend, and the tokens its sessions
+    /// used (as the backend reported them).
+    fn agent_status(&self) -> Value {
+        let (sessions, usage) = self.db.usage_totals().unwrap_or_default();
+        let backend = self.agent.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|a| a.backend_name());
+        json!({"backend": backend, "sessions": sessions, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens})
+    }
+
     fn channels(&self) -> Vec<String> {
         self.outbox_ready.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
@@ -340,6 +358,7 @@ impl Shared {
             "uptime_s": crate::store::now_ms().saturating_sub(self.started_ms) / 1000,
             "plugins": plugins,
             "queues": counts,
+            "agent": self.agent_status(),
             // Every plugin's limit hits, tools plugins included (channels
             // and services also show theirs in `health.limits_hit`).
             "limits_hit": crate::limits::all_hits(),
@@ -735,6 +754,15 @@ async fn handle(shared: &Shared, req: Request) -> Result<Value, ErrorBody> {
         Request::History { session, n } => {
             let items = shared.agent()?.recent_history(&session, n.min(1000)).map_err(failed)?;
             Ok(json!({"session": session, "history": items}))
+        }
+        Request::ToolCall { plugin, tool, args } => {
+            use crate::tools::Outcome;
+            Ok(match shared.agent()?.call_tool(&plugin, &tool, &args).await {
+                Outcome::Ran(Ok(text)) => json!({"outcome": "ran", "text": text}),
+                Outcome::Ran(Err(e)) => json!({"outcome": "failed", "text": e}),
+                Outcome::Refused { reason, policy } => json!({"outcome": "refused", "text": reason, "policy": policy}),
+                Outcome::Unknown(name) => json!({"outcome": "unknown", "text": name}),
+            })
         }
         Request::Retry { ids, all, plugin } => {
             if ids.is_empty() && !all {

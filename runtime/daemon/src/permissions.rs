@@ -8,7 +8,7 @@
 //! | mode | runs | how |
 //! |---|---|---|
 //! | `safe` | tools the plugin's manifest lists in `[tools] read_only` | with every write grant stripped: directories read-only, network GET/HEAD only — a tool that lied about being read-only fails to write |
-//! | `ask` | tools in `[tools] allow`, and every other call a person approves | `kata approvals` lists waiting calls, `kata approve ID` / `kata deny ID` decide; no decision within `[tools] ask_timeout` denies |
+//! | `ask` | tools in `[tools] allow`, and every other call a person approves | `kata approvals` lists waiting calls, `kata approve ID` / `kata deny ID` decide — or a `yes ID` / `no ID` answer in the `[tools] approvals_to` conversation (see [`chat_answer`]); no decision within `[tools] ask_timeout` denies |
 //! | `allow-all` | every tool | with the plugin's full grants |
 //! | `daemon` | tools in `[tools] allow` only | everything else is refused |
 //!
@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::policy::ToolMode;
-use crate::store::{Db, now_ms};
+use crate::audit::{Event, Kind, Verdict};
+use crate::policy::agent::Address;
+use crate::policy::{PluginGrants, ToolMode};
+use crate::store::{Db, InboxRow, Reply, now_ms};
 
 /// What the permission mode says about one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,131 @@ pub async fn wait_for_decision(db: &Db, id: i64) -> Result<Answer> {
     }
 }
 
+/// A `yes` / `no` written in a chat, maybe naming the approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatAnswer {
+    /// Yes (let it run) or no.
+    pub approve: bool,
+    /// The approval id, when given (`yes 7`, `no #7`).
+    pub id: Option<i64>,
+}
+
+/// Read a chat message as an answer: `yes`, `y`, `approve`, `ok` or `no`,
+/// `n`, `deny`, optionally followed by the approval id; case and trailing
+/// punctuation do not matter. Anything else is not an answer.
+pub fn parse_answer(text: &str) -> Option<ChatAnswer> {
+    let text = text.trim().trim_end_matches(['.', '!']).to_lowercase();
+    let mut words = text.split_whitespace();
+    let approve = match words.next()? {
+        "yes" | "y" | "approve" | "ok" => true,
+        "no" | "n" | "deny" => false,
+        _ => return None,
+    };
+    let id = match words.next() {
+        None => None,
+        Some(w) => Some(w.trim_start_matches('#').parse().ok()?),
+    };
+    words.next().is_none().then_some(ChatAnswer { approve, id })
+}
+
+/// Whether `sender` on channel `plugin` may answer approval requests: one
+/// of `[tools] approvers` when that is set, else a sender the channel's
+/// owner paired (`kata pair approve`) or named in its `allow_from` — never
+/// someone let in only by `allow_from = ["*"]`.
+pub fn is_approver(db: &Db, approvers: &[Address], grants: Option<&PluginGrants>, plugin: &str, sender: &str) -> Result<bool> {
+    if !approvers.is_empty() {
+        return Ok(approvers.iter().any(|a| a.plugin == plugin && a.id == sender));
+    }
+    if grants.and_then(|g| g.allow_from.as_ref()).is_some_and(|list| list.iter().any(|a| a == sender)) {
+        return Ok(true);
+    }
+    Ok(db.pairing(plugin, sender)?.is_some_and(|p| p.status == "approved"))
+}
+
+/// A message in the `approvals_to` conversation that answers a waiting
+/// approval: decide it and return the confirmation to send back. None when
+/// the message is not an answer, no approval waits, or the sender may not
+/// approve (then the message goes on as any other would, and the ignored
+/// answer is an audit row). Runs before the message reaches any session, so
+/// an answer is read even while the turn that asked waits for it.
+pub fn chat_answer(db: &Db, to: &Address, approvers: &[Address], grants: Option<&PluginGrants>, row: &InboxRow) -> Result<Option<Reply>> {
+    if row.plugin != to.plugin || row.msg.conversation != to.id || row.origin.is_some() {
+        return Ok(None);
+    }
+    let Some(answer) = parse_answer(&row.msg.text) else { return Ok(None) };
+    let now = now_ms();
+    let pending: Vec<Approval> = db.approvals(false)?.into_iter().filter(|a| a.expires_ms > now).collect();
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let sender = &row.msg.sender;
+    let who = format!("{}:{sender}", row.plugin);
+    let place = format!("{}:{}", row.plugin, row.msg.conversation);
+    if !is_approver(db, approvers, grants, &row.plugin, sender)? {
+        tracing::warn!(from = %who, in_ = %place, "an approval answer from someone who may not approve was ignored");
+        crate::sinks::auditor(db, &row.plugin).record(
+            Event::new(Kind::Tool, Verdict::Deny)
+                .method("approval-answer")
+                .target(match answer.id {
+                    Some(id) => format!("approval {id}"),
+                    None => "approvals".into(),
+                })
+                .policy(if approvers.is_empty() {
+                    "[tools] approvers (unset: senders paired on the channel or named in its allow_from)".to_string()
+                } else {
+                    "[tools] approvers".to_string()
+                })
+                .detail(format!("{:?} from {who} in {place} ignored: {who} may not approve tool calls", row.msg.text.trim())),
+        );
+        return Ok(None);
+    }
+    let reply = |text: String| Reply {
+        plugin: row.plugin.clone(),
+        conversation: row.msg.conversation.clone(),
+        thread: row.msg.thread.clone(),
+        reply_to: Some(row.msg.channel_msg_id.clone()),
+        text,
+    };
+    let id = match (answer.id, pending.as_slice()) {
+        (Some(id), _) => id,
+        (None, [only]) => only.id,
+        (None, many) => {
+            let ids: Vec<String> = many.iter().map(|a| format!("{} ({}.{})", a.id, a.plugin, a.tool)).collect();
+            return Ok(Some(reply(format!(
+                "{} tool calls are waiting: answer \"yes ID\" or \"no ID\" with one of {}.",
+                many.len(),
+                ids.join(", ")
+            ))));
+        }
+    };
+    let by = format!("{who} in {place}");
+    let text = match db.approval_decide(id, answer.approve, &by)? {
+        None => format!("No tool call has approval id {id}."),
+        Some(a) => {
+            let tool = format!("{}.{}", a.plugin, a.tool);
+            match (a.status.as_str(), answer.approve) {
+                ("approved", true) => format!("Approved {id}: {tool} runs now."),
+                ("denied", false) => format!("Denied {id}: {tool} does not run; the agent is told so."),
+                (status, _) => format!("Approval {id} ({tool}) is already {status}; nothing changed."),
+            }
+        }
+    };
+    tracing::info!(approval = id, by = %by, approve = answer.approve, "approval answered in the chat");
+    Ok(Some(reply(text)))
+}
+
+/// "5m", "90s", "1h": a duration as a person reads it.
+pub fn duration_words(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s if s > 60 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// `kata approvals`: print the calls waiting for a decision.
 pub fn print_approvals(db: &Db, all: bool, json: bool, out: &mut impl std::io::Write) -> Result<()> {
     let list = db.approvals(all)?;
@@ -174,6 +301,24 @@ mod tests {
         assert!(run(&decide(ToolMode::Ask, &allow, "notes", "x", false)));
         assert_eq!(decide(ToolMode::Ask, &allow, "web", "post", false), Decision::Ask);
         assert_eq!(allowed_by(&allow, "notesx", "a"), None);
+    }
+
+    #[test]
+    fn chat_answers_are_yes_or_no_with_an_optional_id() {
+        let a = |approve, id| Some(ChatAnswer { approve, id });
+        assert_eq!(parse_answer("yes"), a(true, None));
+        assert_eq!(parse_answer(" Yes 12 "), a(true, Some(12)));
+        assert_eq!(parse_answer("no #3."), a(false, Some(3)));
+        assert_eq!(parse_answer("OK!"), a(true, None));
+        assert_eq!(parse_answer("deny 4"), a(false, Some(4)));
+        assert_eq!(parse_answer("yes please"), None);
+        assert_eq!(parse_answer("yes 3 4"), None);
+        assert_eq!(parse_answer("yesterday"), None);
+        assert_eq!(parse_answer(""), None);
+        assert_eq!(duration_words(Duration::from_secs(300)), "5m");
+        assert_eq!(duration_words(Duration::from_secs(90)), "1m30s");
+        assert_eq!(duration_words(Duration::from_secs(7200)), "2h");
+        assert_eq!(duration_words(Duration::from_secs(20)), "20s");
     }
 
     #[tokio::test]

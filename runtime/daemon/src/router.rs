@@ -115,6 +115,25 @@ impl AgentHandle {
         self.inner.db.recent_history(session_key, n)
     }
 
+    /// One tool call for `kata tool call`: `plugin.tool` with `args` under
+    /// the workspace's `[tools] mode` (as an interactive turn's), through the
+    /// same toolbox the agent uses: the same decision, grants, limits,
+    /// approvals and audit row.
+    pub async fn call_tool(&self, plugin: &str, tool: &str, args: &str) -> crate::tools::Outcome {
+        let (mode, mode_source) = self.mode_for(None);
+        let ctx = CallContext { session_key: "cli/tool-call".into(), mode, mode_source };
+        self.inner.tools.run(&ctx, plugin, tool, args).await
+    }
+
+    /// The backend's name as kata.toml writes it (`echo`, `openai`, `command`).
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.settings.backend {
+            crate::policy::AgentBackend::Echo => "echo",
+            crate::policy::AgentBackend::Openai => "openai",
+            crate::policy::AgentBackend::Command => "command",
+        }
+    }
+
     /// The tools the agent can call (listing them on first use).
     pub async fn tools(&self) -> Vec<crate::tools::ToolEntry> {
         self.inner.tools.entries().await.to_vec()
@@ -129,6 +148,7 @@ impl AgentHandle {
     /// wakes it when a channel stored messages; `outbox_ready` wakes each
     /// channel's sender when a reply is queued.
     pub async fn run(self, inbox_ready: Arc<Notify>, outbox_ready: BTreeMap<String, Arc<Notify>>, mut shutdown: watch::Receiver<bool>) {
+        self.inner.tools.set_outbox_ready(outbox_ready.clone());
         *self.inner.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()) = outbox_ready;
         match self.inner.db.approvals_expire_all() {
             Ok(0) => {}
@@ -181,9 +201,19 @@ impl AgentHandle {
         while workers.join_next().await.is_some() {}
     }
 
-    /// Gate a row and queue it on its session (or answer it now, for pairing).
+    /// Gate a row and queue it on its session (or answer it now, for pairing
+    /// and for an answer to an approval request).
     fn dispatch(&self, row: InboxRow, workers: &mut tokio::task::JoinSet<()>) -> Result<()> {
         let grants = self.inner.grants.get(&row.plugin).map(|g| &**g);
+        // An answer to a waiting approval never reaches a session: the turn
+        // that asked holds its session until it is answered.
+        if let Some(to) = &self.inner.settings.approvals_to
+            && let Some(reply) = crate::permissions::chat_answer(&self.inner.db, to, &self.inner.settings.approvers, grants, &row)?
+        {
+            self.inner.db.complete_inbox(row.id, Some(&reply))?;
+            self.notify(&row.plugin);
+            return Ok(());
+        }
         let reply = match crate::senders::gate(&self.inner.db, grants, &row)? {
             crate::senders::Gate::Allowed => {
                 let key = session_key(&row.plugin, &row.msg.conversation, row.msg.thread.as_deref());
@@ -378,7 +408,20 @@ pub fn load(
 ) -> Result<AgentHandle> {
     let settings = Settings::resolve(&policy.file, ws.root())
         .map_err(|((table, key), m)| anyhow::anyhow!("[{table}] {key} in {}: {m}", policy.path.display()))?;
-    let toolbox = Arc::new(ToolBox::new(tools, settings.tools_allow.clone(), settings.ask_timeout, db.clone()));
+    if let Some(to) = &settings.approvals_to
+        && !grants.contains_key(&to.plugin)
+    {
+        anyhow::bail!(
+            "[tools] approvals_to = \"{to}\" in {}: {} is not a channel plugin running in this workspace (is it installed and enabled?); \
+             approval requests need a channel to go out through",
+            policy.path.display(),
+            to.plugin
+        );
+    }
+    let toolbox = Arc::new(
+        ToolBox::new(tools, settings.tools_allow.clone(), settings.ask_timeout, db.clone())
+            .with_approvals_to(settings.approvals_to.clone()),
+    );
     let agent = Agent::new(&settings, ws.root(), toolbox.clone())?;
     Ok(AgentHandle::new(db.clone(), settings, agent, toolbox, grants))
 }

@@ -10,6 +10,7 @@
 //! lets run because the manifest declares the tool read-only (its plugin
 //! state is read-only there too).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,9 +24,10 @@ use crate::host::{self, latest};
 use crate::host::{PluginCtx, PluginIdentity, new_store};
 use crate::permissions::{Answer, Decision, decide, wait_for_decision};
 use crate::plugin::{ComponentInfo, Instance, LoadError, arm, guarded};
+use crate::policy::agent::Address;
 use crate::policy::{PluginGrants, ToolMode};
 use crate::sandbox::{NetworkGate, PluginSandbox};
-use crate::store::Db;
+use crate::store::{Db, Reply};
 
 /// A tools component compiled, linked and ready to instantiate.
 pub struct ToolsPlugin {
@@ -181,6 +183,37 @@ pub struct CallContext {
     pub mode_source: String,
 }
 
+impl CallContext {
+    /// A call under the workspace's `[tools] mode` (interactive turns, `kata
+    /// tool call`), in session `session_key`.
+    pub fn workspace(session_key: &str, mode: ToolMode) -> Self {
+        Self { session_key: session_key.into(), mode, mode_source: format!("[tools] mode = \"{}\"", mode.as_str()) }
+    }
+}
+
+/// Load every enabled tools plugin of a policy (plugins exporting
+/// `kata:plugin/tools`, channel-and-tools ones included), as `kata run` does.
+pub fn load_all(
+    policy: &crate::policy::Policy,
+    engine: &Engine,
+    linker: &Linker<PluginCtx>,
+    db: &Db,
+    workspace: &Path,
+) -> Result<Vec<Arc<ToolsPlugin>>> {
+    let mut out = Vec::new();
+    for grants in policy.plugins.values().filter(|g| g.enabled) {
+        let Some(path) = &grants.path else { continue };
+        if crate::service::is_service(path) || !kinds_of(path).1 {
+            continue;
+        }
+        let name = &grants.name;
+        let t = ToolsPlugin::load(engine, linker, grants.clone(), db.clone(), workspace)
+            .map_err(|e| e.context(format!("cannot load tools plugin {name} ([plugins.{name}] in {})", policy.path.display())))?;
+        out.push(Arc::new(t));
+    }
+    Ok(out)
+}
+
 /// One tool as the model sees it.
 #[derive(Debug, Clone)]
 pub struct ToolEntry {
@@ -204,12 +237,70 @@ pub struct ToolBox {
     allow: Vec<String>,
     ask_timeout: std::time::Duration,
     db: Db,
+    /// `[tools] approvals_to`: the conversation approval requests are posted in.
+    approvals_to: Option<Address>,
+    /// Wakes a channel's sender when an approval request is queued for it.
+    outbox_ready: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+/// What became of one tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran: its result, or what went wrong (for the model either way).
+    Ran(Result<String, String>),
+    /// The permission mode (or a person) did not let it run.
+    Refused {
+        /// Why, for the model and the person.
+        reason: String,
+        /// The kata.toml line that would allow it (or the decision that refused it).
+        policy: String,
+    },
+    /// No such tool.
+    Unknown(String),
+}
+
+impl Outcome {
+    /// The text the model gets.
+    pub fn text(&self, name: &str) -> String {
+        match self {
+            Outcome::Ran(Ok(t)) => t.clone(),
+            Outcome::Ran(Err(e)) => format!("error: {e}"),
+            Outcome::Refused { reason, .. } => refused(name, reason),
+            Outcome::Unknown(f) => format!("error: there is no tool named {f:?}"),
+        }
+    }
 }
 
 impl ToolBox {
     /// A toolbox over these plugins (listed on first use).
     pub fn new(plugins: Vec<Arc<ToolsPlugin>>, allow: Vec<String>, ask_timeout: std::time::Duration, db: Db) -> Self {
-        Self { plugins, entries: tokio::sync::OnceCell::new(), allow, ask_timeout, db }
+        Self {
+            plugins,
+            entries: tokio::sync::OnceCell::new(),
+            allow,
+            ask_timeout,
+            db,
+            approvals_to: None,
+            outbox_ready: Default::default(),
+        }
+    }
+
+    /// Also post each approval request in this conversation (`[tools]
+    /// approvals_to`), where the owner answers `yes` or `no` (see
+    /// [`crate::permissions::chat_answer`]).
+    pub fn with_approvals_to(mut self, to: Option<Address>) -> Self {
+        self.approvals_to = to;
+        self
+    }
+
+    /// The channels' outbox wake-ups, so an approval request goes out at once.
+    pub fn set_outbox_ready(&self, ready: BTreeMap<String, Arc<tokio::sync::Notify>>) {
+        *self.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()) = ready;
+    }
+
+    /// The tools plugins.
+    pub fn plugins(&self) -> &[Arc<ToolsPlugin>] {
+        &self.plugins
     }
 
     /// The tools, listed from each plugin once. A plugin whose `list` fails
@@ -250,10 +341,20 @@ impl ToolBox {
     /// call was refused. Every call is audited.
     pub async fn call(&self, ctx: &CallContext, function: &str, args: &str) -> String {
         let Some(entry) = self.entries().await.iter().find(|e| e.function == function).cloned() else {
-            return format!("error: there is no tool named {function:?}");
+            return Outcome::Unknown(function.to_string()).text(function);
+        };
+        self.run(ctx, &entry.plugin, &entry.tool, args).await.text(&format!("{}.{}", entry.plugin, entry.tool))
+    }
+
+    /// Call `plugin.tool` under `ctx`'s permission mode: the one path every
+    /// call takes (the agent's, and `kata tool call`'s), with the same
+    /// decision, grants, limits and audit row.
+    pub async fn run(&self, ctx: &CallContext, plugin_name: &str, tool: &str, args: &str) -> Outcome {
+        let Some(entry) = self.entries().await.iter().find(|e| e.plugin == plugin_name && e.tool == tool).cloned() else {
+            return Outcome::Unknown(format!("{plugin_name}.{tool}"));
         };
         let Some(plugin) = self.plugins.iter().find(|p| p.name() == entry.plugin) else {
-            return format!("error: there is no tool named {function:?}");
+            return Outcome::Unknown(format!("{plugin_name}.{tool}"));
         };
         let name = format!("{}.{}", entry.plugin, entry.tool);
         let auditor = crate::sinks::auditor(&self.db, &entry.plugin);
@@ -271,7 +372,7 @@ impl ToolBox {
             Decision::Run { read_only, policy } => (read_only, policy),
             Decision::Refuse { reason, policy } => {
                 audit(Verdict::Deny, &policy, format!("refused: {reason} ({})", ctx.mode_source));
-                return refused(&name, &reason);
+                return Outcome::Refused { reason, policy };
             }
             Decision::Ask => {
                 let id =
@@ -280,27 +381,36 @@ impl ToolBox {
                         Err(e) => {
                             tracing::error!("cannot record an approval request: {e:#}");
                             audit(Verdict::Deny, &ctx.mode_source, "refused: the approval request could not be stored".into());
-                            return refused(&name, "kata could not ask for approval");
+                            return Outcome::Refused { reason: "kata could not ask for approval".into(), policy: ctx.mode_source.clone() };
                         }
                     };
                 tracing::warn!(
                     approval = id, tool = %name, session = %ctx.session_key,
                     "tool call waits for approval: `kata approve {id}` or `kata deny {id}` (denied in {:?} otherwise)", self.ask_timeout
                 );
+                self.post_request(id, &name, args, &ctx.session_key);
+                // How the audit row names the decision: the command, or who
+                // answered in which chat.
+                let by = |verb: &str| match self.db.approval(id).ok().flatten().and_then(|a| a.decided_by) {
+                    Some(by) if by.starts_with("kata ") => format!("{verb} with `{by} {id}`"),
+                    Some(by) => format!("{verb} by {by} (approval {id})"),
+                    None => format!("{verb} (approval {id})"),
+                };
                 match wait_for_decision(&self.db, id).await {
-                    Ok(Answer::Approved) => (false, format!("approved with `kata approve {id}`")),
+                    Ok(Answer::Approved) => (false, by("approved")),
                     Ok(Answer::Denied) => {
-                        audit(Verdict::Deny, &format!("denied with `kata deny {id}`"), format!("refused: a person denied approval {id}"));
-                        return refused(&name, "the person you work for denied it");
+                        let policy = by("denied");
+                        audit(Verdict::Deny, &policy, format!("refused: a person denied approval {id}"));
+                        return Outcome::Refused { reason: "the person you work for denied it".into(), policy };
                     }
                     Ok(Answer::Expired) => {
                         audit(Verdict::Deny, "[tools] ask_timeout", format!("refused: no one approved {id} within {:?}", self.ask_timeout));
-                        return refused(&name, "no one approved it in time");
+                        return Outcome::Refused { reason: "no one approved it in time".into(), policy: "[tools] ask_timeout".into() };
                     }
                     Err(e) => {
                         tracing::error!("cannot read approval {id}: {e:#}");
                         audit(Verdict::Deny, &ctx.mode_source, format!("refused: approval {id} could not be read"));
-                        return refused(&name, "kata could not read the approval");
+                        return Outcome::Refused { reason: "kata could not read the approval".into(), policy: ctx.mode_source.clone() };
                     }
                 }
             }
@@ -309,15 +419,34 @@ impl ToolBox {
         let result = plugin.call(&entry.tool, args, read_only).await;
         let took = started.elapsed();
         let grants = if read_only { "write grants stripped" } else { "full grants" };
-        match result {
-            Ok(text) => {
-                audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: ok"));
-                text
+        match &result {
+            Ok(_) => audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: ok")),
+            Err(e) => audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: {e}")),
+        }
+        Outcome::Ran(result)
+    }
+
+    /// Post approval request `id` in the `approvals_to` conversation, if
+    /// there is one (queued in the outbox like any reply).
+    fn post_request(&self, id: i64, name: &str, args: &str, session: &str) {
+        let Some(to) = &self.approvals_to else { return };
+        let mut shown: String = args.chars().take(300).collect();
+        if args.chars().count() > 300 {
+            shown.push('…');
+        }
+        let text = format!(
+            "Approval {id}: the agent wants to run {name} with {shown} (session {session}). Answer \"yes {id}\" to let it run or \"no {id}\" \
+             to refuse; without an answer it is refused in {}.",
+            crate::permissions::duration_words(self.ask_timeout)
+        );
+        let reply = Reply { plugin: to.plugin.clone(), conversation: to.id.clone(), thread: None, reply_to: None, text };
+        match self.db.enqueue(&reply, &format!("approval-{id}")) {
+            Ok(_) => {
+                if let Some(n) = self.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()).get(&to.plugin) {
+                    n.notify_one();
+                }
             }
-            Err(e) => {
-                audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: {e}"));
-                format!("error: {e}")
-            }
+            Err(e) => tracing::error!(approval = id, "cannot post the approval request to {to}: {e:#}; `kata approve {id}` still works"),
         }
     }
 }

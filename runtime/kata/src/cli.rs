@@ -133,6 +133,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The agent's tools: which the permission mode lets run and why (`list`),
+    /// and one call through the daemon's own checks (`call`).
+    #[command(subcommand)]
+    Tool(crate::tool_cmd::ToolCommand),
+    /// The agent's sessions: history and the tokens each used.
+    #[command(subcommand)]
+    Session(crate::session_cmd::SessionCommand),
     /// Let a waiting tool call run (its id is in `kata approvals` and the daemon's log).
     Approve {
         /// The approval id.
@@ -415,6 +422,7 @@ const MODULE_CRATES: &[(&str, &[&str])] = &[
         &[
             "agent",
             "channel",
+            "command",
             "control",
             "daemon",
             "events",
@@ -561,6 +569,14 @@ pub fn run(cli: Cli) -> Result<()> {
             let ws = Workspace::discover(cli.workspace.as_deref())?;
             let db = crate::store::Db::open(&ws.db_path())?;
             crate::permissions::print_approvals(&db, all, json, &mut std::io::stdout().lock())
+        }
+        Command::Tool(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            crate::tool_cmd::tool(cli.workspace.as_deref(), cmd, &mut std::io::stdout().lock())
+        }
+        Command::Session(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
+            crate::session_cmd::session(cli.workspace.as_deref(), cmd, &mut std::io::stdout().lock())
         }
         Command::Approve { id } | Command::Deny { id } => {
             let approve = matches!(cli.command, Command::Approve { .. });

@@ -105,6 +105,16 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
         n(&q["outbox_failed"]),
         if n(&q["outbox_failed"]) > 0 { " (`kata retry` lists and requeues them)" } else { "" }
     )?;
+    let a = &v["agent"];
+    if let Some(backend) = a["backend"].as_str() {
+        writeln!(
+            out,
+            "Agent: {backend}, {} session(s), {} prompt + {} completion tokens (`kata session list` shows them per session)",
+            n(&a["sessions"]),
+            n(&a["prompt_tokens"]),
+            n(&a["completion_tokens"])
+        )?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! This is the binary crate's library: the clap [`cli`], the control-socket
 //! clients ([`client`], [`daemonize`]), plugin installation and scaffolding
 //! ([`install`], [`scaffold`]), plugin signatures, trust and OCI
-//! distribution ([`signing`], [`provenance`], [`oci`]) and the `kata policy|secret|task` commands
+//! distribution ([`signing`], [`provenance`], [`oci`]) and the `kata policy|secret|task|tool|session` commands
 //! (the `*_cmd` modules). Everything else is a crate below it, along the
 //! data path, each re-exported here under the module name it had when kata
 //! was one crate (so `kata::store::Db` and the like keep working):
@@ -20,14 +20,14 @@
 //!   the embeddable plugin host; no SQLite.
 //! - kata-daemon: [`workspace`], [`sinks`], [`events`], [`health`],
 //!   [`senders`], [`permissions`], [`channel`], [`stream`], [`service`],
-//!   [`tools`], [`turn`], [`agent`], [`openai`], [`scheduler`], [`router`],
+//!   [`tools`], [`turn`], [`agent`], [`openai`], [`command`], [`scheduler`], [`router`],
 //!   [`control`], [`daemon`] — what `kata run` runs.
 //!
 //! Nothing below depends on this crate: a CLI-only change rebuilds only it.
 
 pub use kata_daemon::{
-    agent, channel, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks, stream, tools, turn,
-    workspace,
+    agent, channel, command, control, daemon, events, health, openai, permissions, router, scheduler, senders, service, sinks, stream,
+    tools, turn, workspace,
 };
 pub use kata_host::{admit, audit, componentize, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
 pub use kata_policy::{manifest, policy, util};
@@ -43,5 +43,7 @@ pub mod policy_cmd;
 pub mod provenance;
 pub mod scaffold;
 pub mod secret_cmd;
+pub mod session_cmd;
 pub mod signing;
 pub mod task_cmd;
+pub mod tool_cmd;

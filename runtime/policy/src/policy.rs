@@ -1984,6 +1984,19 @@ impl Policy {
         loc.diag(severity, &segs, message)
     }
 
+    /// The line (1-based) of a key in `text` (the policy's text): `keys`
+    /// are the table path, e.g. `["tools", "mode"]`, and `index` an element
+    /// of the array there. None when the file does not set it.
+    pub fn key_line(text: &str, keys: &[&str], index: Option<usize>) -> Option<usize> {
+        let loc = Locator::new(text, Path::new("kata.toml"));
+        let mut segs: Vec<Seg<'_>> = keys.iter().map(|k| Seg::Key(k)).collect();
+        segs.extend(index.map(Seg::Index));
+        // The deepest part found must be the whole path.
+        let whole = loc.span(&segs)?;
+        let parent = if segs.len() > 1 { loc.span(&segs[..segs.len() - 1]) } else { None };
+        (parent != Some(whole.clone())).then(|| line_col(text, whole.start).0)
+    }
+
     /// Findings that depend on this machine rather than on the file: plugin
     /// files that are missing, environment variables that are unset, secret
     /// files that are missing or readable by others. `text` is the policy
