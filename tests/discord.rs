@@ -6,7 +6,7 @@
 //! direct and group conversations with the mention rule, replies, threads,
 //! attachments, the bot's own messages coming back, nonces, rate limits, a
 //! refused token and a missing grant.
-#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
 mod common;
 #[path = "common/discord.rs"]

@@ -5,7 +5,7 @@
 //! the bot's own posts coming back, disconnects and dropped sockets,
 //! rate limits, refused tokens, a missing grant, and the Events API over
 //! the host's webhook listener.
-#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
 mod common;
 #[path = "common/slack.rs"]
