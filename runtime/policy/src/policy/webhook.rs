@@ -102,7 +102,7 @@ impl WebhookVerify {
         if matches!(self.recipe, Recipe::HmacSha256 | Recipe::Header) {
             s.push_str(&format!(", header = \"{}\"", self.header));
         }
-        if let Some(t) = &self.timestamp_header {
+        if let (Recipe::HmacSha256, Some(t)) = (self.recipe, &self.timestamp_header) {
             s.push_str(&format!(", timestamp_header = \"{t}\""));
         }
         if self.timestamp_header.is_some() {
