@@ -48,6 +48,7 @@ struct Row {
 const ROWS: &[Row] = &[
     Row { lang: "rust", bomb_cap_mib: 16, reason_reaches_guest: true, reads_files: true },
     Row { lang: "c", bomb_cap_mib: 16, reason_reaches_guest: true, reads_files: true },
+    Row { lang: "go", bomb_cap_mib: 32, reason_reaches_guest: true, reads_files: true },
     Row { lang: "js", bomb_cap_mib: 16, reason_reaches_guest: true, reads_files: true },
     Row { lang: "python", bomb_cap_mib: 32, reason_reaches_guest: true, reads_files: true },
 ];

@@ -12,8 +12,8 @@
 //     header `Authorization: Bearer {{secret:token}}` → `secret: ok <status>
 //     <body>` or `secret: err <error>`, also written to the log
 //   - spin: burns CPU forever; bomb: allocates 1 MiB blocks forever
-//   - gc (Go only): reads a 512 KiB state value 40 times, so the host hands
-//     the plugin 20 MiB through cabi_realloc → `gc: ok <collections>`; Go's
+//   - gc (Go only): reads a 512 KiB state value 20 times, so the host hands
+//     the plugin 10 MiB through cabi_realloc → `gc: ok <n> bytes, <c> collections`; Go's
 //     collector must not start inside cabi_realloc (kata/internal/gc), or
 //     this traps with "cannot leave component instance"
 //   - anything else: `unknown probe <value>`
@@ -82,7 +82,7 @@ func run(probe string) string {
 		metrics.Read(cycles)
 		before := cycles[0].Value.Uint64()
 		var keep []byte
-		for i := 0; i < 40; i++ {
+		for i := 0; i < 20; i++ {
 			keep, _ = kata.StateGet("big")
 		}
 		kata.StateDelete("big")

