@@ -10,9 +10,13 @@
 //! SHA-256(every byte after the signature section)`, so the signature covers
 //! the whole component — code, imports, and the embedded `kata:manifest`
 //! section with the grants it asks for — except itself and the 8-byte
-//! preamble. The signer's public key travels as the signature's key id (the
-//! conventions' key serialization, `0x01 ‖ 32 key bytes`), which is what lets
-//! kata name an unknown publisher and offer trust on first use.
+//! preamble. The signature's key id is wasmsign2's default one (the first 12
+//! bytes of HMAC-SHA256 keyed with the public key over `"key_id"`), and the
+//! signer's public key itself travels in a `kata:publisher` custom section
+//! right after the signature (the conventions' key serialization, `0x01 ‖ 32
+//! key bytes`), inside what the signature covers: that is what lets kata
+//! name an unknown publisher and offer trust on first use, while an
+//! attacker who swaps the key breaks the signature.
 //!
 //! Why embedded rather than a detached `.sig` file (minisign) or an OCI
 //! referrer (cosign, Notation):
@@ -50,6 +54,8 @@ pub use crate::policy::PublisherKey;
 
 /// The custom section that holds the signature data.
 pub const SECTION: &str = "signature";
+/// The custom section that names the signer's public key (signed content).
+pub const PUBLISHER_SECTION: &str = "kata:publisher";
 /// The tool conventions' signing domain.
 const DOMAIN: &[u8] = b"wasmsig";
 /// Specification version, content type (WebAssembly), hash function (SHA-256).
@@ -108,6 +114,7 @@ impl Signature {
 /// after it; `end` is the offset just past it.
 struct Section<'a> {
     custom: Option<(&'a str, &'a [u8])>,
+    start: usize,
     end: usize,
 }
 
@@ -151,6 +158,7 @@ fn sections(bytes: &[u8]) -> Result<Vec<Section<'_>>> {
     let mut pos = 8;
     let mut out = Vec::new();
     while pos < bytes.len() {
+        let start = pos;
         let id = bytes[pos];
         pos += 1;
         let size = leb_u32(bytes, &mut pos)? as usize;
@@ -163,7 +171,7 @@ fn sections(bytes: &[u8]) -> Result<Vec<Section<'_>>> {
         } else {
             None
         };
-        out.push(Section { custom, end: pos });
+        out.push(Section { custom, start, end: pos });
     }
     Ok(out)
 }
@@ -271,14 +279,23 @@ fn message(hashes: &[[u8; 32]]) -> Vec<u8> {
     m
 }
 
-/// The key a key id names: the conventions' serialization `0x01 ‖ key`, or
-/// bare 32 key bytes.
-fn key_of(key_id: &[u8]) -> Option<PublisherKey> {
-    match key_id {
+/// A serialized public key: the conventions' `0x01 ‖ key`, or bare 32 key bytes.
+fn key_of(serialized: &[u8]) -> Option<PublisherKey> {
+    match serialized {
         [ED25519_ID, rest @ ..] if rest.len() == 32 => rest.try_into().ok().map(PublisherKey::from_bytes),
         k if k.len() == 32 => k.try_into().ok().map(PublisherKey::from_bytes),
         _ => None,
     }
+}
+
+/// wasmsign2's default key id for a public key: HMAC-SHA256 keyed with the
+/// key, over `"key_id"`, first 12 bytes. `wasmsign2 verify` skips a
+/// signature whose key id is not this one.
+pub fn default_key_id(key: &PublisherKey) -> [u8; 12] {
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.bytes()), b"key_id");
+    let mut id = [0; 12];
+    id.copy_from_slice(&tag.as_ref()[..12]);
+    id
 }
 
 fn verifies(key: &PublisherKey, msg: &[u8], sig: &[u8]) -> bool {
@@ -294,7 +311,7 @@ fn split(bytes: &[u8]) -> Result<(usize, Option<&[u8]>)> {
         bail!("section {} is a `signature` section, but a signature must be the first section", i + 2);
     }
     match secs.first() {
-        Some(Section { custom: Some((SECTION, data)), end }) => Ok((*end, Some(data))),
+        Some(Section { custom: Some((SECTION, data)), end, .. }) => Ok((*end, Some(data))),
         _ => Ok((8, None)),
     }
 }
@@ -313,17 +330,23 @@ pub fn check(bytes: &[u8], known: &[PublisherKey]) -> Signature {
         Err(e) => return Signature::Invalid { claimed: None, reason: format!("its signature section cannot be read: {e:#}") },
     };
     let content: [u8; 32] = Sha256::digest(&bytes[start..]).into();
+    // The key the component names (untrusted until a signature verifies with it).
+    let announced = sections(bytes)
+        .ok()
+        .and_then(|secs| secs.iter().find_map(|s| s.custom.filter(|(n, _)| *n == PUBLISHER_SECTION).and_then(|(_, k)| key_of(k))));
     let mut valid = Vec::new();
-    let mut claimed = None;
+    let mut claimed = announced;
     let mut unidentified = false;
     let mut signed_other_content = false;
     for (hashes, sigs) in &data.sets {
         let msg = message(hashes);
         let covers = hashes.last() == Some(&content);
         for s in sigs.iter().filter(|s| s.alg == ED25519_ID) {
-            let named = key_of(&s.key_id);
+            let named = key_of(&s.key_id)
+                .or(announced.filter(|k| s.key_id == default_key_id(k)))
+                .or_else(|| known.iter().copied().find(|k| s.key_id == default_key_id(k)));
             claimed = claimed.or(named);
-            let candidates: Vec<PublisherKey> = named.into_iter().chain(known.iter().copied()).collect();
+            let candidates: Vec<PublisherKey> = named.into_iter().chain(announced).chain(known.iter().copied()).collect();
             match candidates.into_iter().find(|k| verifies(k, &msg, &s.sig)) {
                 Some(k) if covers => valid.push(k),
                 Some(_) => signed_other_content = true,
@@ -442,24 +465,38 @@ pub fn keygen(path: &Path, force: bool) -> Result<PublisherKey> {
     Ok(publisher)
 }
 
-/// Sign a component (replacing any signature it has): the `signature`
-/// section first, then every other byte as it was.
-pub fn sign(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>> {
-    let (start, _) = split(bytes)?;
-    let hashes = [<[u8; 32]>::from(Sha256::digest(&bytes[start..]))];
-    let sig = key.pair.sign(&message(&hashes)).as_ref().to_vec();
-    let mut key_id = vec![ED25519_ID];
-    key_id.extend_from_slice(key.publisher().bytes());
-    let data = SigData { sets: vec![(hashes.to_vec(), vec![SigRecord { key_id, alg: ED25519_ID, sig }])] }.encode();
+/// A custom section: id 0, size, name, data.
+fn custom_section(name: &str, data: &[u8]) -> Vec<u8> {
     let mut payload = Vec::new();
-    put_leb(&mut payload, SECTION.len() as u32);
-    payload.extend_from_slice(SECTION.as_bytes());
-    payload.extend_from_slice(&data);
-    let mut out = bytes[..8].to_vec();
-    out.push(0);
+    put_leb(&mut payload, name.len() as u32);
+    payload.extend_from_slice(name.as_bytes());
+    payload.extend_from_slice(data);
+    let mut out = vec![0];
     put_leb(&mut out, payload.len() as u32);
     out.extend_from_slice(&payload);
-    out.extend_from_slice(&bytes[start..]);
+    out
+}
+
+/// Sign a component (replacing any signature it has): the `signature`
+/// section first, then a `kata:publisher` section naming the key, then every
+/// other section byte for byte.
+pub fn sign(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>> {
+    split(bytes)?;
+    let secs = sections(bytes)?;
+    let publisher = key.publisher();
+    let mut serialized = vec![ED25519_ID];
+    serialized.extend_from_slice(publisher.bytes());
+    let mut content = custom_section(PUBLISHER_SECTION, &serialized);
+    for s in secs.iter().filter(|s| !s.custom.is_some_and(|(n, _)| n == SECTION || n == PUBLISHER_SECTION)) {
+        content.extend_from_slice(&bytes[s.start..s.end]);
+    }
+    let hashes = [<[u8; 32]>::from(Sha256::digest(&content))];
+    let sig = key.pair.sign(&message(&hashes)).as_ref().to_vec();
+    let record = SigRecord { key_id: default_key_id(&publisher).to_vec(), alg: ED25519_ID, sig };
+    let data = SigData { sets: vec![(hashes.to_vec(), vec![record])] }.encode();
+    let mut out = bytes[..8].to_vec();
+    out.extend_from_slice(&custom_section(SECTION, &data));
+    out.extend_from_slice(&content);
     Ok(out)
 }
 
@@ -495,6 +532,7 @@ mod tests {
         let signed = sign(&plain, &a).unwrap();
         assert_eq!(check(&signed, &[]), Signature::Signed(a.publisher()));
         assert_eq!(&signed[signed.len() - plain.len() + 8..], &plain[8..], "the content is kept byte for byte");
+        assert!(signed.windows(PUBLISHER_SECTION.len()).any(|w| w == PUBLISHER_SECTION.as_bytes()), "the key travels along");
         // Re-signing replaces the signature.
         let resigned = sign(&signed, &b).unwrap();
         assert_eq!(check(&resigned, &[]), Signature::Signed(b.publisher()));
@@ -532,6 +570,26 @@ mod tests {
         bytes.extend_from_slice(&plain[8..]);
         assert_eq!(check(&bytes, &[]), Signature::Unidentified);
         assert_eq!(check(&bytes, &[a.publisher()]), Signature::Signed(a.publisher()));
+    }
+
+    #[test]
+    fn key_ids_are_wasmsign2s_and_a_swapped_key_breaks_the_signature() {
+        // A key made by `wasmsign2 keygen` and the key id `wasmsign2 sign -K` wrote for it.
+        let k = PublisherKey::parse("ed25519:TUDZf+ICgVFc1oI9NXUERja+LJnNRdc0sUPNzqlzbgA=").unwrap();
+        assert_eq!(hex::encode(default_key_id(&k)), "9237c267b0e9bd28a4a15142");
+        // Someone replaces the named key with their own: the signature no longer verifies.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (key(dir.path(), "a.pem"), key(dir.path(), "b.pem"));
+        let mut signed = sign(&component(), &a).unwrap();
+        let at = signed.windows(32).position(|w| w == a.publisher().bytes()).unwrap();
+        signed[at..at + 32].copy_from_slice(b.publisher().bytes());
+        assert!(matches!(check(&signed, &[]), Signature::Invalid { claimed: Some(k), .. } if k == b.publisher()));
+        // Dropping the key section changes the signed content too.
+        let signed = sign(&component(), &a).unwrap();
+        let secs = sections(&signed).unwrap();
+        let mut bare = signed[..secs[1].start].to_vec();
+        bare.extend_from_slice(&signed[secs[1].end..]);
+        assert_ne!(check(&bare, &[]).state(), "signed", "the content changed: the signature covered the key section");
     }
 
     #[test]
