@@ -16,11 +16,29 @@ kata=${KATA:-$root/target/debug/kata}
 if [ ! -x "$kata" ]; then
   (cd "$root" && cargo build --bin kata >&2)
 fi
+if ! "$kata" plugin toolchain status 2>/dev/null | grep -q '^go  *go version'; then
+  # kata formats the bindings with the Go toolchain's gofmt.
+  echo "sdk/go/generate.sh: skipped: the Go toolchain is not installed (kata plugin toolchain install go)" >&2
+  [ "${1:-}" = "--check" ] && exit 0
+  exit 1
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for world in channel tools service; do
   "$kata" plugin bindings --lang go --world "$world" --out "$tmp/wit" >/dev/null
 done
+# go.bytecodealliance.org/pkg, vendored in third_party/go-pkg, must be the
+# copy the wit-bindgen-go crate kata generates with ships (checked when the
+# crate's source is in cargo's registry).
+pkg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wit-bindgen-go-0.60.0/src/pkg 2>/dev/null | head -1 || true)
+if [ -n "$pkg" ]; then
+  for f in LICENSE README.md go.mod wit; do
+    if ! diff -r "$pkg/$f" "$here/third_party/go-pkg/$f" >/dev/null 2>&1; then
+      echo "sdk/go/third_party/go-pkg/$f differs from $pkg/$f: copy it again" >&2
+      exit 1
+    fi
+  done
+fi
 if [ "${1:-}" = "--check" ]; then
   if ! diff -r "$here/wit" "$tmp/wit" >"$tmp/diff" 2>&1; then
     head -40 "$tmp/diff" >&2
