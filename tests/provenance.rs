@@ -354,7 +354,8 @@ fn trust_decisions_and_refusals_change_nothing() {
     let out = env.ok(open.path(), &["plugin", "add", s(&by_bob), "--name", "b"]);
     assert!(out.contains("without trusting it"), "{out}");
     let toml = std::fs::read_to_string(open.path().join("kata.toml")).unwrap();
-    assert!(!toml.contains("publishers") && toml.contains(&format!("publisher = \"{bob}\"")), "{toml}");
+    let policy = kata::policy::Policy::load(&open.path().join("kata.toml"), open.path()).unwrap();
+    assert!(policy.file.trust.publishers.is_empty() && toml.contains(&format!("publisher = \"{bob}\"")), "{toml}");
 
     // Publisher change on upgrade: alice's plugin, offered bob's code or unsigned code.
     let ws2 = TestWorkspace::new(&format!("\n[trust]\npublishers = [\"{alice}\", \"{bob}\"]\n"));
