@@ -197,10 +197,13 @@ pub fn build(dir: &Path, lang: Lang) -> Result<Built> {
     let tool = self::dir()?;
     let mut cmd = go(&tool)?;
     let dir = &dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
-    let core = dir.join("build").join("go").join("core.wasm");
-    std::fs::create_dir_all(core.parent().unwrap()).with_context(|| format!("cannot create {}", core.parent().unwrap().display()))?;
+    let out_dir = dir.join("build").join("go");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let core = out_dir.join("core.wasm");
     if !tool.join("cache").is_dir() {
-        eprintln!("compiling Go's runtime and standard library for wasip1 once (30 s to a minute on 2 cores; later builds take a few seconds)…");
+        eprintln!(
+            "compiling Go's runtime and standard library for wasip1 once (30 s to a minute on 2 cores; later builds take a few seconds)…"
+        );
     }
     cmd.current_dir(dir)
         .env("GOOS", "wasip1")
@@ -390,6 +393,7 @@ pub fn bindings(world: &str, out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -121,6 +121,7 @@ const GO_PKG: &[super::File] = &[
 ];
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
