@@ -171,7 +171,8 @@ pub fn decide(
             } else {
                 "signed by a key kata cannot identify (the signature names no Ed25519 key and no trusted key verifies it)".to_string()
             };
-            writeln!(out, "Signature: none — {name} is {what}.")?;
+            let head = if signature == Signature::Unsigned { "none" } else { "unidentified" };
+            writeln!(out, "Signature: {head} — {name} is {what}.")?;
             match mode {
                 Unsigned::Refuse => bail!(
                     "{name} is {what}, and [trust] unsigned = \"refuse\" in {at} installs only plugins of trusted publishers. Ask \
