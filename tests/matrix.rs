@@ -148,8 +148,7 @@ impl Synapse {
     fn messages(&self, token: &str, room: &str) -> Vec<Value> {
         let (st, v) = self.call("GET", &format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000", enc(room)), Some(token), None);
         assert_eq!(st, 200, "messages: {v}");
-        let mut all: Vec<Value> =
-            v["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").cloned().collect();
+        let mut all: Vec<Value> = v["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").cloned().collect();
         all.reverse();
         all
     }
@@ -300,7 +299,8 @@ fn talks_in_direct_and_group_rooms_and_loses_nothing_across_restarts() {
     // What the inbox holds: kinds, mentions, the thread and the attachment;
     // nothing the bot sent came back in.
     let conn = rusqlite::Connection::open(ws.path().join(".kata/kata.db")).unwrap();
-    let mut stmt = conn.prepare("SELECT conversation, is_group, mentioned, thread, sender, text, attachments FROM inbox ORDER BY id").unwrap();
+    let mut stmt =
+        conn.prepare("SELECT conversation, is_group, mentioned, thread, sender, text, attachments FROM inbox ORDER BY id").unwrap();
     let rows: Vec<(String, bool, bool, Option<String>, String, String, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
         .unwrap()
@@ -390,6 +390,11 @@ fn the_same_key_posts_once_and_rate_limits_are_honoured() {
     assert_eq!(said.len(), 1 + burst.len(), "{said:?}");
     let log = ws.log();
     assert!(log.contains("send failed: rate limited; retry after"), "synapse never limited the bot:\n{log}");
+    eprintln!(
+        "measured: {} 429 answer(s) from synapse, {} rate-limited send(s) in kata's log",
+        synapse.requests(" 429 "),
+        log.matches("send failed: rate limited").count()
+    );
     let _ = synapse.kill();
 }
 
@@ -434,6 +439,7 @@ fn a_refused_token_shows_as_auth_failed_and_a_removed_grant_names_the_line() {
     let secs = started.elapsed().as_secs();
     // One instance tries at start, then waits at least 30 s between tries.
     assert!((1..=3).contains(&whoami), "{whoami} whoami requests in {secs} s: a retry storm\n{}", ws.log());
+    eprintln!("measured: {whoami} whoami request(s) in {secs} s with a refused token");
     assert!(synapse.requests("/sync") == 0, "no sync without a valid token");
     assert!(daemon.signal_and_wait("TERM").success());
 
