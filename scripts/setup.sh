@@ -83,6 +83,8 @@ build_guest plugins/matrix matrix
 build_guest plugins/webhook webhook
 build_guest plugins/slack slack
 build_guest plugins/discord discord
+build_guest plugins/notes notes
+build_guest plugins/web-fetch web-fetch
 for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done

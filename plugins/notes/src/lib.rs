@@ -184,7 +184,7 @@ impl Notes {
         if more > 0 {
             let _ = writeln!(out, "… and {more} more (raise `limit`, up to 50, or search for something narrower)");
         }
-        Ok(out)
+        Ok(out.trim_end().to_string())
     }
 
     /// A note's text.
@@ -220,7 +220,7 @@ impl Notes {
         for (p, size) in notes {
             let _ = writeln!(out, "{} ({size} bytes)", self.relative(&p));
         }
-        Ok(out)
+        Ok(out.trim_end().to_string())
     }
 
     /// Append `text` to a note (created, with its directories, if missing).
@@ -422,8 +422,8 @@ mod tests {
         assert!(failed(n.read("nope.md")).contains("no note"));
         assert!(failed(n.read("ideas")).contains("directory"));
         let list = n.list("").expect("list");
-        assert_eq!(list, "2 note(s):\nideas/kata.md (38 bytes)\ntodo.md (40 bytes)\n");
-        assert_eq!(n.list("ideas").expect("list"), "1 note(s):\nideas/kata.md (38 bytes)\n");
+        assert_eq!(list, "2 note(s):\nideas/kata.md (38 bytes)\ntodo.md (40 bytes)");
+        assert_eq!(n.list("ideas").expect("list"), "1 note(s):\nideas/kata.md (38 bytes)");
         let out = n.append("journal/today", "went running").expect("append");
         assert_eq!(out, "Appended 13 bytes to journal/today.md (now 13 bytes).");
         n.append("journal/today.md", "- and swimming\n").expect("append");

@@ -18,7 +18,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -105,13 +104,13 @@ fn load_policy(ws: &Workspace) -> Result<(Policy, String, Settings)> {
     Ok((policy, text, settings))
 }
 
-/// The workspace's toolbox, loaded in this process.
-fn toolbox(ws: &Workspace, policy: &Policy, settings: &Settings) -> Result<ToolBox> {
+/// The workspace's toolbox, loaded in this process, and its database.
+fn toolbox(ws: &Workspace, policy: &Policy, settings: &Settings) -> Result<(ToolBox, crate::store::Db)> {
     let db = crate::store::Db::open(&ws.db_path())?;
     let engine = crate::engine::Engine::new(Some(ws.cache_dir()))?;
     let linker = crate::plugin::linker(&engine)?;
     let plugins = crate::tools::load_all(policy, &engine, &linker, &db, ws.root())?;
-    Ok(ToolBox::new(plugins, settings.tools_allow.clone(), settings.ask_timeout, db))
+    Ok((ToolBox::new(plugins, settings.tools_allow.clone(), settings.ask_timeout, db.clone()), db))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -127,20 +126,21 @@ fn at(policy: &Policy, text: &str, keys: &[&str], index: Option<usize>) -> Strin
     }
 }
 
-/// What `mode` (set where `mode_at` says) does with `plugin.tool`, and why.
-fn verdict(
-    policy: &Policy,
-    text: &str,
-    settings: &Settings,
+/// Where a mode is set: the kata.toml line as written, and its location.
+struct ModeLine {
     mode: ToolMode,
-    mode_at: &str,
-    plugin: &str,
-    tool: &str,
-    read_only: bool,
-) -> Verdict {
+    /// `[tools] mode = "safe"` or `[plugins.NAME] tools_mode = "…"`.
+    line: String,
+    /// ` (kata.toml:N)`.
+    at: String,
+}
+
+/// What a mode does with `plugin.tool`, and why.
+fn verdict(policy: &Policy, text: &str, settings: &Settings, m: &ModeLine, plugin: &str, tool: &str, read_only: bool) -> Verdict {
+    let (mode, mode_at) = (m.mode, m.at.as_str());
     let (decision, why) = match decide(mode, &settings.tools_allow, plugin, tool, read_only) {
-        Decision::Run { read_only: true, policy: p } => ("runs read-only", format!("{p}; mode \"safe\"{mode_at}")),
-        Decision::Run { policy: p, .. } if mode == ToolMode::AllowAll => ("runs", format!("{p}{mode_at}")),
+        Decision::Run { read_only: true, policy: p } => ("runs read-only", format!("{p}; {}{mode_at}", m.line)),
+        Decision::Run { .. } if mode == ToolMode::AllowAll => ("runs", format!("{}{mode_at}", m.line)),
         Decision::Run { policy: p, .. } => {
             let i = settings.tools_allow.iter().position(|a| p.contains(&format!("\"{a}\"")));
             ("runs", format!("{p}{}", at(policy, text, &["tools", "allow"], i)))
@@ -162,31 +162,36 @@ fn verdict(
 
 fn list(ws: &Workspace, json: bool, out: &mut impl Write) -> Result<()> {
     let (policy, text, settings) = load_policy(ws)?;
-    let tools = toolbox(ws, &policy, &settings)?;
+    let (tools, _) = toolbox(ws, &policy, &settings)?;
     let entries = runtime()?.block_on(async { tools.entries().await.to_vec() });
     let mode = settings.tools_mode;
-    let mode_at = at(&policy, &text, &["tools", "mode"], None);
+    let workspace_mode =
+        ModeLine { mode, line: format!("[tools] mode = \"{}\"", mode.as_str()), at: at(&policy, &text, &["tools", "mode"], None) };
+    let mode_at = workspace_mode.at.clone();
     // Channels that run their turns under another mode.
-    let overrides: Vec<(&str, ToolMode, String)> = policy
+    let overrides: Vec<(&str, ModeLine)> = policy
         .plugins
         .values()
         .filter(|g| g.enabled)
         .filter_map(|g| {
-            g.tools_mode.filter(|m| *m != mode).map(|m| (g.name.as_str(), m, at(&policy, &text, &["plugins", &g.name, "tools_mode"], None)))
+            g.tools_mode.filter(|m| *m != mode).map(|m| {
+                let line = format!("[plugins.{}] tools_mode = \"{}\"", g.name, m.as_str());
+                (g.name.as_str(), ModeLine { mode: m, line, at: at(&policy, &text, &["plugins", &g.name, "tools_mode"], None) })
+            })
         })
         .collect();
     let mut rows = Vec::new();
     for e in &entries {
         let read_only = tools.plugins().iter().find(|p| p.name() == e.plugin).is_some_and(|p| p.declares_read_only(&e.tool));
-        let v = |m: ToolMode, m_at: &str| verdict(&policy, &text, &settings, m, m_at, &e.plugin, &e.tool, read_only);
+        let v = |m: &ModeLine| verdict(&policy, &text, &settings, m, &e.plugin, &e.tool, read_only);
         rows.push(Listed {
             name: format!("{}.{}", e.plugin, e.tool),
             plugin: e.plugin.clone(),
             tool: e.tool.clone(),
             description: e.description.clone(),
             read_only,
-            workspace: v(mode, &mode_at),
-            channels: overrides.iter().map(|(c, m, a)| ChannelVerdict { channel: c.to_string(), verdict: v(*m, a) }).collect(),
+            workspace: v(&workspace_mode),
+            channels: overrides.iter().map(|(c, m)| ChannelVerdict { channel: c.to_string(), verdict: v(m) }).collect(),
         });
     }
     if json {
@@ -195,8 +200,8 @@ fn list(ws: &Workspace, json: bool, out: &mut impl Write) -> Result<()> {
         return Ok(());
     }
     writeln!(out, "Permission mode: \"{}\"{mode_at}", mode.as_str())?;
-    for (c, m, a) in &overrides {
-        writeln!(out, "  turns from channel {c} use \"{}\"{a}", m.as_str())?;
+    for (c, m) in &overrides {
+        writeln!(out, "  turns from channel {c} use \"{}\"{}", m.mode.as_str(), m.at)?;
     }
     if rows.is_empty() {
         let loaded = tools.plugins().len();
@@ -252,9 +257,16 @@ fn call(ws: &Workspace, name: &str, args: &str, out: &mut impl Write) -> Result<
         }
         Err(_) => {
             let (policy, _, settings) = load_policy(ws)?;
-            let tools = Arc::new(toolbox(ws, &policy, &settings)?);
+            let (tools, db) = toolbox(ws, &policy, &settings)?;
             let ctx = CallContext::workspace("cli/tool-call", settings.tools_mode);
-            runtime()?.block_on(async { tools.run(&ctx, plugin, tool, args).await })
+            runtime()?.block_on(async {
+                let outcome = tools.run(&ctx, plugin, tool, args).await;
+                // The audit row of a call that ran is written in the background.
+                if let Err(e) = db.flush().await {
+                    tracing::error!("cannot write the audit log: {e:#}");
+                }
+                outcome
+            })
         }
     };
     match outcome {
