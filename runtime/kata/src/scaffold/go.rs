@@ -65,6 +65,7 @@ const GO_SDK: &[super::File] = &[
     ),
     file!("third_party/kata-sdk/kata.go", "../../../../sdk/go/kata.go"),
     file!("third_party/kata-sdk/log.go", "../../../../sdk/go/log.go"),
+    file!("third_party/kata-sdk/nethttp/nethttp.go", "../../../../sdk/go/nethttp/nethttp.go"),
     file!("third_party/kata-sdk/service/emit_native.go", "../../../../sdk/go/service/emit_native.go"),
     file!("third_party/kata-sdk/service/emit_wasip1.go", "../../../../sdk/go/service/emit_wasip1.go"),
     file!("third_party/kata-sdk/service/service.go", "../../../../sdk/go/service/service.go"),
