@@ -225,6 +225,16 @@ pub fn build(dir: &Path, lang: Lang) -> Result<Built> {
     Ok(Built { wasm, version: None })
 }
 
+/// `go test ./...` in `dir` with the installed toolchain and the same
+/// offline environment as [`build`] (native target, kata's build cache),
+/// for `kata plugin test`. Projects reach the SDK through `replace` in
+/// go.mod, so no `-mod=vendor`.
+pub fn test_command(dir: &Path) -> Result<Command> {
+    let mut cmd = go(&self::dir()?)?;
+    cmd.current_dir(dir).args(["test", "./..."]);
+    Ok(cmd)
+}
+
 /// Which kata world a Go core module implements, from the interfaces it
 /// exports (`kata:plugin/channel@V#poll`…).
 fn world_of(core: &[u8]) -> Result<&'static str> {
