@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::llm::{ChatServer, HttpResponse, LlmServer, answer, contents, tool_script};
+use common::llm::{ChatServer, HttpResponse, LlmServer, answer, contents, last_message, tool_script, usage_for};
 use common::{ChildGuard, RecordingServer, TestWorkspace, guest, kata, wait_for};
 use serde_json::Value;
 
@@ -332,6 +332,128 @@ fn ask_mode_waits_for_approve_deny_or_the_timeout() {
 }
 
 #[test]
+fn the_reply_streams_parallel_tool_calls_are_assembled_and_tokens_are_counted_per_session() {
+    // "both" asks for two tool calls in one answer; their results come back
+    // as one answer naming both.
+    let llm = LlmServer::start(
+        Arc::new(|req: &Value| {
+            let last = last_message(req);
+            if last["role"] == "tool" {
+                return answer(&format!("tools said: {}", contents(req, "tool").join(" + ")));
+            }
+            HttpResponse::json(serde_json::json!({"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Reading both.", "tool_calls": [
+                    {"id": "call-a", "type": "function", "function": {"name": "notes__read_note", "arguments": "{\"name\":\"hello.txt\"}"}},
+                    {"id": "call-b", "type": "function", "function": {"name": "notes__read_note", "arguments": "{\"name\":\"other.txt\"}"}}]}}]}))
+        }),
+        Duration::ZERO,
+    );
+    let chat = ChatServer::start();
+    let (_d, notes) = notes_dir();
+    std::fs::write(notes.join("other.txt"), "the other note").unwrap();
+    let ws = workspace(&format!(
+        "{}\n[tools]\nmode = \"allow-all\"\n{}{}",
+        openai_agent(&llm, ""),
+        chat_plugin("chat", &chat, ""),
+        notes_plugin(&notes, "http://127.0.0.1:9")
+    ));
+    let _daemon = run(&ws);
+    chat.say("c1", None, "ann", "both");
+    assert_eq!(reply(&chat, "c1", 1, &ws), "tools said: hello from the notes + the other note");
+    let reqs = llm.requests();
+    assert_eq!(reqs.len(), 2);
+    // Every request asked for a stream with usage.
+    assert!(reqs.iter().all(|r| r["stream"] == true && r["stream_options"]["include_usage"] == true), "{reqs:?}");
+    // The calls, assembled from their streamed pieces, went back to the model whole.
+    let m = reqs[1]["messages"].as_array().unwrap();
+    assert_eq!(m[1]["content"], "Reading both.");
+    assert_eq!(m[1]["tool_calls"][1]["function"]["arguments"], "{\"name\":\"other.txt\"}");
+    assert_eq!((m[2]["tool_call_id"].as_str(), m[3]["tool_call_id"].as_str()), (Some("call-a"), Some("call-b")));
+    // Tokens, as the model reported them, per session and in total.
+    let prompt: u64 = reqs.iter().map(|r| usage_for(r)["prompt_tokens"].as_u64().unwrap()).sum();
+    let completion = 5 * reqs.len() as u64;
+    let (ok, out, err) = kata(ws.path(), &["session", "show", "chat/c1", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["session"]["usage"]["prompt_tokens"].as_u64(), v["session"]["usage"]["completion_tokens"].as_u64()),
+        (Some(prompt), Some(completion))
+    );
+    assert_eq!(v["session"]["turns"], 1);
+    assert_eq!(v["history"].as_array().unwrap().len(), 5, "user, tool calls, two results, answer");
+    let (ok, out, _) = kata(ws.path(), &["session", "show", "chat/c1"]);
+    assert!(ok && out.contains(&format!("tokens       {prompt} prompt + {completion} completion")), "{out}");
+    let (ok, out, _) = kata(ws.path(), &["session", "list"]);
+    assert!(ok && out.lines().nth(1).unwrap().starts_with("chat/c1"), "{out}");
+    let (ok, out, _) = kata(ws.path(), &["status"]);
+    assert!(ok && out.contains(&format!("Agent: openai, 1 session(s), {prompt} prompt + {completion} completion tokens")), "{out}");
+}
+
+/// The newest message sent in `conversation` that contains `needle`.
+fn sent_containing(chat: &ChatServer, conversation: &str, needle: &str, ws: &TestWorkspace) -> String {
+    wait_for_or_log(&format!("a message with {needle:?} in {conversation}"), ws, || {
+        replies_in(&chat.sent(), conversation).into_iter().rev().find(|t| t.contains(needle))
+    })
+}
+
+#[test]
+fn ask_mode_approvals_are_answered_in_the_owners_chat_and_only_the_owner_counts() {
+    let llm = LlmServer::start(tool_script(), Duration::ZERO);
+    let chat = ChatServer::start();
+    let (_d, notes) = notes_dir();
+    // ann is named in allow_from: she may approve; everyone else gets in
+    // through "*" only, which lets them talk, not approve.
+    let ws = workspace(&format!(
+        "{}\n[tools]\nmode = \"ask\"\napprovals_to = \"chat:owner\"\n{}{}",
+        openai_agent(&llm, ""),
+        chat_plugin("chat", &chat, "").replace("allow_from = [\"*\"]", "allow_from = [\"*\", \"ann\"]"),
+        notes_plugin(&notes, "http://127.0.0.1:9")
+    ));
+    let _daemon = run(&ws);
+    // The call waits; the request is posted in the owner's conversation.
+    chat.say("c1", None, "bob", r#"call notes__write_note {"name":"a.txt","text":"approved in the chat"}"#);
+    let id = pending_approval(&ws);
+    let request = sent_containing(&chat, "owner", &format!("Approval {id}"), &ws);
+    assert!(request.contains("notes.write_note") && request.contains(&format!("\"yes {id}\"")) && request.contains("chat/c1"), "{request}");
+    // A stranger's yes approves nothing: it is an ordinary message to the agent.
+    chat.say("owner", None, "mallory", "yes");
+    assert_eq!(sent_containing(&chat, "owner", "echo:", &ws), "echo: yes");
+    assert_eq!(pending_approval(&ws), id, "still waiting");
+    assert!(!notes.join("a.txt").exists());
+    // The owner's yes does.
+    chat.say("owner", None, "ann", &format!("yes {id}"));
+    assert_eq!(sent_containing(&chat, "owner", "Approved", &ws), format!("Approved {id}: notes.write_note runs now."));
+    assert_eq!(reply(&chat, "c1", 1, &ws), "tool said: wrote /notes/a.txt");
+    assert_eq!(std::fs::read_to_string(notes.join("a.txt")).unwrap(), "approved in the chat");
+    // And her no (one call waits: no id needed) refuses.
+    chat.say("c1", None, "bob", r#"call notes__write_note {"name":"b.txt","text":"no"}"#);
+    let second = pending_approval(&ws);
+    sent_containing(&chat, "owner", &format!("Approval {second}"), &ws);
+    chat.say("owner", None, "ann", "No");
+    assert!(sent_containing(&chat, "owner", "Denied", &ws).starts_with(&format!("Denied {second}: notes.write_note does not run")));
+    let denied = reply(&chat, "c1", 2, &ws);
+    assert!(denied.contains("refused") && denied.contains("denied it"), "{denied}");
+    assert!(!notes.join("b.txt").exists());
+    // The audit log says who decided where, and whose answer did not count.
+    let audit = tool_audit(&ws);
+    let rows: Vec<(&str, &str, &str)> =
+        audit.iter().map(|r| (r["method"].as_str().unwrap(), r["verdict"].as_str().unwrap(), r["policy"].as_str().unwrap())).collect();
+    let by = |verb: &str, id: i64| format!("{verb} by chat:ann in chat:owner (approval {id})");
+    assert_eq!(
+        rows,
+        [
+            ("approval-answer", "deny", "[tools] approvers (unset: senders paired on the channel or named in its allow_from)"),
+            ("ask", "allow", by("approved", id).as_str()),
+            ("ask", "deny", by("denied", second).as_str()),
+        ]
+    );
+    assert!(audit[0]["detail"].as_str().unwrap().contains("\"yes\" from chat:mallory in chat:owner ignored"), "{audit:?}");
+    let (_, all, _) = kata(ws.path(), &["approvals", "--all", "--json"]);
+    let all: Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all[0]["decided_by"], "chat:ann in chat:owner");
+}
+
+#[test]
 fn sessions_run_in_order_one_turn_at_a_time_under_the_concurrency_cap() {
     // Every answer takes a while, so turns overlap if anything lets them.
     let llm = LlmServer::start(tool_script(), Duration::from_millis(100));
@@ -527,6 +649,22 @@ mod library {
             .unwrap();
         let users = contents(&last, "user");
         assert!(users.len() < 10 && users.last().unwrap().starts_with("turn 9"), "{users:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_server_that_cannot_stream_is_asked_without_and_its_usage_still_counts() {
+        let llm = LlmServer::start(tool_script(), Duration::ZERO);
+        let dir = tempfile::tempdir().unwrap();
+        let h = handle(
+            &format!("[agent]\nbackend = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\nstream = false\n", llm.base_url()),
+            dir.path(),
+        );
+        assert_eq!(h.interactive_turn("chat/me", "plain").await.unwrap().as_deref(), Some("echo: plain"));
+        let req = &llm.requests()[0];
+        assert!(req.get("stream").is_none() && req.get("stream_options").is_none(), "{req}");
+        let db = Db::open(&dir.path().join("kata.db")).unwrap();
+        let s = &db.sessions(Some("chat/me"), 1).unwrap()[0];
+        assert_eq!((s.usage.prompt_tokens, s.usage.completion_tokens), (10, 5));
     }
 
     #[tokio::test(flavor = "multi_thread")]
