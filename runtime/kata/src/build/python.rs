@@ -137,8 +137,10 @@ pub fn build(dir: &Path, lang: Lang) -> Result<Built> {
                 .env("RUST_BACKTRACE", "0")
                 .env("RUST_LIB_BACKTRACE", "0");
             super::run(&format!("componentize-py (world `{}`, module `{}`)", project.world, project.module), &mut cmd).map_err(|e| {
+                // Tracebacks name the staged copy as /0/: show the project's paths.
+                let text = format!("{e:#}").replace("\"/0/", &format!("\"{}/", dir.display()));
                 anyhow::anyhow!(
-                    "{e:#}\n(componentize-py imports `{}` at build time: an error above is usually an exception raised while \
+                    "{text}\n(componentize-py imports `{}` at build time: an error above is usually an exception raised while \
                      importing it, or an export class missing or misnamed — the module needs a class named after each \
                      export of world `{}`: Channel, Tools or Service)",
                     project.module,
