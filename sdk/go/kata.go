@@ -99,6 +99,15 @@ func Ptr[T any](o Option[T]) *T {
 	return &v
 }
 
+// Tuple2 is WIT's tuple<A, B>, with fields F0 and F1.
+type Tuple2[A, B any] = witTypes.Tuple2[A, B]
+
+// Header is a (name, value) pair for lists of headers such as
+// channel.Subscription's Headers; the value may hold `{{secret:NAME}}`.
+func Header(name, value string) Tuple2[string, string] {
+	return Tuple2[string, string]{F0: name, F1: value}
+}
+
 // TextFrame is a text frame or line (without its line terminator).
 func TextFrame(text string) Frame { return kata_plugin_types.MakeFrameText(text) }
 

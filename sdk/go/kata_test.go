@@ -143,3 +143,10 @@ func TestOptions(t *testing.T) {
 		t.Error("frames")
 	}
 }
+
+func TestHeaderPairs(t *testing.T) {
+	h := Header("authorization", "Bearer {{secret:token}}")
+	if h.F0 != "authorization" || h.F1 != "Bearer {{secret:token}}" {
+		t.Errorf("%+v", h)
+	}
+}
