@@ -157,6 +157,36 @@ def frame(data):
     return FrameBinary(bytes(data))
 
 
+def subscription(kind, url, *, headers=None, initial_frames=(), heartbeat_ms=None):
+    """A :class:`Subscription`: the stream the host opens for the plugin.
+    ``kind`` is a :class:`StreamKind` or its name (``"websocket"``,
+    ``"server-sent-events"``, ``"tcp-lines"``, ``"webhook"``); ``headers`` a
+    dict or pairs (placeholders allowed); ``initial_frames`` text or bytes
+    sent right after connecting; ``heartbeat_ms`` makes the host call
+    ``on_frame`` with an empty text frame at that interval."""
+    if isinstance(kind, str):
+        kind = StreamKind[kind.upper().replace("-", "_")]
+    pairs = list(headers.items()) if hasattr(headers, "items") else list(headers or ())
+    return Subscription(
+        kind=kind,
+        url=url,
+        headers=[(str(n), str(v)) for n, v in pairs],
+        initial_frames=[frame(f) for f in initial_frames],
+        heartbeat_ms=heartbeat_ms,
+    )
+
+
+def frame_result(messages=(), replies=()):
+    """A :class:`FrameResult`: messages for the inbox and frames (text or
+    bytes) to write back."""
+    return FrameResult(messages=list(messages), replies=[frame(f) for f in replies])
+
+
+def is_heartbeat(f):
+    """Whether ``f`` is the host's heartbeat tick (an empty text frame)."""
+    return isinstance(f, FrameText) and f.value == ""
+
+
 def emit(msg):
     """Service plugins: put ``msg`` (a :class:`Message`) into the inbox as if
     a channel had received it. The host deduplicates on ``msg.id``. Raises
@@ -667,6 +697,7 @@ __all__ = [
     "emit",
     "frame",
     "http",
+    "is_heartbeat",
     "log",
     "message",
     "now_ms",
@@ -681,5 +712,5 @@ __all__ = [
 ]
 
 if _wit.channel is not None:
-    __all__ += ["ChannelInfo", "FrameResult", "IngressMode", "PollResult", "StreamKind", "Subscription"]
+    __all__ += ["ChannelInfo", "FrameResult", "IngressMode", "PollResult", "StreamKind", "Subscription", "frame_result", "subscription"]
 

@@ -174,6 +174,16 @@ class ExportTest(unittest.TestCase):
         self.assertEqual(r.frames, [kata.FrameText("PRIVMSG #c :hi"), kata.FrameBinary(b"\x00")])
         self.assertEqual(kata.secret("token"), "{{secret:token}}")
 
+    def test_streams(self):
+        s = kata.subscription("tcp-lines", "ircs://irc.example.org", initial_frames=["NICK kata"], heartbeat_ms=30_000)
+        self.assertEqual((s.kind, s.initial_frames, s.heartbeat_ms), (kata.StreamKind.TCP_LINES, [kata.FrameText("NICK kata")], 30_000))
+        s = kata.subscription(kata.StreamKind.WEBSOCKET, "wss://h/gw", headers={"Authorization": "Bot {{secret:t}}"})
+        self.assertEqual(s.headers, [("Authorization", "Bot {{secret:t}}")])
+        r = kata.frame_result(replies=["PONG :x"])
+        self.assertEqual((r.messages, r.replies), ([], [kata.FrameText("PONG :x")]))
+        self.assertTrue(kata.is_heartbeat(kata.FrameText("")))
+        self.assertFalse(kata.is_heartbeat(kata.FrameBinary(b"")))
+
 
 if __name__ == "__main__":
     unittest.main()
