@@ -213,6 +213,17 @@ fn slack_reconnects_after_disconnects_and_dropped_sockets_losing_nothing_doublin
     assert_each_once(&fake, &ws);
     let log = ws.log();
     assert!(log.contains("disconnect: refresh_requested"), "{log}");
+
+    // Socket Mode switched off for the app (disconnect: link_disabled): a
+    // configuration error, shown in kata status, and no reconnect storm —
+    // the host waits as long as the error asks (30 s and more), not its
+    // quick reconnect backoff.
+    let (before, opens) = (fake.connections().0, fake.requests("apps.connections.open"));
+    fake.disconnect("link_disabled");
+    let err = wait_for_or("link_disabled in kata status", WAIT, || ws.log(), || status_error(&ws).filter(|e| e.contains("link_disabled")));
+    assert!(err.contains("Socket Mode"), "{err}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!((fake.connections().0, fake.requests("apps.connections.open")), (before, opens), "{}", ws.log());
     assert!(daemon.signal_and_wait("TERM").success());
     assert_eq!(inbox(&ws).len(), 5, "each message stored once: {:#?}", inbox(&ws));
 }

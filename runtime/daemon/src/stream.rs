@@ -199,6 +199,14 @@ async fn run(plugin: Arc<ChannelPlugin>, db: Db, health: Arc<Health>, inbox_read
                         tracing::warn!(plugin = %name, "stream {} closed: {why}; reconnecting in {d:?}", shown_url(&sub.url));
                         d
                     }
+                    // The plugin's error says how long at least: an auth or
+                    // config error waits for the user (30 s and more), so a
+                    // plugin that fails on its first frames is no storm.
+                    End::Failed(why, wait) => {
+                        let d = backoff.next().unwrap_or(Duration::from_secs(300)).max(wait);
+                        tracing::warn!(plugin = %name, "stream {} closed: {why}; reconnecting in {d:?}", shown_url(&sub.url));
+                        d
+                    }
                 }
             }
         };
@@ -230,6 +238,9 @@ struct Ctx {
 enum End {
     Shutdown,
     Closed(String),
+    /// `on-frame` returned an error; reconnect no sooner than the wait the
+    /// error asks for ([`Slot::failed`]).
+    Failed(String, Duration),
 }
 
 /// Why a stream could not be opened.
@@ -974,8 +985,7 @@ async fn session(ctx: &Ctx, slot: &mut Slot, mut conn: Conn, sub: &Subscription,
             }
             Err(e) => {
                 let d = slot.failed(&e);
-                tracing::debug!(plugin = %name, "on-frame failed; the next session waits at least {d:?}");
-                break End::Closed(format!("on-frame failed: {e}"));
+                break End::Failed(format!("on-frame failed: {e}"), d);
             }
         }
     };
