@@ -2,7 +2,9 @@ package kata
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"time"
 )
@@ -121,6 +123,16 @@ func (e *HTTPError) Error() string {
 
 // Denied reports whether the host's policy refused the request.
 func (e *HTTPError) Denied() bool { return e.Kind == HTTPDenied }
+
+// ErrDenied matches, with errors.Is, a request the workspace policy refused
+// (so does fs.ErrPermission).
+var ErrDenied = errors.New("denied by the workspace policy (kata.toml)")
+
+// Is makes errors.Is(err, kata.ErrDenied) and errors.Is(err,
+// fs.ErrPermission) true for a refused request.
+func (e *HTTPError) Is(target error) bool {
+	return e.Kind == HTTPDenied && (target == ErrDenied || target == fs.ErrPermission)
+}
 
 // Do sends req and reads the whole response. Any status is a Response;
 // errors are failures to get one (an *HTTPError).

@@ -5,6 +5,7 @@ package kata
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"testing"
 
@@ -47,6 +48,12 @@ func TestDeniedBecomesInvalidConfigNamingTheURL(t *testing.T) {
 	err := error(errorFromCode(wasi_http_types.MakeErrorCodeHttpRequestDenied(), "https://evil.example/x"))
 	if err.Error() != "request to https://evil.example/x was denied by the workspace policy (kata.toml)" {
 		t.Errorf("%v", err)
+	}
+	if !errors.Is(fmt.Errorf("poll: %w", err), ErrDenied) || !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("errors.Is: %v", err)
+	}
+	if errors.Is(errorFromCode(wasi_http_types.MakeErrorCodeConnectionRefused(), "x"), ErrDenied) {
+		t.Error("a refused connection is not a denial")
 	}
 	var h *HTTPError
 	if !errors.As(fmt.Errorf("poll: %w", err), &h) || !h.Denied() {
