@@ -149,7 +149,12 @@ pub fn build(dir: &Path, lang: Lang) -> Result<Built> {
             })?;
             let bytes = std::fs::read(&out).with_context(|| format!("componentize-py wrote no component to {}", out.display()))?;
             std::fs::create_dir_all(&cache).with_context(|| format!("cannot create {}", cache.display()))?;
-            super::write_atomically(&cached, &bytes)?;
+            // A temporary name of its own (two builds of the same inputs may
+            // finish together), in the cache so the rename is atomic.
+            let name = stage.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let tmp = cache.join(format!("{key}.{name}.tmp"));
+            std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &cached).with_context(|| format!("cannot write {}", cached.display()))?;
             prune(&cache);
             bytes
         }
