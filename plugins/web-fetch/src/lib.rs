@@ -760,8 +760,7 @@ mod tests {
         assert_eq!(render(&url, &page(200, "text/plain", b"  hello \n"), 100).expect("text"), "URL: http://h/x.txt\n\nhello");
         let out = render(&url, &page(200, "text/html", b"<title>T</title><p>abcdef</p>"), 3).expect("html");
         assert!(out.starts_with("URL: http://h/x.txt\nTitle: T\n\nabc\n\n[… cut at 3 of 6 characters"), "{out}");
-        let e = render(&url, &page(404, "text/html", b"gone"), 100).err().expect("404");
-        assert!(matches!(&e, ToolError::Failed(m) if m.contains("HTTP 404")), "{e:?}");
+        assert!(matches!(render(&url, &page(404, "text/html", b"gone"), 100), Err(ToolError::Failed(m)) if m.contains("HTTP 404")));
         assert!(matches!(render(&url, &page(200, "image/png", b"x"), 100), Err(ToolError::Failed(m)) if m.contains("not text")));
         assert_eq!(parse_size("512KiB"), Some(512 << 10));
         assert_eq!(parse_size("2MiB"), Some(2 << 20));
