@@ -177,6 +177,8 @@ fn through_the_daemon_the_agent_gets_no_secret_and_a_failure_reaches_the_chat() 
         .arg(ws.path())
         .env("KATA_SECRET_KEY_FILE", &key_file)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;

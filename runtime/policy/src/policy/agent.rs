@@ -213,6 +213,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_lines_are_found_only_when_the_file_sets_the_key() {
+        let text = "[agent]\nbackend = \"echo\"\n\n[tools]\nmode = \"daemon\"\nallow = [\n  \"a.b\",\n  \"c.*\",\n]\n[plugins.chat]\ntools_mode = \"ask\"\n";
+        let line = |keys: &[&str], i| super::super::Policy::key_line(text, keys, i);
+        assert_eq!(line(&["tools", "mode"], None), Some(5));
+        assert_eq!(line(&["tools", "allow"], Some(1)), Some(8));
+        assert_eq!(line(&["plugins", "chat", "tools_mode"], None), Some(11));
+        assert_eq!(line(&["tools", "ask_timeout"], None), None);
+        assert_eq!(line(&["plugins", "other", "tools_mode"], None), None);
+        assert_eq!(line(&["daemon"], None), None);
+    }
+
+    #[test]
     fn settings_are_checked_with_the_key_named() {
         let parse = |t: &str| {
             let f: PolicyFile = toml::from_str(t).expect("toml");
