@@ -50,6 +50,13 @@ fn env() -> [(&'static str, &'static str); 1] {
     [("DISCORD_BOT_TOKEN", BOT_TOKEN)]
 }
 
+/// The plugin's row in `kata status --json`.
+fn status(ws: &TestWorkspace) -> Option<Value> {
+    let (ok, out, _) = kata(ws.path(), &["status", "--json"]);
+    let st: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+    st["plugins"].as_array()?.iter().find(|p| p["name"] == "discord").cloned()
+}
+
 fn ready(fake: &DiscordFake, ws: &TestWorkspace) {
     wait_for_or("a ready gateway session", WAIT, || ws.log(), || fake.ready().then_some(()));
 }
@@ -109,6 +116,7 @@ fn discord_round_trip_direct_group_replies_threads_files_rate_limit_and_no_echo(
     let ws = TestWorkspace::new(&plugin_toml(&fake));
     let mut daemon = ws.run(&env());
     ready(&fake, &ws);
+    wait_for_or("connected in kata status", WAIT, || ws.log(), || status(&ws).filter(|p| p["channel"]["state"] == "connected"));
 
     // A DM: answered as a reply to the user's message, with the outbox key as nonce.
     let asked = fake.post(Post::new(DM, ANN, "hello dm"));
@@ -236,18 +244,17 @@ fn discord_refused_token_is_auth_failed_in_status_without_a_retry_storm() {
     let fake = DiscordFake::start(HEARTBEAT_MS);
     let ws = TestWorkspace::new(&plugin_toml(&fake));
     let mut daemon = ws.run(&[("DISCORD_BOT_TOKEN", "not-the-token")]);
-    let err = wait_for_or(
+    let p = wait_for_or(
         "auth-failed in kata status",
         WAIT,
         || ws.log(),
-        || {
-            let (ok, out, _) = kata(ws.path(), &["status", "--json"]);
-            let st: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
-            let p = st["plugins"].as_array()?.iter().find(|p| p["name"] == "discord")?.clone();
-            p["health"]["last_error"].as_str().map(str::to_string)
-        },
+        || status(&ws).filter(|p| p["health"]["last_error"].is_string() && p["channel"]["state"] == "failing"),
     );
+    assert_eq!(p["channel"]["reason"], "auth-failed", "{p:#}");
+    let err = p["health"]["last_error"].as_str().unwrap();
     assert!(err.contains("authentication failed") && err.contains("bot_token") && err.contains("401"), "{err}");
+    let (ok, human, _) = kata(ws.path(), &["status"]);
+    assert!(ok && human.lines().any(|l| l.starts_with("discord") && l.contains("failing: auth-failed")), "{human}");
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(fake.requests("/gateway/bot"), 1, "a refused token is not retried at once:\n{}", ws.log());
     assert_eq!(fake.connections().0, 0);

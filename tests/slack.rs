@@ -99,11 +99,18 @@ fn inbox(ws: &TestWorkspace) -> Vec<Row> {
         .unwrap()
 }
 
-fn status_error(ws: &TestWorkspace) -> Option<String> {
+/// The plugin's row in `kata status --json`.
+fn status(ws: &TestWorkspace) -> Option<serde_json::Value> {
     let (ok, out, _) = kata(ws.path(), &["status", "--json"]);
     let st: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
-    let p = st["plugins"].as_array()?.iter().find(|p| p["name"] == "slack")?.clone();
-    p["health"]["last_error"].as_str().map(str::to_string)
+    st["plugins"].as_array()?.iter().find(|p| p["name"] == "slack").cloned()
+}
+
+/// The channel state, its reason and the last error in `kata status`.
+fn status_error(ws: &TestWorkspace) -> Option<String> {
+    let p = status(ws)?;
+    let error = p["health"]["last_error"].as_str()?;
+    Some(format!("{} {} {error}", p["channel"]["state"].as_str().unwrap_or("-"), p["channel"]["reason"].as_str().unwrap_or("-")))
 }
 
 #[test]
@@ -112,6 +119,7 @@ fn slack_round_trip_direct_group_threads_files_rate_limit_and_no_echo() {
     let ws = TestWorkspace::new(&plugin_toml(&fake, ""));
     let mut daemon = ws.run(&env());
     wait_for_or("a Socket Mode connection", WAIT, || ws.log(), || (fake.connections().1 == 1).then_some(()));
+    wait_for_or("connected in kata status", WAIT, || ws.log(), || status(&ws).filter(|p| p["channel"]["state"] == "connected"));
 
     // A direct message: answered inline (no thread in a DM).
     fake.say(Say::dm("D0ANN", "U0ANN", "hello dm"));
@@ -221,7 +229,7 @@ fn slack_reconnects_after_disconnects_and_dropped_sockets_losing_nothing_doublin
     let (before, opens) = (fake.connections().0, fake.requests("apps.connections.open"));
     fake.disconnect("link_disabled");
     let err = wait_for_or("link_disabled in kata status", WAIT, || ws.log(), || status_error(&ws).filter(|e| e.contains("link_disabled")));
-    assert!(err.contains("Socket Mode"), "{err}");
+    assert!(err.starts_with("failing invalid-config ") && err.contains("Socket Mode"), "{err}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!((fake.connections().0, fake.requests("apps.connections.open")), (before, opens), "{}", ws.log());
     assert!(daemon.signal_and_wait("TERM").success());
@@ -240,11 +248,12 @@ fn slack_refused_tokens_are_auth_failed_in_status_without_a_retry_storm() {
     let mut bot_daemon = bot_ws.run(&[("SLACK_BOT_TOKEN", "xoxb-wrong"), ("SLACK_APP_TOKEN", APP_TOKEN)]);
 
     let app_err = wait_for_or("auth-failed in kata status (app token)", WAIT, || app_ws.log(), || status_error(&app_ws));
+    assert!(app_err.starts_with("failing auth-failed "), "{app_err}");
     assert!(app_err.contains("authentication failed") && app_err.contains("app_token") && app_err.contains("invalid_auth"), "{app_err}");
     let bot_err = wait_for_or("auth-failed in kata status (bot token)", WAIT, || bot_ws.log(), || status_error(&bot_ws));
-    assert!(bot_err.contains("authentication failed") && bot_err.contains("bot_token"), "{bot_err}");
+    assert!(bot_err.starts_with("failing auth-failed ") && bot_err.contains("bot_token"), "{bot_err}");
     let (ok, human, _) = kata(app_ws.path(), &["status"]);
-    assert!(ok && human.contains("slack") && human.contains("authentication failed"), "{human}");
+    assert!(ok && human.lines().any(|l| l.starts_with("slack") && l.contains("failing: auth-failed")), "{human}");
 
     // No retry storm: a refused token is retried no sooner than every 30 s.
     std::thread::sleep(Duration::from_secs(6));
