@@ -179,7 +179,10 @@ pub fn message(d: &Value, bot_id: Option<&str>, parent: Option<String>, now_ms: 
     }
     let author = d.get("author")?;
     let sender = author.get("id").and_then(id_text)?;
-    if bot_id == Some(sender.as_str()) {
+    // Without READY's user id (it always comes; this is a guard), any bot's
+    // message is skipped rather than risk answering our own.
+    let a_bot = author.get("bot").and_then(Value::as_bool) == Some(true);
+    if bot_id == Some(sender.as_str()) || (bot_id.is_none() && a_bot) {
         return None;
     }
     let id = d.get("id").and_then(id_text)?;
@@ -390,6 +393,9 @@ mod tests {
             message(&guild_message(&format!(r#","author":{{"id":"{BOT}","username":"kata","bot":true}}"#)), Some(BOT), None, 0).is_none()
         );
         assert!(message(&guild_message(r#","type":7"#), Some(BOT), None, 0).is_none());
+        let other_bot = guild_message(r#","author":{"id":"99","username":"helper","bot":true}"#);
+        assert!(message(&other_bot, Some(BOT), None, 0).is_some(), "other bots are kept");
+        assert!(message(&other_bot, None, None, 0).is_none(), "without our id, bots are skipped");
         assert!(message(&guild_message(r#","content":"""#), Some(BOT), None, 0).is_none());
         let file = guild_message(
             r#","content":"","attachments":[{"id":"9","filename":"cat.png","size":1024,"url":"https://cdn.discordapp.com/attachments/1/9/cat.png","proxy_url":"https://media.discordapp.net/attachments/1/9/cat.png","content_type":"image/png","width":10,"height":10}]"#,
