@@ -194,6 +194,24 @@ async fn the_sandbox_holds_in_every_language() {
     }
 }
 
+/// Go only: one poll of go-probe's `gc` mode has the host hand the plugin
+/// 10 MiB through `cabi_realloc` (20 reads of a 512 KiB state value). Go's
+/// collector must never start inside `cabi_realloc` (it reads the clock
+/// through an import, which the component model forbids there and wasmtime
+/// traps with "cannot leave component instance"); sdk/go/internal/gc turns
+/// automatic collection off and collects where imports are allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_collects_garbage_only_where_it_may_call_the_host() {
+    if !ROWS.iter().any(|r| r.lang == "go") {
+        return;
+    }
+    let env = Env::new();
+    for _ in 0..3 {
+        let text = env.probe("go", "config = { probe = \"gc\" }").await;
+        assert!(text.starts_with("gc: ok 524288 bytes"), "{text}");
+    }
+}
+
 #[test]
 fn busy_loops_and_memory_bombs_are_stopped_in_every_language_while_a_healthy_channel_delivers() {
     let mut toml = format!("\n[plugins.healthy]\npath = \"{}\"\nallow_from = [\"*\"]\n", guest("guest-v0-1-0").display());
