@@ -235,6 +235,49 @@ pub fn test_command(dir: &Path) -> Result<Command> {
     Ok(cmd)
 }
 
+/// Directories outside `dir` whose files decide the build: the local
+/// modules go.mod `replace`s with (`replace kata => ../../../sdk/go`, as
+/// tests/guests/go-probe does). A project made by `kata plugin new` keeps
+/// its replacements inside the project, so this is empty for it.
+pub fn fingerprint_inputs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(dir.join("go.mod")) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        let line = line.split("//").next().unwrap_or("").trim();
+        let spec = if in_block {
+            if line == ")" {
+                in_block = false;
+                continue;
+            }
+            line
+        } else if let Some(rest) = line.strip_prefix("replace") {
+            let rest = rest.trim();
+            if rest == "(" {
+                in_block = true;
+                continue;
+            }
+            rest
+        } else {
+            continue;
+        };
+        let Some((_, target)) = spec.split_once("=>") else { continue };
+        let target = target.split_whitespace().next().unwrap_or("");
+        if !(target.starts_with("./") || target.starts_with("../")) {
+            continue;
+        }
+        let path = dir.join(target);
+        let inside = match (path.canonicalize(), dir.canonicalize()) {
+            (Ok(p), Ok(d)) => p.starts_with(d),
+            _ => false,
+        };
+        if !inside && path.is_dir() {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// Which kata world a Go core module implements, from the interfaces it
 /// exports (`kata:plugin/channel@V#poll`…).
 fn world_of(core: &[u8]) -> Result<&'static str> {
@@ -416,6 +459,19 @@ mod tests {
             assert!(imports.iter().any(|i| i.starts_with("kata:plugin/host@")), "{w}: {imports:?}");
         }
         assert!(resolve_world("nope").is_err());
+    }
+
+    #[test]
+    fn local_replacements_outside_the_project_are_build_inputs() {
+        let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/guests/go-probe");
+        let inputs = fingerprint_inputs(&probe);
+        assert_eq!(inputs.len(), 2, "{inputs:?}");
+        assert!(inputs.iter().all(|p| p.canonicalize().unwrap().starts_with(probe.join("../../../sdk/go").canonicalize().unwrap())));
+        let d = std::env::temp_dir().join(format!("kata-go-fp-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("third_party/kata-sdk")).unwrap();
+        std::fs::write(d.join("go.mod"), "module x\nreplace (\n\tkata => ./third_party/kata-sdk // inside\n)\n").unwrap();
+        assert!(fingerprint_inputs(&d).is_empty(), "replacements inside the project are already fingerprinted");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
