@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-./scripts/setup.sh
+./scripts/setup.sh --demo
 KATA=$ROOT/target/debug/kata
 DEMO=$ROOT/.kata-demo
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# `setup.sh --demo` does only what scripts/demo.sh needs (guest toolchain,
+# Node.js + the Telegram emulator, kata, the Telegram plugin); without it,
+# everything the tests need (test servers, every plugin language's
+# toolchain, every guest).
+DEMO_ONLY=
+[ "${1-}" = "--demo" ] && DEMO_ONLY=1
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 APT_UPDATED=
@@ -48,6 +54,8 @@ if [ ! -f tests/servers/telegram/node_modules/telegram-test-api/package.json ]; 
   (cd tests/servers/telegram && npm install --no-audit --no-fund --loglevel=error >&2)
 fi
 
+# Everything below in this block is for the tests only.
+if [ -z "$DEMO_ONLY" ]; then
 # 2b. ngircd, the IRC server tests/irc.rs runs on loopback, and
 #     docker-registry (the CNCF distribution server), the OCI registry
 #     tests/provenance.rs publishes to and installs from (each started by the
@@ -65,6 +73,8 @@ if ! "$SYNAPSE_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exi
   "$SYNAPSE_VENV/bin/pip" install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION" >&2
 fi
 
+fi # tests only
+
 # 3. The kata binary (debug profile; dependencies are optimised, see Cargo.toml).
 log "building kata"
 cargo build --quiet --bin kata
@@ -78,6 +88,10 @@ build_guest() { # build_guest DIR NAME
 }
 log "building guest components into target/guests/"
 build_guest plugins/telegram telegram
+if [ -n "$DEMO_ONLY" ]; then
+  ls -1 target/guests/telegram.wasm >&2
+  exit 0
+fi
 build_guest plugins/irc irc
 build_guest plugins/matrix matrix
 build_guest plugins/webhook webhook
