@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent setup for kata on a fresh Debian machine: the guest toolchain
 # (Rust -> wasm32-wasip1), Node.js + the telegram-test-api emulator used by the
-# demo and tests, ngircd for the IRC tests, the kata binary, and every guest component (plugins/ and
-# tests/guests/) built once into target/guests/. Re-running does only what is
-# missing or changed.
+# demo and tests, the test servers (ngircd, docker-registry, matrix-synapse, …),
+# the kata binary, the plugin toolchains of the other languages (C, JavaScript,
+# Go, Python; `kata plugin toolchain install`), and every guest component
+# (plugins/ and tests/guests/) built once into target/guests/. Re-running does
+# only what is missing or changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -76,7 +78,7 @@ fi
 fi # tests only
 
 # 3. The kata binary (debug profile; dependencies are optimised, see Cargo.toml).
-log "building kata"
+log "building kata (a cold build takes 5-15 min on 2 cores; after that, seconds)"
 cargo build --quiet --bin kata
 KATA=$ROOT/target/debug/kata
 
