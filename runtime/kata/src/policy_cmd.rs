@@ -325,6 +325,23 @@ fn explain(g: &PluginGrants, root: &Path, out: &mut impl Write) -> Result<()> {
         )?;
     }
 
+    if let Some(h) = &g.hook {
+        writeln!(out, "  hook ({}):", h.at)?;
+        match h.position {
+            Some(i) => writeln!(out, "    called at position {} of [hooks] order, at the points it lists", i + 1)?,
+            None => writeln!(out, "    never called: [hooks] order does not name it")?,
+        }
+        let failure = match h.on_failure {
+            crate::policy::hooks::OnFailure::Pass => "the message goes on unchanged (fail-open), audited",
+            crate::policy::hooks::OnFailure::Hold => "the message is held back (fail-closed), kept, and tried again at `kata reload`",
+        };
+        writeln!(out, "    budget {:?} per call; when it fails: {failure}", h.budget)?;
+    }
+    match &g.scheduler {
+        Some(s) => writeln!(out, "  scheduler: may create up to {} tasks of its own ({}, {})", s.max_tasks, s.describe(), s.at)?,
+        None => writeln!(out, "  scheduler: not granted (add scheduler = {{ max_tasks = 20 }} to let it schedule prompts)")?,
+    }
+
     writeln!(out, "  limits:")?;
     writeln!(out, "    memory              {} MiB per instance", l.memory_bytes >> 20)?;
     writeln!(out, "    cpu_per_call        {:?} (time waiting on I/O does not count)", l.cpu_per_call)?;

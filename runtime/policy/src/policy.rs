@@ -7,6 +7,7 @@
 //! policy fails at start with a message that names the file, line and key.
 
 pub mod agent;
+pub mod hooks;
 pub mod trust;
 pub mod webhook;
 
@@ -133,6 +134,9 @@ pub struct PolicyFile {
     /// `[trust]`: trusted plugin publishers and what happens to unsigned plugins.
     #[serde(default)]
     pub trust: TrustConfig,
+    /// `[hooks]`: the hook plugins on the message path, in order.
+    #[serde(default)]
+    pub hooks: hooks::HooksConfig,
 }
 
 /// `[daemon]` settings.
@@ -459,6 +463,15 @@ pub struct PluginEntry {
     /// [`webhook`]). Absent: requests are not checked.
     #[serde(default)]
     pub webhook: Option<webhook::WebhookEntry>,
+    /// For a hook plugin: its time budget per call and what a failure does,
+    /// `{ budget = "50ms", on_failure = "pass" | "hold" }` (see [`hooks`]).
+    /// The hook runs only when `[hooks] order` names it.
+    #[serde(default)]
+    pub hook: Option<hooks::HookEntry>,
+    /// The scheduler grant: the plugin may create tasks (prompts for the
+    /// agent later), `{ max_tasks = 20 }`. Absent: it may not.
+    #[serde(default)]
+    pub scheduler: Option<hooks::SchedulerEntry>,
     /// Where `kata plugin add` got the code: a file path, an http(s) URL or
     /// an `oci://` reference (`kata plugin list` shows it, `kata plugin
     /// outdated` checks it for newer tags).
@@ -1504,6 +1517,11 @@ pub struct PluginGrants {
     /// secret verifies requests only: it is never filled into anything the
     /// plugin sends, and a manifest need not ask for it.
     pub webhook: Option<webhook::WebhookVerify>,
+    /// Its hook settings when `[hooks] order` names it or it has a `hook`
+    /// table (see [`hooks`]).
+    pub hook: Option<hooks::HookSettings>,
+    /// The scheduler grant, if any.
+    pub scheduler: Option<hooks::SchedulerGrant>,
 }
 
 impl PluginGrants {
@@ -1904,6 +1922,37 @@ impl Policy {
                     }
                 }
             });
+            let position = file.hooks.order.iter().position(|h| h == name);
+            let hook = (entry.hook.is_some() || position.is_some()).then(|| {
+                let at = [p, n, Seg::Key("hook")];
+                let line = loc.span(&at).or_else(|| loc.span(&[p, n])).map_or(0, |r| line_col(text, r.start).0);
+                match hooks::resolve_hook(entry.hook.as_ref(), position, format!("{}:{line}", path.display())) {
+                    Ok(h) => Some(h),
+                    Err((key, m)) => {
+                        diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("hook"), Seg::Key(key)], m));
+                        None
+                    }
+                }
+            });
+            let hook = hook.flatten();
+            if entry.hook.is_some() && position.is_none() {
+                diags.push(loc.diag(
+                    Severity::Warning,
+                    &[p, n, Seg::Key("hook")],
+                    format!("[plugins.{name}] has hook settings, but [hooks] order does not name it, so it is never called; add it, e.g. [hooks] order = [\"{name}\"]"),
+                ));
+            }
+            let scheduler = entry.scheduler.as_ref().and_then(|s| {
+                let at = [p, n, Seg::Key("scheduler")];
+                let line = loc.span(&at).map_or(0, |r| line_col(text, r.start).0);
+                match hooks::resolve_scheduler(s, format!("{}:{line}", path.display())) {
+                    Ok(g) => Some(g),
+                    Err((key, m)) => {
+                        diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("scheduler"), Seg::Key(key)], m));
+                        None
+                    }
+                }
+            });
             for (i, g) in entry.groups.iter().flatten().enumerate() {
                 if g.trim().is_empty() || g.trim() != g {
                     diags.push(loc.diag(Severity::Error, &[p, n, Seg::Key("groups"), Seg::Index(i)], format!("group {g:?} must be a conversation id as the channel reports it (e.g. \"-1001234567890\"), or \"*\" for every group")));
@@ -1954,6 +2003,8 @@ impl Policy {
                     deliver_to,
                     tools_mode: entry.tools_mode,
                     webhook,
+                    hook,
+                    scheduler,
                 },
             );
         }
@@ -1961,6 +2012,22 @@ impl Policy {
             let severity = if is_error { Severity::Error } else { Severity::Warning };
             let at = [Seg::Key("trust"), Seg::Key("publishers"), Seg::Index(i.unwrap_or(0))];
             diags.push(loc.diag(severity, &at[..if i.is_some() { 3 } else { 1 }], m));
+        }
+        for (i, h) in file.hooks.order.iter().enumerate() {
+            let at = [Seg::Key("hooks"), Seg::Key("order"), Seg::Index(i)];
+            if file.hooks.order[..i].contains(h) {
+                diags.push(loc.diag(
+                    Severity::Error,
+                    &at,
+                    format!("{h:?} is named twice in [hooks] order; a hook runs once per message, so name it once"),
+                ));
+            } else if !file.plugins.contains_key(h) {
+                diags.push(loc.diag(
+                    Severity::Error,
+                    &at,
+                    format!("[hooks] order names {h:?}, which has no [plugins.{h}] table here; install the hook (`kata plugin add FILE --name {h}`) or fix the name"),
+                ));
+            }
         }
         for (name, entry) in &file.plugins {
             if let Some(Err(m)) = entry.publisher.as_deref().map(PublisherKey::parse) {

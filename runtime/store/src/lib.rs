@@ -12,6 +12,7 @@
 //! through its own sink traits, which kata-daemon implements over [`store::Db`].
 
 pub mod approvals;
+pub mod held;
 pub mod history;
 pub mod session;
 pub mod store;

@@ -168,6 +168,27 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE approvals ADD COLUMN decided_by TEXT;
     "#,
+    // 8: messages a fail-closed hook held back (held.rs), and which plugin
+    // created a task through the `scheduler` host interface (NULL: `kata task add`).
+    r#"
+    CREATE TABLE held (
+        id           INTEGER PRIMARY KEY,
+        point        TEXT NOT NULL CHECK (point IN ('message-received', 'message-sending')),
+        hook         TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        inbox_id     INTEGER NOT NULL,
+        plugin       TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        thread       TEXT,
+        reply_to     TEXT,
+        text         TEXT,
+        created_ms   INTEGER NOT NULL,
+        released_ms  INTEGER,
+        outcome      TEXT
+    );
+    CREATE UNIQUE INDEX held_open ON held (point, inbox_id) WHERE released_ms IS NULL;
+    ALTER TABLE tasks ADD COLUMN owner TEXT;
+    "#,
 ];
 
 /// One row of the audit log.
@@ -731,7 +752,11 @@ impl Db {
 
     /// Queue `write` for the batch writer (started on first use) and wait
     /// until it is committed; `urgent` as in [`BatchJob`].
-    async fn batched<T: Send + 'static>(&self, urgent: bool, write: impl Fn(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(crate) async fn batched<T: Send + 'static>(
+        &self,
+        urgent: bool,
+        write: impl Fn(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         // The write may run twice (see batch_writer): the last run's value counts.
         let value = Arc::new(Mutex::new(None));
         let slot = value.clone();
@@ -1045,7 +1070,7 @@ fn record_poll_in(conn: &Connection, plugin: &str, messages: &[Inbound], cursor:
 }
 
 /// The body of [`Db::complete_turn`], inside the caller's transaction.
-fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&Reply>, turn: Option<Turn<'_>>) -> Result<()> {
+pub(crate) fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&Reply>, turn: Option<Turn<'_>>) -> Result<()> {
     let status: Option<String> =
         conn.prepare_cached("SELECT status FROM inbox WHERE id = ?1")?.query_row([inbox_id], |r| r.get(0)).optional()?;
     if status.as_deref() == Some("done") {

@@ -26,6 +26,9 @@ pub struct Task {
     pub last_run_ms: Option<u64>,
     /// How many times it ran.
     pub runs: u64,
+    /// The plugin that created it through the `scheduler` host interface
+    /// (None: `kata task add`). A plugin sees and cancels only its own.
+    pub owner: Option<String>,
 }
 
 fn row_to_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
@@ -38,10 +41,11 @@ fn row_to_task(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         next_run_ms: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
         last_run_ms: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u64),
         runs: r.get::<_, i64>(8)?.max(0) as u64,
+        owner: r.get(9)?,
     })
 }
 
-const TASK_COLUMNS: &str = "id, schedule, prompt, plugin, conversation, thread, next_run_ms, last_run_ms, runs";
+const TASK_COLUMNS: &str = "id, schedule, prompt, plugin, conversation, thread, next_run_ms, last_run_ms, runs, owner";
 
 impl Db {
     /// Store a new task (`schedule` in canonical form) that first runs at
@@ -54,6 +58,51 @@ impl Db {
             params![schedule, prompt, target.plugin, target.conversation, thread, first_run_ms as i64, now_ms() as i64],
         )?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// [`Self::task_add`] for plugin `owner` (the `scheduler` host
+    /// interface), unless `owner` already has `max` tasks scheduled — checked
+    /// in the same transaction. Returns the new task, or None at the limit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn task_add_owned(
+        &self,
+        owner: &str,
+        max: u32,
+        schedule: &str,
+        prompt: &str,
+        target: &Target,
+        thread: Option<&str>,
+        first_run_ms: u64,
+    ) -> Result<Option<Task>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n: i64 = tx.query_row("SELECT COUNT(*) FROM tasks WHERE owner = ?1 AND next_run_ms IS NOT NULL", [owner], |r| r.get(0))?;
+        if n >= i64::from(max) {
+            return Ok(None);
+        }
+        tx.execute(
+            "INSERT INTO tasks (schedule, prompt, plugin, conversation, thread, next_run_ms, created_ms, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![schedule, prompt, target.plugin, target.conversation, thread, first_run_ms as i64, now_ms() as i64, owner],
+        )?;
+        let id = tx.last_insert_rowid();
+        let task = tx.query_row(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"), [id], row_to_task)?;
+        tx.commit()?;
+        Ok(Some(task))
+    }
+
+    /// The tasks plugin `owner` created that are still scheduled, by id.
+    pub fn tasks_of(&self, owner: &str) -> Result<Vec<Task>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner = ?1 AND next_run_ms IS NOT NULL ORDER BY id"))?;
+        let rows = stmt.query_map([owner], row_to_task)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Delete task `id` if plugin `owner` created it; returns whether it did.
+    pub fn task_remove_owned(&self, owner: &str, id: i64) -> Result<bool> {
+        Ok(self.lock().execute("DELETE FROM tasks WHERE id = ?1 AND owner = ?2", params![id, owner])? == 1)
     }
 
     /// Every task, by id.
