@@ -1,0 +1,197 @@
+//! The byte stream under IMAP and SMTP: a small [`Transport`] trait (the
+//! plugin implements it over the host's `connection`, the unit tests over a
+//! script) and [`Wire`], which reads lines and exact byte counts from it.
+
+use kata_sdk::ChannelError;
+
+/// Why reading or writing failed (the host's `connection-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetError {
+    /// The workspace policy refused the destination or a secret.
+    Denied(String),
+    /// Connecting, TLS or I/O failed.
+    Io(String),
+    /// Nothing arrived in time.
+    Timeout,
+    /// The peer closed the connection.
+    Closed,
+    /// The plugin's read budget (`limits.max_response`) is used up.
+    TooLarge,
+}
+
+impl std::fmt::Display for NetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetError::Denied(why) => write!(f, "denied: {why}"),
+            NetError::Io(why) => write!(f, "{why}"),
+            NetError::Timeout => write!(f, "timed out"),
+            NetError::Closed => write!(f, "the server closed the connection"),
+            NetError::TooLarge => write!(f, "more data than limits.max_response allows"),
+        }
+    }
+}
+
+impl NetError {
+    /// The channel error for a failure talking to `what` (e.g. "IMAP server
+    /// tcp://…"): a denial is a configuration problem (the text names the
+    /// kata.toml line), the rest is a network problem the host retries.
+    pub fn channel(&self, what: &str) -> ChannelError {
+        match self {
+            NetError::Denied(why) => ChannelError::InvalidConfig(format!("{what}: {why}")),
+            NetError::TooLarge => {
+                ChannelError::Network(format!("{what}: {self}; raise [plugins.NAME] limits.max_response or lower config `batch`"))
+            }
+            _ => ChannelError::Network(format!("{what}: {self}")),
+        }
+    }
+}
+
+/// A connection: bytes in, bytes out, and the switch to TLS.
+pub trait Transport {
+    /// Write all of `data` (the host fills `{{secret:…}}` and `{{base64:…}}`).
+    fn write(&mut self, data: &[u8]) -> Result<(), NetError>;
+    /// Whatever has arrived, at most `max` bytes, waiting at most
+    /// `timeout_ms` for the first byte; never empty.
+    fn read(&mut self, max: u32, timeout_ms: u32) -> Result<Vec<u8>, NetError>;
+    /// Upgrade to TLS in place (after the protocol's STARTTLS was answered).
+    fn start_tls(&mut self, timeout_ms: u32) -> Result<(), NetError>;
+}
+
+/// Most bytes asked for per read.
+const CHUNK: u32 = 64 * 1024;
+/// Longest line accepted (IMAP and SMTP lines are short; literals are read apart).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Line and byte reading over a [`Transport`], with one buffer.
+pub struct Wire<T: Transport> {
+    t: T,
+    buf: Vec<u8>,
+    /// Wait for each read, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+impl<T: Transport> Wire<T> {
+    /// Wrap `t`; each read waits at most `timeout_ms`.
+    pub fn new(t: T, timeout_ms: u32) -> Self {
+        Wire { t, buf: Vec::new(), timeout_ms }
+    }
+
+    /// The transport (for tests).
+    pub fn inner(&self) -> &T {
+        &self.t
+    }
+
+    fn fill(&mut self) -> Result<(), NetError> {
+        let got = self.t.read(CHUNK, self.timeout_ms)?;
+        self.buf.extend_from_slice(&got);
+        Ok(())
+    }
+
+    /// Write `data` as is.
+    pub fn send(&mut self, data: &[u8]) -> Result<(), NetError> {
+        self.t.write(data)
+    }
+
+    /// One line without its `\r\n` (invalid UTF-8 replaced).
+    pub fn line(&mut self) -> Result<String, NetError> {
+        let mut from = 0;
+        loop {
+            if let Some(nl) = self.buf[from..].iter().position(|&b| b == b'\n') {
+                let end = from + nl;
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            from = self.buf.len();
+            if from > MAX_LINE {
+                return Err(NetError::Io(format!("a line longer than {MAX_LINE} bytes")));
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Exactly `n` bytes (an IMAP literal).
+    pub fn exact(&mut self, n: usize) -> Result<Vec<u8>, NetError> {
+        while self.buf.len() < n {
+            self.fill()?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Switch to TLS. Anything the server sent after its answer to STARTTLS
+    /// would have been injected in the clear: refuse it (CVE-2011-0411).
+    pub fn start_tls(&mut self) -> Result<(), NetError> {
+        if !self.buf.is_empty() {
+            return Err(NetError::Io("the server sent data after agreeing to STARTTLS; refusing to continue".into()));
+        }
+        self.t.start_tls(self.timeout_ms)
+    }
+}
+
+/// A scripted peer for unit tests: what it "sends" is queued up front (the
+/// protocols here are lock-step), what the client writes is recorded.
+#[cfg(test)]
+pub mod script {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// The scripted server.
+    #[derive(Default)]
+    pub struct Script {
+        /// Chunks the server sends, in order.
+        pub incoming: VecDeque<Vec<u8>>,
+        /// Everything the client wrote.
+        pub written: Vec<u8>,
+        /// Whether start_tls was called.
+        pub tls: bool,
+    }
+
+    impl Script {
+        /// A server that will send `text` (in one go).
+        pub fn new(text: &str) -> Self {
+            Script { incoming: VecDeque::from(vec![text.as_bytes().to_vec()]), ..Default::default() }
+        }
+
+        /// What the client wrote, as text.
+        pub fn sent(&self) -> String {
+            String::from_utf8_lossy(&self.written).into_owned()
+        }
+    }
+
+    impl Transport for Script {
+        fn write(&mut self, data: &[u8]) -> Result<(), NetError> {
+            self.written.extend_from_slice(data);
+            Ok(())
+        }
+        fn read(&mut self, max: u32, _timeout_ms: u32) -> Result<Vec<u8>, NetError> {
+            let Some(mut chunk) = self.incoming.pop_front() else { return Err(NetError::Closed) };
+            // Hand out small pieces to exercise reassembly, never past a
+            // line end (a real server says nothing until it is answered).
+            let line_end = chunk.iter().position(|&b| b == b'\n').map_or(chunk.len(), |p| p + 1);
+            let n = chunk.len().min(max as usize).min(7).min(line_end);
+            let rest = chunk.split_off(n);
+            if !rest.is_empty() {
+                self.incoming.push_front(rest);
+            }
+            Ok(chunk)
+        }
+        fn start_tls(&mut self, _timeout_ms: u32) -> Result<(), NetError> {
+            self.tls = true;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_and_literals_reassemble() {
+        let mut w = Wire::new(Script::new("* OK hi\r\nA1 {5}\r\nhello)\r\nlast\n"), 10);
+        assert_eq!(w.line().unwrap(), "* OK hi");
+        assert_eq!(w.line().unwrap(), "A1 {5}");
+        assert_eq!(w.exact(5).unwrap(), b"hello");
+        assert_eq!(w.line().unwrap(), ")");
+        assert_eq!(w.line().unwrap(), "last");
+        assert_eq!(w.line(), Err(NetError::Closed));
+    }
+}
