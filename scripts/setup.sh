@@ -101,6 +101,7 @@ build_guest plugins/slack slack
 build_guest plugins/discord discord
 build_guest plugins/notes notes
 build_guest plugins/web-fetch web-fetch
+build_guest plugins/redact redact
 for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done
