@@ -17,6 +17,11 @@ done
 echo "==> host tests" >&2
 cargo test --workspace --all-targets
 cargo test --workspace --doc # the rustdoc examples (kata-host's embedding API)
+echo "==> the other SDKs' own native tests" >&2
+./target/debug/kata plugin test sdk/go
+python3 -m unittest discover sdk/python/tests
+cc -std=c17 -Wall -Wextra -Werror -fsanitize=address,undefined -Isdk/c/kata -o target/sdk-c-test-json sdk/c/tests/test_json.c sdk/c/kata/kata_json.c -lm
+./target/sdk-c-test-json
 echo "==> SDK and guest unit tests (native target)" >&2
 export CARGO_TARGET_DIR=$PWD/target/guest-native
 cargo test --manifest-path sdk/rust/Cargo.toml

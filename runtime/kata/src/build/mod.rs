@@ -196,11 +196,16 @@ pub fn test(dir: &Path) -> Result<()> {
         }
     }
     let path = std::env::join_paths(path).context("PATH has an entry with a ':' in it")?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args).current_dir(dir).env("PATH", path);
-    if lang == Lang::Go {
-        cmd.env("GOTOOLCHAIN", "local").env("GOPROXY", "off").env("GOFLAGS", "-mod=vendor");
-    }
+    let mut cmd = if lang == Lang::Go {
+        // The installed Go with the build's offline environment; projects
+        // reach the SDK through `replace`, not a vendor directory.
+        go::test_command(dir)?
+    } else {
+        let mut c = std::process::Command::new(program);
+        c.args(args).current_dir(dir);
+        c
+    };
+    cmd.env("PATH", path);
     let status = match cmd.status() {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -325,6 +330,13 @@ const SKIP_DIRS: &[&str] = &["build", "target", "node_modules", ".git", "__pycac
 fn fingerprint(dir: &Path, lang: Lang) -> Result<String> {
     let mut files = Vec::new();
     collect(dir, dir, &mut files)?;
+    // Local modules a Go project `replace`s with live outside it (as the
+    // test guests reach sdk/go); their files decide the build too.
+    if lang == Lang::Go {
+        for extra in go::fingerprint_inputs(dir) {
+            collect(dir, &extra, &mut files)?;
+        }
+    }
     files.sort();
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
