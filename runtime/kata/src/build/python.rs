@@ -267,17 +267,14 @@ fn system_python() -> Result<PathBuf> {
     let out = Command::new(&python).args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).output();
     let version = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => {
-            return Err(toolchain::missing(
-                Lang::Python,
-                &format!(
-                    "there is no `{}` to make its virtualenv with; install Python {}.{} or newer (Debian: `sudo apt-get install python3 python3-venv`) or set KATA_PYTHON",
-                    python.display(),
-                    MIN_PYTHON.0,
-                    MIN_PYTHON.1
-                ),
-            ));
-        }
+        _ => bail!(
+            "the Python plugin toolchain needs Python {}.{} or newer to make its virtualenv with, and there is no `{}`; \
+             install it (Debian/Ubuntu: `sudo apt-get install python3 python3-venv`) or set KATA_PYTHON to one, then run \
+             `kata plugin toolchain install python` again",
+            MIN_PYTHON.0,
+            MIN_PYTHON.1,
+            python.display()
+        ),
     };
     let parsed = version.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
     if parsed.is_none_or(|v| v < MIN_PYTHON) {
