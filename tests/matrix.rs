@@ -345,6 +345,8 @@ fn the_same_key_posts_once_and_rate_limits_are_honoured() {
         reply_to: None,
         text: "exactly once".into(),
         idempotency_key: "outbox-7".into(),
+        attachments: vec![],
+        actions: vec![],
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (a, b) = rt.block_on(async {

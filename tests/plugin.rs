@@ -78,7 +78,8 @@ fn add_shows_requests_and_needs_consent_for_grants() {
     let ws = TestWorkspace::new("");
     let tg = guest("telegram");
     // Asks for a host and a secret kata.toml does not grant: refused, with the lines to add.
-    let err = refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&tg)], &["https://api.telegram.org/bot", "NOT granted", "--yes"]);
+    let err =
+        refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&tg)], &["https://api.telegram.org/bot", "NOT granted", "--yes"]);
     assert!(err.contains("Nothing was installed"), "{err}");
     let (_, stdout, _) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&tg)]);
     assert!(stdout.contains("secrets = { bot_token = \"env:TELEGRAM_BOT_TOKEN\" }"), "{stdout}");
@@ -98,7 +99,11 @@ fn add_shows_requests_and_needs_consent_for_grants() {
     let (ok, stdout, _) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", path_str(&tg)]);
     assert!(ok && stdout.contains("nothing to do"), "{stdout}");
     assert!(state(ws.path()) == before);
-    refused(&ws, &["plugin", "add", "--allow-unsigned", path_str(&guest("guest-quiet")), "--name", "telegram"], &["already installed", "kata plugin upgrade"]);
+    refused(
+        &ws,
+        &["plugin", "add", "--allow-unsigned", path_str(&guest("guest-quiet")), "--name", "telegram"],
+        &["already installed", "kata plugin upgrade"],
+    );
 
     // Grants written by hand first: the add needs no consent.
     let ws2 = TestWorkspace::new("\n[plugins.tg]\nnetwork = [\"https://api.telegram.org\"]\nsecrets = { bot_token = \"env:MY_TOKEN\" }\n");
@@ -114,13 +119,18 @@ fn add_from_a_url_with_checksum_and_size_cap() {
     let ws = TestWorkspace::new("");
     let bytes = std::fs::read(guest("guest-quiet")).unwrap();
     let server = FileServer::start(bytes.clone());
-    refused(&ws, &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--max-size", "1KiB"], &["limit", "nothing was installed"]);
+    refused(
+        &ws,
+        &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--max-size", "1KiB"],
+        &["limit", "nothing was installed"],
+    );
     refused(&ws, &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--sha256", &"ab".repeat(32)], &["--sha256 expects"]);
     let hash = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&bytes))
     };
-    let (ok, stdout, stderr) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--sha256", &hash, "--name", "quiet"]);
+    let (ok, stdout, stderr) =
+        kata(ws.path(), &["plugin", "add", "--allow-unsigned", &server.url("quiet.wasm"), "--sha256", &hash, "--name", "quiet"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(ws.path().join(format!(".kata/plugins/{hash}.wasm")).exists());
 }
@@ -323,9 +333,46 @@ async fn a_component_built_against_0_1_1_runs_on_the_latest_host() {
         reply_to: None,
         text: "yo".into(),
         idempotency_key: "k1".into(),
+        attachments: vec![],
+        actions: vec![],
     };
     let receipt = inst.send(&out).await.unwrap();
     assert_eq!((receipt.id.as_str(), receipt.frames.len()), ("old11-k1-yo", 0));
+}
+
+#[tokio::test]
+async fn a_component_built_against_0_1_2_runs_on_the_latest_host() {
+    use kata::host::latest::{Action, ChannelAction, ChannelError, ConversationKind, Frame, OutboundAttachment, StreamKind, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = guest("guest-v0-1-2");
+    let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+    let engine = kata::engine::Engine::new(None).unwrap();
+    let plugin = common::load_plugin(&engine, &db, "old12", &wasm, "", Path::new("/")).unwrap();
+    assert_eq!(plugin.info.export_version("channel"), Some("0.1.2"));
+    let mut inst = plugin.instantiate().await.unwrap();
+    // 0.1.3's channel-info.features: none for an older component.
+    let info = inst.describe().await.unwrap();
+    assert_eq!((info.name.as_str(), info.features.len()), ("old12", 0));
+    inst.connect().await.unwrap();
+    let m = &inst.poll(None).await.unwrap().messages[0];
+    assert_eq!((m.conversation_kind, m.mentioned), (ConversationKind::Group, true));
+    assert_eq!(inst.subscribe().await.unwrap().kind, StreamKind::Webhook);
+    // act is unsupported without a call; attachments and actions arrive as text.
+    let typing = ChannelAction::Typing(Target { conversation: "#room".into(), thread: None });
+    assert!(matches!(inst.act(&typing).await, Err(kata::plugin::CallError::Channel(ChannelError::Unsupported))));
+    let out = kata::host::latest::OutboundMessage {
+        conversation: "#room".into(),
+        thread: None,
+        reply_to: None,
+        text: "Delete build/?".into(),
+        idempotency_key: "k1".into(),
+        attachments: vec![OutboundAttachment { name: "plan.txt".into(), mime_type: "text/plain".into(), data: vec![b'x'; 300] }],
+        actions: vec![Action { id: "yes 7".into(), label: "Approve".into() }, Action { id: "no 7".into(), label: "no 7".into() }],
+    };
+    let receipt = inst.send(&out).await.unwrap();
+    let want = "Delete build/?\n\n[file not sent: plan.txt (text/plain, 300 bytes)]\n\nreply \"yes 7\" to Approve\nreply \"no 7\"";
+    assert_eq!(receipt.id, want);
+    assert_eq!(receipt.frames, [Frame::Text(want.into())]);
 }
 
 /// `kata plugin new NAME --kind KIND`, then the project's own `cargo test`

@@ -419,6 +419,8 @@ mod tests {
             reply_to: reply_to.map(Into::into),
             text: text.into(),
             idempotency_key: key.into(),
+            attachments: vec![],
+            actions: vec![],
         }
     }
 

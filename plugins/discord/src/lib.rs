@@ -78,7 +78,12 @@ impl Discord {
 
 impl Channel for Discord {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "discord".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Subscribe] }
+        ChannelInfo {
+            name: "discord".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Subscribe],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

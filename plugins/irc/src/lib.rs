@@ -62,7 +62,12 @@ fn settings() -> Result<Irc, ChannelError> {
 
 impl Channel for Irc {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "irc".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Subscribe] }
+        ChannelInfo {
+            name: "irc".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Subscribe],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -638,6 +638,8 @@ mod tests {
             reply_to: reply_to.map(Into::into),
             text: "hi".into(),
             idempotency_key: "k".into(),
+            attachments: vec![],
+            actions: vec![],
         }
     }
 

@@ -149,7 +149,7 @@ impl Matrix {
 
 impl Channel for Matrix {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "matrix".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "matrix".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

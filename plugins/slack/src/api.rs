@@ -578,6 +578,8 @@ mod tests {
             reply_to: reply_to.map(Into::into),
             text: "1 < 2".into(),
             idempotency_key: "inbox-1".into(),
+            attachments: vec![],
+            actions: vec![],
         }
     }
 

@@ -86,7 +86,12 @@ fn call(url: String, secret: &str, body: Option<serde_json::Value>) -> Result<(u
 
 impl Channel for Slack {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "slack".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Subscribe] }
+        ChannelInfo {
+            name: "slack".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Subscribe],
+            features: vec![],
+        }
     }
 
     /// Read the configuration and learn who the bot is (`auth.test`): a

@@ -441,6 +441,8 @@ mod tests {
             reply_to: reply_to.map(Into::into),
             text: "hi".into(),
             idempotency_key: "k1".into(),
+            attachments: vec![],
+            actions: vec![],
         }
     }
 

@@ -84,7 +84,12 @@ impl Telegram {
 
 impl Channel for Telegram {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "telegram".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "telegram".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -296,6 +296,8 @@ mod tests {
             reply_to: Some("ops:7".into()),
             text: "on it".into(),
             idempotency_key: "k9".into(),
+            attachments: vec![],
+            actions: vec![],
         };
         assert_eq!(
             reply_body(&out),

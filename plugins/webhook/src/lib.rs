@@ -28,7 +28,12 @@ pub struct Webhook {
 
 impl Channel for Webhook {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "webhook".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Subscribe] }
+        ChannelInfo {
+            name: "webhook".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Subscribe],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -658,6 +658,10 @@ async fn deliver(
             reply_to: row.reply_to,
             text: row.text,
             idempotency_key: row.idempotency_key,
+            // Rich replies (files, buttons) are not queued yet; a channel
+            // without the feature gets them as text (ChannelInstance::send).
+            attachments: Vec::new(),
+            actions: Vec::new(),
         };
         // An in-flight send is never abandoned for shutdown: the call is
         // bounded by call_timeout, and abandoning it could send twice.

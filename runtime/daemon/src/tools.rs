@@ -42,6 +42,8 @@ pub struct ToolsPlugin {
     declared_read_only: Vec<String>,
     /// What the file declared.
     pub info: ComponentInfo,
+    /// Where its `scheduler` calls go (the `scheduler` grant); none refuses them.
+    scheduler: Option<Arc<dyn crate::host::Scheduler>>,
 }
 
 /// Whether a component file exports `channel` and/or `tools`
@@ -79,7 +81,7 @@ impl ToolsPlugin {
         let component =
             engine.compile_digested(&bytes, &digest).map_err(|e| LoadError::Invalid { path: path.clone(), reason: format!("{e:#}") })?;
         let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Imports { path: path.clone(), reason: format!("{e:#}") })?;
-        let pre = host::ToolsPre::new(pre, info.wit_version.as_deref())
+        let pre = host::ToolsPre::new(pre, info.export_version("tools"))
             .map_err(|e| anyhow::anyhow!("{path}: incompatible tools export ({e:#})"))?;
         let mut grants = grants;
         let mut declared_read_only = Vec::new();
@@ -101,7 +103,7 @@ impl ToolsPlugin {
         let auditor = crate::sinks::auditor(&db, &grants.name);
         let full = Arc::new(PluginSandbox::new(grants.clone(), secrets.clone(), auditor.clone()));
         let read_only = Arc::new(PluginSandbox::new(read_only_grants.clone(), secrets, auditor));
-        Ok(Self { grants, full, read_only, read_only_grants, pre, id, engine: engine.clone(), declared_read_only, info })
+        Ok(Self { grants, full, read_only, read_only_grants, pre, id, engine: engine.clone(), declared_read_only, info, scheduler: None })
     }
 
     /// The plugin's name.
@@ -114,10 +116,21 @@ impl ToolsPlugin {
         self.declared_read_only.iter().any(|t| t == tool)
     }
 
-    async fn instance(&self, read_only: bool) -> Result<Instance<host::ToolsBindings>, String> {
+    /// Send its `scheduler` calls to `scheduler` (for a plugin with the
+    /// `scheduler` grant); without one every call is refused as not granted.
+    pub fn with_scheduler(mut self, scheduler: Arc<dyn crate::host::Scheduler>) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// An instance; `session` is the session key of the tool call it runs
+    /// (for `scheduler.create` without a target).
+    async fn instance(&self, read_only: bool, session: Option<&str>) -> Result<Instance<host::ToolsBindings>, String> {
         let (sandbox, grants) = if read_only { (&self.read_only, &self.read_only_grants) } else { (&self.full, &self.grants) };
         let id = PluginIdentity { read_only, ..self.id.clone() };
         let mut store = new_store(&self.engine, id, NetworkGate::new(sandbox.clone()), grants);
+        store.data_mut().scheduler = self.scheduler.clone();
+        store.data_mut().session = session.map(str::to_string);
         arm(&mut store, &grants.limits);
         let b = guarded(&grants.limits, self.pre.instantiate_async(&mut store)).await.map_err(|e| e.to_string())?;
         Ok(Instance::new(store, b, self.grants.limits))
@@ -125,7 +138,7 @@ impl ToolsPlugin {
 
     /// `list()`, in a read-only instance.
     pub async fn list(&self) -> Result<Vec<latest::ToolSpec>, String> {
-        let mut inst = self.instance(true).await?;
+        let mut inst = self.instance(true, None).await?;
         let (g, s, limits) = inst.begin().map_err(|e| e.to_string())?;
         let r = guarded(&limits, g.list(s)).await;
         inst.end(r).map_err(|e| e.to_string())
@@ -135,9 +148,15 @@ impl ToolsPlugin {
     /// write grants stripped. The text is for the model: a result, or what
     /// went wrong (secret values redacted either way).
     pub async fn call(&self, tool: &str, args: &str, read_only: bool) -> Result<String, String> {
+        self.call_in(tool, args, read_only, None).await
+    }
+
+    /// [`Self::call`] as part of session `session` (`channel/conversation[/thread]`),
+    /// which the plugin's `scheduler.create` uses as the target of a task without one.
+    pub async fn call_in(&self, tool: &str, args: &str, read_only: bool, session: Option<&str>) -> Result<String, String> {
         let sandbox = if read_only { &self.read_only } else { &self.full };
         let r = async {
-            let mut inst = self.instance(read_only).await?;
+            let mut inst = self.instance(read_only, session).await?;
             let (g, s, limits) = inst.begin().map_err(|e| e.to_string())?;
             let r = guarded(&limits, g.call(s, tool, args)).await;
             match inst.end(r) {
@@ -241,6 +260,8 @@ pub struct ToolBox {
     approvals_to: Option<Address>,
     /// Wakes a channel's sender when an approval request is queued for it.
     outbox_ready: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>,
+    /// The hooks asked before the permission mode (`before-tool-call`).
+    hooks: Arc<crate::hooks::Hooks>,
 }
 
 /// What became of one tool call.
@@ -282,7 +303,15 @@ impl ToolBox {
             db,
             approvals_to: None,
             outbox_ready: Default::default(),
+            hooks: Arc::new(crate::hooks::Hooks::none()),
         }
+    }
+
+    /// Ask these hooks about every call (at `before-tool-call`) before the
+    /// permission mode decides.
+    pub fn with_hooks(mut self, hooks: Arc<crate::hooks::Hooks>) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// Also post each approval request in this conversation (`[tools]
@@ -367,6 +396,12 @@ impl ToolBox {
                     .detail(format!("session {}: {detail}", ctx.session_key)),
             );
         };
+        // Hooks first: a refused call never waits for a person's approval.
+        let call = crate::hooks::ToolCall { plugin: &entry.plugin, tool: &entry.tool, args, session: &ctx.session_key };
+        if let Some((reason, policy)) = self.hooks.before_tool_call(call).await {
+            audit(Verdict::Deny, &policy, format!("refused: {reason}"));
+            return Outcome::Refused { reason, policy };
+        }
         let read_only_declared = plugin.declares_read_only(&entry.tool);
         let (read_only, policy) = match decide(ctx.mode, &self.allow, &entry.plugin, &entry.tool, read_only_declared) {
             Decision::Run { read_only, policy } => (read_only, policy),
@@ -416,7 +451,7 @@ impl ToolBox {
             }
         };
         let started = Instant::now();
-        let result = plugin.call(&entry.tool, args, read_only).await;
+        let result = plugin.call_in(&entry.tool, args, read_only, Some(&ctx.session_key)).await;
         let took = started.elapsed();
         let grants = if read_only { "write grants stripped" } else { "full grants" };
         match &result {

@@ -24,8 +24,15 @@ async fn main() -> anyhow::Result<()> {
     channel.connect().await?;
     let polled = channel.poll(None).await?;
     println!("polled {} messages", polled.messages.len());
-    let hello =
-        OutboundMessage { conversation: "c1".into(), thread: None, reply_to: None, text: "hello".into(), idempotency_key: "k1".into() };
+    let hello = OutboundMessage {
+        conversation: "c1".into(),
+        thread: None,
+        reply_to: None,
+        text: "hello".into(),
+        idempotency_key: "k1".into(),
+        attachments: vec![],
+        actions: vec![],
+    };
     println!("sent as {}", channel.send(&hello).await?.id);
     Ok(())
 }

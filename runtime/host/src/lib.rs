@@ -43,6 +43,8 @@
 //!     reply_to: None,
 //!     text: format!("{} messages", polled.messages.len()),
 //!     idempotency_key: "k1".into(),
+//!     attachments: vec![],
+//!     actions: vec![],
 //! };
 //! let receipt = channel.send(&hello).await?;
 //! # let _ = receipt;

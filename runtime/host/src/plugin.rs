@@ -42,6 +42,8 @@ pub enum Kind {
     Tools,
     /// Exports kata:plugin/service.
     Service,
+    /// Exports kata:plugin/hooks (world `hook-plugin`, from 0.1.3).
+    Hook,
 }
 
 impl Kind {
@@ -54,17 +56,20 @@ impl Kind {
             Some(Self::Service)
         } else if e.contains(&"tools") {
             Some(Self::Tools)
+        } else if e.contains(&"hooks") {
+            Some(Self::Hook)
         } else {
             None
         }
     }
 
-    /// `channel`, `tools` or `service`.
+    /// `channel`, `tools`, `service` or `hook`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Channel => "channel",
             Self::Tools => "tools",
             Self::Service => "service",
+            Self::Hook => "hook",
         }
     }
 }
@@ -73,6 +78,14 @@ impl ComponentInfo {
     /// The kata interfaces it exports, without package and version (`channel`, `tools`…).
     pub fn kata_exports(&self) -> Vec<&str> {
         self.exports.iter().filter_map(|e| e.strip_prefix("kata:plugin/")).map(|e| e.split('@').next().unwrap_or(e)).collect()
+    }
+
+    /// The contract version whose bindings fit its `iface` export: the
+    /// version in the export's name (`kata:plugin/channel@0.1.2`), which is
+    /// what its types follow, else the declared [`Self::wit_version`].
+    pub fn export_version(&self, iface: &str) -> Option<&str> {
+        let prefix = format!("kata:plugin/{iface}@");
+        self.exports.iter().find_map(|e| e.strip_prefix(&prefix)).or(self.wit_version.as_deref())
     }
 }
 
@@ -126,6 +139,16 @@ pub enum LoadError {
         "{path} is not a service plugin: it exports {found}; a service plugin exports kata:plugin/service (build it against the `service-plugin` world, e.g. from `kata plugin new NAME --kind service`)"
     )]
     NotAService {
+        /// The file.
+        path: String,
+        /// What it does export.
+        found: String,
+    },
+    /// A component, but not a hook where one is expected.
+    #[error(
+        "{path} is not a hook plugin: it exports {found}; a hook exports kata:plugin/hooks (build it against the `hook-plugin` world of kata:plugin@0.1.3 or later)"
+    )]
+    NotAHook {
         /// The file.
         path: String,
         /// What it does export.
@@ -396,6 +419,7 @@ pub fn prepare(
         let found = if info.exports.is_empty() { "nothing".to_string() } else { info.exports.join(", ") };
         return Err(match export {
             "service" => LoadError::NotAService { path, found },
+            "hooks" => LoadError::NotAHook { path, found },
             _ => LoadError::WrongWorld { path, found },
         }
         .into());
@@ -428,7 +452,7 @@ impl ChannelPlugin {
     /// Its state and audit records go to `sinks`.
     pub fn load(engine: &Engine, linker: &Linker<PluginCtx>, grants: PluginGrants, sinks: Sinks, workspace: &Path) -> Result<Self> {
         let Prepared { grants, sandbox, pre, id, info, path } = prepare(engine, linker, grants, sinks, workspace, "channel")?;
-        let pre = host::ChannelPre::new(pre, info.wit_version.as_deref())
+        let pre = host::ChannelPre::new(pre, info.export_version("channel"))
             .map_err(|e| LoadError::WrongWorld { path, found: format!("incompatible exports ({e:#})") })?;
         Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info, outlet: Default::default() })
     }
@@ -469,6 +493,78 @@ impl ChannelPlugin {
         arm(&mut store, &limits);
         let bindings = guarded(&limits, self.pre.instantiate_async(&mut store)).await?;
         Ok(Instance::new(store, bindings, limits))
+    }
+}
+
+/// A hook plugin (world `hook-plugin`) compiled, linked and ready to
+/// instantiate. Each call runs in a fresh instance (as tools calls do), under
+/// the plugin's limits; the daemon bounds it further by the hook's budget.
+pub struct HookPlugin {
+    /// Its grants from the policy.
+    pub grants: Arc<PluginGrants>,
+    sandbox: Arc<PluginSandbox>,
+    pre: latest::HookPre<PluginCtx>,
+    id: PluginIdentity,
+    engine: Engine,
+    /// What the file declared.
+    pub info: ComponentInfo,
+}
+
+/// One live instance of a hook plugin.
+pub type HookInstance = Instance<latest::HookBindings>;
+
+/// A hook call's outcome: the verdict, or the error text the hook returned
+/// (secret values redacted). A trap or timeout is the outer [`CallError`].
+pub type HookResult<T> = Result<Result<T, String>, CallError>;
+
+impl HookPlugin {
+    /// Read, validate, compile (or load from cache) and link a hook plugin,
+    /// with the same checks and sandbox as a channel. Its state and audit
+    /// records go to `sinks`.
+    pub fn load(engine: &Engine, linker: &Linker<PluginCtx>, grants: PluginGrants, sinks: Sinks, workspace: &Path) -> Result<Self> {
+        let Prepared { grants, sandbox, pre, id, info, path } = prepare(engine, linker, grants, sinks, workspace, "hooks")?;
+        let pre = latest::HookPre::new(pre).map_err(|e| LoadError::NotAHook { path, found: format!("incompatible exports ({e:#})") })?;
+        Ok(Self { grants, sandbox, pre, id, engine: engine.clone(), info })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.grants.name
+    }
+
+    /// Its sandbox: secret scanner and audit log.
+    pub fn sandbox(&self) -> &Arc<PluginSandbox> {
+        &self.sandbox
+    }
+
+    /// A fresh instance (a new store with its own memory and limits).
+    pub async fn instantiate(&self) -> Result<HookInstance, CallError> {
+        let gate = NetworkGate::new(self.sandbox.clone());
+        let mut store = new_store(&self.engine, self.id.clone(), gate, &self.grants);
+        let limits = self.grants.limits;
+        arm(&mut store, &limits);
+        let bindings = guarded(&limits, self.pre.instantiate_async(&mut store)).await?;
+        Ok(Instance::new(store, bindings, limits))
+    }
+
+    /// `points()`, in a fresh instance.
+    pub async fn points(&self) -> Result<Vec<latest::HookPoint>, CallError> {
+        self.instantiate().await?.points().await
+    }
+
+    /// `message-received(channel, message)`, in a fresh instance.
+    pub async fn message_received(&self, channel: &str, message: &latest::Message) -> HookResult<latest::InboundVerdict> {
+        self.instantiate().await?.message_received(channel, message).await
+    }
+
+    /// `message-sending(channel, message)`, in a fresh instance.
+    pub async fn message_sending(&self, channel: &str, message: &latest::OutboundMessage) -> HookResult<latest::OutboundVerdict> {
+        self.instantiate().await?.message_sending(channel, message).await
+    }
+
+    /// `before-tool-call(call)`, in a fresh instance.
+    pub async fn before_tool_call(&self, call: &latest::ToolCall) -> HookResult<latest::ToolVerdict> {
+        self.instantiate().await?.before_tool_call(call).await
     }
 }
 
@@ -561,6 +657,9 @@ pub struct Instance<B> {
     bindings: B,
     limits: Limits,
     broken: bool,
+    /// A channel's `describe().features`, once asked for (see
+    /// [`ChannelInstance::features`]).
+    features: Option<Vec<latest::Feature>>,
 }
 
 /// One live instance of a channel plugin.
@@ -569,7 +668,7 @@ pub type ChannelInstance = Instance<host::ChannelBindings>;
 impl<B> Instance<B> {
     /// An instance made in `store` (see [`arm`] and [`guarded`]).
     pub fn new(store: Store<PluginCtx>, bindings: B, limits: Limits) -> Self {
-        Self { store, bindings, limits, broken: false }
+        Self { store, bindings, limits, broken: false, features: None }
     }
 
     /// Start a call: refuse if the instance broke earlier, arm the CPU meter,
@@ -657,9 +756,43 @@ impl ChannelInstance {
         call!(self, |g, s| g.on_frame(s, frame))?.map_err(|e| self.channel_error(e))
     }
 
-    /// `send(message)`.
+    /// The features the channel lists in `describe` (asked once per
+    /// instance; none for components older than 0.1.3, without a call).
+    pub async fn features(&mut self) -> Result<Vec<latest::Feature>, CallError> {
+        if let Some(f) = &self.features {
+            return Ok(f.clone());
+        }
+        let f = if self.bindings.version() == latest::VERSION { self.describe().await?.features } else { Vec::new() };
+        self.features = Some(f.clone());
+        Ok(f)
+    }
+
+    /// `send(message)`. Attachments and actions the channel has no feature
+    /// for are turned into text first ([`host::degrade_outbound`]).
     pub async fn send(&mut self, msg: &latest::OutboundMessage) -> Result<latest::SendReceipt, CallError> {
+        let msg = if msg.attachments.is_empty() && msg.actions.is_empty() {
+            std::borrow::Cow::Borrowed(msg)
+        } else {
+            let features = self.features().await?;
+            std::borrow::Cow::Owned(host::degrade_outbound(msg, &features).into_owned())
+        };
+        let msg = &*msg;
         call!(self, |g, s| g.send(s, msg))?.map_err(|e| self.channel_error(e))
+    }
+
+    /// `act(action)`, when the channel lists the action's feature (`typing`,
+    /// `edit`, `reactions`); `unsupported` without a call otherwise, and
+    /// always for components older than 0.1.3.
+    pub async fn act(&mut self, action: &latest::ChannelAction) -> Result<(), CallError> {
+        let needs = match action {
+            latest::ChannelAction::Typing(_) => latest::Feature::Typing,
+            latest::ChannelAction::Edit(_) => latest::Feature::Edit,
+            latest::ChannelAction::React(_) => latest::Feature::Reactions,
+        };
+        if !self.features().await?.contains(&needs) {
+            return Err(CallError::Channel(latest::ChannelError::Unsupported));
+        }
+        call!(self, |g, s| g.act(s, action))?.map_err(|e| self.channel_error(e))
     }
 
     /// `disconnect()`, best effort.
@@ -674,6 +807,33 @@ impl ChannelInstance {
         self.store.data_mut().cpu.reset(self.limits.cpu_per_call);
         self.store.set_epoch_deadline(1);
         self.bindings.poll(&mut self.store, cursor).await?.map_err(|e| wasmtime::format_err!("{}", describe_channel_error(&e)))
+    }
+}
+
+impl HookInstance {
+    /// An error text from the hook, with secret values redacted (it goes to logs and audit rows).
+    fn hook_error(&self, e: String) -> String {
+        self.sandbox().redact(&e, "error").into_owned()
+    }
+
+    /// `points()`.
+    pub async fn points(&mut self) -> Result<Vec<latest::HookPoint>, CallError> {
+        call!(self, |g, s| g.kata_plugin_hooks().call_points(s))
+    }
+
+    /// `message-received(channel, message)`.
+    pub async fn message_received(&mut self, channel: &str, message: &latest::Message) -> HookResult<latest::InboundVerdict> {
+        Ok(call!(self, |g, s| g.kata_plugin_hooks().call_message_received(s, channel, message))?.map_err(|e| self.hook_error(e)))
+    }
+
+    /// `message-sending(channel, message)`.
+    pub async fn message_sending(&mut self, channel: &str, message: &latest::OutboundMessage) -> HookResult<latest::OutboundVerdict> {
+        Ok(call!(self, |g, s| g.kata_plugin_hooks().call_message_sending(s, channel, message))?.map_err(|e| self.hook_error(e)))
+    }
+
+    /// `before-tool-call(call)`.
+    pub async fn before_tool_call(&mut self, call: &latest::ToolCall) -> HookResult<latest::ToolVerdict> {
+        Ok(call!(self, |g, s| g.kata_plugin_hooks().call_before_tool_call(s, call))?.map_err(|e| self.hook_error(e)))
     }
 }
 

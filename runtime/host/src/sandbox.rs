@@ -57,6 +57,7 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 use crate::audit::{Auditor, Event, Kind, Verdict};
 use crate::policy::{NetworkGrant, PluginGrants, address_class, percent_decode};
 
+pub mod conn;
 mod pool;
 use pool::ConnPool;
 

@@ -10,7 +10,7 @@ use wasmtime::{CallHook, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline}
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::latest::Message;
+use super::latest::{Message, SchedulerError, TaskInfo, TaskRequest};
 use crate::engine::{CpuMeter, Engine};
 use crate::policy::{FileMode, PluginGrants};
 use crate::sandbox::{NetworkGate, PluginSandbox};
@@ -24,6 +24,28 @@ pub trait Emit: Send + Sync {
     /// Take one emitted message; the `Err` text is what the plugin sees.
     /// `sandbox` is the service's, for scanning and limits.
     fn emit(&self, message: Message, sandbox: &PluginSandbox) -> Result<(), String>;
+}
+
+/// Where a plugin's `scheduler` calls go (kata-daemon implements it over the
+/// workspace's tasks table and the plugin's `scheduler` grant). Each call
+/// names the plugin; a plugin only ever sees and cancels its own tasks.
+/// Without one in the store ([`PluginCtx::scheduler`] is `None`) every call
+/// returns [`scheduler_not_granted`].
+pub trait Scheduler: Send + Sync {
+    /// Create a task for `plugin`. `session` is the session key of the tool
+    /// call this runs in (`channel/conversation[/thread]`), when it is part
+    /// of a conversation: the target of a request without one.
+    fn create(&self, plugin: &str, session: Option<&str>, request: TaskRequest) -> Result<TaskInfo, SchedulerError>;
+    /// `plugin`'s tasks.
+    fn list(&self, plugin: &str) -> Result<Vec<TaskInfo>, SchedulerError>;
+    /// Cancel one of `plugin`'s tasks.
+    fn cancel(&self, plugin: &str, id: i64) -> Result<(), SchedulerError>;
+}
+
+/// The error every `scheduler` call gets when the store has no
+/// [`Scheduler`]: the grant is missing, and the text names the line to add.
+pub fn scheduler_not_granted(plugin: &str) -> SchedulerError {
+    SchedulerError::NotGranted(format!("add `scheduler = {{ max_tasks = 20 }}` under [plugins.{plugin}] in kata.toml"))
 }
 
 /// What the host knows about the plugin an instance belongs to.
@@ -54,12 +76,24 @@ pub struct PluginCtx {
     pub id: PluginIdentity,
     /// Where `emitter.emit` puts messages: set for service instances only.
     pub emitter: Option<Arc<dyn Emit>>,
+    /// Where `scheduler` calls go: set by the daemon for tools plugins with
+    /// the `scheduler` grant; `None` refuses every call as not granted.
+    pub scheduler: Option<Arc<dyn Scheduler>>,
+    /// The session key of the tool call running in this instance
+    /// (`channel/conversation[/thread]`), for `scheduler.create` without a
+    /// target. The daemon sets it before each call.
+    pub session: Option<String>,
 }
 
 impl PluginCtx {
     /// The plugin's sandbox: grants, secret scanner, audit log.
     pub fn sandbox(&self) -> &std::sync::Arc<PluginSandbox> {
         self.gate.sandbox()
+    }
+
+    /// The instance's resource table (connections live there next to WASI's handles).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -114,6 +148,8 @@ pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants:
         cpu: CpuMeter::default(),
         id,
         emitter: None,
+        scheduler: None,
+        session: None,
     };
     let mut store = Store::new(engine.wasmtime(), ctx);
     store.limiter(|c| &mut c.limits);

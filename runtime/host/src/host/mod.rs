@@ -11,13 +11,14 @@ mod ctx;
 pub mod v0_1_0;
 pub mod v0_1_1;
 pub mod v0_1_2;
+pub mod v0_1_3;
 
-pub use v0_1_2 as latest;
+pub use v0_1_3 as latest;
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-pub use ctx::{Emit, PluginCtx, PluginIdentity, new_store};
+pub use ctx::{Emit, PluginCtx, PluginIdentity, Scheduler, new_store, scheduler_not_granted};
 
 /// The WIT package every version lives in.
 pub const PACKAGE: &str = "kata:plugin";
@@ -26,7 +27,7 @@ pub const PACKAGE: &str = "kata:plugin";
 pub const VERSION_SECTION: &str = "kata:wit-version";
 
 /// WIT versions this host can run, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION, v0_1_1::VERSION, v0_1_2::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[v0_1_0::VERSION, v0_1_1::VERSION, v0_1_2::VERSION, v0_1_3::VERSION];
 
 /// Add the latest host interfaces, and WASI 0.2 with wasi:http, to a linker.
 /// Older 0.1.x components link against them through semver-compatible names.
@@ -47,6 +48,8 @@ pub enum ChannelPre {
     V0_1_1(v0_1_1::ChannelPluginPre<PluginCtx>),
     /// Built against 0.1.2.
     V0_1_2(v0_1_2::ChannelPluginPre<PluginCtx>),
+    /// Built against 0.1.3.
+    V0_1_3(v0_1_3::ChannelPluginPre<PluginCtx>),
 }
 
 impl ChannelPre {
@@ -55,7 +58,8 @@ impl ChannelPre {
         Ok(match version {
             Some("0.1.0") => Self::V0_1_0(v0_1_0::ChannelPluginPre::new(pre)?),
             Some("0.1.1") => Self::V0_1_1(v0_1_1::ChannelPluginPre::new(pre)?),
-            _ => Self::V0_1_2(v0_1_2::ChannelPluginPre::new(pre)?),
+            Some("0.1.2") => Self::V0_1_2(v0_1_2::ChannelPluginPre::new(pre)?),
+            _ => Self::V0_1_3(v0_1_3::ChannelPluginPre::new(pre)?),
         })
     }
 
@@ -65,6 +69,7 @@ impl ChannelPre {
             Self::V0_1_0(p) => ChannelBindings::V0_1_0(p.instantiate_async(store).await?),
             Self::V0_1_1(p) => ChannelBindings::V0_1_1(p.instantiate_async(store).await?),
             Self::V0_1_2(p) => ChannelBindings::V0_1_2(p.instantiate_async(store).await?),
+            Self::V0_1_3(p) => ChannelBindings::V0_1_3(p.instantiate_async(store).await?),
         })
     }
 }
@@ -78,6 +83,8 @@ pub enum ChannelBindings {
     V0_1_1(v0_1_1::ChannelPlugin),
     /// 0.1.2.
     V0_1_2(v0_1_2::ChannelPlugin),
+    /// 0.1.3.
+    V0_1_3(v0_1_3::ChannelPlugin),
 }
 
 type ChannelResult<T> = wasmtime::Result<Result<T, latest::ChannelError>>;
@@ -88,7 +95,8 @@ impl ChannelBindings {
         match self {
             Self::V0_1_0(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
             Self::V0_1_1(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
-            Self::V0_1_2(b) => b.kata_plugin_channel().call_describe(s).await,
+            Self::V0_1_2(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_describe(s).await,
         }
     }
 
@@ -97,7 +105,8 @@ impl ChannelBindings {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
-            Self::V0_1_2(b) => b.kata_plugin_channel().call_connect(s).await,
+            Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_connect(s).await,
         }
     }
 
@@ -106,7 +115,8 @@ impl ChannelBindings {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_2(b) => b.kata_plugin_channel().call_poll(s, cursor).await,
+            Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_poll(s, cursor).await,
         }
     }
 
@@ -115,7 +125,8 @@ impl ChannelBindings {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_2(b) => b.kata_plugin_channel().call_subscribe(s).await,
+            Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_subscribe(s).await,
         }
     }
 
@@ -124,7 +135,8 @@ impl ChannelBindings {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_2(b) => b.kata_plugin_channel().call_on_frame(s, frame).await,
+            Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_on_frame(s, frame).await,
         }
     }
 
@@ -133,7 +145,8 @@ impl ChannelBindings {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_2(b) => b.kata_plugin_channel().call_send(s, msg).await,
+            Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_send(s, msg).await,
         }
     }
 
@@ -143,6 +156,26 @@ impl ChannelBindings {
             Self::V0_1_0(b) => b.kata_plugin_channel().call_disconnect(s).await,
             Self::V0_1_1(b) => b.kata_plugin_channel().call_disconnect(s).await,
             Self::V0_1_2(b) => b.kata_plugin_channel().call_disconnect(s).await,
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_disconnect(s).await,
+        }
+    }
+
+    /// `act(action)`; `unsupported` for components older than 0.1.3 (they
+    /// list no features).
+    pub async fn act(&self, s: &mut Store<PluginCtx>, action: &latest::ChannelAction) -> ChannelResult<()> {
+        match self {
+            Self::V0_1_3(b) => b.kata_plugin_channel().call_act(s, action).await,
+            _ => Ok(Err(latest::ChannelError::Unsupported)),
+        }
+    }
+
+    /// The contract version of this instance's component.
+    pub fn version(&self) -> &'static str {
+        match self {
+            Self::V0_1_0(_) => v0_1_0::VERSION,
+            Self::V0_1_1(_) => v0_1_1::VERSION,
+            Self::V0_1_2(_) => v0_1_2::VERSION,
+            Self::V0_1_3(_) => v0_1_3::VERSION,
         }
     }
 }
@@ -155,8 +188,9 @@ pub enum ToolsPre {
     V0_1_0(v0_1_0::ToolsPluginPre<PluginCtx>),
     /// Built against 0.1.1.
     V0_1_1(v0_1_1::ToolsPluginPre<PluginCtx>),
-    /// Built against 0.1.2.
-    V0_1_2(v0_1_2::ToolsPluginPre<PluginCtx>),
+    /// Built against 0.1.2 or 0.1.3: `tools` did not change in 0.1.3, and
+    /// wasmtime finds a `tools@0.1.2` export for `tools@0.1.3`.
+    V0_1_3(v0_1_3::ToolsPluginPre<PluginCtx>),
 }
 
 impl ToolsPre {
@@ -165,7 +199,7 @@ impl ToolsPre {
         Ok(match version {
             Some("0.1.0") => Self::V0_1_0(v0_1_0::ToolsPluginPre::new(pre)?),
             Some("0.1.1") => Self::V0_1_1(v0_1_1::ToolsPluginPre::new(pre)?),
-            _ => Self::V0_1_2(v0_1_2::ToolsPluginPre::new(pre)?),
+            _ => Self::V0_1_3(v0_1_3::ToolsPluginPre::new(pre)?),
         })
     }
 
@@ -174,7 +208,7 @@ impl ToolsPre {
         Ok(match self {
             Self::V0_1_0(p) => ToolsBindings::V0_1_0(p.instantiate_async(store).await?),
             Self::V0_1_1(p) => ToolsBindings::V0_1_1(p.instantiate_async(store).await?),
-            Self::V0_1_2(p) => ToolsBindings::V0_1_2(p.instantiate_async(store).await?),
+            Self::V0_1_3(p) => ToolsBindings::V0_1_3(p.instantiate_async(store).await?),
         })
     }
 }
@@ -185,8 +219,8 @@ pub enum ToolsBindings {
     V0_1_0(v0_1_0::ToolsPlugin),
     /// 0.1.1.
     V0_1_1(v0_1_1::ToolsPlugin),
-    /// 0.1.2.
-    V0_1_2(v0_1_2::ToolsPlugin),
+    /// 0.1.2 and 0.1.3.
+    V0_1_3(v0_1_3::ToolsPlugin),
 }
 
 impl ToolsBindings {
@@ -195,7 +229,7 @@ impl ToolsBindings {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_tools().call_list(s).await?.into_iter().map(Into::into).collect()),
             Self::V0_1_1(b) => Ok(b.kata_plugin_tools().call_list(s).await?.into_iter().map(Into::into).collect()),
-            Self::V0_1_2(b) => b.kata_plugin_tools().call_list(s).await,
+            Self::V0_1_3(b) => b.kata_plugin_tools().call_list(s).await,
         }
     }
 
@@ -204,7 +238,83 @@ impl ToolsBindings {
         match self {
             Self::V0_1_0(b) => Ok(b.kata_plugin_tools().call_call(s, name, args_json).await?.map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_tools().call_call(s, name, args_json).await?.map_err(Into::into)),
-            Self::V0_1_2(b) => b.kata_plugin_tools().call_call(s, name, args_json).await,
+            Self::V0_1_3(b) => b.kata_plugin_tools().call_call(s, name, args_json).await,
         }
     }
+}
+
+/// `msg` as a channel with `features` can take it: attachments become a line
+/// each in the text unless the channel lists `attachments`, and actions
+/// become `reply "ID"` hints unless it lists `buttons` (a button sends its id
+/// as message text, so typing the id is the same as pressing it). Borrowed
+/// when nothing changes. Components older than 0.1.3 list no features, so
+/// they get the text form of everything.
+///
+/// ```
+/// use kata_host::host::{degrade_outbound, latest::{Action, Feature, OutboundAttachment, OutboundMessage}};
+///
+/// let msg = OutboundMessage {
+///     conversation: "c".into(), thread: None, reply_to: None, text: "Run `rm -rf build`?".into(),
+///     idempotency_key: "k".into(),
+///     attachments: vec![OutboundAttachment { name: "plan.txt".into(), mime_type: "text/plain".into(), data: vec![b'x'; 2048] }],
+///     actions: vec![Action { id: "yes 7".into(), label: "Approve".into() }, Action { id: "no 7".into(), label: "Deny".into() }],
+/// };
+/// let plain = degrade_outbound(&msg, &[]);
+/// assert_eq!(plain.text, "Run `rm -rf build`?\n\n[file not sent: plan.txt (text/plain, 2 KiB)]\n\nreply \"yes 7\" to Approve\nreply \"no 7\" to Deny");
+/// assert!(plain.attachments.is_empty() && plain.actions.is_empty());
+/// let rich = degrade_outbound(&msg, &[Feature::Attachments, Feature::Buttons]);
+/// assert_eq!(*rich, msg);
+/// ```
+pub fn degrade_outbound<'a>(
+    msg: &'a latest::OutboundMessage,
+    features: &[latest::Feature],
+) -> std::borrow::Cow<'a, latest::OutboundMessage> {
+    use std::fmt::Write;
+    let files = !msg.attachments.is_empty() && !features.contains(&latest::Feature::Attachments);
+    let buttons = !msg.actions.is_empty() && !features.contains(&latest::Feature::Buttons);
+    if !files && !buttons {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut m = msg.clone();
+    if files {
+        let mut block = String::new();
+        for a in std::mem::take(&mut m.attachments) {
+            let size = file_size(a.data.len());
+            let _ = write!(block, "{}[file not sent: {} ({}, {size})]", if block.is_empty() { "" } else { "\n" }, a.name, a.mime_type);
+        }
+        append_block(&mut m.text, &block);
+    }
+    if buttons {
+        let mut block = String::new();
+        for a in std::mem::take(&mut m.actions) {
+            let sep = if block.is_empty() { "" } else { "\n" };
+            if a.label.is_empty() || a.label == a.id {
+                let _ = write!(block, "{sep}reply \"{}\"", a.id);
+            } else {
+                let _ = write!(block, "{sep}reply \"{}\" to {}", a.id, a.label);
+            }
+        }
+        append_block(&mut m.text, &block);
+    }
+    std::borrow::Cow::Owned(m)
+}
+
+/// A file size for people: `512 bytes`, `2 KiB`, `1.5 MiB`.
+fn file_size(n: usize) -> String {
+    match n {
+        0..1024 => format!("{n} bytes"),
+        1024..1_048_576 => format!("{} KiB", (n as f64 / 1024.0 * 10.0).round() / 10.0),
+        _ => format!("{} MiB", (n as f64 / 1_048_576.0 * 10.0).round() / 10.0),
+    }
+}
+
+/// Append `block` to `text` after a blank line (or as the text, when empty).
+fn append_block(text: &mut String, block: &str) {
+    if !text.trim_end().is_empty() {
+        text.truncate(text.trim_end().len());
+        text.push_str("\n\n");
+    } else {
+        text.clear();
+    }
+    text.push_str(block);
 }

@@ -7,7 +7,7 @@
 //! accessors, whose records are converted to the latest ones here (messages
 //! through the 0.1.1 conversions, so they are `direct` and not `mentioned`).
 
-use super::v0_1_2 as latest;
+use super::latest;
 
 /// The version this module implements.
 pub const VERSION: &str = "0.1.0";
@@ -55,7 +55,7 @@ impl From<old::IngressMode> for latest::IngressMode {
 
 impl From<old::ChannelInfo> for latest::ChannelInfo {
     fn from(i: old::ChannelInfo) -> Self {
-        Self { name: i.name, version: i.version, ingress: i.ingress.into_iter().map(Into::into).collect() }
+        Self { name: i.name, version: i.version, ingress: i.ingress.into_iter().map(Into::into).collect(), features: Vec::new() }
     }
 }
 

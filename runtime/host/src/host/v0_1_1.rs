@@ -8,7 +8,7 @@
 //! taken as `direct` and not `mentioned`: the component cannot say, and this
 //! keeps the sender rules it ran under (allow_from and pairing per sender).
 
-use super::v0_1_2 as latest;
+use super::latest;
 
 /// The version this module implements.
 pub const VERSION: &str = "0.1.1";
@@ -71,7 +71,7 @@ impl From<old::IngressMode> for latest::IngressMode {
 
 impl From<old::ChannelInfo> for latest::ChannelInfo {
     fn from(i: old::ChannelInfo) -> Self {
-        Self { name: i.name, version: i.version, ingress: i.ingress.into_iter().map(Into::into).collect() }
+        Self { name: i.name, version: i.version, ingress: i.ingress.into_iter().map(Into::into).collect(), features: Vec::new() }
     }
 }
 

@@ -1,26 +1,20 @@
-//! `kata:plugin@0.1.2` (latest): bindings generated from `wit/v0.1.2` and the
-//! host functions every plugin imports. 0.1.1 added `host.state-keys` to
-//! 0.1.0; 0.1.2 adds `message.conversation-kind` and `message.mentioned`,
-//! `send-receipt.frames` (send over the plugin's open stream) and the
-//! `webhook` stream kind, and moves `frame` into `types`.
+//! `kata:plugin@0.1.2`, kept so components built against it run unchanged.
+//!
+//! Its `host` interface is the latest one's (it links against it, see
+//! [`super::latest::add_to_linker`]), and so are its `tools` and `service`
+//! exports (their records did not change, and wasmtime finds `tools@0.1.2`
+//! for `tools@0.1.3`): those run on the latest bindings. Its `channel`
+//! export differs: `channel-info` has no `features`, there is no `act`, and
+//! `outbound-message` has no `attachments` or `actions`. So the channel gets
+//! its own bindings, converted here: a 0.1.2 channel has no features, `act`
+//! is `unsupported`, and a message is handed over without attachments or
+//! actions — the host degrades them into text first (see
+//! [`super::degrade_outbound`]) because the channel lists no feature.
 
-use std::borrow::Cow;
-
-use wasmtime::component::{HasSelf, Linker};
-
-use crate::limits::LogVerdict;
-
-use crate::host::PluginCtx;
+use super::latest;
 
 /// The version this module implements.
 pub const VERSION: &str = "0.1.2";
-
-/// Largest state key.
-const MAX_STATE_KEY: usize = 256;
-/// Largest state value.
-const MAX_STATE_VALUE: usize = 1 << 20;
-/// Most keys `state-keys` returns.
-const MAX_STATE_KEYS: usize = 1000;
 
 #[allow(missing_docs)]
 pub(crate) mod bindings {
@@ -28,177 +22,146 @@ pub(crate) mod bindings {
         world: "channel-plugin",
         path: "../../wit/v0.1.2",
         exports: { default: async },
-        additional_derives: [PartialEq],
     });
 }
 
-/// The `service-plugin` world: the same `types` and `host` as channels, plus
-/// the `emitter` import and the `service` export.
-#[allow(missing_docs)]
-pub(crate) mod service_bindings {
-    wasmtime::component::bindgen!({
-        world: "service-plugin",
-        path: "../../wit/v0.1.2",
-        exports: { default: async },
-        with: {
-            "kata:plugin/types@0.1.2": super::bindings::kata::plugin::types,
-            "kata:plugin/host@0.1.2": super::bindings::kata::plugin::host,
-        },
-    });
-}
-
-pub use service_bindings::{ServicePlugin as ServiceBindings, ServicePluginPre as ServicePre};
-
-pub use bindings::exports::kata::plugin::channel::{ChannelInfo, FrameResult, IngressMode, PollResult, StreamKind, Subscription};
-pub use bindings::kata::plugin::types::{
-    Attachment, ChannelError, ConversationKind, Frame, LogLevel, Message, OutboundMessage, SendReceipt,
-};
-pub use bindings::kata::plugin::types::{ToolError, ToolSpec};
 pub use bindings::{ChannelPlugin, ChannelPluginPre};
 
-/// The `tools-plugin` world: the `tools` export, sharing the `types` and
-/// `host` interfaces (and their host implementation) with the channel world.
-/// A `channel-tools-plugin` component matches it too.
-#[allow(missing_docs)]
-pub(crate) mod tools_bindings {
-    wasmtime::component::bindgen!({
-        world: "tools-plugin",
-        path: "../../wit/v0.1.2",
-        exports: { default: async },
-        with: {
-            "kata:plugin/types": crate::host::v0_1_2::bindings::kata::plugin::types,
-            "kata:plugin/host": crate::host::v0_1_2::bindings::kata::plugin::host,
-        },
-    });
-}
+use bindings::exports::kata::plugin::channel as old;
+use bindings::kata::plugin::types as old_types;
 
-pub use tools_bindings::{ToolsPlugin, ToolsPluginPre};
-
-/// Add the host interfaces to a linker. Components built against older 0.1.x
-/// versions link against these too: wasmtime resolves `host@0.1.0` and
-/// `host@0.1.1` to the semver-compatible `host@0.1.2`, whose functions are a
-/// superset with the same types.
-pub fn add_to_linker(linker: &mut Linker<PluginCtx>) -> anyhow::Result<()> {
-    ChannelPlugin::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
-    service_bindings::kata::plugin::emitter::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(linker, |c| c)?;
-    Ok(())
-}
-
-impl bindings::kata::plugin::types::Host for PluginCtx {}
-
-impl service_bindings::kata::plugin::emitter::Host for PluginCtx {
-    fn emit(&mut self, message: Message) -> Result<(), String> {
-        match &self.emitter {
-            Some(e) => e.emit(message, self.sandbox()),
-            None => Err("emit is for service plugins only; a channel returns its messages from poll".into()),
+impl From<old::IngressMode> for latest::IngressMode {
+    fn from(m: old::IngressMode) -> Self {
+        match m {
+            old::IngressMode::Poll => Self::Poll,
+            old::IngressMode::Subscribe => Self::Subscribe,
         }
     }
 }
 
-impl bindings::kata::plugin::host::Host for PluginCtx {
-    /// A plugin's log line, within its limits: lines over
-    /// `limits.log_lines_per_minute` (across its instances) are dropped
-    /// before any work is done on them and summed up in one line when lines
-    /// flow again; a line over `limits.max_log_line` is cut (what is cut is
-    /// never scanned, and no part of a secret survives the cut). Control
-    /// characters are removed and secret values redacted.
-    fn log(&mut self, level: LogLevel, message: String) {
-        // A line the daemon would not write anyway (debug when logging at
-        // info) costs nothing and takes nothing from the budget.
-        let enabled = match level {
-            LogLevel::Trace => tracing::enabled!(tracing::Level::TRACE),
-            LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
-            LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
-            LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
-            LogLevel::Error => tracing::enabled!(tracing::Level::ERROR),
-        };
-        if !enabled {
-            return;
-        }
-        let plugin = &*self.id.name;
-        let sandbox = self.sandbox();
-        let limits = &sandbox.grants().limits;
-        let per_minute = limits.log_lines_per_minute;
-        match crate::limits::admit_log_line(plugin, per_minute) {
-            LogVerdict::Suppress => return,
-            LogVerdict::WriteAfter(n, over) => tracing::warn!(
-                plugin,
-                "suppressed {n} lines from {plugin} in the last {}s (limits.log_lines_per_minute = {per_minute})",
-                over.as_secs().max(1)
-            ),
-            LogVerdict::Write => {}
-        }
-        // Control characters go before redaction, so they cannot hide a secret value.
-        let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control() || *c == '\t').collect() };
-        let (message, cut) =
-            crate::limits::cut_redacted(message, limits.max_log_line_bytes, crate::limits::LOG_CUT, sandbox.redactor().longest(), |s| {
-                let s = clean(s);
-                match sandbox.redact(&s, "log line") {
-                    Cow::Borrowed(_) => Cow::Owned(s),
-                    Cow::Owned(o) => Cow::Owned(o),
-                }
-            });
-        if cut {
-            crate::limits::hit(plugin, "max_log_line", 1);
-        }
-        match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
+impl From<old::ChannelInfo> for latest::ChannelInfo {
+    fn from(i: old::ChannelInfo) -> Self {
+        Self { name: i.name, version: i.version, ingress: i.ingress.into_iter().map(Into::into).collect(), features: Vec::new() }
+    }
+}
+
+impl From<old_types::Attachment> for latest::Attachment {
+    fn from(a: old_types::Attachment) -> Self {
+        Self { name: a.name, mime_type: a.mime_type, url: a.url, size: a.size }
+    }
+}
+
+impl From<old_types::ConversationKind> for latest::ConversationKind {
+    fn from(k: old_types::ConversationKind) -> Self {
+        match k {
+            old_types::ConversationKind::Direct => Self::Direct,
+            old_types::ConversationKind::Group => Self::Group,
         }
     }
+}
 
-    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.id.state.get(&self.id.name, &key) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(plugin = %self.id.name, "state-get {key:?} failed: {e:#}");
-                None
-            }
+impl From<old_types::Message> for latest::Message {
+    fn from(m: old_types::Message) -> Self {
+        Self {
+            id: m.id,
+            conversation: m.conversation,
+            thread: m.thread,
+            sender: m.sender,
+            sender_name: m.sender_name,
+            text: m.text,
+            attachments: m.attachments.into_iter().map(Into::into).collect(),
+            timestamp_ms: m.timestamp_ms,
+            raw: m.raw,
+            conversation_kind: m.conversation_kind.into(),
+            mentioned: m.mentioned,
         }
     }
+}
 
-    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        if self.id.read_only {
-            return Err("plugin state is read-only here: this call runs with every write grant stripped (the safe permission mode)".into());
-        }
-        if key.len() > MAX_STATE_KEY {
-            return Err(format!("state key is {} bytes; the limit is {MAX_STATE_KEY}", key.len()));
-        }
-        if value.len() > MAX_STATE_VALUE {
-            crate::limits::hit(&self.id.name, "max_state_value", 1);
-            return Err(format!("state value is {} bytes; the limit is {MAX_STATE_VALUE}", value.len()));
-        }
-        self.id.state.set(&self.id.name, &key, &value).map_err(|e| format!("cannot store state: {e:#}"))
+impl From<old::PollResult> for latest::PollResult {
+    fn from(r: old::PollResult) -> Self {
+        Self { messages: r.messages.into_iter().map(Into::into).collect(), cursor: r.cursor, next_poll_ms: r.next_poll_ms }
     }
+}
 
-    fn state_delete(&mut self, key: String) {
-        if self.id.read_only {
-            tracing::warn!(plugin = %self.id.name, "state-delete {key:?} refused: this call runs with write grants stripped");
-            return;
-        }
-        if let Err(e) = self.id.state.delete(&self.id.name, &key) {
-            tracing::error!(plugin = %self.id.name, "state-delete {key:?} failed: {e:#}");
+impl From<old_types::ChannelError> for latest::ChannelError {
+    fn from(e: old_types::ChannelError) -> Self {
+        use old_types::ChannelError as E;
+        match e {
+            E::AuthFailed(m) => Self::AuthFailed(m),
+            E::RateLimited(ms) => Self::RateLimited(ms),
+            E::Network(m) => Self::Network(m),
+            E::InvalidConfig(m) => Self::InvalidConfig(m),
+            E::Unsupported => Self::Unsupported,
+            E::Fatal(m) => Self::Fatal(m),
         }
     }
+}
 
-    fn state_keys(&mut self, prefix: String) -> Vec<String> {
-        match self.id.state.keys(&self.id.name, &prefix, MAX_STATE_KEYS) {
-            Ok(keys) => keys,
-            Err(e) => {
-                tracing::error!(plugin = %self.id.name, "state-keys {prefix:?} failed: {e:#}");
-                Vec::new()
-            }
+impl From<old_types::Frame> for latest::Frame {
+    fn from(f: old_types::Frame) -> Self {
+        match f {
+            old_types::Frame::Text(t) => Self::Text(t),
+            old_types::Frame::Binary(b) => Self::Binary(b),
         }
     }
+}
 
-    fn config_get(&mut self, key: String) -> Option<String> {
-        self.id.config.get(&key).cloned()
+impl From<&latest::Frame> for old_types::Frame {
+    fn from(f: &latest::Frame) -> Self {
+        match f {
+            latest::Frame::Text(t) => Self::Text(t.clone()),
+            latest::Frame::Binary(b) => Self::Binary(b.clone()),
+        }
     }
+}
 
-    fn now_ms(&mut self) -> u64 {
-        crate::util::now_ms()
+impl From<old_types::SendReceipt> for latest::SendReceipt {
+    fn from(r: old_types::SendReceipt) -> Self {
+        Self { id: r.id, frames: r.frames.into_iter().map(Into::into).collect() }
+    }
+}
+
+/// Attachments and actions are dropped: the caller degrades them into the
+/// text first ([`super::degrade_outbound`]), as for any channel without the
+/// `attachments` and `buttons` features.
+impl From<&latest::OutboundMessage> for old_types::OutboundMessage {
+    fn from(m: &latest::OutboundMessage) -> Self {
+        Self {
+            conversation: m.conversation.clone(),
+            thread: m.thread.clone(),
+            reply_to: m.reply_to.clone(),
+            text: m.text.clone(),
+            idempotency_key: m.idempotency_key.clone(),
+        }
+    }
+}
+
+impl From<old::StreamKind> for latest::StreamKind {
+    fn from(k: old::StreamKind) -> Self {
+        match k {
+            old::StreamKind::Websocket => Self::Websocket,
+            old::StreamKind::ServerSentEvents => Self::ServerSentEvents,
+            old::StreamKind::TcpLines => Self::TcpLines,
+            old::StreamKind::Webhook => Self::Webhook,
+        }
+    }
+}
+
+impl From<old::Subscription> for latest::Subscription {
+    fn from(s: old::Subscription) -> Self {
+        Self {
+            kind: s.kind.into(),
+            url: s.url,
+            headers: s.headers,
+            initial_frames: s.initial_frames.into_iter().map(Into::into).collect(),
+            heartbeat_ms: s.heartbeat_ms,
+        }
+    }
+}
+
+impl From<old::FrameResult> for latest::FrameResult {
+    fn from(r: old::FrameResult) -> Self {
+        Self { messages: r.messages.into_iter().map(Into::into).collect(), replies: r.replies.into_iter().map(Into::into).collect() }
     }
 }

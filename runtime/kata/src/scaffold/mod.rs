@@ -56,14 +56,17 @@ fn templates() -> impl Iterator<Item = &'static Template> {
     rust::TEMPLATES.iter().chain(js::TEMPLATES).chain(python::TEMPLATES).chain(c::TEMPLATES).chain(go::TEMPLATES)
 }
 
-/// The WIT contract, as vendored into projects (`wit/vX.Y.Z/`).
+/// The WIT contract, as vendored into projects (`wit/vX.Y.Z/`): the latest
+/// version (`crate::host::latest`), which `{{wit_version}}` names.
 pub const WIT: &[File] = &[
-    file!("wit/v0.1.2/types.wit", "../../../../wit/v0.1.2/types.wit"),
-    file!("wit/v0.1.2/host.wit", "../../../../wit/v0.1.2/host.wit"),
-    file!("wit/v0.1.2/channel.wit", "../../../../wit/v0.1.2/channel.wit"),
-    file!("wit/v0.1.2/tools.wit", "../../../../wit/v0.1.2/tools.wit"),
-    file!("wit/v0.1.2/service.wit", "../../../../wit/v0.1.2/service.wit"),
-    file!("wit/v0.1.2/worlds.wit", "../../../../wit/v0.1.2/worlds.wit"),
+    file!("wit/v0.1.3/types.wit", "../../../../wit/v0.1.3/types.wit"),
+    file!("wit/v0.1.3/host.wit", "../../../../wit/v0.1.3/host.wit"),
+    file!("wit/v0.1.3/channel.wit", "../../../../wit/v0.1.3/channel.wit"),
+    file!("wit/v0.1.3/tools.wit", "../../../../wit/v0.1.3/tools.wit"),
+    file!("wit/v0.1.3/service.wit", "../../../../wit/v0.1.3/service.wit"),
+    file!("wit/v0.1.3/connections.wit", "../../../../wit/v0.1.3/connections.wit"),
+    file!("wit/v0.1.3/hooks.wit", "../../../../wit/v0.1.3/hooks.wit"),
+    file!("wit/v0.1.3/worlds.wit", "../../../../wit/v0.1.3/worlds.wit"),
 ];
 
 /// [`WIT`] as (path, text) pairs.
@@ -74,6 +77,20 @@ pub const WIT_FILES: &[(&str, &str)] = &[
     (WIT[3].path, WIT[3].text),
     (WIT[4].path, WIT[4].text),
     (WIT[5].path, WIT[5].text),
+    (WIT[6].path, WIT[6].text),
+    (WIT[7].path, WIT[7].text),
+];
+
+/// The previous contract, 0.1.2, as (path, text) pairs: for SDKs that have
+/// not moved to the latest yet (the host keeps loading their components;
+/// pin them with this and `kata_host::host::v0_1_2::VERSION`).
+pub const WIT_V0_1_2_FILES: &[(&str, &str)] = &[
+    ("wit/v0.1.2/types.wit", include_str!("../../../../wit/v0.1.2/types.wit")),
+    ("wit/v0.1.2/host.wit", include_str!("../../../../wit/v0.1.2/host.wit")),
+    ("wit/v0.1.2/channel.wit", include_str!("../../../../wit/v0.1.2/channel.wit")),
+    ("wit/v0.1.2/tools.wit", include_str!("../../../../wit/v0.1.2/tools.wit")),
+    ("wit/v0.1.2/service.wit", include_str!("../../../../wit/v0.1.2/service.wit")),
+    ("wit/v0.1.2/worlds.wit", include_str!("../../../../wit/v0.1.2/worlds.wit")),
 ];
 
 /// Create a plugin project `name` of `kind` in `lang` at `dir`. Returns the

@@ -35,5 +35,6 @@ const RUST_SDK: &[super::File] = &[
     file!("vendor/kata-sdk/src/config.rs", "../../../../sdk/rust/src/config.rs"),
     file!("vendor/kata-sdk/src/http.rs", "../../../../sdk/rust/src/http.rs"),
     file!("vendor/kata-sdk/src/log.rs", "../../../../sdk/rust/src/log.rs"),
+    file!("vendor/kata-sdk/src/net.rs", "../../../../sdk/rust/src/net.rs"),
     file!("vendor/kata-sdk/src/state.rs", "../../../../sdk/rust/src/state.rs"),
 ];

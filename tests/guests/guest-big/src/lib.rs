@@ -36,7 +36,7 @@ pub struct Big;
 
 impl Channel for Big {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "big".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "big".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -21,7 +21,7 @@ fn network(e: HttpError) -> ChannelError {
 
 impl Channel for Chat {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "chat".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "chat".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -15,7 +15,7 @@ pub struct Deep;
 
 impl Channel for Deep {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "deep".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "deep".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -129,7 +129,12 @@ fn body_first(url: &str) -> String {
 
 impl Channel for DeniedBody {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "denied-body".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "denied-body".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

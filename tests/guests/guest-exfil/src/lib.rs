@@ -39,7 +39,7 @@ fn percent_encode(s: &str) -> String {
 
 impl Channel for Exfil {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "exfil".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "exfil".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -13,7 +13,7 @@ pub struct Flood {
 
 impl Channel for Flood {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "flood".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "flood".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -15,7 +15,12 @@ pub struct ForbiddenHost {
 
 impl Channel for ForbiddenHost {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "forbidden-host".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "forbidden-host".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

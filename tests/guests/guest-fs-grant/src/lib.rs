@@ -36,7 +36,12 @@ fn line<T>(name: &str, r: std::io::Result<T>, ok: impl FnOnce(T) -> String) -> S
 
 impl Channel for FsGrant {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "fs-grant".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "fs-grant".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -52,7 +52,12 @@ fn probe_dir(path: &str) -> String {
 
 impl Channel for FsProbe {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "fs-probe".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "fs-probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

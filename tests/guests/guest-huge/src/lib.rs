@@ -14,7 +14,7 @@ pub struct Huge {
 
 impl Channel for Huge {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "huge".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "huge".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -12,7 +12,12 @@ pub struct LogFlood {
 
 impl Channel for LogFlood {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "logflood".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "logflood".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -52,7 +52,12 @@ fn network(e: HttpError) -> ChannelError {
 
 impl Channel for Loopback {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "loopback".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "loopback".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -17,7 +17,12 @@ pub struct MemBomb;
 
 impl Channel for MemBomb {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "membomb".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "membomb".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

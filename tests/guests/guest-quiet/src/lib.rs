@@ -10,7 +10,7 @@ pub struct Quiet;
 
 impl Channel for Quiet {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "quiet".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "quiet".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

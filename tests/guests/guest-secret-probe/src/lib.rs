@@ -29,7 +29,12 @@ fn with_token(url: &str) -> String {
 
 impl Channel for SecretProbe {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "secret-probe".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "secret-probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

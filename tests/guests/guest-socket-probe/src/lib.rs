@@ -69,7 +69,12 @@ fn dns() -> String {
 
 impl Channel for SocketProbe {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "socket-probe".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "socket-probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -10,7 +10,7 @@ pub struct Spin;
 
 impl Channel for Spin {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "spin".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "spin".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

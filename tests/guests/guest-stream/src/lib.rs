@@ -21,7 +21,7 @@ struct Streamer {
 
 impl Channel for Streamer {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "stream".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Subscribe] }
+        ChannelInfo { name: "stream".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Subscribe], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

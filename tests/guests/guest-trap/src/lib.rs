@@ -20,7 +20,7 @@ impl Channel for Trap {
         if traps_in("describe") {
             panic!("guest-trap crashes in describe");
         }
-        ChannelInfo { name: "trap".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "trap".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

@@ -20,7 +20,7 @@ pub struct Thief;
 
 impl Channel for Thief {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "thief".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo { name: "thief".into(), version: "0.1.0".into(), ingress: vec![IngressMode::Poll], features: vec![] }
     }
 
     fn connect() -> Result<Self, ChannelError> {

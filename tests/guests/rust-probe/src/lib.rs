@@ -71,7 +71,12 @@ fn run(probe: &str) -> String {
 
 impl Channel for Probe {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "rust-probe".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll] }
+        ChannelInfo {
+            name: "rust-probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ingress: vec![IngressMode::Poll],
+            features: vec![],
+        }
     }
 
     fn connect() -> Result<Self, ChannelError> {
