@@ -11,7 +11,7 @@ Subclass the base classes here and kata does the component plumbing:
 
     class Channel(kata.Channel):
         def describe(self):
-            return kata.ChannelInfo(name="quiet", version="0.1.0", ingress=[kata.IngressMode.POLL])
+            return kata.channel_info("quiet", "0.1.0", ingress=["poll"])
 
         def connect(self):
             self.base = kata.config.require("base_url").rstrip("/")
@@ -22,7 +22,7 @@ Subclass the base classes here and kata does the component plumbing:
             resp.raise_for_status()
             items = resp.json()
             messages = [kata.message(i["id"], i["chat"], i["from"], i["text"], mentioned=True) for i in items]
-            return kata.PollResult(messages=messages, cursor=items[-1]["id"] if items else cursor, next_poll_ms=None)
+            return kata.poll_result(messages, cursor=items[-1]["id"] if items else cursor)
 
         def send(self, msg):
             http.post(f"{self.base}/send", json={"chat": msg.conversation, "text": msg.text}).raise_for_status()
@@ -51,6 +51,7 @@ The records and enums of the WIT (:class:`Message`, :class:`PollResult`,
 re-exported here; see the SDK's README for how each WIT type maps.
 """
 
+import dataclasses
 import functools
 import json
 import sys
@@ -121,7 +122,8 @@ def message(id, conversation, sender, text, *, thread=None, sender_name=None, at
     conversation; ``mentioned`` says whether the message addresses the agent
     (set it for direct conversations too when the network says so).
     ``timestamp_ms`` defaults to :func:`now_ms`."""
-    return Message(
+    return _build(
+        Message,
         id=str(id),
         conversation=str(conversation),
         thread=thread,
@@ -136,16 +138,58 @@ def message(id, conversation, sender, text, *, thread=None, sender_name=None, at
     )
 
 
+def _build(cls, **values):
+    """``cls(**values)`` keeping only the fields ``cls`` has, and filling the
+    fields it has but ``values`` lacks with ``[]`` (lists) or None (options):
+    records that grow in a newer WIT version keep working with the same call."""
+    args = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            args[f.name] = values[f.name]
+        else:
+            kind = str(f.type)
+            if "List[" in kind or kind.startswith("list["):
+                args[f.name] = []
+            elif "Optional[" in kind:
+                args[f.name] = None
+    return cls(**args)
+
+
+def channel_info(name, version, ingress=("poll",), features=()):
+    """A :class:`ChannelInfo`. ``ingress`` lists :class:`IngressMode` values or
+    their names (``"poll"``, ``"subscribe"``), preferred first; ``features``
+    (WIT 0.1.3 and later) what ``act`` and ``send`` support."""
+    def enum(kind, v):
+        return kind[v.upper().replace("-", "_")] if isinstance(v, str) else v
+
+    values = {"name": name, "version": version, "ingress": [enum(IngressMode, i) for i in ingress]}
+    if features:
+        values["features"] = [enum(_wit.channel.Feature, f) for f in features]
+    return _build(ChannelInfo, **values)
+
+
+def poll_result(messages=(), cursor=None, next_poll_ms=None):
+    """A :class:`PollResult`: ``messages`` oldest first, the ``cursor`` for the
+    next poll (None keeps the current one), ``next_poll_ms`` (None lets the
+    host decide)."""
+    return PollResult(messages=list(messages), cursor=cursor, next_poll_ms=next_poll_ms)
+
+
+def outbound_message(conversation, text, *, idempotency_key="", thread=None, reply_to=None, **more):
+    """An :class:`OutboundMessage`, as the host hands one to ``send`` (for tests)."""
+    return _build(OutboundMessage, conversation=conversation, thread=thread, reply_to=reply_to, text=text, idempotency_key=idempotency_key, **more)
+
+
 def sent(id=""):
     """The :class:`SendReceipt` of a message the plugin delivered itself,
     with the network's id for it (empty when it gives none)."""
-    return SendReceipt(id=str(id), frames=[])
+    return _build(SendReceipt, id=str(id), frames=[])
 
 
 def over_stream(id, frames):
     """The :class:`SendReceipt` of a message the host delivers by writing
     ``frames`` (text or bytes) to the plugin's open stream."""
-    return SendReceipt(id=str(id), frames=[frame(f) for f in frames])
+    return _build(SendReceipt, id=str(id), frames=[frame(f) for f in frames])
 
 
 def frame(data):
@@ -701,6 +745,7 @@ __all__ = [
     "log",
     "message",
     "now_ms",
+    "outbound_message",
     "over_stream",
     "parse_args",
     "secret",
@@ -712,5 +757,16 @@ __all__ = [
 ]
 
 if _wit.channel is not None:
-    __all__ += ["ChannelInfo", "FrameResult", "IngressMode", "PollResult", "StreamKind", "Subscription", "frame_result", "subscription"]
+    __all__ += [
+        "ChannelInfo",
+        "FrameResult",
+        "IngressMode",
+        "PollResult",
+        "StreamKind",
+        "Subscription",
+        "channel_info",
+        "frame_result",
+        "poll_result",
+        "subscription",
+    ]
 

@@ -174,6 +174,14 @@ class ExportTest(unittest.TestCase):
         self.assertEqual(r.frames, [kata.FrameText("PRIVMSG #c :hi"), kata.FrameBinary(b"\x00")])
         self.assertEqual(kata.secret("token"), "{{secret:token}}")
 
+    def test_factories_fill_what_they_are_not_given(self):
+        info = kata.channel_info("x", "1.0", ingress=["subscribe", kata.IngressMode.POLL])
+        self.assertEqual(info.ingress, [kata.IngressMode.SUBSCRIBE, kata.IngressMode.POLL])
+        out = kata.outbound_message("c1", "hi", idempotency_key="k", reply_to="7")
+        self.assertEqual((out.conversation, out.text, out.idempotency_key, out.reply_to, out.thread), ("c1", "hi", "k", "7", None))
+        r = kata.poll_result([kata.message("1", "c", "s", "t", timestamp_ms=0)], cursor="1")
+        self.assertEqual((len(r.messages), r.cursor, r.next_poll_ms), (1, "1", None))
+
     def test_streams(self):
         s = kata.subscription("tcp-lines", "ircs://irc.example.org", initial_frames=["NICK kata"], heartbeat_ms=30_000)
         self.assertEqual((s.kind, s.initial_frames, s.heartbeat_ms), (kata.StreamKind.TCP_LINES, [kata.FrameText("NICK kata")], 30_000))

@@ -84,12 +84,12 @@ def run(probe):
 
 class Channel(kata.Channel):
     def describe(self):
-        return kata.ChannelInfo(name="python-probe", version="0.1.0", ingress=[kata.IngressMode.POLL])
+        return kata.channel_info("python-probe", "0.1.0", ingress=["poll"])
 
     def poll(self, cursor):
         text = run(kata.config.get("probe", ""))
         message = kata.message(f"probe-{kata.now_ms()}", "probe", "probe", text, mentioned=True)
-        return kata.PollResult(messages=[message], cursor=None, next_poll_ms=None)
+        return kata.poll_result([message])
 
     def send(self, message):
         return kata.sent(f"sent-{message.idempotency_key}")
