@@ -169,7 +169,7 @@ pub fn generate(world: &str) -> Result<Vec<(String, Vec<u8>)>> {
 /// let the SDK (kata.h) offer what the world has, e.g. channel errors only
 /// to channels.
 fn header_preamble(world: &str, header: &[u8]) -> Vec<u8> {
-    let v = crate::host::latest::VERSION;
+    let v = super::SDK_WIT_VERSION;
     let mut s = format!(
         "// C bindings for kata world {world}-plugin (kata:plugin@{v}, plus wasi:http@{WASI_VERSION}),\n\
          // written by `kata plugin bindings --lang c --world {world}` with wit-bindgen-c {}.\n\
@@ -206,7 +206,7 @@ fn write_bindings(world: &str, out: &Path, quiet_if_same: bool) -> Result<Vec<Pa
 
 /// The WIT of the C worlds: each kata world plus `wasi:http`.
 fn c_worlds_wit() -> String {
-    let v = crate::host::latest::VERSION;
+    let v = super::SDK_WIT_VERSION;
     let mut s = format!("/// kata's worlds for C plugins: a kata world plus wasi:http/outgoing-handler.\npackage kata:c@{v};\n");
     for w in WORLDS {
         s.push_str(&format!(

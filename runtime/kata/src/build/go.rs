@@ -281,7 +281,7 @@ pub fn fingerprint_inputs(dir: &Path) -> Vec<PathBuf> {
 /// Which kata world a Go core module implements, from the interfaces it
 /// exports (`kata:plugin/channel@V#poll`…).
 fn world_of(core: &[u8]) -> Result<&'static str> {
-    let v = crate::host::latest::VERSION;
+    let v = super::SDK_WIT_VERSION;
     let mut channel = false;
     let mut tools = false;
     let mut service = false;
@@ -327,7 +327,7 @@ fn world_of(core: &[u8]) -> Result<&'static str> {
 /// The WIT of the Go worlds: each kata world plus `wasi:http` (Go's
 /// `net/http` has no transport on wasip1; the SDK's HTTP client uses it).
 fn go_worlds_wit() -> String {
-    let v = crate::host::latest::VERSION;
+    let v = super::SDK_WIT_VERSION;
     let mut s = format!("/// kata's worlds for Go plugins: a kata world plus wasi:http/outgoing-handler.\npackage kata:go@{v};\n");
     for w in WORLDS {
         s.push_str(&format!(
@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn the_world_is_read_from_the_exports() {
-        let v = crate::host::latest::VERSION;
+        let v = super::SDK_WIT_VERSION;
         let module = |names: &[&str]| core_module_exporting(names);
         assert_eq!(world_of(&module(&[&format!("kata:plugin/channel@{v}#poll")])).unwrap(), "channel");
         assert_eq!(world_of(&module(&[&format!("kata:plugin/service@{v}#tick")])).unwrap(), "service");

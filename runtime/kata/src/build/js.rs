@@ -114,7 +114,7 @@ pub fn build(dir: &Path, lang: Lang) -> Result<Built> {
     }
     let js = std::fs::read(&raw).with_context(|| format!("cannot read {}", raw.display()))?;
     let mut wasm = compose_http(js).context("cannot compose the HTTP adapter into the JavaScript component")?;
-    kata_policy::manifest::append_custom_section(&mut wasm, kata_host::host::VERSION_SECTION, kata_host::host::latest::VERSION.as_bytes());
+    kata_policy::manifest::append_custom_section(&mut wasm, kata_host::host::VERSION_SECTION, super::SDK_WIT_VERSION.as_bytes());
     Ok(Built { wasm, version: project.version })
 }
 

@@ -244,10 +244,17 @@ pub fn bindings(lang: Lang, world: &str, out: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// The WIT built into this kata, as (path under `wit/`, text) pairs of the
-/// newest version, for generators and templates.
+/// The WIT version the C, Go, JavaScript and Python SDKs are generated
+/// from. The host loads every 0.1.x component, so these SDKs move to a newer
+/// WIT when they implement its additions (0.1.3: `act`, channel features,
+/// connections), not when the host gains them; Rust's SDK follows the
+/// latest version.
+pub const SDK_WIT_VERSION: &str = kata_host::host::v0_1_2::VERSION;
+
+/// The WIT those SDKs are built against ([`SDK_WIT_VERSION`]), as (path
+/// under `wit/`, text) pairs, for the binding generators.
 pub fn wit_files() -> &'static [(&'static str, &'static str)] {
-    crate::scaffold::WIT_FILES
+    crate::scaffold::WIT_V0_1_2_FILES
 }
 
 /// The last steps every build shares: componentize a core module, embed the
@@ -342,6 +349,8 @@ fn fingerprint(dir: &Path, lang: Lang) -> Result<String> {
     h.update(env!("CARGO_PKG_VERSION"));
     h.update([0]);
     h.update(lang.name());
+    h.update([0]);
+    h.update(SDK_WIT_VERSION);
     h.update([0]);
     h.update(toolchain::status(lang.toolchain()).unwrap_or_default());
     for rel in files {

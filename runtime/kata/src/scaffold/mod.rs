@@ -107,7 +107,8 @@ pub fn new_project(name: &str, kind: &str, lang: Lang, dir: &Path) -> Result<&'s
         bail!("{} already exists and is not empty; choose another directory", dir.display());
     }
     let crate_name = name.replace('-', "_");
-    let version = crate::host::latest::VERSION;
+    // Rust follows the latest WIT; the other SDKs are on SDK_WIT_VERSION.
+    let version = if lang == Lang::Rust { crate::host::latest::VERSION } else { crate::build::SDK_WIT_VERSION };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{crate_name}}", &crate_name)
