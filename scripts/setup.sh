@@ -75,6 +75,19 @@ if ! "$SYNAPSE_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exi
   "$SYNAPSE_VENV/bin/pip" install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION" >&2
 fi
 
+# 2d. Mail and XMPP servers for tests/email.rs and tests/xmpp.rs, each
+#     started by its test on loopback (never as a system service): Dovecot
+#     (IMAP) and Prosody from apt, aiosmtpd (SMTP) from pip in its own venv.
+apt_install dovecot-imapd prosody
+AIOSMTPD_VERSION=1.4.6
+AIOSMTPD_VENV=$ROOT/target/servers/aiosmtpd
+if ! "$AIOSMTPD_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('aiosmtpd') != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+  log "installing aiosmtpd $AIOSMTPD_VERSION into $AIOSMTPD_VENV (pip)"
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  python3 -m venv "$AIOSMTPD_VENV" || { apt_install python3-venv; python3 -m venv "$AIOSMTPD_VENV"; }
+  "$AIOSMTPD_VENV/bin/pip" install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" >&2
+fi
+
 fi # tests only
 
 # 3. The kata binary (debug profile; dependencies are optimised, see Cargo.toml).
@@ -99,6 +112,7 @@ build_guest plugins/matrix matrix
 build_guest plugins/webhook webhook
 build_guest plugins/slack slack
 build_guest plugins/discord discord
+build_guest plugins/email email
 build_guest plugins/notes notes
 build_guest plugins/web-fetch web-fetch
 build_guest plugins/redact redact
