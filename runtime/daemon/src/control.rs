@@ -350,7 +350,19 @@ impl Shared {
             }));
         }
         let counts = self.db.counts()?;
+        // Messages and replies a fail-closed hook held back (their text stays
+        // in the database: a held reply may be one a redaction hook could not check).
+        let held: Vec<serde_json::Value> = self
+            .db
+            .held()?
+            .into_iter()
+            .map(|h| {
+                json!({"id": h.id, "point": h.point, "hook": h.hook, "reason": h.reason, "plugin": h.plugin,
+                    "conversation": h.conversation, "inbox_id": h.inbox_id, "created_ms": h.created_ms})
+            })
+            .collect();
         Ok(json!({
+            "held": held,
             "pid": std::process::id(),
             "version": env!("CARGO_PKG_VERSION"),
             "workspace": self.ws.root(),

@@ -36,6 +36,10 @@ pub fn check_loadable(engine: &Engine, linker: &Linker<PluginCtx>, grants: &Plug
     let mut grants = grants.clone();
     grants.secrets.clear();
     crate::plugin::read_plugin(&path)?;
+    if crate::hooks::is_hook(&path) {
+        crate::hooks::HookPlugin::load(engine, linker, grants, db, workspace)?;
+        return Ok(false);
+    }
     if crate::service::is_service(&path) {
         crate::service::ServicePlugin::load(engine, linker, grants, db.clone(), workspace)?;
         return Ok(false);
@@ -80,6 +84,10 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
             continue;
         };
         let loaded = (|| -> Result<()> {
+            // Hook plugins are loaded in [hooks] order, below.
+            if crate::hooks::is_hook(path) {
+                return Ok(());
+            }
             if crate::service::is_service(path) {
                 let s = crate::service::ServicePlugin::load(engine, linker, grants.clone(), db.clone(), ws.root())
                     .with_context(|| format!("cannot load service {name} ([plugins.{name}] in {})", policy.path.display()))?;
@@ -139,7 +147,8 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
         .map(|p| (p.name().to_string(), p.grants.clone()))
         .chain(services.iter().map(|s| (s.name().to_string(), s.grants.clone())))
         .collect();
-    let agent = crate::router::load(&policy, ws, db, tools, grants)?;
+    let hooks = Arc::new(crate::hooks::load_all(&policy, engine, linker, db, ws.root())?);
+    let agent = crate::router::load(&policy, ws, db, tools, grants, hooks)?;
     Ok(Loaded { policy, plugins, services, agent, refused })
 }
 

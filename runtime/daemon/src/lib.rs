@@ -30,6 +30,7 @@ pub mod control;
 pub mod daemon;
 pub mod events;
 pub mod health;
+pub mod hooks;
 pub mod openai;
 pub mod permissions;
 pub mod router;

@@ -29,6 +29,7 @@ use anyhow::Result;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::agent::{Agent, Settings, TurnInput, TurnOutput};
+use crate::hooks::{Hooks, Received, Sending};
 use crate::policy::{PluginGrants, ToolMode};
 use crate::session::{Entry, HistoryItem, Session, compaction_cut, session_key};
 use crate::store::{Db, InboxRow, Reply, now_ms};
@@ -56,6 +57,10 @@ struct Inner {
     db: Db,
     agent: Agent,
     tools: Arc<ToolBox>,
+    hooks: Arc<Hooks>,
+    /// Inbox rows held at `message-received` when this router started: the
+    /// hold is released when the hooks pass or drop them now.
+    held_received: Mutex<std::collections::HashSet<i64>>,
     settings: Settings,
     grants: BTreeMap<String, Arc<PluginGrants>>,
     cap: Semaphore,
@@ -73,8 +78,16 @@ pub struct AgentHandle {
 
 impl AgentHandle {
     /// A router over `db`. `grants` are the channel plugins' (for the sender
-    /// gate and their `tools_mode`).
-    pub fn new(db: Db, settings: Settings, agent: Agent, tools: Arc<ToolBox>, grants: BTreeMap<String, Arc<PluginGrants>>) -> Self {
+    /// gate and their `tools_mode`); `hooks` see each message before its
+    /// session does and each reply before the outbox.
+    pub fn new(
+        db: Db,
+        settings: Settings,
+        agent: Agent,
+        tools: Arc<ToolBox>,
+        grants: BTreeMap<String, Arc<PluginGrants>>,
+        hooks: Arc<Hooks>,
+    ) -> Self {
         let cap = Semaphore::new(settings.max_concurrent_sessions);
         let (stop, _) = watch::channel(false);
         Self {
@@ -82,6 +95,8 @@ impl AgentHandle {
                 db,
                 agent,
                 tools,
+                hooks,
+                held_received: Mutex::new(Default::default()),
                 settings,
                 grants,
                 cap,
@@ -155,6 +170,7 @@ impl AgentHandle {
             Ok(n) => tracing::info!("{n} tool call(s) left waiting for approval by an earlier run were expired"),
             Err(e) => tracing::error!("cannot expire old approvals: {e:#}"),
         }
+        self.release_held().await;
         // List the tools now, so problems show at start.
         let n = self.inner.tools.entries().await.len();
         tracing::info!(tools = n, mode = self.inner.settings.tools_mode.as_str(), "agent ready");
@@ -257,6 +273,22 @@ impl AgentHandle {
                     }
                 }
             };
+            let row = match self.inner.hooks.received(&row).await {
+                Received::Pass(msg) => {
+                    self.released(row.id, "passed");
+                    InboxRow { msg, ..row }
+                }
+                Received::Dropped => {
+                    self.released(row.id, "dropped");
+                    if let Err(e) = self.inner.db.complete_inbox(row.id, None) {
+                        tracing::error!(inbox = row.id, "cannot mark a dropped message done: {e:#}");
+                    }
+                    continue;
+                }
+                // Left new in the inbox (recorded in `held`): the next router
+                // (a reload or restart) hands it to the hooks again.
+                Received::Held => continue,
+            };
             let mut wait = RETRY;
             loop {
                 if *stop.borrow() {
@@ -309,7 +341,7 @@ impl AgentHandle {
         let grants = self.inner.grants.get(&row.plugin).map(|g| &**g);
         // Where the answer goes: the conversation, or for a service's
         // message its `deliver_to` (see senders::addressed).
-        let reply = out
+        let mut reply = out
             .reply
             .as_ref()
             .map(|text| Reply {
@@ -320,6 +352,23 @@ impl AgentHandle {
                 text: text.clone(),
             })
             .and_then(|r| crate::senders::addressed(r, row, grants));
+        // The hooks at message-sending, before the reply is queued. A held
+        // reply is kept as the agent wrote it (the hooks run again on
+        // release), with its turn completed: the agent never answers twice.
+        if let Some(r) = reply.take() {
+            match self.inner.hooks.sending(r.clone(), row.id).await {
+                Sending::Send(r) => reply = Some(r),
+                Sending::Vetoed => {}
+                Sending::Held(hook, reason) => {
+                    self.inner.db.complete_turn_held_batched(row.id, r, hook, reason, Some((session.id, user, out.entries))).await?;
+                    if let Err(e) = self.inner.db.add_usage(session.id, out.usage) {
+                        tracing::warn!(session = %key, "cannot record the turn's token usage: {e:#}");
+                    }
+                    tracing::warn!(plugin = %row.plugin, inbox = row.id, session = %key, "handled; the reply is held by a hook");
+                    return Ok(());
+                }
+            }
+        }
         self.inner.db.complete_turn_batched(row.id, reply.clone(), Some((session.id, user, out.entries))).await?;
         // Counted after the turn is stored: a crash in between loses a count, never a reply.
         if let Err(e) = self.inner.db.add_usage(session.id, out.usage) {
@@ -330,6 +379,50 @@ impl AgentHandle {
             self.notify(&r.plugin);
         }
         Ok(())
+    }
+
+    /// Note that the hooks passed or dropped inbox row `id`: if it was held
+    /// when this router started, the hold is released.
+    fn released(&self, id: i64, outcome: &str) {
+        let was_held = self.inner.held_received.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if was_held && let Err(e) = self.inner.db.release_received(id, outcome) {
+            tracing::error!(inbox = id, "cannot release a held message: {e:#}");
+        }
+    }
+
+    /// At start: note the held messages (their inbox rows come round again
+    /// with the rest), and hand each held reply to the hooks again — passed
+    /// or rewritten it is queued, vetoed it is dropped, failing again it
+    /// stays held.
+    async fn release_held(&self) {
+        let held = match self.inner.db.held() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("cannot read the held messages: {e:#}");
+                return;
+            }
+        };
+        for h in held {
+            if h.point == kata_store::held::RECEIVED {
+                self.inner.held_received.lock().unwrap_or_else(|p| p.into_inner()).insert(h.inbox_id);
+                continue;
+            }
+            let Some(reply) = h.reply() else { continue };
+            let (queued, outcome) = match self.inner.hooks.sending(reply, h.inbox_id).await {
+                Sending::Send(r) => (Some(r), "passed"),
+                Sending::Vetoed => (None, "vetoed"),
+                Sending::Held(..) => continue,
+            };
+            match self.inner.db.release_reply(&h, queued.as_ref(), outcome) {
+                Ok(()) => {
+                    tracing::info!(held = h.id, plugin = %h.plugin, inbox = h.inbox_id, "a held reply was released ({outcome})");
+                    if queued.is_some() {
+                        self.notify(&h.plugin);
+                    }
+                }
+                Err(e) => tracing::error!(held = h.id, "cannot release a held reply: {e:#}"),
+            }
+        }
     }
 
     /// The mode a turn from `origin` (a channel plugin, None: interactive)
@@ -397,14 +490,15 @@ impl AgentHandle {
 }
 
 /// Build the agent of a workspace: settings from `[agent]` and `[tools]`, the
-/// tools of `tools`, and the grants of the plugins whose messages it answers
-/// (channels and services), by name.
+/// tools of `tools`, the grants of the plugins whose messages it answers
+/// (channels and services) by name, and the hooks on the message path.
 pub fn load(
     policy: &crate::policy::Policy,
     ws: &crate::workspace::Workspace,
     db: &Db,
     tools: Vec<Arc<crate::tools::ToolsPlugin>>,
     grants: BTreeMap<String, Arc<PluginGrants>>,
+    hooks: Arc<Hooks>,
 ) -> Result<AgentHandle> {
     let settings = Settings::resolve(&policy.file, ws.root())
         .map_err(|((table, key), m)| anyhow::anyhow!("[{table}] {key} in {}: {m}", policy.path.display()))?;
@@ -420,8 +514,9 @@ pub fn load(
     }
     let toolbox = Arc::new(
         ToolBox::new(tools, settings.tools_allow.clone(), settings.ask_timeout, db.clone())
-            .with_approvals_to(settings.approvals_to.clone()),
+            .with_approvals_to(settings.approvals_to.clone())
+            .with_hooks(hooks.clone()),
     );
     let agent = Agent::new(&settings, ws.root(), toolbox.clone())?;
-    Ok(AgentHandle::new(db.clone(), settings, agent, toolbox, grants))
+    Ok(AgentHandle::new(db.clone(), settings, agent, toolbox, grants, hooks))
 }

@@ -260,6 +260,8 @@ pub struct ToolBox {
     approvals_to: Option<Address>,
     /// Wakes a channel's sender when an approval request is queued for it.
     outbox_ready: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>,
+    /// The hooks asked before the permission mode (`before-tool-call`).
+    hooks: Arc<crate::hooks::Hooks>,
 }
 
 /// What became of one tool call.
@@ -301,7 +303,15 @@ impl ToolBox {
             db,
             approvals_to: None,
             outbox_ready: Default::default(),
+            hooks: Arc::new(crate::hooks::Hooks::none()),
         }
+    }
+
+    /// Ask these hooks about every call (at `before-tool-call`) before the
+    /// permission mode decides.
+    pub fn with_hooks(mut self, hooks: Arc<crate::hooks::Hooks>) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// Also post each approval request in this conversation (`[tools]
@@ -386,6 +396,12 @@ impl ToolBox {
                     .detail(format!("session {}: {detail}", ctx.session_key)),
             );
         };
+        // Hooks first: a refused call never waits for a person's approval.
+        let call = crate::hooks::ToolCall { plugin: &entry.plugin, tool: &entry.tool, args, session: &ctx.session_key };
+        if let Some((reason, policy)) = self.hooks.before_tool_call(call).await {
+            audit(Verdict::Deny, &policy, format!("refused: {reason}"));
+            return Outcome::Refused { reason, policy };
+        }
         let read_only_declared = plugin.declares_read_only(&entry.tool);
         let (read_only, policy) = match decide(ctx.mode, &self.allow, &entry.plugin, &entry.tool, read_only_declared) {
             Decision::Run { read_only, policy } => (read_only, policy),

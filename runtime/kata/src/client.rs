@@ -105,6 +105,22 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
         n(&q["outbox_failed"]),
         if n(&q["outbox_failed"]) > 0 { " (`kata retry` lists and requeues them)" } else { "" }
     )?;
+    if let Some(held) = v["held"].as_array().filter(|h| !h.is_empty()) {
+        writeln!(out, "Held by hooks: {} (kept; fix the hook, then `kata reload` tries them again)", held.len())?;
+        for h in held {
+            let what = if h["point"] == "message-received" { "message" } else { "reply" };
+            writeln!(
+                out,
+                "  {what} in {}:{} (inbox {}), held by hook {} at {}: {}",
+                h["plugin"].as_str().unwrap_or_default(),
+                h["conversation"].as_str().unwrap_or_default(),
+                n(&h["inbox_id"]),
+                h["hook"].as_str().unwrap_or_default(),
+                h["point"].as_str().unwrap_or_default(),
+                h["reason"].as_str().unwrap_or_default()
+            )?;
+        }
+    }
     let a = &v["agent"];
     if let Some(backend) = a["backend"].as_str() {
         writeln!(
