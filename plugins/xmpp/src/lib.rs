@@ -1,0 +1,5 @@
+//! # kata-xmpp: an XMPP channel for kata
+
+pub mod proto;
+pub mod wire;
+pub mod xml;
