@@ -643,6 +643,7 @@ pub fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
 /// Arm the CPU meter of `store` for one call under `limits`.
 pub fn arm(store: &mut Store<PluginCtx>, limits: &Limits) {
     store.data_mut().cpu.reset(limits.cpu_per_call);
+    store.data_mut().call_deadline = Some(std::time::Instant::now() + limits.call_timeout);
     store.set_epoch_deadline(1);
 }
 

@@ -579,6 +579,11 @@ impl StreamRedactor {
     pub fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.held)
     }
+
+    /// How many bytes are held back, waiting for the next chunk.
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
 }
 
 /// A token bucket: `per_minute` requests, refilled continuously.

@@ -83,6 +83,10 @@ pub struct PluginCtx {
     /// (`channel/conversation[/thread]`), for `scheduler.create` without a
     /// target. The daemon sets it before each call.
     pub session: Option<String>,
+    /// When the current call must be done by (`limits.call_timeout` from its
+    /// start; set by `plugin::arm`): host functions that wait (connections)
+    /// give up a little before it, so the plugin sees a timeout it can handle.
+    pub call_deadline: Option<std::time::Instant>,
 }
 
 impl PluginCtx {
@@ -150,6 +154,7 @@ pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants:
         emitter: None,
         scheduler: None,
         session: None,
+        call_deadline: None,
     };
     let mut store = Store::new(engine.wasmtime(), ctx);
     store.limiter(|c| &mut c.limits);
