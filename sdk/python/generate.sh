@@ -2,14 +2,14 @@
 # Regenerate what sdk/python keeps in sync:
 #
 # - bindings/<world>/: componentize-py's Python stubs of each Python world
-#   (wit/worlds.wit: channel, channel-tools, tools, service) — the
+#   (wit/worlds.wit: channel, channel-tools, tools, service, hook) — the
 #   `wit_world` package and `componentize_py_types`, for editors, type
 #   checkers and native unit tests. `kata plugin new --lang python` vendors
 #   the project's world as kata/_bindings/. (The build never uses them:
 #   componentize-py generates the real bindings on the fly.)
 # - tests/guests/python-probe/: the probe's copy of the SDK (kata/) and of
 #   the WIT (wit/: the worlds, the WASI 0.2.12 deps, kata's contract from
-#   wit/v0.1.2 as deps/kata-plugin/).
+#   wit/v0.1.3 as deps/kata-plugin/).
 #
 # componentize-py comes from kata's toolchain (`kata plugin toolchain
 # install python`; this script runs it when the toolchain is missing).
@@ -42,9 +42,9 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/wit/deps/kata-plugin"
 cp -p sdk/python/wit/worlds.wit "$tmp/wit/"
 cp -p sdk/python/wit/deps/*.wit "$tmp/wit/deps/"
-cp -p wit/v0.1.2/*.wit "$tmp/wit/deps/kata-plugin/"
+cp -p wit/v0.1.3/*.wit "$tmp/wit/deps/kata-plugin/"
 
-for world in channel channel-tools tools service; do
+for world in channel channel-tools tools service hook; do
   out="$tmp/bindings/$world"
   (cd "$tmp" && "$CPY" -d wit -w "$world" bindings "$out" >/dev/null)
   # Keep what a native import of the kata package needs; the rest is for

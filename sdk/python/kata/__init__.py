@@ -1,7 +1,8 @@
 """kata: write kata plugins (WebAssembly components) in Python.
 
 A plugin is a module (``app.py``) with a class per export of its world:
-``Channel`` for a channel, ``Tools`` for tools, ``Service`` for a service.
+``Channel`` for a channel, ``Tools`` for tools, ``Service`` for a service,
+``Hooks`` for a hook.
 Subclass the base classes here and kata does the component plumbing:
 
 .. code-block:: python
@@ -57,7 +58,7 @@ import json
 import sys
 import traceback
 
-from . import _host, _wit, http
+from . import _host, _wit, http, net
 from ._wit import Err, Ok, Some
 from .errors import (
     AuthFailed,
@@ -75,8 +76,8 @@ from .errors import (
     describe as _describe,
 )
 
-#: The version of kata's WIT contract (``kata:plugin@0.1.2``) this SDK targets.
-WIT_VERSION = "0.1.2"
+#: The version of kata's WIT contract (``kata:plugin@0.1.3``) this SDK targets.
+WIT_VERSION = "0.1.3"
 
 #: The generated bindings of the ``types`` interface (every WIT type the
 #: host and plugins exchange), for what is not re-exported below.
@@ -101,6 +102,15 @@ if _wit.channel is not None:
     StreamKind = _wit.channel.StreamKind
     Subscription = _wit.channel.Subscription
     FrameResult = _wit.channel.FrameResult
+    #: The generated bindings of the ``channel`` interface.
+    channel_types = _wit.channel
+    if hasattr(_wit.channel, "Feature"):  # WIT 0.1.3
+        Feature = _wit.channel.Feature
+        #: ``act`` actions (match on them): show typing in a target,
+        #: replace a sent message's text, react to a message.
+        ActionTyping = _wit.channel.ChannelAction_Typing
+        ActionEdit = _wit.channel.ChannelAction_Edit
+        ActionReact = _wit.channel.ChannelAction_React
 
 
 def secret(name):
@@ -409,6 +419,12 @@ def channel_error_from(exc):
         return status_error(exc.response.status, exc.response.text, exc.response.header("retry-after"))
     if isinstance(exc, http.RequestException):
         return Fatal(str(exc))
+    if isinstance(exc, net.Denied):
+        return InvalidConfig(str(exc))
+    if isinstance(exc, (net.IOFailure, net.Timeout, net.Closed)):
+        return NetworkError(str(exc))
+    if isinstance(exc, net.NetError):
+        return Fatal(str(exc))
     return None
 
 
@@ -545,9 +561,9 @@ class Channel:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _wrap_exports(cls, ("connect", "poll", "subscribe", "on_frame", "send"), _channel_value)
+        _wrap_exports(cls, ("connect", "poll", "subscribe", "on_frame", "send", "act"), _channel_value)
         _wrap_exports(cls, ("describe", "disconnect"), _no_error)
-        for name in ("poll", "subscribe", "on_frame", "send"):
+        for name in ("poll", "subscribe", "on_frame", "send", "act"):
             fn = cls.__dict__.get(name)
             if callable(fn):
                 setattr(cls, name, _connect_first(fn))
@@ -577,6 +593,12 @@ class Channel:
 
     def send(self, message):
         """Deliver ``message`` (:class:`OutboundMessage`): a :class:`SendReceipt`."""
+        raise Err(Unsupported().to_wit()) if _wit.ON_WASM else Unsupported()
+
+    def act(self, action):
+        """Do ``action`` (:data:`ActionTyping`, :data:`ActionEdit` or
+        :data:`ActionReact`, WIT 0.1.3), one of the features ``describe``
+        lists; by default nothing is supported."""
         raise Err(Unsupported().to_wit()) if _wit.ON_WASM else Unsupported()
 
     def disconnect(self):
@@ -708,17 +730,160 @@ class Service:
         """The service is being stopped; finish quickly."""
 
 
+class Drop(Exception):
+    """Raise from :meth:`Hooks.message_received` to drop the message; the
+    text is logged and audited."""
+
+
+class Veto(Exception):
+    """Raise from :meth:`Hooks.message_sending` to stop the reply; the text is
+    logged and audited."""
+
+
+class Refuse(Exception):
+    """Raise from :meth:`Hooks.before_tool_call` to refuse the call; the agent
+    is told the text."""
+
+
+class Hooks:
+    """Base class of a hook plugin's ``Hooks`` (world ``hook``, WIT 0.1.3): a
+    plugin on the message path. Override the points you need; ``points`` is
+    derived from them.
+
+    - ``message_received(channel, message)``: before the agent sees a message.
+      Return None to pass it, a :class:`Message` to replace it, or raise
+      :class:`Drop`.
+    - ``message_sending(channel, message)``: before a reply is sent. Return None,
+      an :class:`OutboundMessage` to replace it, or raise :class:`Veto`.
+    - ``before_tool_call(call)``: before a tool runs (``call.plugin``,
+      ``call.tool``, ``call.args_json``, ``call.session``). Return None to
+      allow it, or raise :class:`Refuse`.
+
+    Any other exception is the hook failing; kata.toml's ``on_failure``
+    decides what happens then.
+    """
+
+    _POINTS = ("message_received", "message_sending", "before_tool_call")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls._POINTS:
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "__kata_boundary__", False):
+                setattr(cls, name, _hook_point(name, fn))
+        _wrap_exports(cls, ("points",), _no_error)
+
+    def points(self):
+        """The points this hook handles: the ones its class overrides."""
+        kinds = _wit.hooks.HookPoint
+        return [kinds[n.upper()] for n in self._POINTS if getattr(type(self), n) is not getattr(Hooks, n)]
+
+    def message_received(self, channel, message):
+        return None
+
+    def message_sending(self, channel, message):
+        return None
+
+    def before_tool_call(self, call):
+        return None
+
+
+def _hook_point(name, fn):
+    @functools.wraps(fn)
+    def call(self, *args):
+        h = _wit.hooks
+        if _wit.ON_WASM:
+            _LIVE[0] = True
+        try:
+            result = fn(self, *args)
+        except (Drop, Veto, Refuse) as verdict:
+            if not _wit.ON_WASM:
+                raise
+            text = str(verdict) or type(verdict).__name__.lower()
+            if name == "message_received" and isinstance(verdict, Drop):
+                return h.InboundVerdict_Drop(text)
+            if name == "message_sending" and isinstance(verdict, Veto):
+                return h.OutboundVerdict_Veto(text)
+            if name == "before_tool_call" and isinstance(verdict, Refuse):
+                return h.ToolVerdict_Refuse(text)
+            raise Err(f"{name}: {type(verdict).__name__} is not a verdict of this point") from None
+        except Err:
+            raise
+        except Exception as exc:
+            if not _wit.ON_WASM:
+                raise
+            raise Err(_service_value(exc)) from None
+        if not _wit.ON_WASM:
+            return result
+        if name == "message_received":
+            return h.InboundVerdict_Pass() if result is None else h.InboundVerdict_Rewrite(result)
+        if name == "message_sending":
+            return h.OutboundVerdict_Pass() if result is None else h.OutboundVerdict_Rewrite(result)
+        return h.ToolVerdict_Allow()
+
+    call.__kata_boundary__ = True
+    return call
+
+
+class SchedulerError(HostError):
+    """The scheduler refused (not granted, a bad schedule, the limit reached,
+    an unknown task, no target). ``value`` is the WIT ``scheduler-error``."""
+
+    def __init__(self, value):
+        self.value = value
+        text = getattr(value, "value", None)
+        kind = type(value).__name__.removeprefix("SchedulerError_")
+        super().__init__(f"{kind}: {text}" if text is not None else kind)
+
+
+class _Scheduler:
+    """Tools plugins with the ``scheduler`` grant (WIT 0.1.3): prompts for the
+    agent later ("remind me tomorrow at 9")."""
+
+    def _call(self, fn, *args):
+        if _wit.scheduler is None:
+            raise HostError("the scheduler is only available to tools plugins (worlds `tools`, `channel-tools`)")
+        try:
+            return fn(*args)
+        except Err as e:
+            raise SchedulerError(e.value) from None
+
+    def create(self, schedule, prompt, channel=None, conversation=None, thread=None):
+        """Schedule ``prompt``: ``schedule`` is an RFC 3339 time for once or a
+        cron expression with seconds to repeat; the reply goes to
+        ``channel``/``conversation`` (default: where the tool was called from)."""
+        s = _wit.scheduler
+        target = None
+        if channel is not None:
+            target = s.TaskTarget(channel=channel, conversation=conversation or "", thread=thread)
+        return self._call(s.create, s.TaskRequest(schedule=schedule, prompt=prompt, target=target))
+
+    def list(self):
+        """This plugin's tasks."""
+        return self._call(lambda: _wit.scheduler.list())
+
+    def cancel(self, id):
+        """Cancel task ``id``."""
+        self._call(lambda: _wit.scheduler.cancel(int(id)))
+
+
+#: The scheduler (:class:`_Scheduler`).
+scheduler = _Scheduler()
+
+
 __all__ = [
     "Attachment",
     "AuthFailed",
     "Channel",
     "ChannelError",
+    "Drop",
     "ConversationKind",
     "Err",
     "Fatal",
     "FrameBinary",
     "FrameText",
     "HostError",
+    "Hooks",
     "InvalidArgs",
     "InvalidConfig",
     "LogLevel",
@@ -727,6 +892,8 @@ __all__ = [
     "Ok",
     "OutboundMessage",
     "RateLimited",
+    "Refuse",
+    "SchedulerError",
     "SendReceipt",
     "Service",
     "Some",
@@ -736,6 +903,7 @@ __all__ = [
     "Tools",
     "UnknownTool",
     "Unsupported",
+    "Veto",
     "WIT_VERSION",
     "config",
     "emit",
@@ -744,10 +912,12 @@ __all__ = [
     "is_heartbeat",
     "log",
     "message",
+    "net",
     "now_ms",
     "outbound_message",
     "over_stream",
     "parse_args",
+    "scheduler",
     "secret",
     "sent",
     "state",

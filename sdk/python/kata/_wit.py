@@ -8,7 +8,8 @@ with functions that raise ``NotImplementedError`` (kata routes host calls
 through :mod:`kata._host`, which says what to do instead).
 
 Not every world has every interface: only service plugins import
-``emitter``; only channel plugins export ``channel``. Missing ones are None.
+``emitter``, only tools plugins ``scheduler``; only channel plugins export
+``channel``, only hooks ``hooks``. Missing ones are None.
 """
 
 import os
@@ -36,6 +37,21 @@ try:
     from wit_world.exports import channel
 except ImportError:  # not a channel world
     channel = None
+
+try:
+    from wit_world.exports import hooks
+except ImportError:  # not a hook world
+    hooks = None
+
+try:
+    from wit_world.imports import connections
+except ImportError:  # the hook world (and contracts before 0.1.3)
+    connections = None
+
+try:
+    from wit_world.imports import scheduler
+except ImportError:  # only tools worlds import the scheduler
+    scheduler = None
 
 try:
     from wit_world.imports import error as io_error

@@ -193,5 +193,43 @@ class ExportTest(unittest.TestCase):
         self.assertFalse(kata.is_heartbeat(kata.FrameBinary(b"")))
 
 
+class HookAndNetTest(unittest.TestCase):
+    def test_a_hook_lists_the_points_it_overrides(self):
+        import subprocess
+
+        code = (
+            "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+            "import kata\n"
+            "class Hooks(kata.Hooks):\n"
+            "    def before_tool_call(self, call):\n"
+            "        raise kata.Refuse('no')\n"
+            "print([p.name for p in Hooks().points()])\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, os.path.join(HERE, "..", "bindings", "hook"), os.path.join(HERE, "..")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.assertEqual(out.stdout.strip(), "['BEFORE_TOOL_CALL']")
+
+    def test_connection_errors_map_to_channel_errors(self):
+        c = kata._wit.connections
+        denied = kata.net._error(c.ConnectionError_Denied("add tcp://h:25"), "tcp://h:25")
+        self.assertIsInstance(denied, PermissionError)
+        self.assertIsInstance(kata.channel_error_from(denied), kata.InvalidConfig)
+        self.assertIsInstance(kata.channel_error_from(kata.net._error(c.ConnectionError_Timeout(), "u")), kata.NetworkError)
+        self.assertIsInstance(kata.net._error(c.ConnectionError_Closed(), "u"), EOFError)
+
+    def test_channels_support_no_action_by_default(self):
+        class Channel(kata.Channel):
+            pass
+
+        with self.assertRaises(kata.Unsupported):
+            Channel().act(kata.ActionTyping(kata.channel_types.Target(conversation="c", thread=None)))
+        info = kata.channel_info("x", "1", features=["typing"])
+        self.assertEqual(info.features, [kata.Feature.TYPING])
+
+
 if __name__ == "__main__":
     unittest.main()

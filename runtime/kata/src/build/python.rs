@@ -4,7 +4,7 @@
 //!
 //! A Python plugin project (made by `kata plugin new --lang python`) is a
 //! `pyproject.toml` whose `[tool.kata]` table names the world (`channel`,
-//! `channel-tools`, `tools`, `service`, defined in the project's
+//! `channel-tools`, `tools`, `service`, `hook`, defined in the project's
 //! `wit/worlds.wit`) and the module componentize-py wraps (default `app`),
 //! the vendored `kata` package (sdk/python) and the WIT in `wit/`.
 //!
@@ -48,7 +48,7 @@ const MIN_PYTHON: (u32, u32) = (3, 11);
 const CACHE_ENTRIES: usize = 16;
 
 /// The worlds a Python project may name (`wit/worlds.wit` of the SDK).
-pub const WORLDS: &[&str] = &["channel", "channel-tools", "tools", "service"];
+pub const WORLDS: &[&str] = &["channel", "channel-tools", "tools", "service", "hook"];
 
 /// Build the project in `dir`.
 pub fn build(dir: &Path, lang: Lang) -> Result<Built> {

@@ -2,8 +2,8 @@
 //! `[tool.kata]`, `app.py`, `test_app.py`) with the Python SDK (`kata/`),
 //! the bindings stubs of its world (`kata/_bindings/`, so the SDK imports
 //! natively for `python3 -m unittest`) and the WIT (`wit/`: the Python
-//! worlds, WASI 0.2.12 and kata's contract as `wit/deps/kata-plugin/`)
-//! vendored in.
+//! worlds, WASI 0.2.12 and kata's contract, the latest version, as
+//! `wit/deps/kata-plugin/`) vendored in.
 
 use super::{File, Template};
 use crate::build::Lang;
@@ -40,6 +40,7 @@ const PYTHON_SDK: &[File] = &[
     file!("kata/_wit.py", "../../../../sdk/python/kata/_wit.py"),
     file!("kata/errors.py", "../../../../sdk/python/kata/errors.py"),
     file!("kata/http.py", "../../../../sdk/python/kata/http.py"),
+    file!("kata/net.py", "../../../../sdk/python/kata/net.py"),
     file!("kata/testing.py", "../../../../sdk/python/kata/testing.py"),
 ];
 
@@ -54,12 +55,14 @@ const PYTHON_WIT: &[File] = &[
     file!("wit/deps/wasi-io.wit", "../../../../sdk/python/wit/deps/wasi-io.wit"),
     file!("wit/deps/wasi-random.wit", "../../../../sdk/python/wit/deps/wasi-random.wit"),
     file!("wit/deps/wasi-sockets.wit", "../../../../sdk/python/wit/deps/wasi-sockets.wit"),
-    file!("wit/deps/kata-plugin/types.wit", "../../../../wit/v0.1.2/types.wit"),
-    file!("wit/deps/kata-plugin/host.wit", "../../../../wit/v0.1.2/host.wit"),
-    file!("wit/deps/kata-plugin/channel.wit", "../../../../wit/v0.1.2/channel.wit"),
-    file!("wit/deps/kata-plugin/tools.wit", "../../../../wit/v0.1.2/tools.wit"),
-    file!("wit/deps/kata-plugin/service.wit", "../../../../wit/v0.1.2/service.wit"),
-    file!("wit/deps/kata-plugin/worlds.wit", "../../../../wit/v0.1.2/worlds.wit"),
+    file!("wit/deps/kata-plugin/types.wit", "../../../../wit/v0.1.3/types.wit"),
+    file!("wit/deps/kata-plugin/host.wit", "../../../../wit/v0.1.3/host.wit"),
+    file!("wit/deps/kata-plugin/channel.wit", "../../../../wit/v0.1.3/channel.wit"),
+    file!("wit/deps/kata-plugin/tools.wit", "../../../../wit/v0.1.3/tools.wit"),
+    file!("wit/deps/kata-plugin/service.wit", "../../../../wit/v0.1.3/service.wit"),
+    file!("wit/deps/kata-plugin/connections.wit", "../../../../wit/v0.1.3/connections.wit"),
+    file!("wit/deps/kata-plugin/hooks.wit", "../../../../wit/v0.1.3/hooks.wit"),
+    file!("wit/deps/kata-plugin/worlds.wit", "../../../../wit/v0.1.3/worlds.wit"),
 ];
 
 /// `stubs!(world; "exports/x.py", …)`: the generated stubs of `world`
@@ -99,9 +102,9 @@ macro_rules! stubs {
     };
 }
 
-const CHANNEL_STUBS: &[File] = stubs!("channel"; "exports/channel.py");
-const TOOLS_STUBS: &[File] = stubs!("tools"; "exports/tools.py");
-const SERVICE_STUBS: &[File] = stubs!("service"; "exports/service.py", "imports/emitter.py");
+const CHANNEL_STUBS: &[File] = stubs!("channel"; "exports/channel.py", "imports/connections.py");
+const TOOLS_STUBS: &[File] = stubs!("tools"; "exports/tools.py", "imports/connections.py", "imports/scheduler.py");
+const SERVICE_STUBS: &[File] = stubs!("service"; "exports/service.py", "imports/emitter.py", "imports/connections.py");
 
 #[cfg(test)]
 mod tests {
@@ -120,6 +123,40 @@ mod tests {
             assert!(pyproject.contains(&format!("world = \"{}\"", t.kind)), "{}", t.kind);
             let export = format!("kata/_bindings/wit_world/exports/{}.py", t.kind);
             assert!(paths.contains(&export.as_str()), "{} lacks {export}", t.kind);
+        }
+    }
+
+    #[test]
+    fn the_vendored_sdk_and_stubs_are_complete() {
+        let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python");
+        let listed = |set: &[File], prefix: &str| -> Vec<String> {
+            let mut v: Vec<String> = set.iter().filter_map(|f| f.path.strip_prefix(prefix)).map(str::to_string).collect();
+            v.sort();
+            v
+        };
+        let mut on_disk: Vec<String> = std::fs::read_dir(sdk.join("kata"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        assert_eq!(listed(PYTHON_SDK, "kata/"), on_disk, "sdk/python/kata/*.py and PYTHON_SDK differ");
+        for (world, stubs) in [("channel", CHANNEL_STUBS), ("tools", TOOLS_STUBS), ("service", SERVICE_STUBS)] {
+            let mut files = Vec::new();
+            let root = sdk.join("bindings").join(world);
+            let mut dirs = vec![root.clone()];
+            while let Some(d) = dirs.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    if e.path().is_dir() {
+                        dirs.push(e.path());
+                    } else {
+                        files.push(e.path().strip_prefix(&root).unwrap().display().to_string());
+                    }
+                }
+            }
+            files.sort();
+            assert_eq!(listed(stubs, "kata/_bindings/"), files, "sdk/python/bindings/{world} and its stubs list differ");
         }
     }
 }

@@ -32,6 +32,20 @@ class IngressMode(Enum):
     POLL = 0
     SUBSCRIBE = 1
 
+class Feature(Enum):
+    """
+    What a channel can do besides sending text. The host uses a feature
+    only when `describe` lists it, and degrades otherwise (no typing
+    indicator, one final message instead of edits, no acknowledgement
+    reaction, text hints instead of buttons, a line instead of a file).
+    Added in 0.1.3.
+    """
+    TYPING = 0
+    EDIT = 1
+    REACTIONS = 2
+    BUTTONS = 3
+    ATTACHMENTS = 4
+
 @dataclass
 class ChannelInfo:
     """
@@ -40,6 +54,55 @@ class ChannelInfo:
     name: str
     version: str
     ingress: List[IngressMode]
+    features: List[Feature]
+
+@dataclass
+class Target:
+    """
+    Where an action happens. Added in 0.1.3.
+    """
+    conversation: str
+    thread: Optional[str]
+
+@dataclass
+class Edit:
+    """
+    Replace the text of a message the plugin sent. Added in 0.1.3.
+    """
+    conversation: str
+    message_id: str
+    text: str
+
+@dataclass
+class Reaction:
+    """
+    React to a message. Added in 0.1.3.
+    """
+    conversation: str
+    message_id: str
+    emoji: str
+
+
+@dataclass
+class ChannelAction_Typing:
+    value: Target
+
+
+@dataclass
+class ChannelAction_Edit:
+    value: Edit
+
+
+@dataclass
+class ChannelAction_React:
+    value: Reaction
+
+
+ChannelAction = Union[ChannelAction_Typing, ChannelAction_Edit, ChannelAction_React]
+"""
+Something a channel does besides sending a message. Added in 0.1.3.
+"""
+
 
 @dataclass
 class PollResult:

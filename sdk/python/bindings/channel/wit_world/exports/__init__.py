@@ -78,6 +78,17 @@ class Channel(Protocol):
         raise NotImplementedError
 
     @abstractmethod
+    def act(self, action: channel.ChannelAction) -> None:
+        """
+        Do `action`, one of the `features` that `describe` lists. Return
+        `unsupported` for the others. Runs in an instance of its own, like
+        `send`. Added in 0.1.3.
+        
+        Raises: `componentize_py_types.Err(wit_world.imports.kata_plugin_types.ChannelError)`
+        """
+        raise NotImplementedError
+
+    @abstractmethod
     def disconnect(self) -> None:
         """
         The instance is about to be dropped; close what can be closed.

@@ -53,6 +53,23 @@ class Message:
     mentioned: bool
 
 @dataclass
+class OutboundAttachment:
+    """
+    A file to send. Added in 0.1.3.
+    """
+    name: str
+    mime_type: str
+    data: bytes
+
+@dataclass
+class Action:
+    """
+    A button under an outbound message. Added in 0.1.3.
+    """
+    id: str
+    label: str
+
+@dataclass
 class OutboundMessage:
     """
     A message the host asks a channel plugin to deliver.
@@ -62,6 +79,8 @@ class OutboundMessage:
     reply_to: Optional[str]
     text: str
     idempotency_key: str
+    attachments: List[OutboundAttachment]
+    actions: List[Action]
 
 
 @dataclass
