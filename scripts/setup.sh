@@ -116,6 +116,7 @@ build_guest plugins/email email
 build_guest plugins/notes notes
 build_guest plugins/web-fetch web-fetch
 build_guest plugins/redact redact
+build_guest plugins/reminders reminders
 for d in tests/guests/guest-*/; do
   build_guest "$d" "$(basename "$d")"
 done

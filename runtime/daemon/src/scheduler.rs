@@ -265,6 +265,152 @@ pub async fn run(db: Db, inbox_ready: Arc<Notify>, mut shutdown: watch::Receiver
     tracing::debug!("scheduler stopped");
 }
 
+/// The `scheduler` host interface for one tools plugin with the
+/// `scheduler` grant (`[plugins.NAME] scheduler = { max_tasks = 20 }`):
+/// tasks in the same table as `kata task add`'s, owned by the plugin, which
+/// sees and cancels only its own. A task without a target goes to the
+/// conversation of the tool call that creates it; an explicit target must be
+/// a conversation someone has written to the agent in, so a plugin cannot
+/// make the agent write first to a stranger. Every create and cancel is an
+/// audit row (kind `scheduler`).
+pub struct PluginScheduler {
+    db: Db,
+    grant: crate::policy::hooks::SchedulerGrant,
+}
+
+use crate::host::latest::{SchedulerError, TaskInfo, TaskRequest, TaskTarget};
+
+impl PluginScheduler {
+    /// The scheduler for a plugin granted `grant`.
+    pub fn new(db: Db, grant: crate::policy::hooks::SchedulerGrant) -> Self {
+        Self { db, grant }
+    }
+
+    fn policy(&self, plugin: &str) -> String {
+        format!("[plugins.{plugin}] {} ({})", self.grant.describe(), self.grant.at)
+    }
+
+    fn audit(&self, plugin: &str, allowed: bool, target: String, detail: String) {
+        let row = crate::store::AuditRow {
+            id: 0,
+            ts_ms: now_ms(),
+            plugin: plugin.into(),
+            kind: "scheduler".into(),
+            verdict: if allowed { "allow" } else { "deny" }.into(),
+            method: None,
+            target: Some(target),
+            policy: Some(self.policy(plugin)),
+            detail: Some(detail),
+        };
+        if let Err(e) = self.db.audit_append(&row) {
+            tracing::error!(plugin, "cannot write an audit row: {e:#}");
+        }
+    }
+
+    fn info(t: &Task) -> TaskInfo {
+        TaskInfo {
+            id: t.id,
+            schedule: t.schedule.clone(),
+            prompt: t.prompt.clone(),
+            next_run_ms: t.next_run_ms,
+            target: TaskTarget { channel: t.target.plugin.clone(), conversation: t.target.conversation.clone(), thread: t.thread.clone() },
+        }
+    }
+}
+
+/// A session key (`channel/conversation[/thread]`, parts percent-escaped)
+/// split back into its parts.
+pub fn parse_session_key(key: &str) -> Option<(String, String, Option<String>)> {
+    let un = |p: &str| p.replace("%2F", "/").replace("%25", "%");
+    let mut parts = key.split('/');
+    let channel = un(parts.next()?);
+    let conversation = un(parts.next()?);
+    let thread = parts.next().map(un);
+    (parts.next().is_none() && !channel.is_empty() && !conversation.is_empty()).then_some((channel, conversation, thread))
+}
+
+impl crate::host::Scheduler for PluginScheduler {
+    fn create(&self, plugin: &str, session: Option<&str>, request: TaskRequest) -> Result<TaskInfo, SchedulerError> {
+        let now = now_ms();
+        let refuse = |e: SchedulerError, why: String| {
+            self.audit(plugin, false, "create".into(), format!("refused: {why}"));
+            Err(e)
+        };
+        let schedule = match Schedule::parse(&request.schedule, now) {
+            Ok(s) => s,
+            Err(e) => return refuse(SchedulerError::InvalidSchedule(e.clone()), e),
+        };
+        let first = match schedule.first_run(now) {
+            Ok(f) => f,
+            Err(e) => return refuse(SchedulerError::InvalidSchedule(e.clone()), e),
+        };
+        let (channel, conversation, thread) = match request.target {
+            Some(t) => {
+                let known = self.db.conversation_known(&t.channel, &t.conversation).unwrap_or(false);
+                if !known {
+                    let why = format!(
+                        "the target {}:{} is not a conversation anyone has written to the agent in; a plugin may only schedule \
+                         prompts into conversations people started",
+                        t.channel, t.conversation
+                    );
+                    return refuse(SchedulerError::InvalidSchedule(why.clone()), why);
+                }
+                (t.channel, t.conversation, t.thread)
+            }
+            None => match session.and_then(parse_session_key) {
+                Some((c, conv, th)) if self.db.conversation_known(&c, &conv).unwrap_or(false) => (c, conv, th),
+                _ => return refuse(SchedulerError::NoTarget, "no target, and the call is not part of a channel conversation".into()),
+            },
+        };
+        let target = crate::policy::Target { plugin: channel, conversation };
+        let prompt: String = request.prompt.chars().take(4000).collect();
+        match self.db.task_add_owned(plugin, self.grant.max_tasks, &schedule.text(), &prompt, &target, thread.as_deref(), first) {
+            Ok(Some(task)) => {
+                self.audit(
+                    plugin,
+                    true,
+                    format!("task {}", task.id),
+                    format!("created task {} ({}) for {target}, first run {}", task.id, task.schedule, rfc3339(first)),
+                );
+                tracing::info!(plugin, task = task.id, to = %target, "task {} created ({}), first run {}", task.id, task.schedule, rfc3339(first));
+                Ok(Self::info(&task))
+            }
+            Ok(None) => refuse(
+                SchedulerError::LimitReached(self.grant.max_tasks),
+                format!("it already has {} tasks scheduled (max_tasks)", self.grant.max_tasks),
+            ),
+            Err(e) => {
+                tracing::error!(plugin, "cannot store a task: {e:#}");
+                refuse(SchedulerError::InvalidSchedule("kata could not store the task".into()), format!("{e:#}"))
+            }
+        }
+    }
+
+    fn list(&self, plugin: &str) -> Result<Vec<TaskInfo>, SchedulerError> {
+        match self.db.tasks_of(plugin) {
+            Ok(tasks) => Ok(tasks.iter().map(Self::info).collect()),
+            Err(e) => {
+                tracing::error!(plugin, "cannot read the tasks: {e:#}");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn cancel(&self, plugin: &str, id: i64) -> Result<(), SchedulerError> {
+        match self.db.task_remove_owned(plugin, id) {
+            Ok(true) => {
+                self.audit(plugin, true, format!("task {id}"), format!("cancelled task {id}"));
+                Ok(())
+            }
+            Ok(false) => Err(SchedulerError::UnknownTask(id)),
+            Err(e) => {
+                tracing::error!(plugin, "cannot cancel task {id}: {e:#}");
+                Err(SchedulerError::UnknownTask(id))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

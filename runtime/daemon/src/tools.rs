@@ -103,7 +103,12 @@ impl ToolsPlugin {
         let auditor = crate::sinks::auditor(&db, &grants.name);
         let full = Arc::new(PluginSandbox::new(grants.clone(), secrets.clone(), auditor.clone()));
         let read_only = Arc::new(PluginSandbox::new(read_only_grants.clone(), secrets, auditor));
-        Ok(Self { grants, full, read_only, read_only_grants, pre, id, engine: engine.clone(), declared_read_only, info, scheduler: None })
+        // The `scheduler` grant: its calls go to the tasks table, as this plugin's.
+        let scheduler = grants
+            .scheduler
+            .clone()
+            .map(|g| -> Arc<dyn crate::host::Scheduler> { Arc::new(crate::scheduler::PluginScheduler::new(db.clone(), g)) });
+        Ok(Self { grants, full, read_only, read_only_grants, pre, id, engine: engine.clone(), declared_read_only, info, scheduler })
     }
 
     /// The plugin's name.

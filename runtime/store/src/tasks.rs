@@ -100,6 +100,16 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Whether anyone has written to the agent in `conversation` of channel `plugin`.
+    pub fn conversation_known(&self, plugin: &str, conversation: &str) -> Result<bool> {
+        let n: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM inbox WHERE plugin = ?1 AND conversation = ?2 AND origin IS NULL LIMIT 1)",
+            params![plugin, conversation],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     /// Delete task `id` if plugin `owner` created it; returns whether it did.
     pub fn task_remove_owned(&self, owner: &str, id: i64) -> Result<bool> {
         Ok(self.lock().execute("DELETE FROM tasks WHERE id = ?1 AND owner = ?2", params![id, owner])? == 1)
