@@ -199,7 +199,8 @@ impl Email {
         if !to.contains('@') || to.contains(['<', '>', ' ', '\r', '\n', ',']) {
             return Err(ChannelError::Fatal(format!("{to:?} is not an e-mail address")));
         }
-        let info = message.reply_to.as_deref().and_then(|r| state::get_string(&format!("mail:{r}"))).and_then(|s| mail::thread_info_from(&s));
+        let info =
+            message.reply_to.as_deref().and_then(|r| state::get_string(&format!("mail:{r}"))).and_then(|s| mail::thread_info_from(&s));
         let real_id = |id: &str| id.contains('@') && !id.starts_with("sha.");
         let in_reply_to = message.reply_to.clone().filter(|r| real_id(r));
         let references = match &info {

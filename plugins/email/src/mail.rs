@@ -204,7 +204,7 @@ pub fn reply_subject(subject: &str) -> String {
     let s = subject.trim();
     if s.is_empty() {
         "Re: your message".into()
-    } else if s.len() >= 3 && s[..3].eq_ignore_ascii_case("re:") {
+    } else if s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("re:")) {
         s.to_string()
     } else {
         format!("Re: {s}")
@@ -422,6 +422,7 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
         // kata's own mail is skipped when it comes back.
         assert!(matches!(inbound(mail.as_bytes(), None, &me), Inbound::Skip(_)));
         assert_eq!(reply_subject("RE: x"), "RE: x");
+        assert_eq!(reply_subject("Grüße"), "Re: Grüße");
         assert_eq!(qp_encode("a=b ").as_str(), "a=3Db=20");
         let long = "x".repeat(200);
         assert!(qp_encode(&format!("é{long}")).lines().all(|l| l.len() <= 76));

@@ -211,7 +211,7 @@ impl Parser<'_> {
             return Err(Incomplete::More);
         }
         if self.i == start {
-            return Err(Incomplete::Bad(format!("a name expected at {:?}", &self.rest()[..self.rest().len().min(20)])));
+            return Err(Incomplete::Bad(format!("a name expected at {:?}", self.rest().chars().take(20).collect::<String>())));
         }
         Ok(self.s[start..self.i].to_string())
     }
