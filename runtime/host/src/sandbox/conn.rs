@@ -567,6 +567,7 @@ impl connections::HostConnection for PluginCtx {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -597,8 +598,8 @@ mod tests {
 
     #[test]
     fn urls_are_tcp_or_tls_with_a_port() {
-        assert_eq!(parse_url("tcp://mail.example.org:587").unwrap().1, false);
-        assert_eq!(parse_url("TLS://imap.example.org:993/").unwrap().1, true);
+        assert!(!parse_url("tcp://mail.example.org:587").unwrap().1);
+        assert!(parse_url("TLS://imap.example.org:993/").unwrap().1);
         assert!(parse_url("tcp://mail.example.org").unwrap_err().contains("needs a port"));
         assert!(parse_url("smtp://mail.example.org:25").unwrap_err().contains("not supported"));
         assert!(parse_url("tcp://u@mail.example.org:25").unwrap_err().contains("no path, query or user"));
