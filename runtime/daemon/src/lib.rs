@@ -4,7 +4,8 @@
 //! ([`channel`], and [`stream`] for persistent connections), [`service`]
 //! plugins and the [`scheduler`], the [`router`] that queues messages per
 //! session, the [`agent`] and its backends ([`openai`], and [`command`]
-//! for CLI agents) answering a [`turn`], [`tools`] under the [`permissions`] mode, [`senders`] and
+//! for CLI agents) answering a [`turn`], [`tools`] under the [`permissions`] mode, the
+//! [`hooks`] on the message path, [`senders`] and
 //! pairing, [`health`] and the circuit
 //! breaker, the [`events`] stream, the control-socket server and its
 //! protocol ([`control`], shared with the CLI's clients), the [`workspace`]
@@ -15,8 +16,9 @@
 //! on the `kata` binary crate: no clap, no CLI command modules (install,
 //! scaffold, the `*_cmd` modules); what both need lives here or below.
 //! Within the crate no two modules import each other: `daemon` uses
-//! everything, `router` uses `agent` and `tools`, `stream` uses `channel`,
-//! `agent` uses `openai`, which uses `turn`.
+//! everything, `router` uses `agent`, `tools` and `hooks`, `tools` uses
+//! `hooks` and `scheduler` (the plugins' scheduler host interface), `stream`
+//! uses `channel`, `agent` uses `openai`, which uses `turn`.
 
 // The layers below, under the module names this crate's code uses.
 use kata_host::{admit, audit, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};

@@ -114,6 +114,9 @@ fn print_table(tasks: &[Task], out: &mut impl Write) -> Result<()> {
         if t.prompt.chars().count() > 50 {
             prompt.push('…');
         }
+        if let Some(owner) = &t.owner {
+            prompt.push_str(&format!(" (by plugin {owner})"));
+        }
         writeln!(out, "{:<4} {:<schedule_w$} {next:<20} {last:<20} {target:<target_w$} {prompt}", t.id, t.schedule)?;
     }
     Ok(())
