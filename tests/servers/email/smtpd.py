@@ -5,7 +5,8 @@ Maildir Dovecot serves), for the users in <root>/users and the group
 addresses in <root>/aliases (each member gets a copy); AUTH PLAIN/LOGIN is
 offered and checked against the same file. Every connection, AUTH and
 delivery is logged as a JSON line in <root>/mail/smtp-events.log. A number
-in <root>/mail/smtp-tempfail makes that many DATA commands answer 451 4.7.1.
+in <root>/mail/smtp-tempfail makes that many DATA commands of authenticated
+clients answer 451 4.7.1.
 (<root>/mail belongs to the user this runs as, `mail`.)
 
 usage: python smtpd.py PORT ROOT
@@ -61,7 +62,8 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         tempfail = os.path.join(ROOT, "mail", "smtp-tempfail")
-        if os.path.exists(tempfail):
+        # Only for authenticated clients (kata), not the test's own submissions.
+        if session.authenticated and os.path.exists(tempfail):
             n = int(open(tempfail).read().strip() or 0)
             if n > 0:
                 open(tempfail, "w").write(str(n - 1))
