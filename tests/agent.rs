@@ -561,7 +561,7 @@ mod library {
         let db = Db::open(&dir.join("kata.db")).unwrap();
         let tools = Arc::new(ToolBox::new(vec![], vec![], settings.ask_timeout, db.clone()));
         let agent = Agent::new(&settings, dir, tools.clone()).unwrap();
-        AgentHandle::new(db, settings, agent, tools, Default::default())
+        AgentHandle::new(db, settings, agent, tools, Default::default(), Default::default())
     }
 
     #[tokio::test(flavor = "multi_thread")]

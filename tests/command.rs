@@ -35,7 +35,7 @@ fn handle(agent: &str, dir: &Path) -> AgentHandle {
     let db = Db::open(&dir.join("kata.db")).unwrap();
     let tools = Arc::new(ToolBox::new(vec![], vec![], settings.ask_timeout, db.clone()));
     let agent = Agent::new(&settings, dir, tools.clone()).unwrap();
-    AgentHandle::new(db, settings, agent, tools, Default::default())
+    AgentHandle::new(db, settings, agent, tools, Default::default(), Default::default())
 }
 
 fn toml_list(items: &[&str]) -> String {
