@@ -168,7 +168,7 @@ impl Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     /// It goes on to the agent, as this (rewritten or not).
-    Pass(Inbound),
+    Pass(Box<Inbound>),
     /// A hook dropped it.
     Dropped,
     /// A failing fail-closed hook held it back.
@@ -307,7 +307,7 @@ impl Hooks {
                 }
             }
         }
-        Received::Pass(msg)
+        Received::Pass(Box::new(msg))
     }
 
     /// Hand a reply (to inbox row `inbox_id`) to the hooks at `message-sending`.
@@ -534,8 +534,8 @@ mod tests {
 
     /// A stand-in hook: answers from closures, or spins.
     struct Fake {
-        received: Box<dyn Fn(&Inbound) -> Result<InboundVerdict, String> + Send + Sync>,
-        sending: Box<dyn Fn(&Reply) -> Result<OutboundVerdict, String> + Send + Sync>,
+        received: fn(&Inbound) -> Result<InboundVerdict, String>,
+        sending: fn(&Reply) -> Result<OutboundVerdict, String>,
         tool: fn(&str) -> Result<ToolVerdict, String>,
         spin: bool,
     }
@@ -578,21 +578,21 @@ mod tests {
 
     fn upper() -> Fake {
         Fake {
-            received: Box::new(|m| Ok(InboundVerdict::Rewrite(m.text.to_uppercase()))),
-            sending: Box::new(|r| {
+            received: |m| Ok(InboundVerdict::Rewrite(m.text.to_uppercase())),
+            sending: |r| {
                 Ok(if r.text.contains("veto") {
                     OutboundVerdict::Veto("vetoed".into())
                 } else {
                     OutboundVerdict::Rewrite(r.text.replace("4111", "****"))
                 })
-            }),
+            },
             tool: |t| Ok(if t == "delete" { ToolVerdict::Refuse("no deleting".into()) } else { ToolVerdict::Allow }),
             spin: false,
         }
     }
 
     fn failing(spin: bool) -> Fake {
-        Fake { received: Box::new(|_| Err("boom".into())), sending: Box::new(|_| Err("boom".into())), tool: |_| Err("boom".into()), spin }
+        Fake { received: |_| Err("boom".into()), sending: |_| Err("boom".into()), tool: |_| Err("boom".into()), spin }
     }
 
     fn setup() -> (tempfile::TempDir, Db, InboxRow) {
@@ -644,7 +644,7 @@ mod tests {
         for spin in [false, true] {
             let (_d, db, row) = setup();
             let open = Hooks::new(vec![hook("open", OnFailure::Pass, failing(spin))], db.clone());
-            assert_eq!(open.received(&row).await, Received::Pass(row.msg.clone()));
+            assert_eq!(open.received(&row).await, Received::Pass(Box::new(row.msg.clone())));
             assert_eq!(open.sending(reply("x"), row.id).await, Sending::Send(reply("x")));
             assert_eq!(open.before_tool_call(ToolCall { plugin: "p", tool: "t", args: "{}", session: "s" }).await, None);
             let closed = Hooks::new(vec![hook("closed", OnFailure::Hold, failing(spin))], db.clone());

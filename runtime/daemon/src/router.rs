@@ -276,7 +276,7 @@ impl AgentHandle {
             let row = match self.inner.hooks.received(&row).await {
                 Received::Pass(msg) => {
                     self.released(row.id, "passed");
-                    InboxRow { msg, ..row }
+                    InboxRow { msg: *msg, ..row }
                 }
                 Received::Dropped => {
                     self.released(row.id, "dropped");
