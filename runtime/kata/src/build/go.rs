@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn the_world_is_read_from_the_exports() {
-        let v = super::SDK_WIT_VERSION;
+        let v = crate::build::SDK_WIT_VERSION;
         let module = |names: &[&str]| core_module_exporting(names);
         assert_eq!(world_of(&module(&[&format!("kata:plugin/channel@{v}#poll")])).unwrap(), "channel");
         assert_eq!(world_of(&module(&[&format!("kata:plugin/service@{v}#tick")])).unwrap(), "service");
