@@ -146,7 +146,7 @@ fn a_hook_refuses_a_tool_call_the_mode_would_allow() {
         notes.path().display()
     );
     let ws = workspace(&llm, &chat, "mode = \"allow-all\"", &extra);
-    let _daemon = ws.run(&[("KATA_LOG", "info")]);
+    let daemon = ws.run(&[("KATA_LOG", "info")]);
     assert_eq!(ask(&chat, &ws, r#"call notes__read {"path":"todo.md"}"#), "tool said: - ship kata\n");
     let refused = ask(&chat, &ws, r#"call notes__append {"path":"todo.md","text":"- more"}"#);
     assert!(
@@ -162,6 +162,11 @@ fn a_hook_refuses_a_tool_call_the_mode_would_allow() {
         (rows[0]["verdict"].as_str(), rows[0]["method"].as_str(), rows[0]["target"].as_str()),
         (Some("refuse"), Some("before-tool-call"), Some("tool notes.append"))
     );
+    // `kata tool call` without a daemon loads the hooks too: the same refusal.
+    drop(daemon);
+    let (ok, out, err) = kata(ws.path(), &["tool", "call", "notes.append", r#"{"path":"todo.md","text":"- more"}"#]);
+    assert!(!ok && format!("{out}{err}").contains("the hook guard refused it"), "{out}\n{err}");
+    assert_eq!(std::fs::read_to_string(notes.path().join("todo.md")).unwrap(), "- ship kata\n");
 }
 
 #[test]

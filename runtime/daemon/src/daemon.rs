@@ -86,6 +86,13 @@ fn load_plugins(ws: &Workspace, db: &Db, engine: &Engine, linker: &Linker<Plugin
         let loaded = (|| -> Result<()> {
             // Hook plugins are loaded in [hooks] order, below.
             if crate::hooks::is_hook(path) {
+                if grants.hook.as_ref().and_then(|h| h.position).is_none() {
+                    tracing::warn!(
+                        plugin = %name,
+                        "{name} is a hook plugin, but [hooks] order in {} does not name it: it is never called",
+                        policy.path.display()
+                    );
+                }
                 return Ok(());
             }
             if crate::service::is_service(path) {

@@ -110,7 +110,9 @@ fn toolbox(ws: &Workspace, policy: &Policy, settings: &Settings) -> Result<(Tool
     let engine = crate::engine::Engine::new(Some(ws.cache_dir()))?;
     let linker = crate::plugin::linker(&engine)?;
     let plugins = crate::tools::load_all(policy, &engine, &linker, &db, ws.root())?;
-    Ok((ToolBox::new(plugins, settings.tools_allow.clone(), settings.ask_timeout, db.clone()), db))
+    // The hooks too: a hook's before-tool-call decides here as in the daemon.
+    let hooks = std::sync::Arc::new(kata_daemon::hooks::load_all(policy, &engine, &linker, &db, ws.root())?);
+    Ok((ToolBox::new(plugins, settings.tools_allow.clone(), settings.ask_timeout, db.clone()).with_hooks(hooks), db))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
