@@ -40,8 +40,11 @@ impl Engine {
         let mut pool = PoolingAllocationConfig::default();
         // Enough slots for many plugins with a poll and a send instance each;
         // memory size per instance is capped per plugin by StoreLimits.
+        // Core instances: a componentize-py component holds 14 core modules
+        // (CPython, libc, the adapters…), so 16 per memory keeps memories,
+        // not core instances, the bound. Slots are address space, not RSS.
         pool.total_component_instances(200)
-            .total_core_instances(1000)
+            .total_core_instances(3200)
             .total_memories(200)
             .total_tables(400)
             .total_stacks(200)
