@@ -113,6 +113,7 @@ build_guest plugins/webhook webhook
 build_guest plugins/slack slack
 build_guest plugins/discord discord
 build_guest plugins/email email
+build_guest plugins/xmpp xmpp
 build_guest plugins/notes notes
 build_guest plugins/web-fetch web-fetch
 build_guest plugins/redact redact
