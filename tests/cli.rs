@@ -263,7 +263,8 @@ fn plugin_add_leaves_the_commented_tools_block_whole() {
     let tools = &before[before.find("[tools]").unwrap()..];
     assert!(tools.contains("# allow = [") && tools.contains("# [plugins.telegram]"), "the template changed: {tools}");
 
-    let (ok, _, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", guest("guest-quiet").to_str().unwrap(), "--name", "quiet", "--yes"]);
+    let (ok, _, err) =
+        kata(ws.path(), &["plugin", "add", "--allow-unsigned", guest("guest-quiet").to_str().unwrap(), "--name", "quiet", "--yes"]);
     assert!(ok, "{err}");
     let after = std::fs::read_to_string(&policy).unwrap();
     assert!(after.starts_with(&before), "everything before stays as it was, comments included:\n{after}");
@@ -271,7 +272,8 @@ fn plugin_add_leaves_the_commented_tools_block_whole() {
     assert!(added.starts_with("\n[plugins.quiet]\npath = "), "{added:?}");
 
     // The next one goes after the last plugin table.
-    let (ok, _, err) = kata(ws.path(), &["plugin", "add", "--allow-unsigned", guest("guest-quiet").to_str().unwrap(), "--name", "quiet2", "--yes"]);
+    let (ok, _, err) =
+        kata(ws.path(), &["plugin", "add", "--allow-unsigned", guest("guest-quiet").to_str().unwrap(), "--name", "quiet2", "--yes"]);
     assert!(ok, "{err}");
     let again = std::fs::read_to_string(&policy).unwrap();
     assert!(again.starts_with(&after), "{again}");
