@@ -74,10 +74,10 @@ pub fn inbound(raw: &[u8], received_ms: Option<u64>, me: &Me) -> Inbound {
     }
     // RFC 3834: automatic mail (vacation replies, bounces, other bots) is
     // never answered, or two robots answer each other forever.
-    if let Some(auto) = part.header("auto-submitted") {
-        if !auto.trim().eq_ignore_ascii_case("no") {
-            return Inbound::Skip(format!("Auto-Submitted: {auto}"));
-        }
+    if let Some(auto) = part.header("auto-submitted")
+        && !auto.trim().eq_ignore_ascii_case("no")
+    {
+        return Inbound::Skip(format!("Auto-Submitted: {auto}"));
     }
     let own_id = part.header("message-id").and_then(|v| mime::message_ids(v).into_iter().next());
     let id = own_id.clone().unwrap_or_else(|| format!("sha.{:016x}", fnv64(raw)));
@@ -100,7 +100,7 @@ pub fn inbound(raw: &[u8], received_ms: Option<u64>, me: &Me) -> Inbound {
     }
     let (conversation, kind, mentioned) = match group {
         Some(g) => {
-            let addressed = recipients.iter().any(|a| *a == me.address);
+            let addressed = recipients.contains(&me.address);
             let replied = in_reply_to.as_deref().is_some_and(|r| me.made(r));
             let named = mentions(&text, &me.name) || mentions(&subject, &me.name);
             (g, ConversationKind::Group, addressed || replied || named)

@@ -169,7 +169,8 @@ pub fn split_params(value: &str) -> (String, Vec<(String, String)>) {
     let main = if parts.is_empty() { String::new() } else { parts.remove(0) };
     let mut params: Vec<(String, String)> = Vec::new();
     // name -> (charset-encoded?, pieces by index)
-    let mut continued: Vec<(String, bool, Vec<(u32, String)>)> = Vec::new();
+    type Pieces = Vec<(u32, String)>;
+    let mut continued: Vec<(String, bool, Pieces)> = Vec::new();
     for p in parts {
         let Some((name, val)) = p.split_once('=') else { continue };
         let name = name.trim().to_ascii_lowercase();
@@ -263,12 +264,13 @@ fn percent_decode(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -650,15 +652,15 @@ pub fn mailbox(item: &str) -> Option<Mailbox> {
     if item.is_empty() {
         return None;
     }
-    if let (Some(lt), Some(gt)) = (item.rfind('<'), item.rfind('>')) {
-        if lt < gt {
-            let address = item[lt + 1..gt].trim().to_ascii_lowercase();
-            let name = decode_words(unquote(item[..lt].trim()).trim());
-            if address.contains('@') {
-                return Some(Mailbox { name: (!name.is_empty()).then_some(name), address });
-            }
-            return None;
+    if let (Some(lt), Some(gt)) = (item.rfind('<'), item.rfind('>'))
+        && lt < gt
+    {
+        let address = item[lt + 1..gt].trim().to_ascii_lowercase();
+        let name = decode_words(unquote(item[..lt].trim()).trim());
+        if address.contains('@') {
+            return Some(Mailbox { name: (!name.is_empty()).then_some(name), address });
         }
+        return None;
     }
     // addr-spec, maybe with a (comment) holding the name.
     let (addr, comment) = match (item.find('('), item.rfind(')')) {
@@ -732,7 +734,7 @@ pub fn parse_date(value: &str) -> Option<u64> {
 pub fn parse_internal_date(value: &str) -> Option<u64> {
     let mut it = value.trim().splitn(3, '-');
     let (d, m, rest) = (it.next()?.trim(), it.next()?, it.next()?);
-    parse_date(&format!("{d} {m} {}", rest.replacen(' ', " ", 1)))
+    parse_date(&format!("{d} {m} {rest}"))
 }
 
 fn month_number(m: &str) -> Option<i64> {

@@ -149,33 +149,33 @@ impl Xmpp {
                 None => break,
             }
         }
-        if let Some(room) = room {
-            if !self.joined.iter().any(|r| r == room) {
-                c.join(room, &nick, 0)?;
-                let deadline = now_ms() + u64::from(timeout);
-                // Wait for the room's presence for us (status 110) before talking.
-                loop {
-                    if now_ms() >= deadline {
-                        return Err(ChannelError::Network(format!("xmpp: no answer from {room} to joining it")));
+        if let Some(room) = room
+            && !self.joined.iter().any(|r| r == room)
+        {
+            c.join(room, &nick, 0)?;
+            let deadline = now_ms() + u64::from(timeout);
+            // Wait for the room's presence for us (status 110) before talking.
+            loop {
+                if now_ms() >= deadline {
+                    return Err(ChannelError::Network(format!("xmpp: no answer from {room} to joining it")));
+                }
+                let Some(e) = c.stanza(timeout)? else { continue };
+                c.answer_iq(&e)?;
+                if e.local() == "presence" && e.attr("from").is_some_and(|f| proto::bare(f).eq_ignore_ascii_case(room)) {
+                    if e.attr("type") == Some("error") {
+                        let cond =
+                            e.child("error", None).and_then(|x| x.elements().next()).map(|x| x.local().to_string()).unwrap_or_default();
+                        return Err(ChannelError::Fatal(format!("xmpp: cannot join {room} as {nick}: {cond}")));
                     }
-                    let Some(e) = c.stanza(timeout)? else { continue };
-                    c.answer_iq(&e)?;
-                    if e.local() == "presence" && e.attr("from").is_some_and(|f| proto::bare(f).eq_ignore_ascii_case(room)) {
-                        if e.attr("type") == Some("error") {
-                            let cond =
-                                e.child("error", None).and_then(|x| x.elements().next()).map(|x| x.local().to_string()).unwrap_or_default();
-                            return Err(ChannelError::Fatal(format!("xmpp: cannot join {room} as {nick}: {cond}")));
-                        }
-                        let own = e
-                            .child("x", Some(proto::NS_MUC_USER))
-                            .is_some_and(|x| x.elements().any(|s| s.local() == "status" && s.attr("code") == Some("110")));
-                        if own {
-                            break;
-                        }
+                    let own = e
+                        .child("x", Some(proto::NS_MUC_USER))
+                        .is_some_and(|x| x.elements().any(|s| s.local() == "status" && s.attr("code") == Some("110")));
+                    if own {
+                        break;
                     }
                 }
-                self.joined.push(room.to_string());
             }
+            self.joined.push(room.to_string());
         }
         Ok(self.client.as_mut().expect("set above"))
     }

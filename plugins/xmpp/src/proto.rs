@@ -223,10 +223,10 @@ impl<T: Transport> Client<T> {
         if c.jid.is_empty() {
             return Err(ChannelError::Fatal(format!("{} bound no JID", c.what)));
         }
-        if let Some(s) = features.child("session", Some(NS_SESSION)) {
-            if s.child("optional", None).is_none() {
-                c.iq(&format!("<iq type='set' id='sess'><session xmlns='{NS_SESSION}'/></iq>"))?;
-            }
+        if let Some(s) = features.child("session", Some(NS_SESSION))
+            && s.child("optional", None).is_none()
+        {
+            c.iq(&format!("<iq type='set' id='sess'><session xmlns='{NS_SESSION}'/></iq>"))?;
         }
         Ok(c)
     }
