@@ -107,6 +107,8 @@ fn the_redact_hook_masks_a_card_number_in_a_reply_and_audits_it_without_the_numb
     assert!(r["policy"].as_str().unwrap().starts_with("[plugins.redact] hook = { budget = \"2000ms\", on_failure = \"hold\" }"), "{r}");
     let all = serde_json::to_string(&rows).unwrap();
     assert!(!all.contains("4111") && !all.contains("6789"), "the audit row must not carry the number: {all}");
+    let (ok, status, _) = kata(ws.path(), &["status"]);
+    assert!(ok && status.contains("Hooks: redact"), "{status}");
 }
 
 #[test]

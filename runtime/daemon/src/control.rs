@@ -318,8 +318,11 @@ impl Shared {
     /// used (as the backend reported them).
     fn agent_status(&self) -> Value {
         let (sessions, usage) = self.db.usage_totals().unwrap_or_default();
-        let backend = self.agent.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|a| a.backend_name());
-        json!({"backend": backend, "sessions": sessions, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens})
+        let agent = self.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let backend = agent.as_ref().map(|a| a.backend_name());
+        let hooks = agent.as_ref().map(|a| a.hooks()).unwrap_or_default();
+        json!({"backend": backend, "sessions": sessions, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "hooks": hooks})
     }
 
     fn channels(&self) -> Vec<String> {

@@ -149,6 +149,11 @@ impl AgentHandle {
         }
     }
 
+    /// The hooks on the message path, in `[hooks] order`.
+    pub fn hooks(&self) -> Vec<String> {
+        self.inner.hooks.names().into_iter().map(String::from).collect()
+    }
+
     /// The tools the agent can call (listing them on first use).
     pub async fn tools(&self) -> Vec<crate::tools::ToolEntry> {
         self.inner.tools.entries().await.to_vec()

@@ -131,6 +131,10 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
             n(&a["completion_tokens"])
         )?;
     }
+    if let Some(hooks) = a["hooks"].as_array().filter(|h| !h.is_empty()) {
+        let names: Vec<&str> = hooks.iter().filter_map(Value::as_str).collect();
+        writeln!(out, "Hooks: {} (in [hooks] order; `kata audit` shows what they changed)", names.join(", "))?;
+    }
     Ok(())
 }
 
