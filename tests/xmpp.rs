@@ -316,6 +316,11 @@ fn xmpp_round_trip_direct_room_threads_attachments_restarts_and_no_echo() {
     unique.dedup();
     assert_eq!(unique.len(), from_bot.len(), "a reply came twice: {from_bot:?}");
     assert_eq!(from_bot.len(), 5, "{from_bot:?}");
+    // In the room kata answered the mention only (its reply came back to it
+    // from the room and was not taken in).
+    bob.pump();
+    let in_room: Vec<&String> = bob.got.iter().filter(|m| m.0 == format!("{ROOM}/kata")).map(|m| &m.2).collect();
+    assert_eq!(in_room, ["kata: hello group"]);
 
     let rows = inbox(&ws);
     assert!(rows.iter().all(|r| !r.3.starts_with(BOT) && r.3 != format!("{ROOM}/kata")), "kata's own messages came back in: {rows:#?}");
