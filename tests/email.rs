@@ -474,3 +474,33 @@ fn email_wrong_password_is_auth_failed_without_a_retry_storm_and_a_removed_grant
     let rows: Value = serde_json::from_str(&out).unwrap();
     assert!(rows.as_array().unwrap().iter().any(|r| r["verdict"] == "deny" && r["kind"] == "network"), "{rows:#}");
 }
+
+#[test]
+fn email_a_changed_uidvalidity_rereads_the_mailbox_without_answering_twice() {
+    let servers = MailServers::start();
+    let ws = TestWorkspace::new(&plugin_toml(&servers, ""));
+    let env = [("EMAIL_TEST_PASSWORD", PASSWORD)];
+    let mut daemon = ws.run(&env);
+    wait_for_or("the first poll", WAIT, || ws.log(), || (polls(&ws) > 0).then_some(()));
+    servers.send("ann@localhost", &[BOT], "To: kata@localhost\r\nSubject: u\r\nMessage-ID: <u1@localhost>", "before the change");
+    reply(&servers, &ws, "ann", "before the change");
+    assert!(daemon.signal_and_wait("TERM").success());
+
+    // The mailbox gets a new UIDVALIDITY (as after a restore or a rebuilt
+    // index): kata's cursor names UIDs that mean nothing any more.
+    let out = Command::new("doveadm")
+        .arg("-c")
+        .arg(servers.path().join("dovecot.conf"))
+        .args(["mailbox", "update", "-u", "kata", "--uid-validity", "12345", "INBOX"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "doveadm: {}", String::from_utf8_lossy(&out.stderr));
+    servers.send("ann@localhost", &[BOT], "To: kata@localhost\r\nSubject: u\r\nMessage-ID: <u2@localhost>", "after the change");
+    let mut daemon = ws.run(&env);
+    reply(&servers, &ws, "ann", "after the change");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(daemon.signal_and_wait("TERM").success());
+    assert_eq!(each_once(&servers, "ann"), ["before the change", "after the change"]);
+    assert!(ws.log().contains("the UIDVALIDITY of"), "{}", ws.log());
+    assert_eq!(inbox(&ws).len(), 2, "{:#?}", inbox(&ws));
+}

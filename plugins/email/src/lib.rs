@@ -34,6 +34,10 @@ const DEFAULT_TIMEOUT_MS: u32 = 20_000;
 const DEFAULT_BATCH: u32 = 20;
 /// Pause after a temporary SMTP refusal (421, 4.7.x), unless configured.
 const DEFAULT_RETRY_MS: u64 = 60_000;
+/// After a UIDVALIDITY change, mail received up to this long before kata's
+/// first start is still read (INTERNALDATE has whole seconds, and the server's
+/// clock is not kata's).
+const REREAD_MARGIN_MS: u64 = 5_000;
 /// Reconnect after reading this much on one IMAP connection (the host caps
 /// what one connection may read at `limits.max_response`).
 const RECONNECT_AFTER_BYTES: usize = 4 << 20;
@@ -172,7 +176,9 @@ impl Email {
         let mut messages = Vec::new();
         for f in &fetched {
             s.read_bytes += f.raw.len();
-            if plan == Plan::Reread && since_ms.is_some_and(|since| f.internal_ms.is_some_and(|t| t < since)) {
+            // INTERNALDATE has whole seconds and the server's clock: only
+            // mail clearly older than kata's first start is left out.
+            if plan == Plan::Reread && since_ms.is_some_and(|since| f.internal_ms.is_some_and(|t| t + REREAD_MARGIN_MS < since)) {
                 continue;
             }
             match mail::inbound(&f.raw, f.internal_ms, &me) {
