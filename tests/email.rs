@@ -195,7 +195,7 @@ impl MailServers {
     }
 
     /// What kata sent that reached `user`.
-    fn from_bot(&self, user: &str) -> Vec<Mail> {
+    fn sent_by_bot(&self, user: &str) -> Vec<Mail> {
         self.mails(user).into_iter().filter(|m| m.header("from").contains(BOT)).collect()
     }
 }
@@ -269,13 +269,13 @@ fn reply(servers: &MailServers, ws: &TestWorkspace, user: &str, text: &str) -> M
         &format!("kata's reply {text:?} to {user}"),
         WAIT,
         || format!("{}\n--- dovecot\n{}\n--- smtp\n{}", ws.log(), servers.log("dovecot.log"), servers.log("mail/smtp-events.log")),
-        || servers.from_bot(user).into_iter().find(|m| m.body == text),
+        || servers.sent_by_bot(user).into_iter().find(|m| m.body == text),
     )
 }
 
 /// Every body kata sent to `user` appears once; returns them.
 fn each_once(servers: &MailServers, user: &str) -> Vec<String> {
-    let bodies: Vec<String> = servers.from_bot(user).into_iter().map(|m| m.body).collect();
+    let bodies: Vec<String> = servers.sent_by_bot(user).into_iter().map(|m| m.body).collect();
     let mut unique = bodies.clone();
     unique.sort();
     unique.dedup();
@@ -503,4 +503,49 @@ fn email_a_changed_uidvalidity_rereads_the_mailbox_without_answering_twice() {
     assert_eq!(each_once(&servers, "ann"), ["before the change", "after the change"]);
     assert!(ws.log().contains("the UIDVALIDITY of"), "{}", ws.log());
     assert_eq!(inbox(&ws).len(), 2, "{:#?}", inbox(&ws));
+}
+
+/// SMTP has no idempotent submission: the same reply sent twice (a retry
+/// after a crash, from a fresh instance) arrives twice, with one Message-ID
+/// — which is what README's delivery paragraph says.
+#[test]
+fn email_the_same_key_sent_twice_carries_one_message_id() {
+    let servers = MailServers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, PASSWORD).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lines = format!(
+        "network = [\"tcp://127.0.0.1:{imap}\", \"tcp://127.0.0.1:{smtp}\"]\nsecrets = {{ password = \"file:{secret}\" }}\n\
+         config = {{ address = \"{BOT}\", username = \"kata\", imap = \"tcp://127.0.0.1:{imap}\", smtp = \"tcp://127.0.0.1:{smtp}\" }}",
+        imap = servers.imap_port,
+        smtp = servers.smtp_port,
+        secret = secret.display(),
+    );
+    let out = kata::host::latest::OutboundMessage {
+        conversation: "ann@localhost".into(),
+        thread: None,
+        reply_to: None,
+        text: "only once, ideally".into(),
+        idempotency_key: "outbox-7".into(),
+        attachments: vec![],
+        actions: vec![],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (a, b) = rt.block_on(async {
+        let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+        let engine = kata::engine::Engine::new(None).unwrap();
+        let plugin = common::load_plugin(&engine, &db, "email", &guest("email"), &lines, dir.path()).unwrap();
+        let mut first = plugin.instantiate().await.unwrap();
+        first.connect().await.unwrap();
+        let a = first.send(&out).await.unwrap();
+        let mut second = plugin.instantiate().await.unwrap();
+        second.connect().await.unwrap();
+        (a, second.send(&out).await.unwrap())
+    });
+    drop(rt);
+    assert!(a.id.starts_with("kata.outbox-7.") && a.id == b.id, "{} vs {}", a.id, b.id);
+    let got: Vec<Mail> = servers.sent_by_bot("ann").into_iter().filter(|m| m.body == "only once, ideally").collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|m| m.header("message-id") == format!("<{}>", a.id)), "{got:?}");
 }
