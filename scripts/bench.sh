@@ -7,3 +7,7 @@ cd "$(dirname "$0")/.."
 unset RUST_BACKTRACE
 cargo bench --bench engine --bench lifecycle -- "$@"
 cargo bench --bench throughput
+# Plugins in every language (channel templates built from source); the
+# toolchains come from setup.sh. KATA_BENCH_LANGS=rust,js runs a subset,
+# KATA_BENCH_RUNS the best-of count for `plugin add` and compiles (3).
+cargo bench --bench languages
