@@ -533,3 +533,30 @@ fn each_languages_tools_template_is_called_by_the_agent() {
         assert!(daemon.signal_and_wait("TERM").success(), "{lang}: {}", ws.log());
     }
 }
+
+/// TypeScript is built by the JavaScript toolchain (tsc, then
+/// componentize-qjs), so it has no probe row of its own; its templates are
+/// checked here: the project's own test through `kata plugin test` (tsc from
+/// kata's toolchain, no `npm install`), the build, the recorded language,
+/// and a tool call through kata's own checks.
+#[test]
+fn the_typescript_tools_template_builds_and_its_tool_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("words-ts");
+    let (ok, out, err) =
+        kata(dir.path(), &["plugin", "new", "words-ts", "--lang", "ts", "--kind", "tools", "--dir", project.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kata(&project, &["plugin", "test", project.to_str().unwrap()]);
+    assert!(ok, "the TypeScript project's own test: {out}{err}");
+    let wasm = root().join("target/guests/template-ts-tools.wasm");
+    build(&project, &wasm);
+    let (ok, inspect, _) = kata(dir.path(), &["plugin", "inspect", wasm.to_str().unwrap()]);
+    assert!(ok && inspect.contains("kind:        tools") && inspect.contains("language:    TypeScript"), "{inspect}");
+    let ws = TestWorkspace::new("");
+    let (ok, out, err) = kata(ws.path(), &["plugin", "add", wasm.to_str().unwrap(), "--name", "words", "--yes", "--allow-unsigned"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kata(ws.path(), &["tool", "call", "words.word_count", r#"{"text":"one two  three"}"#]);
+    assert!(ok, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(v["words"], 3, "{out}");
+}
