@@ -668,8 +668,11 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
         }
         PluginCommand::Toolchain { cmd } => match cmd {
             ToolchainCommand::Install { langs } => {
-                let langs = if langs.is_empty() { crate::build::Lang::ALL.to_vec() } else { langs };
-                for lang in langs.into_iter().filter(|l| *l != crate::build::Lang::Ts) {
+                // TypeScript is built by the JavaScript toolchain.
+                let mut langs: Vec<_> = if langs.is_empty() { crate::build::Lang::ALL.to_vec() } else { langs };
+                langs.iter_mut().for_each(|l| *l = l.toolchain());
+                langs.dedup();
+                for lang in langs {
                     crate::build::toolchain::install(lang).with_context(|| format!("installing the {lang} toolchain failed"))?;
                     writeln!(out, "{lang}: {}", crate::build::toolchain::status(lang)?)?;
                 }
