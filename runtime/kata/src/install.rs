@@ -239,7 +239,9 @@ fn edit_policy(ws: &Workspace, edit: impl FnOnce(&mut toml_edit::DocumentMut) ->
     write_atomic(&path, new.as_bytes())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Write `bytes` to a temporary file beside `path`, then rename it over
+/// `path`; the temporary file is removed when the rename fails.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| {
