@@ -190,6 +190,7 @@ fn dead_letters_are_listed_requeued_and_delivered() {
         thread: None,
         reply_to: None,
         text: "late but delivered".into(),
+        rich: Default::default(),
     };
     let id = db.enqueue(&reply, "test-dead-1").unwrap();
     db.mark_failed(id, "network error: connection refused").unwrap();

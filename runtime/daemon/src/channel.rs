@@ -11,7 +11,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::admit::{Tally, check_ids};
 use crate::health::{Fault, Health};
-use crate::host::latest::{ChannelError, ConversationKind, Message, OutboundMessage, SendReceipt};
+use crate::host::latest::{
+    Action, ChannelAction, ChannelError, ConversationKind, Edit, Message, OutboundAttachment, OutboundMessage, SendReceipt,
+};
 use crate::limits::{MAX_ATTACHMENT_FIELD, MAX_ATTACHMENTS, MAX_NAME, MESSAGE_CUT, cut_redacted};
 use crate::plugin::{CallError, ChannelInstance, ChannelPlugin};
 use crate::sandbox::PluginSandbox;
@@ -652,23 +654,27 @@ async fn deliver(
         let Some(inst) = slot.live(&mut shutdown).await else {
             return;
         };
+        let draft = row.rich.draft_id;
         let msg = OutboundMessage {
             conversation: row.conversation,
             thread: row.thread,
             reply_to: row.reply_to,
             text: row.text,
             idempotency_key: row.idempotency_key,
-            // Rich replies (files, buttons) are not queued yet; a channel
-            // without the feature gets them as text (ChannelInstance::send).
-            attachments: Vec::new(),
-            actions: Vec::new(),
+            // A channel without the feature gets these as text (ChannelInstance::send).
+            attachments: row
+                .rich
+                .attachments
+                .into_iter()
+                .map(|f| OutboundAttachment { name: f.name, mime_type: f.mime_type, data: f.data })
+                .collect(),
+            actions: row.rich.actions.into_iter().map(|b| Action { id: b.id, label: b.label }).collect(),
         };
         // An in-flight send is never abandoned for shutdown: the call is
         // bounded by call_timeout, and abandoning it could send twice.
-        let result = match inst.send(&msg).await {
-            // A plugin that sends over its stream: the host writes the frames.
-            Ok(r) if !r.frames.is_empty() => deliver_frames(plugin, r).await,
-            other => other,
+        let result = match draft {
+            Some(draft) => finish_draft(plugin, inst, msg, draft).await,
+            None => send_message(plugin, inst, &msg).await,
         };
         match result {
             Ok(receipt) => {
@@ -717,6 +723,43 @@ async fn deliver(
             }
         }
     }
+}
+
+/// `send(msg)`, writing the frames of a plugin that sends over its stream.
+async fn send_message(plugin: &ChannelPlugin, inst: &mut ChannelInstance, msg: &OutboundMessage) -> Result<SendReceipt, CallError> {
+    match inst.send(msg).await {
+        Ok(r) if !r.frames.is_empty() => deliver_frames(plugin, r).await,
+        other => other,
+    }
+}
+
+/// Deliver a reply that was streamed as a draft (message `draft` on the
+/// channel): edit the draft into the final text, then send its files and
+/// buttons, if any, as a message of their own. An edit is idempotent, so a
+/// retry after a failed send edits again and sends once. When the channel
+/// refuses the edit for good (it no longer lists `edit`, the draft is gone),
+/// the reply is sent as a new message instead.
+async fn finish_draft(
+    plugin: &ChannelPlugin,
+    inst: &mut ChannelInstance,
+    mut msg: OutboundMessage,
+    draft: String,
+) -> Result<SendReceipt, CallError> {
+    let edit = ChannelAction::Edit(Edit { conversation: msg.conversation.clone(), message_id: draft.clone(), text: msg.text.clone() });
+    match inst.act(&edit).await {
+        Ok(()) => {}
+        Err(CallError::Channel(ChannelError::Unsupported | ChannelError::InvalidConfig(_) | ChannelError::Fatal(_))) => {
+            tracing::warn!(plugin = %plugin.name(), draft = %draft, "cannot edit the draft into the reply; sending the reply as a new message");
+            return send_message(plugin, inst, &msg).await;
+        }
+        Err(e) => return Err(e),
+    }
+    if msg.attachments.is_empty() && msg.actions.is_empty() {
+        return Ok(SendReceipt { id: draft, frames: Vec::new() });
+    }
+    msg.text.clear();
+    msg.reply_to = None;
+    send_message(plugin, inst, &msg).await
 }
 
 /// Finish a send whose receipt carries frames: write them to the plugin's

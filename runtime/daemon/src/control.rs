@@ -752,7 +752,7 @@ async fn handle(shared: &Shared, req: Request) -> Result<Value, ErrorBody> {
                 return Err(ErrorBody::new("bad-request", "the conversation (to) is empty"));
             }
             let key = format!("send-{}-{}", crate::store::now_ms(), random_suffix());
-            let reply = Reply { plugin: channel.clone(), conversation: to, thread, reply_to: None, text };
+            let reply = Reply { plugin: channel.clone(), conversation: to, thread, reply_to: None, text, rich: Default::default() };
             let id = shared.db.enqueue(&reply, &key).map_err(failed)?;
             shared.notify_outbox(Some(&channel));
             Ok(json!({"outbox": id}))

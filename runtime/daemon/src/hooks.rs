@@ -611,7 +611,7 @@ mod tests {
     }
 
     fn reply(text: &str) -> Reply {
-        Reply { plugin: "chat".into(), conversation: "c".into(), thread: None, reply_to: None, text: text.into() }
+        Reply { plugin: "chat".into(), conversation: "c".into(), thread: None, reply_to: None, text: text.into(), rich: Default::default() }
     }
 
     fn audit(db: &Db) -> Vec<(String, String, String)> {

@@ -207,6 +207,7 @@ pub fn chat_answer(db: &Db, to: &Address, approvers: &[Address], grants: Option<
         thread: row.msg.thread.clone(),
         reply_to: Some(row.msg.channel_msg_id.clone()),
         text,
+        rich: Default::default(),
     };
     let id = match (answer.id, pending.as_slice()) {
         (Some(id), _) => id,

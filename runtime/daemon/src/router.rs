@@ -355,6 +355,7 @@ impl AgentHandle {
                 thread: row.msg.thread.clone(),
                 reply_to: Some(row.msg.channel_msg_id.clone()),
                 text: text.clone(),
+                rich: Default::default(),
             })
             .and_then(|r| crate::senders::addressed(r, row, grants));
         // The hooks at message-sending, before the reply is queued. A held

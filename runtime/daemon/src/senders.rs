@@ -93,6 +93,7 @@ pub fn gate(db: &Db, grants: Option<&PluginGrants>, row: &InboxRow) -> Result<Ga
                          ask the owner to run `kata pair approve {}`.",
                         p.code, p.code
                     ),
+                    rich: Default::default(),
                 }));
             }
             // The sender raced itself: another row created the pairing.
@@ -210,6 +211,7 @@ mod tests {
             thread: row.msg.thread.clone(),
             reply_to: Some(row.msg.channel_msg_id.clone()),
             text: "answer".into(),
+            rich: Default::default(),
         }
     }
 

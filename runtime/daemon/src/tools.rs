@@ -479,7 +479,8 @@ impl ToolBox {
              to refuse; without an answer it is refused in {}.",
             crate::permissions::duration_words(self.ask_timeout)
         );
-        let reply = Reply { plugin: to.plugin.clone(), conversation: to.id.clone(), thread: None, reply_to: None, text };
+        let reply =
+            Reply { plugin: to.plugin.clone(), conversation: to.id.clone(), thread: None, reply_to: None, text, rich: Default::default() };
         match self.db.enqueue(&reply, &format!("approval-{id}")) {
             Ok(_) => {
                 if let Some(n) = self.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()).get(&to.plugin) {

@@ -136,6 +136,7 @@ fn storage_baseline(n: usize) -> f64 {
                 thread: None,
                 reply_to: Some(row.msg.channel_msg_id.clone()),
                 text: row.msg.text.clone(),
+                rich: Default::default(),
             };
             db.complete_inbox(row.id, Some(&reply)).unwrap();
         }

@@ -56,6 +56,9 @@ impl Held {
             thread: self.thread.clone(),
             reply_to: self.reply_to.clone(),
             text: self.text.clone()?,
+            // A held reply keeps its text only: files and buttons are not
+            // kept through a hold (see the agent docs).
+            rich: Default::default(),
         })
     }
 }
@@ -91,6 +94,7 @@ impl Db {
             thread: row.msg.thread.clone(),
             reply_to: Some(row.msg.channel_msg_id.clone()),
             text: String::new(),
+            rich: Default::default(),
         };
         insert(&self.lock(), RECEIVED, hook, reason, row.id, &at, None)
     }
@@ -203,8 +207,14 @@ mod tests {
         db.release_received(row.id, "passed").expect("release");
         assert_eq!(db.held_count().expect("count"), 0);
 
-        let reply =
-            Reply { plugin: "chat".into(), conversation: "c".into(), thread: None, reply_to: Some("m1".into()), text: "4111".into() };
+        let reply = Reply {
+            plugin: "chat".into(),
+            conversation: "c".into(),
+            thread: None,
+            reply_to: Some("m1".into()),
+            text: "4111".into(),
+            rich: Default::default(),
+        };
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
         rt.block_on(db.complete_turn_held_batched(row.id, reply.clone(), "redact".into(), "timed out".into(), None)).expect("held");
         assert!(db.pending_inbox(10).expect("inbox").is_empty(), "the turn is complete");

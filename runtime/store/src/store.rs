@@ -189,6 +189,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX held_open ON held (point, inbox_id) WHERE released_ms IS NULL;
     ALTER TABLE tasks ADD COLUMN owner TEXT;
     "#,
+    // 9: rich replies (WIT 0.1.3): buttons (`actions`, JSON `[{id, label}]`),
+    // the channel message id of a draft the reply is delivered as an edit of
+    // (`draft_id`), and files, kept beside the row (`outbox_files`; `files`
+    // counts them, so the delivery loop reads that table only when there are
+    // some). Rows queued before have none of these: plain text, as they were.
+    r#"
+    ALTER TABLE outbox ADD COLUMN actions TEXT;
+    ALTER TABLE outbox ADD COLUMN draft_id TEXT;
+    ALTER TABLE outbox ADD COLUMN files INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE outbox_files (
+        outbox_id INTEGER NOT NULL REFERENCES outbox (id),
+        position  INTEGER NOT NULL,
+        name      TEXT NOT NULL,
+        mime_type TEXT NOT NULL,
+        data      BLOB NOT NULL,
+        PRIMARY KEY (outbox_id, position)
+    );
+    "#,
 ];
 
 /// One row of the audit log.
@@ -286,6 +304,48 @@ pub struct OutboxRow {
     pub text: String,
     /// Delivery attempts so far.
     pub attempts: u32,
+    /// Files, buttons, and the draft it finishes.
+    pub rich: Rich,
+}
+
+/// What a reply carries besides its text (WIT 0.1.3): files, buttons, and
+/// the draft it is delivered as an edit of. Empty for a plain reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rich {
+    /// Files to send with it.
+    pub attachments: Vec<OutFile>,
+    /// Buttons under it.
+    pub actions: Vec<Button>,
+    /// The channel's id of a message already sent as a draft of this reply
+    /// (streamed): the reply is delivered as an edit of it, not a new message.
+    pub draft_id: Option<String>,
+}
+
+impl Rich {
+    /// Nothing besides text.
+    pub fn is_empty(&self) -> bool {
+        self.attachments.is_empty() && self.actions.is_empty() && self.draft_id.is_none()
+    }
+}
+
+/// A file a reply carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutFile {
+    /// File name shown to the person.
+    pub name: String,
+    /// MIME type.
+    pub mime_type: String,
+    /// The content.
+    pub data: Vec<u8>,
+}
+
+/// A button under a reply: pressing it sends `id` back as message text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Button {
+    /// What pressing it sends back, e.g. "yes 7".
+    pub id: String,
+    /// What it says, e.g. "Approve".
+    pub label: String,
 }
 
 /// A reply to put in the outbox.
@@ -301,6 +361,8 @@ pub struct Reply {
     pub reply_to: Option<String>,
     /// Text.
     pub text: String,
+    /// Files, buttons, the draft it finishes (empty: plain text).
+    pub rich: Rich,
 }
 
 /// One agent turn to append to a session's history.
@@ -484,11 +546,20 @@ const INTEGRITY_FINDINGS: usize = 3;
 /// hundred MB). A damaged file is refused with one paragraph that names it
 /// and says what to do; nothing is written to it (a read-only connection
 /// never checkpoints, migrates or rolls anything back into the file).
-fn check_integrity(path: &Path) -> Result<()> {
+/// True when the file was read to check it (false: new, busy, or unchanged
+/// since its last clean check).
+fn check_integrity(path: &Path) -> Result<bool> {
     // A missing or empty file is a new database (SQLite's own rule).
     match std::fs::metadata(path) {
         Ok(m) if m.len() > 0 => {}
-        _ => return Ok(()),
+        _ => return Ok(false),
+    }
+    // Unchanged since its last clean check or clean shutdown: the check
+    // would read every page to find what it found then (see `stamp_file`).
+    let before = stamp_file(path);
+    if before.is_some() && std::fs::read_to_string(stamp_path(path)).ok() == before {
+        tracing::debug!(path = %path.display(), "database unchanged since its last clean check: not checked again");
+        return Ok(false);
     }
     use rusqlite::OpenFlags;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
@@ -518,7 +589,15 @@ fn check_integrity(path: &Path) -> Result<()> {
         }
     };
     let what = match findings {
-        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => return Ok(()),
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => {
+            // Nothing changed the file while it was read: record it as checked.
+            if before.is_some() && stamp_file(path) == before {
+                if let Some(stamp) = &before {
+                    write_stamp(path, stamp);
+                }
+            }
+            return Ok(true);
+        }
         Ok(rows) => {
             let shown: Vec<String> = rows
                 .iter()
@@ -543,7 +622,7 @@ fn check_integrity(path: &Path) -> Result<()> {
         {
             // No tidying here: the -wal beside it may be that process's.
             tracing::debug!(path = %path.display(), "database busy: integrity check skipped this time");
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => {
             tidy();
@@ -552,6 +631,48 @@ fn check_integrity(path: &Path) -> Result<()> {
     };
     tidy();
     anyhow::bail!("{}", damaged_message(path, &what))
+}
+
+/// The file beside the database that holds [`stamp_file`] of its last clean
+/// check or clean shutdown (`kata.db-checked`).
+fn stamp_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-checked");
+    std::path::PathBuf::from(p)
+}
+
+/// What identifies the database file's present state without reading it:
+/// device, inode, size, modification and change times (any write, rename
+/// over it, `touch` or truncation changes one of them) — or None while its
+/// write-ahead log holds anything (then the file alone is not the database,
+/// and after a crash the log is what needs checking) or where the platform
+/// has no such metadata.
+fn stamp_file(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        match std::fs::metadata(std::path::PathBuf::from(wal)) {
+            Ok(m) if m.len() > 0 => return None,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+        let m = std::fs::metadata(path).ok()?;
+        Some(format!("{} {} {} {}.{:09} {}.{:09}\n", m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Record `stamp` as the database's last clean state. Best effort: a stamp
+/// that cannot be written only costs a check at the next open.
+fn write_stamp(path: &Path, stamp: &str) {
+    let _ = std::fs::write(stamp_path(path), stamp);
 }
 
 /// What to tell a person whose database file is damaged.
@@ -610,6 +731,21 @@ impl Db {
         let db = Self { conn: Arc::new(Mutex::new(conn)), batch: Arc::default() };
         db.migrate().with_context(|| format!("cannot migrate {}", path.display()))?;
         Ok(db)
+    }
+
+    /// On a clean shutdown, once nothing writes any more: fold the
+    /// write-ahead log into the file and record the file's state, so the next
+    /// open skips the integrity check while the file stays exactly so (a
+    /// crash, a later write or any change to the file means a check again).
+    /// Does nothing when another connection keeps the log in use.
+    pub fn record_clean_shutdown(&self) {
+        let conn = self.lock();
+        let Some(path) = conn.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from) else { return };
+        // (busy, log frames, frames checkpointed): all folded back and the log emptied.
+        let folded = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)).is_ok_and(|busy| busy == 0);
+        if let Some(stamp) = stamp_file(&path).filter(|_| folded) {
+            write_stamp(&path, &stamp);
+        }
     }
 
     /// The connection, locked: for this crate's table modules, and for tests
@@ -795,23 +931,41 @@ impl Db {
     pub fn due_outbox(&self, plugin: &str, now: u64, limit: usize) -> Result<Vec<OutboxRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, plugin, idempotency_key, conversation, thread, reply_to, text, attempts
+            "SELECT id, plugin, idempotency_key, conversation, thread, reply_to, text, attempts, actions, draft_id, files
              FROM outbox WHERE status = 'pending' AND plugin = ?1 AND next_attempt_ms <= ?2
              ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![plugin, now as i64, limit as i64], |r| {
-            Ok(OutboxRow {
-                id: r.get(0)?,
-                plugin: r.get(1)?,
-                idempotency_key: r.get(2)?,
-                conversation: r.get(3)?,
-                thread: r.get(4)?,
-                reply_to: r.get(5)?,
-                text: r.get(6)?,
-                attempts: r.get(7)?,
-            })
+            let actions: Option<String> = r.get(8)?;
+            Ok((
+                OutboxRow {
+                    id: r.get(0)?,
+                    plugin: r.get(1)?,
+                    idempotency_key: r.get(2)?,
+                    conversation: r.get(3)?,
+                    thread: r.get(4)?,
+                    reply_to: r.get(5)?,
+                    text: r.get(6)?,
+                    attempts: r.get(7)?,
+                    rich: Rich {
+                        // Written by this crate only; unreadable JSON would be a bug, shown as no buttons.
+                        actions: actions.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default(),
+                        draft_id: r.get(9)?,
+                        attachments: Vec::new(),
+                    },
+                },
+                r.get::<_, i64>(10)? > 0,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut row, files) = row?;
+            if files {
+                row.rich.attachments = outbox_files(&conn, row.id)?;
+            }
+            out.push(row);
+        }
+        Ok(out)
     }
 
     /// When the next pending reply of `plugin` becomes due, if any.
@@ -1081,24 +1235,52 @@ pub(crate) fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&
         crate::history::append_turn(conn, t.session_id, Some(inbox_id), t.user, t.entries)?;
     }
     if let Some(r) = reply {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,
+        let n = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,
                 text, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            r.plugin,
-            format!("inbox-{inbox_id}"),
-            inbox_id,
-            r.conversation,
-            r.thread,
-            r.reply_to,
-            r.text,
-            now_ms() as i64
-        ])?;
+            )?
+            .execute(params![
+                r.plugin,
+                format!("inbox-{inbox_id}"),
+                inbox_id,
+                r.conversation,
+                r.thread,
+                r.reply_to,
+                r.text,
+                now_ms() as i64
+            ])?;
+        if n == 1 && !r.rich.is_empty() {
+            insert_rich(conn, conn.last_insert_rowid(), &r.rich)?;
+        }
     }
     conn.prepare_cached("UPDATE inbox SET status = 'done' WHERE id = ?1")?.execute([inbox_id])?;
     Ok(())
+}
+
+/// Store what outbox row `id` carries besides its text (see [`Rich`]).
+pub(crate) fn insert_rich(conn: &Connection, id: i64, rich: &Rich) -> Result<()> {
+    let actions = if rich.actions.is_empty() { None } else { Some(serde_json::to_string(&rich.actions)?) };
+    conn.prepare_cached("UPDATE outbox SET actions = ?2, draft_id = ?3, files = ?4 WHERE id = ?1")?.execute(params![
+        id,
+        actions,
+        rich.draft_id,
+        rich.attachments.len() as i64
+    ])?;
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO outbox_files (outbox_id, position, name, mime_type, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for (i, f) in rich.attachments.iter().enumerate() {
+        stmt.execute(params![id, i as i64, f.name, f.mime_type, f.data])?;
+    }
+    Ok(())
+}
+
+/// The files of outbox row `id`, in order.
+fn outbox_files(conn: &Connection, id: i64) -> Result<Vec<OutFile>> {
+    let mut stmt = conn.prepare_cached("SELECT name, mime_type, data FROM outbox_files WHERE outbox_id = ?1 ORDER BY position")?;
+    let rows = stmt.query_map([id], |r| Ok(OutFile { name: r.get(0)?, mime_type: r.get(1)?, data: r.get(2)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub(crate) fn insert_inbox(conn: &Connection, plugin: &str, m: &Inbound, origin: Option<&str>) -> rusqlite::Result<usize> {
@@ -1149,13 +1331,19 @@ impl Db {
     /// output). The same `idempotency_key` twice queues it once; returns the
     /// outbox id either way.
     pub fn enqueue(&self, reply: &Reply, idempotency_key: &str) -> Result<i64> {
-        let conn = self.lock();
-        conn.execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
             "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, conversation, thread, reply_to, text, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![reply.plugin, idempotency_key, reply.conversation, reply.thread, reply.reply_to, reply.text, now_ms() as i64],
         )?;
-        Ok(conn.query_row("SELECT id FROM outbox WHERE idempotency_key = ?1", [idempotency_key], |r| r.get(0))?)
+        if n == 1 && !reply.rich.is_empty() {
+            insert_rich(&tx, tx.last_insert_rowid(), &reply.rich)?;
+        }
+        let id = tx.query_row("SELECT id FROM outbox WHERE idempotency_key = ?1", [idempotency_key], |r| r.get(0))?;
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Dead letters, oldest first, of one plugin or all.
@@ -1237,8 +1425,14 @@ mod tests {
     #[test]
     fn dead_letters_are_listed_and_requeued() {
         let (_d, db) = db();
-        let r =
-            |text: &str| Reply { plugin: "telegram".into(), conversation: "c1".into(), thread: None, reply_to: None, text: text.into() };
+        let r = |text: &str| Reply {
+            plugin: "telegram".into(),
+            conversation: "c1".into(),
+            thread: None,
+            reply_to: None,
+            text: text.into(),
+            rich: Rich::default(),
+        };
         let a = db.enqueue(&r("a"), "send-a").expect("enqueue");
         assert_eq!(db.enqueue(&r("a again"), "send-a").expect("same key"), a);
         let b = db.enqueue(&r("b"), "send-b").expect("enqueue");
@@ -1272,6 +1466,7 @@ mod tests {
             thread: None,
             reply_to: Some(row.msg.channel_msg_id.clone()),
             text: row.msg.text.clone(),
+            rich: Rich::default(),
         };
         // Many turns at once, plus one write that fails in the middle of
         // them. The connection is held meanwhile, so they queue up and the
@@ -1332,6 +1527,37 @@ mod tests {
     }
 
     #[test]
+    fn the_integrity_check_is_skipped_only_while_the_file_is_as_a_clean_shutdown_left_it() {
+        let (dir, db) = db();
+        let path = dir.path().join("kata.db");
+        let msgs: Vec<Inbound> = (0..500).map(|i| msg(&format!("m{i:04}"))).collect();
+        db.record_poll("tg", &msgs, Some("500")).expect("poll");
+        // A clean shutdown: the next open does not read the file.
+        db.record_clean_shutdown();
+        assert!(!check_integrity(&path).expect("clean"), "unchanged since the clean shutdown: not read");
+        drop(db);
+        assert!(!check_integrity(&path).expect("clean"), "closing changed nothing");
+
+        // A write after it (the log holds it): checked, as after a crash.
+        let db = Db::open(&path).expect("open");
+        db.record_poll("tg", &[msg("late")], Some("501")).expect("poll");
+        assert!(check_integrity(&path).expect("sound"), "the log holds writes: checked");
+        // A clean close that folds the log in but records nothing: checked once, then trusted.
+        drop(db);
+        assert!(check_integrity(&path).expect("sound"), "changed since the last stamp: checked");
+        assert!(!check_integrity(&path).expect("sound"), "checked clean and unchanged: not read again");
+
+        // Damage after a clean check is still found: any write changes the file's times.
+        let mut bytes = std::fs::read(&path).expect("read");
+        let page = (0..bytes.len() / 1024).rfind(|p| bytes[p * 1024..(p + 1) * 1024].windows(5).any(|w| w == b"text ")).expect("a data page");
+        bytes[page * 1024..(page + 1) * 1024].fill(0xA5);
+        std::fs::write(&path, &bytes).expect("damage");
+        let e = check_integrity(&path).expect_err("damaged");
+        assert!(format!("{e:#}").contains("is damaged"), "{e:#}");
+        assert!(Db::open(&path).is_err(), "refused at open too");
+    }
+
+    #[test]
     fn poll_dedups_and_advances_cursor_together() {
         let (_d, db) = db();
         assert_eq!(db.cursor("tg").expect("cursor"), None);
@@ -1364,7 +1590,14 @@ mod tests {
         let (_d, db) = db();
         db.record_poll("tg", &[msg("a")], Some("1")).expect("poll");
         let row = db.pending_inbox(10).expect("inbox").remove(0);
-        let reply = Reply { plugin: "tg".into(), conversation: "c1".into(), thread: None, reply_to: Some("a".into()), text: "hi".into() };
+        let reply = Reply {
+            plugin: "tg".into(),
+            conversation: "c1".into(),
+            thread: None,
+            reply_to: Some("a".into()),
+            text: "hi".into(),
+            rich: Rich::default(),
+        };
         db.complete_inbox(row.id, Some(&reply)).expect("complete");
         db.complete_inbox(row.id, Some(&reply)).expect("complete again");
         assert!(db.pending_inbox(10).expect("inbox").is_empty());
@@ -1403,6 +1636,59 @@ mod tests {
         assert_eq!(recent.expect("query").len(), 2);
         let newest = db.audit_query(&AuditQuery { limit: 1, ..Default::default() }).expect("query");
         assert_eq!(newest[0].plugin, "mail");
+    }
+
+    #[test]
+    fn a_database_from_before_rich_replies_migrates_and_keeps_its_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kata.db");
+        // A workspace database as the kata before migration 9 left it, with a reply queued.
+        {
+            let conn = Connection::open(&path).expect("open");
+            for sql in &MIGRATIONS[..8] {
+                conn.execute_batch(sql).expect("old migration");
+            }
+            conn.pragma_update(None, "user_version", 8).expect("version");
+            conn.execute(
+                "INSERT INTO outbox (plugin, idempotency_key, conversation, text, created_ms) VALUES ('tg', 'old-1', 'c1', 'queued before', 1)",
+                [],
+            )
+            .expect("old row");
+        }
+        let db = Db::open(&path).expect("migrates");
+        let v: usize = db.lock().pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
+        assert_eq!(v, MIGRATIONS.len());
+        let due = db.due_outbox("tg", now_ms(), 10).expect("due");
+        assert_eq!((due.len(), due[0].text.as_str(), &due[0].rich), (1, "queued before", &Rich::default()));
+        // A rich reply goes in and comes out whole; a plain one stays plain.
+        let rich = Rich {
+            attachments: vec![
+                OutFile { name: "a.md".into(), mime_type: "text/markdown".into(), data: b"# A\n".to_vec() },
+                OutFile { name: "b.bin".into(), mime_type: "application/octet-stream".into(), data: vec![0, 255, 7] },
+            ],
+            actions: vec![Button { id: "yes 7".into(), label: "Approve".into() }, Button { id: "no 7".into(), label: "Deny".into() }],
+            draft_id: Some("m42".into()),
+        };
+        let reply = Reply {
+            plugin: "tg".into(),
+            conversation: "c2".into(),
+            thread: None,
+            reply_to: None,
+            text: "with files".into(),
+            rich: rich.clone(),
+        };
+        let id = db.enqueue(&reply, "rich-1").expect("enqueue");
+        assert_eq!(db.enqueue(&reply, "rich-1").expect("same key"), id, "queued once, files once");
+        db.record_poll("tg", &[msg("a")], None).expect("poll");
+        let row = db.pending_inbox(10).expect("inbox").remove(0);
+        db.complete_inbox(row.id, Some(&Reply { rich: Rich { draft_id: None, ..rich.clone() }, ..reply.clone() })).expect("complete");
+        let due = db.due_outbox("tg", now_ms(), 10).expect("due");
+        assert_eq!(due.len(), 3);
+        assert_eq!(due[1].rich, rich);
+        assert_eq!(due[2].rich.attachments, rich.attachments);
+        assert_eq!(due[2].rich.draft_id, None);
+        let files: i64 = db.lock().query_row("SELECT COUNT(*) FROM outbox_files", [], |r| r.get(0)).expect("count");
+        assert_eq!(files, 4);
     }
 
     #[test]
