@@ -414,7 +414,10 @@ fn ask_mode_approvals_are_answered_in_the_owners_chat_and_only_the_owner_counts(
     chat.say("c1", None, "bob", r#"call notes__write_note {"name":"a.txt","text":"approved in the chat"}"#);
     let id = pending_approval(&ws);
     let request = sent_containing(&chat, "owner", &format!("Approval {id}"), &ws);
-    assert!(request.contains("notes.write_note") && request.contains(&format!("\"yes {id}\"")) && request.contains("chat/c1"), "{request}");
+    assert!(request.contains("notes.write_note") && request.contains("chat/c1"), "{request}");
+    // The chat channel has no buttons: they arrive as text, said once.
+    assert!(request.ends_with(&format!("reply \"yes {id}\" to Approve\nreply \"no {id}\" to Deny")), "{request}");
+    assert_eq!(request.matches(&format!("yes {id}")).count(), 1, "{request}");
     // A stranger's yes approves nothing: it is an ordinary message to the agent.
     chat.say("owner", None, "mallory", "yes");
     assert_eq!(sent_containing(&chat, "owner", "echo:", &ws), "echo: yes");

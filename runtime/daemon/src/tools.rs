@@ -467,20 +467,20 @@ impl ToolBox {
     }
 
     /// Post approval request `id` in the `approvals_to` conversation, if
-    /// there is one (queued in the outbox like any reply).
+    /// there is one (queued in the outbox like any reply), with two buttons:
+    /// Approve (`yes ID`) and Deny (`no ID`). A channel without buttons gets
+    /// them as `reply "yes ID" to Approve` lines ([`crate::host::degrade_outbound`]),
+    /// so the text itself does not say how to answer.
     fn post_request(&self, id: i64, name: &str, args: &str, session: &str) {
         let Some(to) = &self.approvals_to else { return };
-        let mut shown: String = args.chars().take(300).collect();
-        if args.chars().count() > 300 {
-            shown.push('…');
-        }
-        let text = format!(
-            "Approval {id}: the agent wants to run {name} with {shown} (session {session}). Answer \"yes {id}\" to let it run or \"no {id}\" \
-             to refuse; without an answer it is refused in {}.",
-            crate::permissions::duration_words(self.ask_timeout)
-        );
-        let reply =
-            Reply { plugin: to.plugin.clone(), conversation: to.id.clone(), thread: None, reply_to: None, text, rich: Default::default() };
+        let reply = Reply {
+            plugin: to.plugin.clone(),
+            conversation: to.id.clone(),
+            thread: None,
+            reply_to: None,
+            text: approval_text(id, name, args, session, self.ask_timeout),
+            rich: crate::store::Rich { actions: approval_buttons(id), ..Default::default() },
+        };
         match self.db.enqueue(&reply, &format!("approval-{id}")) {
             Ok(_) => {
                 if let Some(n) = self.outbox_ready.lock().unwrap_or_else(|p| p.into_inner()).get(&to.plugin) {
@@ -492,7 +492,54 @@ impl ToolBox {
     }
 }
 
+/// The text of approval request `id` (how to answer is in its buttons).
+fn approval_text(id: i64, name: &str, args: &str, session: &str, timeout: std::time::Duration) -> String {
+    let mut shown: String = args.chars().take(300).collect();
+    if args.chars().count() > 300 {
+        shown.push('…');
+    }
+    format!(
+        "Approval {id}: the agent wants to run {name} with {shown} (session {session}). Without an answer it is refused in {}.",
+        crate::permissions::duration_words(timeout)
+    )
+}
+
+/// The buttons of approval request `id`: what each sends back is exactly
+/// what the owner would type ([`crate::permissions::chat_answer`]).
+fn approval_buttons(id: i64) -> Vec<crate::store::Button> {
+    vec![
+        crate::store::Button { id: format!("yes {id}"), label: "Approve".into() },
+        crate::store::Button { id: format!("no {id}"), label: "Deny".into() },
+    ]
+}
+
 /// The tool result the model gets for a refused call.
 fn refused(name: &str, reason: &str) -> String {
     format!("refused: kata did not run {name} because {reason}. Tell the user it was not allowed; do not retry it.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_approval_request_says_how_to_answer_once_with_or_without_buttons() {
+        let text = approval_text(7, "notes.append", r#"{"path":"a"}"#, "chat/c1", std::time::Duration::from_secs(300));
+        assert!(!text.contains("yes 7"), "the buttons say it: {text}");
+        let msg = latest::OutboundMessage {
+            conversation: "owner".into(),
+            thread: None,
+            reply_to: None,
+            text,
+            idempotency_key: "approval-7".into(),
+            attachments: Vec::new(),
+            actions: approval_buttons(7).into_iter().map(|b| latest::Action { id: b.id, label: b.label }).collect(),
+        };
+        let plain = host::degrade_outbound(&msg, &[]);
+        assert_eq!(plain.text.matches("yes 7").count(), 1, "{}", plain.text);
+        assert!(plain.text.ends_with("reply \"yes 7\" to Approve\nreply \"no 7\" to Deny"), "{}", plain.text);
+        let buttons = host::degrade_outbound(&msg, &[latest::Feature::Buttons]);
+        assert_eq!(buttons.actions.len(), 2);
+        assert!(!buttons.text.contains("yes 7"));
+    }
 }
