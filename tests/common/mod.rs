@@ -183,13 +183,20 @@ config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
         assert!(r.status().is_success(), "emulator refused a user message: {}", r.status());
     }
 
-    /// All bot messages sent to `chat` so far (accumulated across calls).
+    /// All bot messages sent to `chat` so far (accumulated across calls), in
+    /// the order sent, each with its `message_id`; an edited message appears
+    /// once, as last edited (the emulator hands it out again after an edit).
     pub fn bot_messages(&self, token: &str, chat: i64) -> Vec<serde_json::Value> {
         let body = serde_json::json!({"token": token, "chatId": chat});
         let v: serde_json::Value = self.client.post(format!("{}/getUpdates", self.base())).json(&body).send().unwrap().json().unwrap();
         let mut seen = self.seen.lock().unwrap();
         for u in v["result"].as_array().cloned().unwrap_or_default() {
-            seen.push(u["message"].clone());
+            let mut message = u["message"].clone();
+            message["message_id"] = u["messageId"].clone();
+            match seen.iter_mut().find(|m| m["message_id"] == message["message_id"] && !message["message_id"].is_null()) {
+                Some(old) => *old = message,
+                None => seen.push(message),
+            }
         }
         seen.iter().filter(|m| m["chat_id"] == serde_json::json!(chat)).cloned().collect()
     }

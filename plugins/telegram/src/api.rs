@@ -1,7 +1,9 @@
 //! Pure Telegram Bot API logic: URLs, request bodies, response parsing and
 //! error mapping. Nothing here touches the host, so it is unit-tested natively.
 
-use kata_sdk::{ChannelError, ConversationKind, Message, OutboundMessage, PollResult, SendReceipt};
+use kata_sdk::{
+    Action, ChannelError, ConversationKind, Edit, Message, OutboundAttachment, OutboundMessage, PollResult, Reaction, SendReceipt, Target,
+};
 use serde_json::{Value, json};
 
 /// Dates above this are milliseconds (the telegram-test-api emulator), below
@@ -37,12 +39,18 @@ pub fn parse_cursor(cursor: Option<&str>) -> Option<i64> {
     cursor.and_then(|c| c.trim().parse::<i64>().ok())
 }
 
+/// The update kinds the plugin asks `getUpdates` for, URL-encoded JSON:
+/// `["message","channel_post","callback_query"]`. Telegram remembers the last
+/// list a bot asked for, so naming it every time makes sure button presses
+/// (`callback_query`) arrive even if something else restricted them before.
+const ALLOWED_UPDATES: &str = "%5B%22message%22%2C%22channel_post%22%2C%22callback_query%22%5D";
+
 /// The `getUpdates` URL: long poll for `timeout_s` seconds from `offset`.
 pub fn get_updates_url(api_base: &str, offset: Option<i64>, timeout_s: u32) -> String {
     let url = method_url(api_base, "getUpdates");
     match offset {
-        Some(offset) => format!("{url}?offset={offset}&timeout={timeout_s}"),
-        None => format!("{url}?timeout={timeout_s}"),
+        Some(offset) => format!("{url}?offset={offset}&timeout={timeout_s}&allowed_updates={ALLOWED_UPDATES}"),
+        None => format!("{url}?timeout={timeout_s}&allowed_updates={ALLOWED_UPDATES}"),
     }
 }
 
@@ -153,6 +161,9 @@ pub fn parse_updates(status: u16, body: &[u8], offset: Option<i64>, now_ms: u64,
 /// in it addresses the bot); groups, supergroups and channels are groups, in
 /// which a message is `mentioned` when [`addresses_bot`] says so.
 pub fn parse_update(update: &Value, now_ms: u64, bot: Option<&Bot>) -> Option<Message> {
+    if let Some(query) = update.get("callback_query") {
+        return parse_callback(update, query, now_ms);
+    }
     let msg = update.get("message").or_else(|| update.get("channel_post"))?;
     let text = msg.get("text").or_else(|| msg.get("caption")).and_then(Value::as_str)?;
     let chat_id = id_text(msg.get("chat")?.get("id")?)?;
@@ -186,29 +197,448 @@ pub fn parse_update(update: &Value, now_ms: u64, bot: Option<&Bot>) -> Option<Me
     })
 }
 
+/// A button press (`callback_query`) as a kata message, exactly like the
+/// person typing the button's id: the text is the callback data, the sender
+/// is who pressed it (`from`), the conversation and thread are those of the
+/// message carrying the button. A press addresses the bot, in a group too.
+/// The id is `cb:<callback query id>` (Telegram's ids are unique, and a press
+/// is no message in the chat); `raw` keeps the whole update, including the
+/// pressed message's id. Presses without data (games) or without a message
+/// (inline mode: no chat to answer in) are skipped. A press carries no date,
+/// so it is stamped with `now_ms`.
+pub fn parse_callback(update: &Value, query: &Value, now_ms: u64) -> Option<Message> {
+    let id = id_text(query.get("id")?)?;
+    let data = query.get("data").and_then(Value::as_str)?;
+    let msg = query.get("message")?;
+    let chat = msg.get("chat")?;
+    let chat_id = id_text(chat.get("id")?)?;
+    let from = query.get("from")?;
+    let sender = from.get("id").and_then(id_text)?;
+    let private = chat.get("type").and_then(Value::as_str) == Some("private");
+    Some(Message {
+        id: format!("cb:{id}"),
+        conversation: chat_id,
+        thread: msg.get("message_thread_id").and_then(id_text),
+        sender,
+        sender_name: str_field(from, "username").or_else(|| str_field(from, "first_name")),
+        text: data.to_string(),
+        attachments: Vec::new(),
+        timestamp_ms: now_ms,
+        raw: serde_json::to_string(update).ok(),
+        conversation_kind: if private { ConversationKind::Direct } else { ConversationKind::Group },
+        mentioned: true,
+    })
+}
+
+/// The callback query ids among `messages` (button presses, see
+/// [`parse_callback`]), to answer with `answerCallbackQuery`.
+pub fn callback_ids(messages: &[Message]) -> impl Iterator<Item = &str> {
+    messages.iter().filter_map(|m| m.id.strip_prefix("cb:"))
+}
+
+/// The JSON body of `answerCallbackQuery`: stops the client's spinner.
+pub fn answer_callback_body(callback_id: &str) -> Value {
+    json!({ "callback_query_id": callback_id })
+}
+
 /// A Telegram `date` in milliseconds: seconds from the real API, milliseconds
 /// from the emulator.
 pub fn date_to_ms(date: u64) -> u64 {
     if date > MS_THRESHOLD { date } else { date.saturating_mul(1000) }
 }
 
-/// The JSON body of `sendMessage` for `msg`.
+/// Longest `callback_data` Telegram accepts, in bytes.
+pub const MAX_CALLBACK_DATA: usize = 64;
+
+/// Longest document caption Telegram accepts, in characters (counted as
+/// UTF-16 code units, as Telegram does).
+pub const MAX_CAPTION: usize = 1024;
+
+/// Most buttons put side by side in one row; more get a row each.
+const ROW_BUTTONS: usize = 3;
+
+/// The buttons of `actions` as an `inline_keyboard` reply markup, and the
+/// lines to append to the text for actions that cannot be buttons.
+///
+/// A button's `callback_data` is the action id, so a press delivers exactly
+/// the id (see [`parse_callback`]). Telegram refuses data longer than
+/// [`MAX_CALLBACK_DATA`] bytes (and empty data), and shortening it would
+/// change what a press says, so such an action becomes the line the host
+/// writes for channels without buttons — `reply "<id>" to <label>` — and the
+/// person types it instead.
+pub fn inline_keyboard(actions: &[Action]) -> (Option<Value>, String) {
+    let mut buttons = Vec::new();
+    let mut hints = String::new();
+    for a in actions {
+        let label = if a.label.trim().is_empty() { a.id.as_str() } else { a.label.as_str() };
+        if a.id.is_empty() || a.id.len() > MAX_CALLBACK_DATA {
+            if !hints.is_empty() {
+                hints.push('\n');
+            }
+            if label == a.id {
+                hints.push_str(&format!("reply \"{}\"", a.id));
+            } else {
+                hints.push_str(&format!("reply \"{}\" to {label}", a.id));
+            }
+            continue;
+        }
+        buttons.push(json!({ "text": label, "callback_data": a.id }));
+    }
+    if buttons.is_empty() {
+        return (None, hints);
+    }
+    let rows: Vec<Value> = if buttons.len() <= ROW_BUTTONS {
+        vec![Value::Array(buttons)]
+    } else {
+        buttons.into_iter().map(|b| Value::Array(vec![b])).collect()
+    };
+    (Some(json!({ "inline_keyboard": rows })), hints)
+}
+
+/// One Bot API request of a send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// `sendMessage` with this JSON body.
+    Text(Value),
+    /// `sendDocument` of `attachments[attachment]` with these form fields
+    /// (see [`multipart_body`]).
+    Document {
+        /// Index into the outbound message's attachments.
+        attachment: usize,
+        /// The other form fields, in order.
+        fields: Vec<(&'static str, String)>,
+    },
+}
+
+/// The requests that deliver `msg`, in order. The first one carries the
+/// text (and so the receipt id), the buttons and the reply-to.
+///
+/// - No attachments: one `sendMessage`.
+/// - Attachments, text up to [`MAX_CAPTION`]: one `sendDocument` per file,
+///   the first with the text as its caption.
+/// - Attachments and a longer text: the text as its own `sendMessage` first,
+///   then the files without a caption.
 ///
 /// `reply-to` is a kata message id (`<chat_id>:<message_id>`); its message id
 /// part becomes `reply_to_message_id`. An unparsable reply-to or thread is
 /// left out rather than failing the send.
-pub fn send_message_body(msg: &OutboundMessage) -> Value {
-    let mut body = json!({
-        "chat_id": chat_id_value(&msg.conversation),
-        "text": msg.text,
-    });
-    if let Some(reply_to) = msg.reply_to.as_deref().and_then(reply_message_id) {
-        body["reply_to_message_id"] = json!(reply_to);
+pub fn plan_send(msg: &OutboundMessage) -> Vec<Part> {
+    let (markup, hints) = inline_keyboard(&msg.actions);
+    let mut text = msg.text.clone();
+    if !hints.is_empty() {
+        if !text.trim().is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&hints);
     }
-    if let Some(thread) = msg.thread.as_deref().and_then(|t| t.trim().parse::<i64>().ok()) {
+    let reply_to = msg.reply_to.as_deref().and_then(reply_message_id);
+    let thread = msg.thread.as_deref().and_then(|t| t.trim().parse::<i64>().ok());
+
+    let text_first = msg.attachments.is_empty() || text.encode_utf16().count() > MAX_CAPTION;
+    let mut parts = Vec::new();
+    if text_first {
+        let mut body = json!({ "chat_id": chat_id_value(&msg.conversation), "text": text });
+        if let Some(id) = reply_to {
+            body["reply_to_message_id"] = json!(id);
+        }
+        if let Some(thread) = thread {
+            body["message_thread_id"] = json!(thread);
+        }
+        if let Some(markup) = &markup {
+            body["reply_markup"] = markup.clone();
+        }
+        parts.push(Part::Text(body));
+    }
+    for attachment in 0..msg.attachments.len() {
+        let first = parts.is_empty();
+        let mut fields = vec![("chat_id", msg.conversation.trim().to_string())];
+        if let Some(thread) = thread {
+            fields.push(("message_thread_id", thread.to_string()));
+        }
+        if first {
+            if let Some(id) = reply_to {
+                fields.push(("reply_to_message_id", id.to_string()));
+            }
+            if !text.is_empty() {
+                fields.push(("caption", text.clone()));
+            }
+            if let Some(markup) = &markup {
+                fields.push(("reply_markup", markup.to_string()));
+            }
+        }
+        parts.push(Part::Document { attachment, fields });
+    }
+    parts
+}
+
+/// The JSON body of `sendMessage` for `msg` (with its buttons): what
+/// [`plan_send`] sends when there are no attachments.
+pub fn send_message_body(msg: &OutboundMessage) -> Value {
+    let plain = OutboundMessage { attachments: Vec::new(), ..msg.clone() };
+    match plan_send(&plain).into_iter().next() {
+        Some(Part::Text(body)) => body,
+        _ => unreachable!("a message without attachments is one sendMessage"),
+    }
+}
+
+/// A `multipart/form-data` body: `fields`, then `file` as the form field
+/// `file_field`. Returns the content type (with its boundary) and the body.
+pub fn multipart_body(fields: &[(&str, String)], file_field: &str, file: &OutboundAttachment) -> (String, Vec<u8>) {
+    let name = form_file_name(&file.name);
+    let mime = if file.mime_type.trim().is_empty() || file.mime_type.contains(['\r', '\n']) {
+        "application/octet-stream"
+    } else {
+        file.mime_type.trim()
+    };
+    // A boundary must not occur in any part: derive one from the content and
+    // try the next while it does.
+    let mut seed = fnv1a(&file.data);
+    let boundary = loop {
+        let b = format!("kata-{seed:016x}");
+        let clash = contains(&file.data, b.as_bytes()) || fields.iter().any(|(_, v)| v.contains(&b)) || name.contains(&b);
+        if !clash {
+            break b;
+        }
+        seed = seed.wrapping_mul(0x100_0000_01b3).wrapping_add(1);
+    };
+    let mut body = Vec::with_capacity(file.data.len() + 512);
+    for (key, value) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{key}\"\r\n\r\n").as_bytes());
+        body.extend_from_slice(value.as_bytes());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"{file_field}\"; filename=\"{name}\"\r\ncontent-type: {mime}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&file.data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A file name safe inside a quoted `filename="…"`: no quotes, backslashes or
+/// control characters; "file" when nothing is left.
+fn form_file_name(name: &str) -> String {
+    let clean: String = name.trim().chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    if clean.is_empty() { "file".into() } else { clean }
+}
+
+/// FNV-1a, to derive a multipart boundary from content.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The JSON body of `sendChatAction` showing "typing…" in `target`.
+pub fn chat_action_body(target: &Target) -> Value {
+    let mut body = json!({ "chat_id": chat_id_value(&target.conversation), "action": "typing" });
+    if let Some(thread) = target.thread.as_deref().and_then(|t| t.trim().parse::<i64>().ok()) {
         body["message_thread_id"] = json!(thread);
     }
     body
+}
+
+/// The Telegram message id in a kata id given to `act` (`<chat_id>:<message_id>`,
+/// as send receipts and received messages carry it).
+fn acted_message_id(id: &str, what: &str) -> Result<i64, ChannelError> {
+    // A button press (`cb:<callback id>`) is no message in the chat.
+    let parsed = if id.starts_with("cb:") { None } else { reply_message_id(id) };
+    parsed.ok_or_else(|| {
+        ChannelError::Fatal(format!(
+            "cannot {what} Telegram message {id:?}: not a Telegram message id (expected <chat_id>:<message_id>, as a send receipt or \
+             a received message gives it)"
+        ))
+    })
+}
+
+/// The JSON body of `editMessageText` for `edit`.
+pub fn edit_text_body(edit: &Edit) -> Result<Value, ChannelError> {
+    let message_id = acted_message_id(&edit.message_id, "edit")?;
+    Ok(json!({ "chat_id": chat_id_value(&edit.conversation), "message_id": message_id, "text": edit.text }))
+}
+
+/// The JSON body of `editMessageCaption` for `edit` (a file sent with the
+/// text as its caption).
+pub fn edit_caption_body(edit: &Edit) -> Result<Value, ChannelError> {
+    let message_id = acted_message_id(&edit.message_id, "edit")?;
+    Ok(json!({ "chat_id": chat_id_value(&edit.conversation), "message_id": message_id, "caption": edit.text }))
+}
+
+/// What an edit request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditOutcome {
+    /// The message has the new text (also when it already had it: Telegram
+    /// answers "message is not modified", which is no failure for a draft
+    /// that did not grow).
+    Done,
+    /// The message has no text but a caption (a file sent with the text):
+    /// edit the caption instead.
+    Caption,
+}
+
+/// Turn an `editMessageText` / `editMessageCaption` response into an outcome.
+pub fn parse_edit(status: u16, body: &[u8]) -> Result<EditOutcome, ChannelError> {
+    match api_result(status, body) {
+        Ok(_) => Ok(EditOutcome::Done),
+        Err(e) => {
+            let description = description(body).to_ascii_lowercase();
+            if description.contains("message is not modified") {
+                Ok(EditOutcome::Done)
+            } else if description.contains("no text in the message to edit") {
+                Ok(EditOutcome::Caption)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The reaction emoji Telegram allows bots to set (`ReactionTypeEmoji`).
+pub const REACTION_EMOJI: &[&str] = &[
+    "👍",
+    "👎",
+    "❤",
+    "🔥",
+    "🥰",
+    "👏",
+    "😁",
+    "🤔",
+    "🤯",
+    "😱",
+    "🤬",
+    "😢",
+    "🎉",
+    "🤩",
+    "🤮",
+    "💩",
+    "🙏",
+    "👌",
+    "🕊",
+    "🤡",
+    "🥱",
+    "🥴",
+    "😍",
+    "🐳",
+    "❤\u{200d}🔥",
+    "🌚",
+    "🌭",
+    "💯",
+    "🤣",
+    "⚡",
+    "🍌",
+    "🏆",
+    "💔",
+    "🤨",
+    "😐",
+    "🍓",
+    "🍾",
+    "💋",
+    "🖕",
+    "😈",
+    "😴",
+    "😭",
+    "🤓",
+    "👻",
+    "👨\u{200d}💻",
+    "👀",
+    "🎃",
+    "🙈",
+    "😇",
+    "😨",
+    "🤝",
+    "✍",
+    "🤗",
+    "🫡",
+    "🎅",
+    "🎄",
+    "☃",
+    "💅",
+    "🤪",
+    "🗿",
+    "🆒",
+    "💘",
+    "🙉",
+    "🦄",
+    "😘",
+    "💊",
+    "🙊",
+    "😎",
+    "👾",
+    "🤷\u{200d}♂",
+    "🤷",
+    "🤷\u{200d}♀",
+    "😡",
+];
+
+/// Common emoji outside Telegram's set and the allowed one that stands in.
+const REACTION_FALLBACKS: &[(&str, &str)] = &[
+    ("✅", "👌"),
+    ("✔", "👌"),
+    ("☑", "👌"),
+    ("🆗", "👌"),
+    ("⏳", "👀"),
+    ("⌛", "👀"),
+    ("👁", "👀"),
+    ("♥", "❤"),
+    ("🧡", "❤"),
+    ("💛", "❤"),
+    ("💚", "❤"),
+    ("💙", "❤"),
+    ("💜", "❤"),
+    ("🖤", "❤"),
+    ("🤍", "❤"),
+    ("🤎", "❤"),
+    ("😀", "😁"),
+    ("😃", "😁"),
+    ("😄", "😁"),
+    ("😊", "😁"),
+    ("🙂", "😁"),
+];
+
+/// `emoji` as a reaction Telegram accepts: the same emoji without variation
+/// selectors and skin tones ("❤️" → "❤", "👍🏽" → "👍"), else the stand-in from
+/// a short list ("✅" → "👌", "⏳" → "👀", "💙" → "❤", "🙂" → "😁"), else an
+/// error naming what Telegram allows.
+pub fn reaction_emoji(emoji: &str) -> Result<&'static str, ChannelError> {
+    let bare: String = emoji.trim().chars().filter(|c| !matches!(c, '\u{fe0e}' | '\u{fe0f}' | '\u{1f3fb}'..='\u{1f3ff}')).collect();
+    if let Some(ok) = REACTION_EMOJI.iter().find(|e| **e == bare) {
+        return Ok(ok);
+    }
+    if let Some((_, ok)) = REACTION_FALLBACKS.iter().find(|(from, _)| *from == bare) {
+        return Ok(ok);
+    }
+    Err(ChannelError::Fatal(format!(
+        "Telegram lets bots react only with its own set of emoji, and {emoji:?} is not one of them; use one of {}",
+        REACTION_EMOJI.join(" ")
+    )))
+}
+
+/// The JSON body of `setMessageReaction` for `reaction`, or `None` when the
+/// message is a button press (`cb:` id), which is no message in the chat and
+/// cannot carry a reaction.
+pub fn reaction_body(reaction: &Reaction) -> Result<Option<Value>, ChannelError> {
+    if reaction.message_id.starts_with("cb:") {
+        return Ok(None);
+    }
+    let message_id = acted_message_id(&reaction.message_id, "react to")?;
+    let emoji = reaction_emoji(&reaction.emoji)?;
+    Ok(Some(json!({
+        "chat_id": chat_id_value(&reaction.conversation),
+        "message_id": message_id,
+        "reaction": [{ "type": "emoji", "emoji": emoji }],
+    })))
+}
+
+/// Check a response whose `result` is only `true` (`sendChatAction`,
+/// `setMessageReaction`, `answerCallbackQuery`).
+pub fn parse_ok(status: u16, body: &[u8]) -> Result<(), ChannelError> {
+    api_result(status, body).map(drop)
 }
 
 /// The message id part of a kata message id `<chat_id>:<message_id>` (or a
@@ -233,7 +663,7 @@ pub fn parse_send(status: u16, body: &[u8], conversation: &str) -> Result<SendRe
     let message_id = result
         .get("message_id")
         .and_then(id_text)
-        .ok_or_else(|| ChannelError::Fatal("Telegram sendMessage returned no message_id".into()))?;
+        .ok_or_else(|| ChannelError::Fatal("Telegram returned a sent message without a message_id".into()))?;
     let chat_id = result.get("chat").and_then(|c| c.get("id")).and_then(id_text).unwrap_or_else(|| conversation.to_string());
     Ok(SendReceipt::sent(format!("{chat_id}:{message_id}")))
 }
@@ -276,6 +706,12 @@ pub fn map_error(status: u16, body: &[u8]) -> ChannelError {
         200..=299 => ChannelError::Fatal(format!("unexpected Telegram API response (HTTP {status}): {description}")),
         _ => ChannelError::Fatal(format!("Telegram API error {code}: {description}")),
     }
+}
+
+/// The `description` of a Bot API error response ("" when there is none).
+fn description(body: &[u8]) -> String {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    parsed.get("description").and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 /// The start of a body for error messages.
@@ -410,11 +846,13 @@ mod tests {
     fn urls_keep_token_placeholder() {
         assert_eq!(
             get_updates_url("https://api.telegram.org", Some(10), 25),
-            "https://api.telegram.org/bot{{secret:bot_token}}/getUpdates?offset=10&timeout=25"
+            "https://api.telegram.org/bot{{secret:bot_token}}/getUpdates?offset=10&timeout=25\
+             &allowed_updates=%5B%22message%22%2C%22channel_post%22%2C%22callback_query%22%5D"
         );
         assert_eq!(
             get_updates_url("http://127.0.0.1:19000", None, 0),
-            "http://127.0.0.1:19000/bot{{secret:bot_token}}/getUpdates?timeout=0"
+            "http://127.0.0.1:19000/bot{{secret:bot_token}}/getUpdates?timeout=0\
+             &allowed_updates=%5B%22message%22%2C%22channel_post%22%2C%22callback_query%22%5D"
         );
         assert_eq!(method_url("http://h", "sendMessage"), "http://h/bot{{secret:bot_token}}/sendMessage");
     }
@@ -547,5 +985,259 @@ mod tests {
         assert_eq!(Bot::from_state(&bot.to_state()), Some(bot));
         assert!(parse_get_me(200, br#"{"ok":true,"result":{"id":77}}"#).is_err());
         assert_eq!(Bot::from_state("77"), None);
+    }
+
+    fn press(chat_type: &str, extra: &str) -> Value {
+        serde_json::from_str(&format!(
+            r#"{{"update_id":20,"callback_query":{{"id":"4382bfdwdsb323b2d9","chat_instance":"x",
+                "from":{{"id":42,"is_bot":false,"first_name":"Ann","username":"ann"}},
+                "message":{{"message_id":7,"chat":{{"id":-100,"type":"{chat_type}"}},"date":5,"text":"Run notes.append?"{extra}}},
+                "data":"yes 3"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_button_press_is_a_message_with_the_button_id() {
+        let m = parse_update(&press("private", ""), NOW, None).unwrap();
+        assert_eq!(m.id, "cb:4382bfdwdsb323b2d9");
+        assert_eq!((m.conversation.as_str(), m.sender.as_str(), m.sender_name.as_deref()), ("-100", "42", Some("ann")));
+        assert_eq!(m.text, "yes 3");
+        assert_eq!((m.conversation_kind, m.mentioned, m.thread.as_deref()), (ConversationKind::Direct, true, None));
+        assert_eq!(m.timestamp_ms, NOW);
+        let raw: Value = serde_json::from_str(m.raw.as_deref().unwrap()).unwrap();
+        assert_eq!(raw["callback_query"]["message"]["message_id"], 7, "the pressed message's id is in raw");
+
+        // In a group a press addresses the bot without a mention.
+        let g = parse_update(&press("supergroup", r#","message_thread_id":9"#), NOW, None).unwrap();
+        assert_eq!((g.conversation_kind, g.mentioned, g.thread.as_deref()), (ConversationKind::Group, true, Some("9")));
+
+        // No data (a game) or no message (inline mode): nothing to deliver, the cursor still moves.
+        let body = r#"{"ok":true,"result":[
+            {"update_id":30,"callback_query":{"id":"a","from":{"id":1},"message":{"message_id":1,"chat":{"id":1,"type":"private"}},"game_short_name":"g"}},
+            {"update_id":31,"callback_query":{"id":"b","from":{"id":1},"inline_message_id":"m","data":"yes 1"}}]}"#;
+        let r = poll(body, Some(30));
+        assert!(r.messages.is_empty());
+        assert_eq!(r.cursor.as_deref(), Some("32"));
+    }
+
+    #[test]
+    fn the_emulators_press_and_the_ids_to_answer() {
+        // What telegram-test-api 4.2.1 returns for POST /sendCallback.
+        let body = r#"{"ok":true,"result":[
+            {"update_id":5,"callback_query":{"id":"1","from":{"id":7,"first_name":"U","username":"user7","is_bot":false},
+             "message":{"message_id":4,"chat":{"id":7,"type":"private"}},"data":"no 12"}},
+            {"update_id":6,"message":{"message_id":6,"chat":{"id":7,"type":"private"},"from":{"id":7},"date":1,"text":"hi"}}]}"#;
+        let r = poll(body, None);
+        assert_eq!(texts(&r), ["no 12", "hi"]);
+        assert_eq!(callback_ids(&r.messages).collect::<Vec<_>>(), ["1"]);
+        assert_eq!(answer_callback_body("1"), json!({"callback_query_id": "1"}));
+    }
+
+    fn texts(r: &PollResult) -> Vec<&str> {
+        r.messages.iter().map(|m| m.text.as_str()).collect()
+    }
+
+    fn action(id: &str, label: &str) -> Action {
+        Action { id: id.into(), label: label.into() }
+    }
+
+    #[test]
+    fn actions_become_an_inline_keyboard() {
+        let (markup, hints) = inline_keyboard(&[action("yes 7", "Approve"), action("no 7", "")]);
+        assert_eq!(
+            markup,
+            Some(json!({"inline_keyboard": [[{"text": "Approve", "callback_data": "yes 7"}, {"text": "no 7", "callback_data": "no 7"}]]}))
+        );
+        assert_eq!(hints, "");
+        let many: Vec<Action> = (0..4).map(|i| action(&format!("pick {i}"), "")).collect();
+        let (markup, _) = inline_keyboard(&many);
+        assert_eq!(markup.unwrap()["inline_keyboard"].as_array().unwrap().len(), 4, "more than three buttons: one per row");
+        assert_eq!(inline_keyboard(&[]), (None, String::new()));
+    }
+
+    #[test]
+    fn an_action_id_too_long_for_callback_data_becomes_a_reply_hint() {
+        let exact = "x".repeat(MAX_CALLBACK_DATA);
+        let long = "é".repeat(33); // 66 bytes
+        let (markup, hints) = inline_keyboard(&[action(&exact, "Fits"), action(&long, "Too long"), action("", "Empty")]);
+        assert_eq!(markup, Some(json!({"inline_keyboard": [[{"text": "Fits", "callback_data": exact}]]})));
+        assert_eq!(hints, format!("reply \"{long}\" to Too long\nreply \"\" to Empty"));
+        let mut msg = outbound(None, None);
+        msg.actions = vec![action(&long, &long)];
+        assert_eq!(send_message_body(&msg), json!({"chat_id": -100987, "text": format!("hi\n\nreply \"{long}\"")}));
+    }
+
+    fn file(name: &str, mime: &str, data: &[u8]) -> OutboundAttachment {
+        OutboundAttachment { name: name.into(), mime_type: mime.into(), data: data.to_vec() }
+    }
+
+    #[test]
+    fn a_message_with_buttons_is_one_send_message() {
+        let mut msg = outbound(Some("-100987:55"), Some("77"));
+        msg.actions = vec![action("yes 1", "Approve"), action("no 1", "Deny")];
+        let parts = plan_send(&msg);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            parts[0],
+            Part::Text(json!({"chat_id": -100987, "text": "hi", "reply_to_message_id": 55, "message_thread_id": 77,
+                "reply_markup": {"inline_keyboard": [[{"text": "Approve", "callback_data": "yes 1"}, {"text": "Deny", "callback_data": "no 1"}]]}}))
+        );
+    }
+
+    #[test]
+    fn files_carry_the_text_as_caption_when_it_fits() {
+        let mut msg = outbound(Some("-100987:55"), Some("77"));
+        msg.attachments = vec![file("a.txt", "text/plain", b"A"), file("b.png", "image/png", b"B")];
+        msg.actions = vec![action("yes 1", "Approve")];
+        let parts = plan_send(&msg);
+        let markup = r#"{"inline_keyboard":[[{"callback_data":"yes 1","text":"Approve"}]]}"#;
+        assert_eq!(
+            parts,
+            [
+                Part::Document {
+                    attachment: 0,
+                    fields: vec![
+                        ("chat_id", "-100987".into()),
+                        ("message_thread_id", "77".into()),
+                        ("reply_to_message_id", "55".into()),
+                        ("caption", "hi".into()),
+                        ("reply_markup", markup.into()),
+                    ]
+                },
+                Part::Document { attachment: 1, fields: vec![("chat_id", "-100987".into()), ("message_thread_id", "77".into())] },
+            ]
+        );
+        // No text: the file alone, no caption.
+        msg.text = String::new();
+        msg.actions.clear();
+        let Part::Document { fields, .. } = &plan_send(&msg)[0] else { panic!() };
+        assert!(!fields.iter().any(|(k, _)| *k == "caption"), "{fields:?}");
+    }
+
+    #[test]
+    fn a_text_longer_than_a_caption_goes_first_on_its_own() {
+        let mut msg = outbound(Some("-100987:55"), None);
+        // 1024 UTF-16 units fit; "😀" is two units each.
+        msg.text = "😀".repeat(512);
+        msg.attachments = vec![file("a.txt", "text/plain", b"A")];
+        assert!(matches!(&plan_send(&msg)[0], Part::Document { fields, .. } if fields.iter().any(|(k, _)| *k == "caption")));
+        msg.text.push('!');
+        let parts = plan_send(&msg);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], Part::Text(json!({"chat_id": -100987, "text": msg.text, "reply_to_message_id": 55})));
+        assert_eq!(parts[1], Part::Document { attachment: 0, fields: vec![("chat_id", "-100987".into())] });
+    }
+
+    #[test]
+    fn multipart_body_holds_the_fields_and_the_file() {
+        let data = b"\x00\x01binary\r\n--not-a-boundary\xff";
+        let (ctype, body) =
+            multipart_body(&[("chat_id", "5".into()), ("caption", "h\u{e9}".into())], "document", &file("r\"ep\nort.bin", "", data));
+        let boundary = ctype.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let mut want = Vec::new();
+        want.extend_from_slice(format!("--{boundary}\r\ncontent-disposition: form-data; name=\"chat_id\"\r\n\r\n5\r\n").as_bytes());
+        want.extend_from_slice(format!("--{boundary}\r\ncontent-disposition: form-data; name=\"caption\"\r\n\r\nh\u{e9}\r\n").as_bytes());
+        want.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"document\"; filename=\"r_ep_ort.bin\"\r\n\
+                 content-type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        want.extend_from_slice(data);
+        want.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        assert_eq!(body, want);
+
+        // A file that contains the first boundary gets another one.
+        let first = format!("kata-{:016x}", fnv1a(b"x"));
+        let tricky = format!("x{first}");
+        let (_, plain) = multipart_body(&[], "document", &file("a", "text/plain", b"x"));
+        assert!(String::from_utf8_lossy(&plain).contains(&first));
+        let (ctype, _) = multipart_body(&[], "document", &file("a", "text/plain", tricky.as_bytes()));
+        assert!(!tricky.contains(ctype.rsplit('=').next().unwrap()));
+        assert_eq!(form_file_name(" \t"), "file");
+        assert_eq!(form_file_name(" a\tb.txt "), "a_b.txt");
+    }
+
+    #[test]
+    fn typing_body() {
+        let t = Target { conversation: "-100".into(), thread: Some("9".into()) };
+        assert_eq!(chat_action_body(&t), json!({"chat_id": -100, "action": "typing", "message_thread_id": 9}));
+        let t = Target { conversation: "5".into(), thread: None };
+        assert_eq!(chat_action_body(&t), json!({"chat_id": 5, "action": "typing"}));
+    }
+
+    #[test]
+    fn edits_take_the_send_receipt_id() {
+        let receipt = parse_send(200, br#"{"ok":true,"result":{"message_id":8,"chat":{"id":-5}}}"#, "-5").unwrap().id;
+        let edit = Edit { conversation: "-5".into(), message_id: receipt, text: "longer".into() };
+        assert_eq!(edit_text_body(&edit).unwrap(), json!({"chat_id": -5, "message_id": 8, "text": "longer"}));
+        assert_eq!(edit_caption_body(&edit).unwrap(), json!({"chat_id": -5, "message_id": 8, "caption": "longer"}));
+        let bad = Edit { conversation: "-5".into(), message_id: "cb:1".into(), text: "x".into() };
+        assert!(matches!(edit_text_body(&bad), Err(ChannelError::Fatal(m)) if m.contains("<chat_id>:<message_id>")));
+    }
+
+    #[test]
+    fn edit_responses() {
+        assert_eq!(parse_edit(200, br#"{"ok":true,"result":{"message_id":8}}"#), Ok(EditOutcome::Done));
+        assert_eq!(parse_edit(200, br#"{"ok":true,"result":true}"#), Ok(EditOutcome::Done));
+        let same = br#"{"ok":false,"error_code":400,"description":"Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message"}"#;
+        assert_eq!(parse_edit(400, same), Ok(EditOutcome::Done));
+        let file = br#"{"ok":false,"error_code":400,"description":"Bad Request: there is no text in the message to edit"}"#;
+        assert_eq!(parse_edit(400, file), Ok(EditOutcome::Caption));
+        let gone = br#"{"ok":false,"error_code":400,"description":"Bad Request: message to edit not found"}"#;
+        assert!(matches!(parse_edit(400, gone), Err(ChannelError::Fatal(m)) if m.contains("message to edit not found")));
+        let slow = br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#;
+        assert_eq!(parse_edit(429, slow), Err(ChannelError::RateLimited(3000)));
+        assert!(matches!(
+            parse_edit(401, br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#),
+            Err(ChannelError::AuthFailed(_))
+        ));
+    }
+
+    #[test]
+    fn reaction_emoji_are_telegrams_own() {
+        assert_eq!(reaction_emoji("👀"), Ok("👀"));
+        assert_eq!(reaction_emoji("❤️"), Ok("❤"));
+        assert_eq!(reaction_emoji("👍🏽"), Ok("👍"));
+        assert_eq!(reaction_emoji("🤷‍♀️"), Ok("🤷\u{200d}♀"));
+        assert_eq!(reaction_emoji("✅"), Ok("👌"));
+        assert_eq!(reaction_emoji("⏳"), Ok("👀"));
+        let err = reaction_emoji("🦀").unwrap_err();
+        assert!(matches!(&err, ChannelError::Fatal(m) if m.contains("\"🦀\" is not one of them") && m.contains("👀")), "{err:?}");
+        for e in REACTION_EMOJI {
+            assert_eq!(reaction_emoji(e), Ok(*e));
+        }
+    }
+
+    #[test]
+    fn reaction_bodies() {
+        let r = Reaction { conversation: "7".into(), message_id: "7:12".into(), emoji: "👀".into() };
+        assert_eq!(
+            reaction_body(&r).unwrap(),
+            Some(json!({"chat_id": 7, "message_id": 12, "reaction": [{"type": "emoji", "emoji": "👀"}]}))
+        );
+        let press = Reaction { message_id: "cb:99".into(), ..r.clone() };
+        assert_eq!(reaction_body(&press).unwrap(), None, "a button press has no message to react to");
+        let bad = Reaction { emoji: "🦀".into(), ..r.clone() };
+        assert!(reaction_body(&bad).is_err());
+        assert!(matches!(reaction_body(&Reaction { message_id: "x".into(), ..r }), Err(ChannelError::Fatal(_))));
+    }
+
+    #[test]
+    fn true_results_and_their_errors() {
+        assert_eq!(parse_ok(200, br#"{"ok":true,"result":true}"#), Ok(()));
+        let invalid = br#"{"ok":false,"error_code":400,"description":"Bad Request: REACTION_INVALID"}"#;
+        assert_eq!(parse_ok(400, invalid), Err(ChannelError::Fatal("Telegram API error 400: Bad Request: REACTION_INVALID".into())));
+        let slow = br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 2","parameters":{"retry_after":2}}"#;
+        assert_eq!(parse_ok(429, slow), Err(ChannelError::RateLimited(2000)));
+        assert!(matches!(
+            parse_ok(401, br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#),
+            Err(ChannelError::AuthFailed(_))
+        ));
+        // A document upload answers like sendMessage.
+        let doc = br#"{"ok":true,"result":{"message_id":9,"chat":{"id":5},"document":{"file_name":"a.txt","file_id":"f"},"caption":"hi"}}"#;
+        assert_eq!(parse_send(200, doc, "5").unwrap().id, "5:9");
     }
 }

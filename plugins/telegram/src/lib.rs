@@ -1,7 +1,10 @@
 //! # kata-telegram: a Telegram Bot API channel for kata
 //!
-//! Receives messages by long polling `getUpdates` and sends replies with
-//! `sendMessage`.
+//! Receives messages and button presses by long polling `getUpdates`, sends
+//! replies with `sendMessage` (buttons as an inline keyboard) and files with
+//! `sendDocument`, and does the v0.1.3 channel actions: typing
+//! (`sendChatAction`), edits (`editMessageText`) and reactions
+//! (`setMessageReaction`). See README.md for the mapping and its limits.
 //!
 //! ## Configuration (`[plugins.telegram]` in kata.toml)
 //!
@@ -21,7 +24,10 @@
 //! Telegram message ids are unique per chat only, so a kata message id is
 //! `<chat_id>:<message_id>`; the conversation is the chat id, the thread is
 //! the forum topic (`message_thread_id`). The poll cursor is the next
-//! `getUpdates` offset (last `update_id` + 1) as a decimal string.
+//! `getUpdates` offset (last `update_id` + 1) as a decimal string. A send
+//! receipt is `<chat_id>:<message_id>` of the message holding the text, which
+//! is what `act(edit)` takes back. A button press is delivered as a message
+//! with id `cb:<callback query id>` whose text is the button's id.
 
 pub mod api;
 
@@ -37,8 +43,19 @@ const DEFAULT_POLL_TIMEOUT_S: u32 = 25;
 /// Extra time on top of the long-poll timeout before the HTTP request gives up.
 const HTTP_GRACE: Duration = Duration::from_secs(10);
 
-/// Timeout for `sendMessage`.
+/// Timeout for `sendMessage` and the other short calls.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Timeout for `sendDocument` (an upload can take a while).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Timeout for `answerCallbackQuery`: only stops a spinner, so it must not
+/// hold up a poll for long.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State key prefix recording the parts of a multi-part send already made,
+/// so a retried send (same idempotency key) does not post them twice.
+const SENT_PARTS: &str = "sent:";
 
 /// A connected Telegram channel.
 pub struct Telegram {
@@ -80,16 +97,61 @@ impl Telegram {
         }
         self.bot.as_ref()
     }
+
+    /// POST `body` as JSON to Bot API method `method`.
+    fn call(&self, method: &str, body: &serde_json::Value) -> Result<Response, ChannelError> {
+        Ok(Request::post(api::method_url(&self.api_base, method))
+            .header("accept", "application/json")
+            .json(body)
+            .timeout(SEND_TIMEOUT)
+            .send()?)
+    }
+
+    /// Make one part of a send; its receipt id `<chat_id>:<message_id>`.
+    fn send_part(&self, message: &OutboundMessage, part: &api::Part) -> Result<String, ChannelError> {
+        let response = match part {
+            api::Part::Text(body) => self.call("sendMessage", body)?,
+            api::Part::Document { attachment, fields } => {
+                let file = &message.attachments[*attachment];
+                let (content_type, body) = api::multipart_body(fields, "document", file);
+                Request::post(api::method_url(&self.api_base, "sendDocument"))
+                    .header("accept", "application/json")
+                    .header("content-type", content_type)
+                    .body(body)
+                    .timeout(UPLOAD_TIMEOUT)
+                    .send()?
+            }
+        };
+        Ok(api::parse_send(response.status, &response.body, &message.conversation)?.id)
+    }
+
+    /// Answer button presses so the person's client stops its spinner. A
+    /// failure is only logged: the press is delivered all the same.
+    fn answer_callbacks(&self, messages: &[Message]) {
+        for id in api::callback_ids(messages) {
+            let answered = Request::post(api::method_url(&self.api_base, "answerCallbackQuery"))
+                .header("accept", "application/json")
+                .json(&api::answer_callback_body(id))
+                .timeout(ANSWER_TIMEOUT)
+                .send()
+                .map_err(ChannelError::from)
+                .and_then(|r| api::parse_ok(r.status, &r.body));
+            if let Err(e) = answered {
+                log::warn(&format!("telegram: answerCallbackQuery {id} failed ({e:?}); the button press is delivered anyway"));
+            }
+        }
+    }
 }
 
 impl Channel for Telegram {
     fn describe() -> ChannelInfo {
-        ChannelInfo {
-            name: "telegram".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ingress: vec![IngressMode::Poll],
-            features: vec![],
-        }
+        ChannelInfo::new("telegram", env!("CARGO_PKG_VERSION"), vec![IngressMode::Poll]).with_features(vec![
+            Feature::Typing,
+            Feature::Edit,
+            Feature::Reactions,
+            Feature::Buttons,
+            Feature::Attachments,
+        ])
     }
 
     fn connect() -> Result<Self, ChannelError> {
@@ -112,6 +174,7 @@ impl Channel for Telegram {
             .send()?;
         let bot = self.bot().cloned();
         let result = api::parse_updates(response.status, &response.body, offset, now_ms(), bot.as_ref())?;
+        self.answer_callbacks(&result.messages);
         if !result.messages.is_empty() {
             log::debug(&format!(
                 "telegram: {} new message(s), next offset {}",
@@ -123,13 +186,63 @@ impl Channel for Telegram {
     }
 
     fn send(&mut self, message: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        let body = api::send_message_body(&message);
-        let response = Request::post(api::method_url(&self.api_base, "sendMessage"))
-            .header("accept", "application/json")
-            .json(&body)
-            .timeout(SEND_TIMEOUT)
-            .send()?;
-        api::parse_send(response.status, &response.body, &message.conversation)
+        let parts = api::plan_send(&message);
+        if let [only] = parts.as_slice() {
+            return self.send_part(&message, only).map(SendReceipt::sent);
+        }
+        // Several requests (files): remember the ones made, so a retry of
+        // this send (same idempotency key) continues instead of repeating.
+        let key = format!("{SENT_PARTS}{}", message.idempotency_key);
+        let mut done: Vec<String> = state::get_string(&key).map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+        for part in parts.iter().skip(done.len()) {
+            match self.send_part(&message, part) {
+                Ok(id) => {
+                    done.push(id);
+                    if let Err(e) = state::set_string(&key, &done.join(" ")) {
+                        log::warn(&format!("telegram: cannot record a sent part ({e}); a retry may send it again"));
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, ChannelError::RateLimited(_) | ChannelError::Network(_)) {
+                        state::delete(&key);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        state::delete(&key);
+        let first = done.into_iter().next().ok_or_else(|| ChannelError::Fatal("nothing to send".into()))?;
+        Ok(SendReceipt::sent(first))
+    }
+
+    fn act(&mut self, action: ChannelAction) -> Result<(), ChannelError> {
+        match action {
+            ChannelAction::Typing(target) => {
+                let r = self.call("sendChatAction", &api::chat_action_body(&target))?;
+                api::parse_ok(r.status, &r.body)
+            }
+            ChannelAction::Edit(edit) => {
+                let r = self.call("editMessageText", &api::edit_text_body(&edit)?)?;
+                match api::parse_edit(r.status, &r.body)? {
+                    api::EditOutcome::Done => Ok(()),
+                    // The text is the caption of a file.
+                    api::EditOutcome::Caption => {
+                        let r = self.call("editMessageCaption", &api::edit_caption_body(&edit)?)?;
+                        api::parse_edit(r.status, &r.body).map(drop)
+                    }
+                }
+            }
+            ChannelAction::React(reaction) => match api::reaction_body(&reaction)? {
+                Some(body) => {
+                    let r = self.call("setMessageReaction", &body)?;
+                    api::parse_ok(r.status, &r.body)
+                }
+                None => {
+                    log::debug(&format!("telegram: {} is a button press, which cannot carry a reaction", reaction.message_id));
+                    Ok(())
+                }
+            },
+        }
     }
 }
 
