@@ -191,6 +191,11 @@ fn a_damaged_database_is_named_and_left_as_it_is() {
     for (what, damage) in damages {
         let ws = workspace_with_messages();
         let path = ws.path().join(".kata/kata.db");
+        // Checked clean once: the file's state is recorded, and later opens
+        // skip the check while it stays so — the damage below must end that.
+        let out = Command::new(kata_bin()).args(["task", "list", "-w"]).arg(ws.path()).env("KATA_LOG", "off").output().unwrap();
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(ws.path().join(".kata/kata.db-checked").exists(), "{what}: the clean check is recorded");
         let mut bytes = std::fs::read(&path).unwrap();
         damage(&mut bytes);
         std::fs::write(&path, &bytes).unwrap();

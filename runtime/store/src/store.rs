@@ -997,6 +997,21 @@ impl Db {
         .await
     }
 
+    /// [`Self::mark_sent_batched`] for several deliveries (`(id, receipt)`)
+    /// at once: one job, so a batch send's records share one commit.
+    pub async fn mark_sent_many_batched(&self, sent: Vec<(i64, String)>) -> Result<()> {
+        self.batched(false, move |conn| {
+            let mut stmt = conn
+                .prepare_cached("UPDATE outbox SET status = 'sent', receipt = ?2, sent_ms = ?3, attempts = attempts + 1 WHERE id = ?1")?;
+            let now = now_ms() as i64;
+            for (id, receipt) in &sent {
+                stmt.execute(params![id, receipt, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Commit every write queued for the batch writer now.
     pub async fn flush(&self) -> Result<()> {
         self.batched(true, |_| Ok(())).await
@@ -1549,7 +1564,8 @@ mod tests {
 
         // Damage after a clean check is still found: any write changes the file's times.
         let mut bytes = std::fs::read(&path).expect("read");
-        let page = (0..bytes.len() / 1024).rfind(|p| bytes[p * 1024..(p + 1) * 1024].windows(5).any(|w| w == b"text ")).expect("a data page");
+        let page =
+            (0..bytes.len() / 1024).rfind(|p| bytes[p * 1024..(p + 1) * 1024].windows(5).any(|w| w == b"text ")).expect("a data page");
         bytes[page * 1024..(page + 1) * 1024].fill(0xA5);
         std::fs::write(&path, &bytes).expect("damage");
         let e = check_integrity(&path).expect_err("damaged");
