@@ -46,11 +46,20 @@ struct Wire {
     body: Vec<u8>,
     /// Write the body in pieces of this many bytes (0: at once).
     pieces: usize,
+    /// Write each server-sent event on its own, this long apart (zero: as `pieces` says).
+    pause: Duration,
 }
 
 impl From<HttpResponse> for Wire {
     fn from(r: HttpResponse) -> Self {
-        Wire { status: r.status, headers: r.headers, content_type: "application/json", body: r.body.to_string().into_bytes(), pieces: 0 }
+        Wire {
+            status: r.status,
+            headers: r.headers,
+            content_type: "application/json",
+            body: r.body.to_string().into_bytes(),
+            pieces: 0,
+            pause: Duration::ZERO,
+        }
     }
 }
 
@@ -88,7 +97,14 @@ fn serve(handler: Handler) -> u16 {
                 head.push_str("\r\n");
                 let _ = stream.set_nodelay(true);
                 let _ = stream.write_all(head.as_bytes());
-                if resp.pieces == 0 {
+                if !resp.pause.is_zero() {
+                    let text = String::from_utf8_lossy(&resp.body).into_owned();
+                    for event in text.split_inclusive("\n\n") {
+                        let _ = stream.write_all(event.as_bytes());
+                        let _ = stream.flush();
+                        std::thread::sleep(resp.pause);
+                    }
+                } else if resp.pieces == 0 {
                     let _ = stream.write_all(&resp.body);
                 } else {
                     for piece in resp.body.chunks(resp.pieces) {
@@ -224,7 +240,7 @@ pub fn sse_chunks(completion: &Value, include_usage: bool, usage: &Value) -> Vec
 
 /// The answer to `req`: JSON with `usage` added, or, when the request asks
 /// for a stream and the script answered 200, the same as server-sent events.
-fn wire_for(req: &Value, resp: HttpResponse) -> Wire {
+fn wire_for(req: &Value, resp: HttpResponse, pause: Duration) -> Wire {
     let usage = usage_for(req);
     if resp.status != 200 || req["stream"] != true {
         let mut resp = resp;
@@ -239,7 +255,7 @@ fn wire_for(req: &Value, resp: HttpResponse) -> Wire {
         body.push_str(&format!("data: {c}\n\n"));
     }
     body.push_str("data: [DONE]\n\n");
-    Wire { status: 200, headers: resp.headers, content_type: "text/event-stream", body: body.into_bytes(), pieces: 64 }
+    Wire { status: 200, headers: resp.headers, content_type: "text/event-stream", body: body.into_bytes(), pieces: 64, pause }
 }
 
 impl LlmServer {
@@ -247,6 +263,12 @@ impl LlmServer {
     /// word of the last user message is the request's tag (its session, in
     /// the tests), for per-tag concurrency.
     pub fn start(script: Script, delay: Duration) -> Self {
+        Self::start_paced(script, delay, Duration::ZERO)
+    }
+
+    /// [`Self::start`], writing a streamed answer one event at a time,
+    /// `pause` apart (a model that types slowly).
+    pub fn start_paced(script: Script, delay: Duration, pause: Duration) -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stats = Arc::new(Mutex::new(Stats::default()));
         let (r, s) = (requests.clone(), stats.clone());
@@ -271,7 +293,7 @@ impl LlmServer {
             let mut st = s.lock().unwrap();
             st.in_flight -= 1;
             *st.per_tag.get_mut(&tag).unwrap() -= 1;
-            wire_for(&body, resp)
+            wire_for(&body, resp, pause)
         }));
         Self { port, requests, stats }
     }
@@ -300,6 +322,7 @@ impl LlmServer {
 struct ChatState {
     inbound: Vec<Value>,
     sent: Vec<Value>,
+    acts: Vec<Value>,
 }
 
 /// The chat API `guest-chat` talks to.
@@ -320,9 +343,25 @@ impl ChatServer {
                 return HttpResponse::json(json!({"messages": messages, "cursor": s.inbound.len().to_string()})).into();
             }
             if req.method == "POST" && req.path == "/send" {
-                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                let mut body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                let id = format!("r{}", s.sent.len() + 1);
+                body["id"] = json!(id);
                 s.sent.push(body);
-                return HttpResponse::json(json!({"id": format!("r{}", s.sent.len())})).into();
+                return HttpResponse::json(json!({"id": id})).into();
+            }
+            // A channel action (typing, edit, react); an edit replaces the
+            // text of the sent message it names and counts its edits.
+            if req.method == "POST" && req.path == "/act" {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                if body["kind"] == "edit" {
+                    let Some(m) = s.sent.iter_mut().find(|m| m["id"] == body["message_id"]) else {
+                        return HttpResponse { status: 404, headers: vec![], body: json!({"error": "no such message"}) }.into();
+                    };
+                    m["text"] = body["text"].clone();
+                    m["edits"] = json!(m["edits"].as_u64().unwrap_or(0) + 1);
+                }
+                s.acts.push(body);
+                return HttpResponse::json(json!({"ok": true})).into();
             }
             HttpResponse { status: 404, headers: vec![], body: json!({}) }.into()
         }));
@@ -340,9 +379,15 @@ impl ChatServer {
         s.inbound.push(json!({"id": id, "conversation": conversation, "thread": thread, "sender": sender, "text": text}));
     }
 
-    /// Every reply sent so far.
+    /// Every reply sent so far (with its `id`, and after an edit its new
+    /// `text` and how many `edits`).
     pub fn sent(&self) -> Vec<Value> {
         self.state.lock().unwrap().sent.clone()
+    }
+
+    /// Every channel action so far (`{"kind": "typing" | "edit" | "react", …}`), in order.
+    pub fn acts(&self) -> Vec<Value> {
+        self.state.lock().unwrap().acts.clone()
     }
 
     /// Wait until at least `n` replies were sent; returns them.

@@ -15,13 +15,14 @@
 //! | `read` | `path` | the note's text (at most [`MAX_READ`] bytes) |
 //! | `list` | `dir` (optional) | the notes under a directory, with sizes |
 //! | `append` | `path`, `text` | appends Markdown to a note (created if missing; `.md` added when the name has no extension) |
+//! | `attach` | `path` | hands the note back as a file, sent with the agent's reply (kata's attachment convention: `{"attachments": [{"path", "name", "mime_type"}]}`; kata reads the file within this plugin's grant, up to its `limits.max_message`) |
 //!
 //! A note is a file ending in `.md`, `.markdown` or `.txt`. Paths are
 //! relative to the notes directory and confined to it: no absolute paths, no
 //! `..`, no hidden (`.`) components — and kata's sandbox enforces the same
 //! below the plugin. Sizes are capped: [`MAX_APPEND`] per append,
 //! [`MAX_NOTE`] per note, [`MAX_SCAN`] per file searched, [`MAX_FILES`] files
-//! per search. `search`, `read` and `list` only read: the manifest declares
+//! per search. `search`, `read`, `list` and `attach` only read: the manifest declares
 //! them read-only, so kata's `safe` mode runs them (with the directory
 //! read-only) and refuses `append`.
 //!
@@ -223,6 +224,32 @@ impl Notes {
         Ok(out.trim_end().to_string())
     }
 
+    /// Hand a note back as a file for the reply: kata's attachment
+    /// convention, a JSON result whose `attachments` name the file where
+    /// this plugin sees it (kata reads it within the grant).
+    pub fn attach(&self, rel: &str) -> Result<String, ToolError> {
+        self.check_root()?;
+        let path = self.resolve(rel)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if !is_note(&name) {
+            return Err(ToolError::InvalidArgs(format!("{rel:?} is not a note: a note's name ends in .md, .markdown or .txt")));
+        }
+        let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ToolError::Failed(format!("there is no note {rel:?}; `search` or `list` finds notes")),
+            _ => ToolError::Failed(format!("cannot read {rel:?}: {e}")),
+        })?;
+        if !meta.is_file() {
+            return Err(ToolError::InvalidArgs(format!("{rel:?} is a directory; `list` shows the notes in it")));
+        }
+        let mime = if name.to_ascii_lowercase().ends_with(".txt") { "text/plain" } else { "text/markdown" };
+        let shown = self.relative(&path);
+        Ok(serde_json::json!({
+            "attachments": [{"path": format!("{ROOT}/{shown}"), "name": name, "mime_type": mime}],
+            "text": format!("{shown} ({} bytes) is attached to your reply.", meta.len()),
+        })
+        .to_string())
+    }
+
     /// Append `text` to a note (created, with its directories, if missing).
     pub fn append(&self, rel: &str, text: &str) -> Result<String, ToolError> {
         self.check_root()?;
@@ -314,6 +341,7 @@ pub fn call(notes: &Notes, name: &str, args_json: &str) -> Result<String, ToolEr
         "read" => notes.read(&string_arg(&args, "path")?),
         "list" => notes.list(args["dir"].as_str().unwrap_or_default()),
         "append" => notes.append(&string_arg(&args, "path")?, &string_arg(&args, "text")?),
+        "attach" => notes.attach(&string_arg(&args, "path")?),
         _ => Err(ToolError::UnknownTool(name.to_string())),
     }
 }
@@ -341,6 +369,11 @@ impl Guest for Tools {
                 "list",
                 "List the notes (Markdown and text files) in the notes directory or one of its subdirectories.",
                 json!({"type": "object", "properties": {"dir": {"type": "string", "description": "a subdirectory (default: all notes)"}}}),
+            ),
+            spec(
+                "attach",
+                "Send one note to the person as a file with your reply (by its path relative to the notes directory).",
+                json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
             ),
             spec(
                 "append",
@@ -444,6 +477,22 @@ mod tests {
         assert!(matches!(call(&n, "nope", "{}"), Err(ToolError::UnknownTool(_))));
         assert!(matches!(call(&n, "read", "{}"), Err(ToolError::InvalidArgs(_))));
         assert!(matches!(call(&n, "read", "not json"), Err(ToolError::InvalidArgs(_))));
+    }
+
+    #[test]
+    fn attach_hands_a_note_back_by_the_attachment_convention() {
+        let d = dir("attach");
+        let n = Notes::new(&d);
+        let v: Value = serde_json::from_str(&n.attach("ideas/kata.md").expect("attach")).expect("json");
+        assert_eq!(v["attachments"][0]["path"], "/notes/ideas/kata.md");
+        assert_eq!(
+            (v["attachments"][0]["name"].as_str(), v["attachments"][0]["mime_type"].as_str()),
+            (Some("kata.md"), Some("text/markdown"))
+        );
+        assert!(failed(n.attach("nope.md")).contains("no note"));
+        assert!(failed(n.attach("ideas/image.png")).contains("not a note"));
+        assert!(failed(n.attach("../x.md")).contains("may not leave"));
+        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]

@@ -399,7 +399,8 @@ mod tests {
             channel: "chat".into(),
             summary: summary.map(str::to_string),
             history,
-            call: CallContext { session_key: "chat/c1".into(), mode: crate::policy::ToolMode::Safe, mode_source: "[tools] mode".into() },
+            call: CallContext::workspace("chat/c1", crate::policy::ToolMode::Safe),
+            draft: None,
         }
     }
 

@@ -216,6 +216,8 @@ impl Workers {
             tasks.spawn(crate::stream::ingress(p.clone(), db.clone(), health.clone(), inbox_ready.clone(), stop_rx.clone()));
             tasks.spawn(channel::egress(p.clone(), db.clone(), health.clone(), ready, stop_rx.clone()));
         }
+        // Reactions, typing and drafts: an instance per channel that can do them.
+        loaded.agent.set_actions(crate::actions::Actions::start(&loaded.plugins, &mut tasks, &stop_rx));
         *shared.agent.write().unwrap_or_else(|p| p.into_inner()) = Some(loaded.agent.clone());
         for s in &loaded.services {
             health.register(s.name());
@@ -328,6 +330,8 @@ impl Daemon {
         let _ = control.await;
         let c = self.db.counts()?;
         tracing::info!(inbox_done = c.inbox_done, outbox_sent = c.outbox_sent, outbox_pending = c.outbox_pending, "stopped");
+        // The next start need not read the whole file to check it.
+        self.db.record_clean_shutdown();
         Ok(())
     }
 

@@ -209,6 +209,12 @@ impl Hooks {
         self.hooks.iter().map(|h| h.name.as_str()).collect()
     }
 
+    /// Whether any hook is called at `message-sending`: then a reply may not
+    /// be shown before the hooks have seen it whole (no streamed drafts).
+    pub async fn at_sending(&self) -> bool {
+        !self.at(Point::Sending).await.is_empty()
+    }
+
     /// The hooks called at `point`, in order.
     async fn at(&self, point: Point) -> Vec<&Hook> {
         let mut out = Vec::new();

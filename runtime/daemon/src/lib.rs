@@ -1,7 +1,8 @@
 //! kata-daemon: what `kata run` runs.
 //!
 //! Owns the message path above the plugin host: channel ingress and egress
-//! ([`channel`], and [`stream`] for persistent connections), [`service`]
+//! ([`channel`], and [`stream`] for persistent connections; [`actions`] for
+//! reactions, typing and drafts), [`service`]
 //! plugins and the [`scheduler`], the [`router`] that queues messages per
 //! session, the [`agent`] and its backends ([`openai`], and [`command`]
 //! for CLI agents) answering a [`turn`], [`tools`] under the [`permissions`] mode, the
@@ -18,13 +19,14 @@
 //! Within the crate no two modules import each other: `daemon` uses
 //! everything, `router` uses `agent`, `tools` and `hooks`, `tools` uses
 //! `hooks` and `scheduler` (the plugins' scheduler host interface), `stream`
-//! uses `channel`, `agent` uses `openai`, which uses `turn`.
+//! uses `channel`, `router` uses `actions`, `agent` uses `openai`, which uses `turn`.
 
 // The layers below, under the module names this crate's code uses.
 use kata_host::{admit, audit, engine, host, limits, outlet, plugin, sandbox, secret_store, sink};
 use kata_policy::policy;
 use kata_store::{session, store};
 
+pub mod actions;
 pub mod agent;
 pub mod channel;
 pub mod command;

@@ -110,7 +110,7 @@ impl OpenAi {
             if !tools.is_empty() {
                 body["tools"] = Value::Array(tools.clone());
             }
-            let completion = self.post(&body).await?;
+            let completion = self.post(&body, input.draft.as_ref()).await?;
             out.usage += completion.usage;
             let message = &completion.message;
             let content = message["content"].as_str().unwrap_or_default().to_string();
@@ -118,6 +118,7 @@ impl OpenAi {
             if calls.is_empty() {
                 out.entries.push(Entry::assistant(&content));
                 out.reply = (!content.is_empty()).then_some(content);
+                out.attachments = input.call.attachments.take();
                 return Ok(out);
             }
             let request =
@@ -137,6 +138,7 @@ impl OpenAi {
         let text = format!("I stopped after {} rounds of tool calls without reaching an answer.", self.max_tool_rounds);
         out.entries.push(Entry::assistant(&text));
         out.reply = Some(text);
+        out.attachments = input.call.attachments.take();
         Ok(out)
     }
 
@@ -157,7 +159,7 @@ impl OpenAi {
                 keep names, facts, decisions, and open questions. Answer with the summary only."},
             {"role": "user", "content": transcript},
         ]});
-        let completion = self.post(&body).await?;
+        let completion = self.post(&body, None).await?;
         let text = completion.message["content"].as_str().unwrap_or_default().trim().to_string();
         if text.is_empty() {
             anyhow::bail!("the agent backend returned an empty summary");
@@ -166,8 +168,9 @@ impl OpenAi {
     }
 
     /// POST a request (streamed, when so configured) and assemble the
-    /// answer, retrying 429, 5xx and network errors with backoff.
-    async fn post(&self, body: &Value) -> Result<Completion> {
+    /// answer, retrying 429, 5xx and network errors with backoff. A streamed
+    /// answer's text so far goes to `draft` as it grows.
+    async fn post(&self, body: &Value, draft: Option<&tokio::sync::watch::Sender<String>>) -> Result<Completion> {
         let mut body = body.clone();
         if self.stream {
             body["stream"] = Value::Bool(true);
@@ -196,7 +199,7 @@ impl OpenAi {
                         .and_then(|v| v.to_str().ok())
                         .is_some_and(|v| v.starts_with("text/event-stream"));
                     if status.is_success() && is_sse {
-                        match self.read_stream(resp).await {
+                        match self.read_stream(resp, draft).await {
                             Ok(c) => return Ok(c),
                             // A stream that broke off is retried like a network error.
                             Err(StreamError::Broken(e)) => (None, e),
@@ -255,7 +258,11 @@ enum StreamError {
 impl OpenAi {
     /// Read a server-sent-events answer to its end (`data: [DONE]`, or the
     /// end of the body after a finish reason) and assemble it.
-    async fn read_stream(&self, mut resp: reqwest::Response) -> Result<Completion, StreamError> {
+    async fn read_stream(
+        &self,
+        mut resp: reqwest::Response,
+        draft: Option<&tokio::sync::watch::Sender<String>>,
+    ) -> Result<Completion, StreamError> {
         let mut events = SseParser::default();
         let mut answer = Assembly::default();
         loop {
@@ -278,7 +285,13 @@ impl OpenAi {
                         self.url
                     )));
                 }
+                let before = answer.content.len();
                 answer.apply(&event);
+                if let Some(d) = draft
+                    && answer.content.len() != before
+                {
+                    d.send_replace(answer.content.clone());
+                }
             }
         }
         if answer.finish_reason.is_some() {

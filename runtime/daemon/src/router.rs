@@ -66,6 +66,8 @@ struct Inner {
     cap: Semaphore,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     outbox_ready: Mutex<BTreeMap<String, Arc<Notify>>>,
+    /// The channels' reactions, typing indicators and drafts.
+    actions: std::sync::RwLock<crate::actions::Actions>,
     stop: watch::Sender<bool>,
 }
 
@@ -102,6 +104,7 @@ impl AgentHandle {
                 cap,
                 slots: Mutex::new(HashMap::new()),
                 outbox_ready: Mutex::new(BTreeMap::new()),
+                actions: Default::default(),
                 stop,
             }),
         }
@@ -116,7 +119,7 @@ impl AgentHandle {
     pub async fn interactive_turn(&self, session_key: &str, text: &str) -> Result<Option<String>> {
         let slot = self.slot(session_key);
         let _turn = slot.turn.lock().await;
-        let (session, user, out) = self.run_turn(session_key, None, text, "you", "chat").await?;
+        let (session, user, out) = self.run_turn(session_key, None, text, "you", "chat", None).await?;
         self.inner.db.record_turn(session.id, &user, &out.entries)?;
         if let Err(e) = self.inner.db.add_usage(session.id, out.usage) {
             tracing::warn!(session = %session_key, "cannot record the turn's token usage: {e:#}");
@@ -136,7 +139,7 @@ impl AgentHandle {
     /// approvals and audit row.
     pub async fn call_tool(&self, plugin: &str, tool: &str, args: &str) -> crate::tools::Outcome {
         let (mode, mode_source) = self.mode_for(None);
-        let ctx = CallContext { session_key: "cli/tool-call".into(), mode, mode_source };
+        let ctx = CallContext::new("cli/tool-call", mode, mode_source);
         self.inner.tools.run(&ctx, plugin, tool, args).await
     }
 
@@ -157,6 +160,16 @@ impl AgentHandle {
     /// The tools the agent can call (listing them on first use).
     pub async fn tools(&self) -> Vec<crate::tools::ToolEntry> {
         self.inner.tools.entries().await.to_vec()
+    }
+
+    /// Use these channel actions (acknowledgement reactions, typing, drafts)
+    /// from now on; without, the agent does none.
+    pub fn set_actions(&self, actions: crate::actions::Actions) {
+        *self.inner.actions.write().unwrap_or_else(|p| p.into_inner()) = actions;
+    }
+
+    fn actions(&self) -> crate::actions::Actions {
+        self.inner.actions.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn slot(&self, key: &str) -> Arc<Slot> {
@@ -237,6 +250,12 @@ impl AgentHandle {
         }
         let reply = match crate::senders::gate(&self.inner.db, grants, &row)? {
             crate::senders::Gate::Allowed => {
+                // "Seen": a person's message is queued (never waits for this).
+                if row.origin.is_none()
+                    && let Some(emoji) = &self.inner.settings.ack_reaction
+                {
+                    self.actions().react(&row.plugin, &row.msg.conversation, &row.msg.channel_msg_id, emoji);
+                }
                 let key = session_key(&row.plugin, &row.msg.conversation, row.msg.thread.as_deref());
                 let slot = self.slot(&key);
                 let start = {
@@ -337,12 +356,35 @@ impl AgentHandle {
 
     async fn daemon_turn(&self, key: &str, row: &InboxRow) -> Result<()> {
         let sender = row.msg.sender_name.as_deref().unwrap_or(&row.msg.sender);
+        // A person's message on a channel: the channel shows that the agent
+        // is at work (typing, until the reply is stored) and, with a
+        // streaming backend, the reply as it grows (a draft).
+        let (actions, person) = (self.actions(), row.origin.is_none());
+        let _typing = match person && self.inner.settings.typing {
+            true => actions.typing(&row.plugin, &row.msg.conversation, row.msg.thread.as_deref()).await,
+            false => None,
+        };
+        let (draft_text, draft) = match person && self.drafts(&actions, &row.plugin).await {
+            true => {
+                let key = format!("draft-{}", row.id);
+                let (tx, d) =
+                    actions.draft(&row.plugin, &row.msg.conversation, row.msg.thread.as_deref(), Some(&row.msg.channel_msg_id), &key);
+                (Some(tx), Some(d))
+            }
+            false => (None, None),
+        };
         // The cap bounds the agent's work; storing the result does not hold
         // a permit (the session's turn lock keeps its order).
-        let (session, user, out) = {
+        let turn = {
             let _permit = self.inner.cap.acquire().await?;
-            self.run_turn(key, Some(&row.plugin), &row.msg.text, sender, &row.plugin).await?
+            self.run_turn(key, Some(&row.plugin), &row.msg.text, sender, &row.plugin, draft_text).await
         };
+        // Up to date before the reply is queued: no draft edit comes after the reply's own.
+        let draft_id = match draft {
+            Some(d) => d.finish().await,
+            None => None,
+        };
+        let (session, user, mut out) = turn?;
         let grants = self.inner.grants.get(&row.plugin).map(|g| &**g);
         // Where the answer goes: the conversation, or for a service's
         // message its `deliver_to` (see senders::addressed).
@@ -355,9 +397,10 @@ impl AgentHandle {
                 thread: row.msg.thread.clone(),
                 reply_to: Some(row.msg.channel_msg_id.clone()),
                 text: text.clone(),
-                rich: Default::default(),
+                rich: crate::store::Rich { attachments: std::mem::take(&mut out.attachments), actions: Vec::new(), draft_id },
             })
-            .and_then(|r| crate::senders::addressed(r, row, grants));
+            .and_then(|r| crate::senders::addressed(r, row, grants))
+            .map(|r| self.fit_files(r));
         // The hooks at message-sending, before the reply is queued. A held
         // reply is kept as the agent wrote it (the hooks run again on
         // release), with its turn completed: the agent never answers twice.
@@ -442,8 +485,52 @@ impl AgentHandle {
         (m, format!("[tools] mode = \"{}\"", m.as_str()))
     }
 
+    /// Whether a turn answering a message on `plugin` streams its reply into
+    /// a draft: `[agent] drafts` (default on), the `openai` backend with
+    /// `stream`, a channel that lists `edit`, and no hook at
+    /// `message-sending` (which must see a reply before anyone does).
+    async fn drafts(&self, actions: &crate::actions::Actions, plugin: &str) -> bool {
+        let s = &self.inner.settings;
+        s.drafts
+            && s.stream
+            && matches!(self.inner.agent, Agent::OpenAi(_))
+            && !self.inner.hooks.at_sending().await
+            && actions.has(plugin, crate::host::latest::Feature::Edit).await
+    }
+
+    /// `reply` with the files its channel can take: one over the channel's
+    /// `limits.max_message` (or past [`crate::limits::MAX_ATTACHMENTS`]) is
+    /// left out, with a line in the text saying so.
+    fn fit_files(&self, mut reply: Reply) -> Reply {
+        if reply.rich.attachments.is_empty() {
+            return reply;
+        }
+        let max = self.inner.grants.get(&reply.plugin).map_or(usize::MAX, |g| g.limits.max_message_bytes);
+        let mut notes = Vec::new();
+        let mut kept = Vec::new();
+        for f in std::mem::take(&mut reply.rich.attachments) {
+            if f.data.len() > max || kept.len() >= crate::limits::MAX_ATTACHMENTS {
+                notes.push(format!(
+                    "[file not sent: {} ({} bytes) is over {}'s limits.max_message ({max} bytes)]",
+                    f.name,
+                    f.data.len(),
+                    reply.plugin
+                ));
+            } else {
+                kept.push(f);
+            }
+        }
+        reply.rich.attachments = kept;
+        if !notes.is_empty() {
+            tracing::warn!(plugin = %reply.plugin, "{}", notes.join(" "));
+            reply.text = format!("{}\n\n{}", reply.text.trim_end(), notes.join("\n"));
+        }
+        reply
+    }
+
     /// Open the session, compact its history if it is over budget, and ask
-    /// the agent. Nothing is stored about the turn itself; the caller stores it.
+    /// the agent (`draft`: where a streaming backend shows the reply as it
+    /// grows). Nothing is stored about the turn itself; the caller stores it.
     async fn run_turn(
         &self,
         key: &str,
@@ -451,6 +538,7 @@ impl AgentHandle {
         text: &str,
         sender: &str,
         channel: &str,
+        draft: Option<watch::Sender<String>>,
     ) -> Result<(Session, Entry, TurnOutput)> {
         let s = &self.inner.settings;
         let db = &self.inner.db;
@@ -488,7 +576,8 @@ impl AgentHandle {
             channel: channel.to_string(),
             summary: session.summary.clone(),
             history: history.into_iter().map(|h| h.entry).collect(),
-            call: CallContext { session_key: key.to_string(), mode, mode_source },
+            call: CallContext::new(key, mode, mode_source),
+            draft,
         };
         let out = self.inner.agent.turn(input).await?;
         Ok((session, Entry::user(text), out))

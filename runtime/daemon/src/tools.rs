@@ -205,13 +205,36 @@ pub struct CallContext {
     pub mode: ToolMode,
     /// The kata.toml line that set the mode, for the audit log.
     pub mode_source: String,
+    /// Files the turn's tool calls handed back, for the reply.
+    pub attachments: Attachments,
 }
 
 impl CallContext {
     /// A call under the workspace's `[tools] mode` (interactive turns, `kata
     /// tool call`), in session `session_key`.
     pub fn workspace(session_key: &str, mode: ToolMode) -> Self {
-        Self { session_key: session_key.into(), mode, mode_source: format!("[tools] mode = \"{}\"", mode.as_str()) }
+        Self::new(session_key, mode, format!("[tools] mode = \"{}\"", mode.as_str()))
+    }
+
+    /// A call in session `session_key` under `mode`, which `mode_source` sets.
+    pub fn new(session_key: &str, mode: ToolMode, mode_source: String) -> Self {
+        Self { session_key: session_key.into(), mode, mode_source, attachments: Attachments::default() }
+    }
+}
+
+/// The files one turn's tool calls handed back (see [`take_attachments`]).
+#[derive(Debug, Clone, Default)]
+pub struct Attachments(Arc<std::sync::Mutex<Vec<crate::store::OutFile>>>);
+
+impl Attachments {
+    /// Add files.
+    pub fn extend(&self, files: Vec<crate::store::OutFile>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(files);
+    }
+
+    /// Take every file added so far.
+    pub fn take(&self) -> Vec<crate::store::OutFile> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -456,12 +479,19 @@ impl ToolBox {
             }
         };
         let started = Instant::now();
-        let result = plugin.call_in(&entry.tool, args, read_only, Some(&ctx.session_key)).await;
+        let mut result = plugin.call_in(&entry.tool, args, read_only, Some(&ctx.session_key)).await;
         let took = started.elapsed();
         let grants = if read_only { "write grants stripped" } else { "full grants" };
         match &result {
             Ok(_) => audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: ok")),
             Err(e) => audit(Verdict::Allow, &policy, format!("ran with {grants} in {took:?}: {e}")),
+        }
+        if let Ok(text) = &mut result {
+            let (files, refused) = files_of(plugin, &name, text);
+            if !refused.is_empty() {
+                text.push_str(&format!("\n(not attached: {})", refused.join("; ")));
+            }
+            ctx.attachments.extend(files);
         }
         Outcome::Ran(result)
     }
@@ -490,6 +520,115 @@ impl ToolBox {
             Err(e) => tracing::error!(approval = id, "cannot post the approval request to {to}: {e:#}; `kata approve {id}` still works"),
         }
     }
+}
+
+/// Most files one tool result may hand back.
+const MAX_TOOL_FILES: usize = 10;
+
+/// The files a tool result hands back, by the convention of a JSON object
+/// result with `"attachments": [{"path": "/notes/a.md", "name": "a.md",
+/// "mime_type": "text/markdown"}]` (`name` defaults to the file's name,
+/// `mime_type` to `application/octet-stream`). `path` is where the plugin
+/// sees the file: the host reads it only inside the plugin's `files` grants
+/// (never through `..` or a symbolic link out of them) and only up to the
+/// plugin's `limits.max_message`. Each refusal is an audit row and a line in
+/// the returned list (which the model is told). Any other result hands back
+/// nothing.
+fn files_of(plugin: &ToolsPlugin, name: &str, result: &str) -> (Vec<crate::store::OutFile>, Vec<String>) {
+    let (mut files, mut refused) = (Vec::new(), Vec::new());
+    if !result.trim_start().starts_with('{') {
+        return (files, refused);
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(result) else { return (files, refused) };
+    let Some(list) = v.get("attachments").and_then(|a| a.as_array()) else { return (files, refused) };
+    let grants = &plugin.grants;
+    let auditor = plugin.full.auditor();
+    for (i, a) in list.iter().enumerate() {
+        let path = a["path"].as_str().unwrap_or_default();
+        let read = if i >= MAX_TOOL_FILES {
+            Err((format!("more than {MAX_TOOL_FILES} files in one result"), "attachments".to_string()))
+        } else {
+            read_granted(&grants.files, path, grants.limits.max_message_bytes).map_err(|(why, limit)| {
+                let policy = if limit {
+                    format!("[plugins.{}] limits = {{ max_message = \"…\" }}", grants.name)
+                } else {
+                    format!("[plugins.{}] files", grants.name)
+                };
+                (why, policy)
+            })
+        };
+        match read {
+            Ok((data, file_name)) => {
+                let name = a["name"].as_str().filter(|n| !n.is_empty()).unwrap_or(&file_name);
+                let mime_type = a["mime_type"].as_str().filter(|m| !m.is_empty()).unwrap_or("application/octet-stream");
+                let cut = |s: &str| s.chars().take(crate::limits::MAX_ATTACHMENT_FIELD.min(200)).collect::<String>();
+                files.push(crate::store::OutFile { name: cut(name), mime_type: cut(mime_type), data });
+            }
+            Err((why, policy)) => {
+                tracing::warn!(plugin = %grants.name, "{name} handed back {path:?} as an attachment: not attached, {why}");
+                auditor.record(
+                    Event::new(Kind::Tool, Verdict::Deny)
+                        .method("attachment")
+                        .target(format!("{name} {path}"))
+                        .policy(policy)
+                        .detail(format!("file not attached: {why}")),
+                );
+                refused.push(format!("{path}: {why}"));
+            }
+        }
+    }
+    (files, refused)
+}
+
+/// Read the file the plugin sees at `guest` through its `files` grants:
+/// its bytes and its file name, or why not (and whether it was the size).
+fn read_granted(files: &[crate::policy::FileGrant], guest: &str, max: usize) -> Result<(Vec<u8>, String), (String, bool)> {
+    let refuse = |why: String| Err((why, false));
+    let rel = files.iter().find_map(|g| {
+        let base = g.guest.trim_end_matches('/');
+        let rest = guest.strip_prefix(base)?;
+        (rest.starts_with('/') || rest.is_empty()).then_some((g, rest.trim_start_matches('/')))
+    });
+    let Some((grant, rel)) = rel else {
+        return refuse(format!("it is not inside a directory granted to the plugin ({})", grant_list(files)));
+    };
+    let mut host = grant.host.clone();
+    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return refuse("the path goes up (..)".into());
+        }
+        host.push(part);
+    }
+    // A symbolic link may point anywhere: what counts is where it leads.
+    let real = match host.canonicalize() {
+        Ok(r) => r,
+        Err(e) => return refuse(format!("cannot read it: {e}")),
+    };
+    if !real.starts_with(&grant.host) {
+        return refuse("it leads out of the granted directory (a symbolic link)".into());
+    }
+    let meta = match std::fs::metadata(&real) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return refuse("it is not a file".into()),
+        Err(e) => return refuse(format!("cannot read it: {e}")),
+    };
+    if meta.len() > max as u64 {
+        return Err((format!("it has {} bytes, over limits.max_message ({max} bytes)", meta.len()), true));
+    }
+    let data = std::fs::read(&real).map_err(|e| (format!("cannot read it: {e}"), false))?;
+    if data.len() > max {
+        return Err((format!("it has {} bytes, over limits.max_message ({max} bytes)", data.len()), true));
+    }
+    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((data, name))
+}
+
+/// The guest paths of `files`, for a message.
+fn grant_list(files: &[crate::policy::FileGrant]) -> String {
+    if files.is_empty() {
+        return "none: kata.toml grants it no files".into();
+    }
+    files.iter().map(|g| g.guest.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// The text of approval request `id` (how to answer is in its buttons).
@@ -521,6 +660,32 @@ fn refused(name: &str, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attachments_are_read_only_inside_the_granted_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("real path");
+        let notes = root.join("notes");
+        std::fs::create_dir_all(notes.join("sub")).expect("mkdir");
+        std::fs::write(notes.join("sub/a.md"), "# A").expect("write");
+        std::fs::write(notes.join("big.md"), "x".repeat(100)).expect("write");
+        std::fs::write(root.join("secret.txt"), "outside").expect("write");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.join("secret.txt"), notes.join("link.md")).expect("symlink");
+        let files = vec![crate::policy::FileGrant { host: notes.clone(), guest: "/notes".into(), mode: crate::policy::FileMode::Ro }];
+        assert_eq!(read_granted(&files, "/notes/sub/a.md", 64).expect("inside"), (b"# A".to_vec(), "a.md".into()));
+        assert_eq!(read_granted(&files, "/notes/./sub/a.md", 64).expect("inside").1, "a.md");
+        let refused = |p: &str| read_granted(&files, p, 64).expect_err(p);
+        assert!(refused("/notes/../secret.txt").0.contains("goes up"));
+        assert!(refused("/notesx/a.md").0.contains("not inside a directory granted"));
+        assert!(refused("/etc/passwd").0.contains("/notes"));
+        assert!(refused("/notes/sub").0.contains("not a file"));
+        assert!(refused("/notes/none.md").0.contains("cannot read"));
+        assert_eq!(refused("/notes/big.md"), ("it has 100 bytes, over limits.max_message (64 bytes)".into(), true));
+        #[cfg(unix)]
+        assert!(refused("/notes/link.md").0.contains("symbolic link"));
+        assert!(read_granted(&[], "/notes/sub/a.md", 64).expect_err("no grants").0.contains("grants it no files"));
+    }
 
     #[test]
     fn an_approval_request_says_how_to_answer_once_with_or_without_buttons() {

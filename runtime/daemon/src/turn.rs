@@ -20,6 +20,9 @@ pub struct TurnInput {
     pub history: Vec<Entry>,
     /// Where tool calls are checked: session, permission mode, origin.
     pub call: CallContext,
+    /// Where a streaming backend puts the reply as it grows (the whole text
+    /// so far), to be shown as a draft; None: nobody watches.
+    pub draft: Option<tokio::sync::watch::Sender<String>>,
 }
 
 /// What a turn produced.
@@ -32,4 +35,6 @@ pub struct TurnOutput {
     pub reply: Option<String>,
     /// Tokens the backend reported using for the turn.
     pub usage: Usage,
+    /// Files the turn's tool calls handed back (see [`crate::tools`]), sent with the reply.
+    pub attachments: Vec<crate::store::OutFile>,
 }

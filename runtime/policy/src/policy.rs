@@ -280,6 +280,20 @@ pub struct AgentConfig {
     /// message) or `jsonl` (one JSON object per history entry, the message last).
     #[serde(default)]
     pub command_format: Option<CommandFormat>,
+    /// The emoji put on a message when it is queued for the agent, on
+    /// channels that list the `reactions` feature (default "👀"; "" turns
+    /// it off).
+    #[serde(default)]
+    pub ack_reaction: Option<String>,
+    /// Show a typing indicator while a turn runs, on channels that list the
+    /// `typing` feature (default true).
+    #[serde(default)]
+    pub typing: Option<bool>,
+    /// `openai` with `stream`: show the reply as it grows, as one message
+    /// edited about once a second, on channels that list the `edit` feature
+    /// (default true).
+    #[serde(default)]
+    pub drafts: Option<bool>,
 }
 
 /// How the `command` backend hands a turn to its program.
@@ -325,6 +339,9 @@ impl Default for AgentConfig {
             command: None,
             command_input: None,
             command_format: None,
+            ack_reaction: None,
+            typing: None,
+            drafts: None,
         }
     }
 }

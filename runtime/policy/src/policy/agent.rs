@@ -15,6 +15,9 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_BUDGET: usize = 24_000;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The acknowledgement reaction: "seen, working on it". It is one of the
+/// few emoji Telegram lets bots react with, and reads the same elsewhere.
+pub const DEFAULT_ACK_REACTION: &str = "👀";
 
 /// `[agent]` and `[tools]` resolved: durations parsed, defaults filled in.
 #[derive(Debug, Clone)]
@@ -66,6 +69,12 @@ pub struct Settings {
     /// api_key`): the `command` backend keeps their values out of its
     /// program's environment.
     pub known_secrets: Vec<SecretSource>,
+    /// The emoji put on a message when it is queued (None: off).
+    pub ack_reaction: Option<String>,
+    /// Show a typing indicator while a turn runs.
+    pub typing: bool,
+    /// Stream the reply into an edited draft message (`openai` with `stream`).
+    pub drafts: bool,
 }
 
 /// `CHANNEL:ID` — a conversation or a sender on a channel plugin.
@@ -169,6 +178,17 @@ impl Settings {
         for s in &file.tools.approvers {
             approvers.push(known("approvers", Address::parse(s, "sender").map_err(|m| (("tools", "approvers"), m))?)?);
         }
+        let ack_reaction = match a.ack_reaction.as_deref() {
+            None => Some(DEFAULT_ACK_REACTION.to_string()),
+            Some("") => None,
+            Some(e) if e.len() <= 32 && !e.chars().any(char::is_whitespace) => Some(e.to_string()),
+            Some(e) => {
+                return Err((
+                    ("agent", "ack_reaction"),
+                    format!("ack_reaction {e:?} must be one emoji, e.g. \"👀\", or \"\" to turn it off"),
+                ));
+            }
+        };
         let mut known_secrets: Vec<SecretSource> =
             file.plugins.values().flat_map(|p| p.secrets.values()).filter_map(|v| SecretSource::parse(v.from()).ok()).collect();
         known_secrets.extend(api_key.clone());
@@ -195,6 +215,9 @@ impl Settings {
             approvals_to,
             approvers,
             known_secrets,
+            ack_reaction,
+            typing: a.typing.unwrap_or(true),
+            drafts: a.drafts.unwrap_or(true),
         })
     }
 }
@@ -250,5 +273,10 @@ mod tests {
         let s = parse("[tools]\napprovals_to = \"tg:1\"\napprovers = [\"tg:ann\"]\n[plugins.tg]\n").expect("approvals");
         assert_eq!(s.approvals_to, Some(Address { plugin: "tg".into(), id: "1".into() }));
         assert_eq!(s.approvers[0].to_string(), "tg:ann");
+        let s = parse("").expect("defaults");
+        assert_eq!((s.ack_reaction.as_deref(), s.typing, s.drafts), (Some(DEFAULT_ACK_REACTION), true, true));
+        let s = parse("[agent]\nack_reaction = \"\"\ntyping = false\ndrafts = false").expect("off");
+        assert_eq!((s.ack_reaction, s.typing, s.drafts), (None, false, false));
+        assert_eq!(parse("[agent]\nack_reaction = \"thumbs up\"").expect_err("emoji").0, ("agent", "ack_reaction"));
     }
 }

@@ -4,8 +4,12 @@
 //! - `poll(cursor)`: `GET {api_base}/poll?after=CURSOR` answers
 //!   `{"messages": [{"id", "conversation", "thread", "sender", "text"}], "cursor": "N"}`.
 //! - `send(message)`: `POST {api_base}/send` with
-//!   `{"conversation", "thread", "reply_to", "text", "key"}`; the answer's
-//!   `id` is the receipt.
+//!   `{"conversation", "thread", "reply_to", "text", "key", "attachments",
+//!   "actions"}`; the answer's `id` is the receipt.
+//! - `config.features` (comma-separated: `typing`, `edit`, `reactions`,
+//!   `buttons`, `attachments`) is what `describe` lists (default none);
+//!   `act(action)` is `POST {api_base}/act` with `{"kind": "typing" | "edit"
+//!   | "react", "conversation", "thread", "message_id", "text", "emoji"}`.
 
 use kata_sdk::prelude::*;
 use serde_json::{Value, json};
@@ -21,7 +25,19 @@ fn network(e: HttpError) -> ChannelError {
 
 impl Channel for Chat {
     fn describe() -> ChannelInfo {
-        ChannelInfo { name: "chat".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features: vec![] }
+        let features = config::get("features")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|f| match f.trim() {
+                "typing" => Some(Feature::Typing),
+                "edit" => Some(Feature::Edit),
+                "reactions" => Some(Feature::Reactions),
+                "buttons" => Some(Feature::Buttons),
+                "attachments" => Some(Feature::Attachments),
+                _ => None,
+            })
+            .collect();
+        ChannelInfo { name: "chat".into(), version: env!("CARGO_PKG_VERSION").into(), ingress: vec![IngressMode::Poll], features }
     }
 
     fn connect() -> Result<Self, ChannelError> {
@@ -53,6 +69,10 @@ impl Channel for Chat {
             "reply_to": message.reply_to,
             "text": message.text,
             "key": message.idempotency_key,
+            "attachments": message.attachments.iter().map(|a| json!({
+                "name": a.name, "mime_type": a.mime_type, "size": a.data.len(), "text": String::from_utf8_lossy(&a.data),
+            })).collect::<Vec<_>>(),
+            "actions": message.actions.iter().map(|a| json!({"id": a.id, "label": a.label})).collect::<Vec<_>>(),
         });
         let resp = Request::post(format!("{}/send", self.base)).json(&body).send().map_err(network)?;
         if !resp.is_success() {
@@ -60,6 +80,21 @@ impl Channel for Chat {
         }
         let v: Value = resp.json().map_err(network)?;
         Ok(SendReceipt::sent(v["id"].as_str().unwrap_or_default()))
+    }
+
+    fn act(&mut self, action: ChannelAction) -> Result<(), ChannelError> {
+        let body = match action {
+            ChannelAction::Typing(t) => json!({"kind": "typing", "conversation": t.conversation, "thread": t.thread}),
+            ChannelAction::Edit(e) => json!({"kind": "edit", "conversation": e.conversation, "message_id": e.message_id, "text": e.text}),
+            ChannelAction::React(r) => {
+                json!({"kind": "react", "conversation": r.conversation, "message_id": r.message_id, "emoji": r.emoji})
+            }
+        };
+        let resp = Request::post(format!("{}/act", self.base)).json(&body).send().map_err(network)?;
+        if !resp.is_success() {
+            return Err(ChannelError::Network(format!("act answered {}", resp.status)));
+        }
+        Ok(())
     }
 }
 
