@@ -41,6 +41,11 @@ struct State {
     /// First delivery and send count per idempotency key.
     sends: HashMap<String, Delivery>,
     polls: u64,
+    /// `/send-batch` requests served.
+    batches: u64,
+    /// Reply texts whose next send is refused (an error result), and the refusals so far per text.
+    fail_next: std::collections::HashSet<String>,
+    refused: HashMap<String, u32>,
 }
 
 /// The running server.
@@ -115,6 +120,22 @@ impl LoopbackServer {
     /// Polls served.
     pub fn polls(&self) -> u64 {
         self.state.lock().unwrap().polls
+    }
+
+    /// `/send-batch` requests served.
+    pub fn batches(&self) -> u64 {
+        self.state.lock().unwrap().batches
+    }
+
+    /// Refuse the next send of a reply with each of `texts` (an error for
+    /// that message alone, in a batch) once.
+    pub fn fail_next(&self, texts: &[&str]) {
+        self.state.lock().unwrap().fail_next.extend(texts.iter().map(|k| k.to_string()));
+    }
+
+    /// Sends refused so far, per reply text.
+    pub fn refused(&self) -> HashMap<String, u32> {
+        self.state.lock().unwrap().refused.clone()
     }
 
     /// Time since the server started.
@@ -198,16 +219,16 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
             }
             ("POST", "/send") => {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let key = v["key"].as_str().unwrap_or("").to_string();
-                let answers = v["text"].as_str().and_then(|t| t.strip_prefix('m')).and_then(|i| i.parse::<usize>().ok());
+                record_send(&mut state.lock().unwrap(), &v, now)
+            }
+            // Several messages in one request: one result each.
+            ("POST", "/send-batch") => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let mut st = state.lock().unwrap();
-                let released = answers.and_then(|i| st.release.get(i).copied()).unwrap_or(now);
-                st.sends.entry(key.clone()).and_modify(|d| d.sends += 1).or_insert(Delivery {
-                    answers,
-                    latency: now.saturating_sub(released),
-                    sends: 1,
-                });
-                serde_json::json!({"id": format!("sent-{key}")})
+                st.batches += 1;
+                let results: Vec<serde_json::Value> =
+                    v["messages"].as_array().map(|ms| ms.iter().map(|m| record_send(&mut st, m, now)).collect()).unwrap_or_default();
+                serde_json::json!({ "results": results })
             }
             _ => {
                 out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")?;
@@ -219,6 +240,25 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
             return Ok(());
         }
     }
+}
+
+/// Record one send (`{"key", "text", …}`) at `now`; returns its result
+/// (`{"id"}`, or `{"error"}` for a text [`LoopbackServer::fail_next`] named).
+fn record_send(st: &mut State, v: &serde_json::Value, now: Duration) -> serde_json::Value {
+    let key = v["key"].as_str().unwrap_or("").to_string();
+    let text = v["text"].as_str().unwrap_or("");
+    if st.fail_next.remove(text) {
+        *st.refused.entry(text.to_string()).or_default() += 1;
+        return serde_json::json!({"error": "refused on purpose"});
+    }
+    let answers = v["text"].as_str().and_then(|t| t.strip_prefix('m')).and_then(|i| i.parse::<usize>().ok());
+    let released = answers.and_then(|i| st.release.get(i).copied()).unwrap_or(now);
+    st.sends.entry(key.clone()).and_modify(|d| d.sends += 1).or_insert(Delivery {
+        answers,
+        latency: now.saturating_sub(released),
+        sends: 1,
+    });
+    serde_json::json!({"id": format!("sent-{key}")})
 }
 
 /// One response in one write (several small writes would meet Nagle's

@@ -490,6 +490,8 @@ struct Lane {
     slot: Slot,
     used: Instant,
     recording: Option<tokio::task::JoinHandle<()>>,
+    /// Use `send-batch` (if the plugin exports it) until it says `unsupported`.
+    batch: bool,
 }
 
 impl Lane {
@@ -552,7 +554,7 @@ pub async fn egress(
     let name = plugin.name().to_string();
     let count = plugin.grants.limits.concurrent_sends.max(1) as usize;
     let mut lanes: Vec<Lane> = (0..count)
-        .map(|_| Lane { slot: Slot::new(plugin.clone(), health.clone(), "send"), used: Instant::now(), recording: None })
+        .map(|_| Lane { slot: Slot::new(plugin.clone(), health.clone(), "send"), used: Instant::now(), recording: None, batch: true })
         .collect();
     let recording: Recording = Arc::default();
     loop {
@@ -645,11 +647,33 @@ async fn deliver(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = plugin.name();
-    for row in rows {
+    let mut rows: std::collections::VecDeque<OutboxRow> = rows.into();
+    while let Some(row) = rows.pop_front() {
         if *shutdown.borrow() {
             return;
         }
         lane.recorded(db).await;
+        // Several plain replies due and a channel that sends in batches: one
+        // `send-batch` call for up to MAX_SEND_BATCH of them.
+        let plain = |r: &OutboxRow| r.rich.draft_id.is_none();
+        if lane.batch && plugin.can_send_batch() && plain(&row) && rows.front().is_some_and(plain) {
+            let mut chunk = vec![row];
+            while chunk.len() < MAX_SEND_BATCH && rows.front().is_some_and(plain) {
+                chunk.extend(rows.pop_front());
+            }
+            match deliver_batch(plugin, db, health, lane, recording, chunk, &mut shutdown).await {
+                Batched::Sent => continue,
+                Batched::Stopped => return,
+                Batched::Unsupported(chunk) => {
+                    tracing::debug!(plugin = %name, "send-batch is unsupported now: sending one at a time on this lane");
+                    lane.batch = false;
+                    for r in chunk.into_iter().rev() {
+                        rows.push_front(r);
+                    }
+                    continue;
+                }
+            }
+        }
         let slot = &mut lane.slot;
         let Some(inst) = slot.live(&mut shutdown).await else {
             return;
@@ -722,6 +746,145 @@ async fn deliver(
                 return;
             }
         }
+    }
+}
+
+/// Most replies one `send-batch` call carries.
+const MAX_SEND_BATCH: usize = 32;
+
+/// How a batch went.
+enum Batched {
+    /// Sent (those that failed are recorded for a retry): go on.
+    Sent,
+    /// Nothing more for this share now (a failure, no instance, shutdown).
+    Stopped,
+    /// The plugin does not batch (now): the replies, untouched.
+    Unsupported(Vec<OutboxRow>),
+}
+
+/// The message a reply row becomes (a copy: the row is kept for its record).
+fn outbound(row: &OutboxRow) -> OutboundMessage {
+    OutboundMessage {
+        conversation: row.conversation.clone(),
+        thread: row.thread.clone(),
+        reply_to: row.reply_to.clone(),
+        text: row.text.clone(),
+        idempotency_key: row.idempotency_key.clone(),
+        attachments: row
+            .rich
+            .attachments
+            .iter()
+            .map(|f| OutboundAttachment { name: f.name.clone(), mime_type: f.mime_type.clone(), data: f.data.clone() })
+            .collect(),
+        actions: row.rich.actions.iter().map(|b| Action { id: b.id.clone(), label: b.label.clone() }).collect(),
+    }
+}
+
+/// Send `chunk` (plain replies, in order) with one `send-batch` call and
+/// record each result: the deliveries together in one write (in the
+/// background, as for a single send: the lane's next send waits for it),
+/// each failure as a retry or a dead letter of its own — only the replies
+/// that failed are sent again. A crash repeats at most this one call.
+async fn deliver_batch(
+    plugin: &ChannelPlugin,
+    db: &Db,
+    health: &Health,
+    lane: &mut Lane,
+    recording: &Recording,
+    chunk: Vec<OutboxRow>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Batched {
+    let name = plugin.name();
+    let Some(inst) = lane.slot.live(shutdown).await else {
+        return Batched::Stopped;
+    };
+    let messages: Vec<OutboundMessage> = chunk.iter().map(outbound).collect();
+    // Like a single send, an in-flight batch is never abandoned for shutdown.
+    let results = match inst.send_batch(&messages).await {
+        Ok(r) => r,
+        Err(CallError::Channel(ChannelError::Unsupported)) => return Batched::Unsupported(chunk),
+        Err(e) => {
+            // The whole call failed: every reply in it did.
+            let hold = lane.slot.failed(&e);
+            for row in &chunk {
+                health.send_failed(name);
+                record_failure(db, name, row, &e, hold);
+            }
+            return Batched::Stopped;
+        }
+    };
+    drop(messages);
+    let mut sent = Vec::with_capacity(chunk.len());
+    let mut failed = Vec::new();
+    for (row, result) in chunk.iter().zip(results) {
+        let result = match result {
+            Ok(r) if !r.frames.is_empty() => deliver_frames(plugin, r).await,
+            other => other,
+        };
+        match result {
+            Ok(receipt) => {
+                health.sent(name);
+                tracing::info!(plugin = %name, outbox = row.id, receipt = %receipt.id, "sent");
+                sent.push((row.id, receipt.id));
+            }
+            Err(e) => failed.push((row, e)),
+        }
+    }
+    if !sent.is_empty() {
+        lane.slot.succeeded();
+        let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
+        recording.lock().unwrap_or_else(|p| p.into_inner()).extend(ids.iter().copied());
+        let (db, recording, plugin) = (db.clone(), recording.clone(), name.to_string());
+        lane.recording = Some(tokio::spawn(async move {
+            if let Err(e) = db.mark_sent_many_batched(sent).await {
+                tracing::error!(plugin = %plugin, "cannot record a delivery: {e:#}");
+            }
+            let mut r = recording.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                r.remove(&id);
+            }
+        }));
+    }
+    let Some((_, first)) = failed.first() else {
+        return Batched::Sent;
+    };
+    let hold = lane.slot.failed(first);
+    for (row, e) in &failed {
+        health.send_failed(name);
+        record_failure(db, name, row, e, hold);
+    }
+    Batched::Stopped
+}
+
+/// Record a failed delivery of `row`: a retry after a backoff (at least
+/// `hold`, or the plugin's retry-after), or a dead letter once its attempts
+/// are used up.
+fn record_failure(db: &Db, name: &str, row: &OutboxRow, e: &CallError, hold: Duration) {
+    let permanent = matches!(
+        e,
+        CallError::Channel(
+            ChannelError::AuthFailed(_) | ChannelError::InvalidConfig(_) | ChannelError::Unsupported | ChannelError::Fatal(_)
+        )
+    );
+    let limit = if permanent { MAX_SEND_ATTEMPTS } else { MAX_TRANSIENT_SEND_ATTEMPTS };
+    let r = if row.attempts + 1 >= limit {
+        tracing::error!(
+            plugin = %name, outbox = row.id,
+            "giving up on a reply after {} attempts: {e}; it is kept as a dead letter \
+             (`kata status` counts them, `kata retry` lists and requeues them)",
+            row.attempts + 1
+        );
+        db.mark_failed(row.id, &e.to_string())
+    } else {
+        let d = match e {
+            CallError::Channel(ChannelError::RateLimited(ms)) => Duration::from_millis(*ms),
+            _ => retry_delay(row.attempts).max(hold),
+        };
+        tracing::warn!(plugin = %name, outbox = row.id, "send failed: {e}; retrying in {d:?}");
+        db.mark_retry(row.id, &e.to_string(), now_ms() + d.as_millis() as u64)
+    };
+    if let Err(err) = r {
+        tracing::error!(plugin = %name, "cannot record a delivery result: {err:#}");
     }
 }
 

@@ -462,6 +462,12 @@ impl ChannelPlugin {
         &self.grants.name
     }
 
+    /// Whether the component exports the optional `channel-batch`
+    /// interface (`send-batch`, see [`ChannelInstance::send_batch`]).
+    pub fn can_send_batch(&self) -> bool {
+        self.pre.can_send_batch()
+    }
+
     /// Where `send` puts frames for the plugin's open stream (see [`crate::outlet`]).
     pub fn outlet(&self) -> &crate::outlet::Outlet {
         &self.outlet
@@ -779,6 +785,39 @@ impl ChannelInstance {
         };
         let msg = &*msg;
         call!(self, |g, s| g.send(s, msg))?.map_err(|e| self.channel_error(e))
+    }
+
+    /// Whether the component exports the optional `channel-batch`
+    /// interface ([`Self::send_batch`]).
+    pub fn can_send_batch(&self) -> bool {
+        self.bindings.can_send_batch()
+    }
+
+    /// `send-batch(messages)`: one result per message, in order (a short
+    /// list from the plugin is filled with `network` errors: those were not
+    /// sent). Degraded like [`Self::send`]. An error for the whole call
+    /// (`unsupported` from a component without `channel-batch`, or one that
+    /// does not batch now) is the outer error.
+    pub async fn send_batch(
+        &mut self,
+        messages: &[latest::OutboundMessage],
+    ) -> Result<Vec<Result<latest::SendReceipt, CallError>>, CallError> {
+        let rich = messages.iter().any(|m| !m.attachments.is_empty() || !m.actions.is_empty());
+        let degraded: Vec<latest::OutboundMessage>;
+        let messages = if rich {
+            let features = self.features().await?;
+            degraded = messages.iter().map(|m| host::degrade_outbound(m, &features).into_owned()).collect();
+            &degraded[..]
+        } else {
+            messages
+        };
+        let results = call!(self, |g, s| g.send_batch(s, messages))?.map_err(|e| self.channel_error(e))?;
+        let mut out: Vec<Result<latest::SendReceipt, CallError>> =
+            results.into_iter().take(messages.len()).map(|r| r.map_err(|e| self.channel_error(e))).collect();
+        while out.len() < messages.len() {
+            out.push(Err(CallError::Channel(latest::ChannelError::Network("send-batch returned no result for this message".into()))));
+        }
+        Ok(out)
     }
 
     /// `act(action)`, when the channel lists the action's feature (`typing`,

@@ -37,18 +37,30 @@ fn sends() -> u32 {
     std::env::var("KATA_BENCH_SENDS").ok().and_then(|s| s.parse().ok()).unwrap_or(16)
 }
 
+/// Whether the channel sends in batches (`send-batch`, config `batch = "on"`):
+/// KATA_BENCH_BATCH=off sends one message per call.
+fn batch() -> bool {
+    std::env::var("KATA_BENCH_BATCH").map_or(true, |v| v != "off")
+}
+
 /// A workspace with `plugins` loopback channels, the first on `server`.
 fn workspace(server: Option<&LoopbackServer>, plugins: usize) -> tempfile::TempDir {
+    workspace_with(server, plugins, batch())
+}
+
+/// [`workspace`], batching or not.
+fn workspace_with(server: Option<&LoopbackServer>, plugins: usize, batch: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     assert!(Command::new(kata()).arg("init").arg(dir.path()).stdout(Stdio::null()).status().unwrap().success());
     let mut toml = std::fs::read_to_string(dir.path().join("kata.toml")).unwrap();
     let base = server.map(|s| s.base()).unwrap_or_else(|| "http://127.0.0.1:9".into());
     for i in 0..plugins {
         toml.push_str(&format!(
-            "\n[plugins.loop{i}]\npath = \"{}\"\nnetwork = [\"{base}\"]\nconfig = {{ base = \"{base}\", poll_interval = \"1s\" }}\n\
+            "\n[plugins.loop{i}]\npath = \"{}\"\nnetwork = [\"{base}\"]\nconfig = {{ base = \"{base}\", poll_interval = \"1s\", batch = \"{batch}\" }}\n\
              allow_from = [\"*\"]\nlimits = {{ requests_per_minute = 100000000, messages_per_minute = 100000000, bytes_per_minute = \"64GiB\", concurrent_sends = {sends} }}\n",
             guest().display(),
-            sends = sends()
+            sends = sends(),
+            batch = if batch { "on" } else { "off" },
         ));
     }
     std::fs::write(dir.path().join("kata.toml"), toml).unwrap();
@@ -147,9 +159,9 @@ fn storage_baseline(n: usize) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-fn peak(n: usize) -> (f64, Duration) {
+fn peak(n: usize, batch: bool) -> (f64, Duration) {
     let server = LoopbackServer::start_paused(n, 50, |_| Duration::ZERO);
-    let ws = workspace(Some(&server), 1);
+    let ws = workspace_with(Some(&server), 1, batch);
     let _d = Daemon::start(ws.path());
     let t = Instant::now();
     server.begin();
@@ -213,6 +225,32 @@ fn native_echo(server: &LoopbackServer, n: usize) {
     }
 }
 
+/// The native echo client answering each poll's messages with one
+/// `/send-batch` request (what the batching channel does, without kata).
+fn native_batch_peak(n: usize) -> f64 {
+    let server = LoopbackServer::start_paused(n, 50, |_| Duration::ZERO);
+    let client = reqwest::blocking::Client::new();
+    let t = Instant::now();
+    server.begin();
+    let mut cursor = "0".to_string();
+    while server.delivered() < n {
+        let v: serde_json::Value = client.get(format!("{}/poll?cursor={cursor}", server.base())).send().unwrap().json().unwrap();
+        let messages: Vec<serde_json::Value> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| serde_json::json!({"key": m["id"], "conversation": m["conversation"], "text": m["text"], "reply_to": m["id"]}))
+            .collect();
+        for chunk in messages.chunks(32) {
+            client.post(format!("{}/send-batch", server.base())).json(&serde_json::json!({ "messages": chunk })).send().unwrap();
+        }
+        if let Some(c) = v["cursor"].as_str() {
+            cursor = c.to_string();
+        }
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 fn idle_rss(plugins: usize) -> u64 {
     let ws = workspace(None, plugins);
     let d = Daemon::start(ws.path());
@@ -242,7 +280,7 @@ fn main() {
     // `cargo bench` passes --bench. Under `cargo test --all-targets` it is
     // absent: then check that the pipeline works, quickly, and stop.
     if !std::env::args().any(|a| a == "--bench") {
-        let (rate, took) = peak(300);
+        let (rate, took) = peak(300, true);
         println!("throughput smoke test: 300 messages delivered in {took:?} ({rate:.0} msg/s, debug build)");
         return;
     }
@@ -255,12 +293,21 @@ fn main() {
     if run("peak") {
         let base = storage_baseline(20_000);
         let native = native_peak(20_000);
-        let (peak_rate, took) = peak(20_000);
+        let native_batch = native_batch_peak(20_000);
+        let (single, single_took) = peak(20_000, false);
+        let (peak_rate, took) = peak(20_000, true);
         println!(
-            "| peak throughput, 20k-message backlog, 1 channel | {peak_rate:.0} msg/s ({:.1} s) | storage path alone: {base:.0} msg/s; native echo client: {native:.0} msg/s | {:.3}× / {:.3}× |",
+            "| peak throughput, 20k-message backlog, 1 channel, send-batch | {peak_rate:.0} msg/s ({:.1} s) | storage path alone: {base:.0} msg/s; native echo client: {native:.0} msg/s; native client sending batches of 32: {native_batch:.0} msg/s | {:.3}× / {:.3}× / {:.3}× |",
             took.as_secs_f64(),
             peak_rate / base,
-            peak_rate / native
+            peak_rate / native,
+            peak_rate / native_batch
+        );
+        println!(
+            "| peak throughput, 20k-message backlog, 1 channel, one message per send | {single:.0} msg/s ({:.1} s) | native echo client: {native:.0} msg/s; send-batch: {peak_rate:.0} msg/s | {:.3}× / {:.3}× |",
+            single_took.as_secs_f64(),
+            single / native,
+            single / peak_rate
         );
     }
     let rates: Vec<u32> = match std::env::var("KATA_BENCH_RATES") {

@@ -48,8 +48,8 @@ pub enum ChannelPre {
     V0_1_1(v0_1_1::ChannelPluginPre<PluginCtx>),
     /// Built against 0.1.2.
     V0_1_2(v0_1_2::ChannelPluginPre<PluginCtx>),
-    /// Built against 0.1.3.
-    V0_1_3(v0_1_3::ChannelPluginPre<PluginCtx>),
+    /// Built against 0.1.3, with the optional `channel-batch` export if it has one.
+    V0_1_3(v0_1_3::ChannelPluginPre<PluginCtx>, Option<v0_1_3::BatchPre>),
 }
 
 impl ChannelPre {
@@ -59,8 +59,16 @@ impl ChannelPre {
             Some("0.1.0") => Self::V0_1_0(v0_1_0::ChannelPluginPre::new(pre)?),
             Some("0.1.1") => Self::V0_1_1(v0_1_1::ChannelPluginPre::new(pre)?),
             Some("0.1.2") => Self::V0_1_2(v0_1_2::ChannelPluginPre::new(pre)?),
-            _ => Self::V0_1_3(v0_1_3::ChannelPluginPre::new(pre)?),
+            _ => {
+                let batch = v0_1_3::BatchPre::new(&pre)?;
+                Self::V0_1_3(v0_1_3::ChannelPluginPre::new(pre)?, batch)
+            }
         })
+    }
+
+    /// Whether the component exports `channel-batch` (`send-batch`).
+    pub fn can_send_batch(&self) -> bool {
+        matches!(self, Self::V0_1_3(_, Some(_)))
     }
 
     /// Instantiate in `store`.
@@ -69,7 +77,12 @@ impl ChannelPre {
             Self::V0_1_0(p) => ChannelBindings::V0_1_0(p.instantiate_async(store).await?),
             Self::V0_1_1(p) => ChannelBindings::V0_1_1(p.instantiate_async(store).await?),
             Self::V0_1_2(p) => ChannelBindings::V0_1_2(p.instantiate_async(store).await?),
-            Self::V0_1_3(p) => ChannelBindings::V0_1_3(p.instantiate_async(store).await?),
+            Self::V0_1_3(p, None) => ChannelBindings::V0_1_3(p.instantiate_async(store).await?, None),
+            Self::V0_1_3(p, Some(batch)) => {
+                let instance = p.instance_pre().instantiate_async(&mut *store).await?;
+                let (main, batch) = batch.load(&mut *store, &instance)?;
+                ChannelBindings::V0_1_3(main, Some(batch))
+            }
         })
     }
 }
@@ -83,8 +96,8 @@ pub enum ChannelBindings {
     V0_1_1(v0_1_1::ChannelPlugin),
     /// 0.1.2.
     V0_1_2(v0_1_2::ChannelPlugin),
-    /// 0.1.3.
-    V0_1_3(v0_1_3::ChannelPlugin),
+    /// 0.1.3, with its `channel-batch` export if it has one.
+    V0_1_3(v0_1_3::ChannelPlugin, Option<v0_1_3::ChannelBatch>),
 }
 
 type ChannelResult<T> = wasmtime::Result<Result<T, latest::ChannelError>>;
@@ -96,7 +109,7 @@ impl ChannelBindings {
             Self::V0_1_0(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
             Self::V0_1_1(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
             Self::V0_1_2(b) => b.kata_plugin_channel().call_describe(s).await.map(Into::into),
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_describe(s).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_describe(s).await,
         }
     }
 
@@ -106,7 +119,7 @@ impl ChannelBindings {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
             Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_connect(s).await?.map_err(Into::into)),
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_connect(s).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_connect(s).await,
         }
     }
 
@@ -116,7 +129,7 @@ impl ChannelBindings {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_poll(s, cursor).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_poll(s, cursor).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_poll(s, cursor).await,
         }
     }
 
@@ -126,7 +139,7 @@ impl ChannelBindings {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_subscribe(s).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_subscribe(s).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_subscribe(s).await,
         }
     }
 
@@ -136,7 +149,7 @@ impl ChannelBindings {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_on_frame(s, &frame.into()).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_on_frame(s, frame).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_on_frame(s, frame).await,
         }
     }
 
@@ -146,7 +159,7 @@ impl ChannelBindings {
             Self::V0_1_0(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_1(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
             Self::V0_1_2(b) => Ok(b.kata_plugin_channel().call_send(s, &msg.into()).await?.map(Into::into).map_err(Into::into)),
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_send(s, msg).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_send(s, msg).await,
         }
     }
 
@@ -156,7 +169,7 @@ impl ChannelBindings {
             Self::V0_1_0(b) => b.kata_plugin_channel().call_disconnect(s).await,
             Self::V0_1_1(b) => b.kata_plugin_channel().call_disconnect(s).await,
             Self::V0_1_2(b) => b.kata_plugin_channel().call_disconnect(s).await,
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_disconnect(s).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_disconnect(s).await,
         }
     }
 
@@ -164,9 +177,27 @@ impl ChannelBindings {
     /// list no features).
     pub async fn act(&self, s: &mut Store<PluginCtx>, action: &latest::ChannelAction) -> ChannelResult<()> {
         match self {
-            Self::V0_1_3(b) => b.kata_plugin_channel().call_act(s, action).await,
+            Self::V0_1_3(b, _) => b.kata_plugin_channel().call_act(s, action).await,
             _ => Ok(Err(latest::ChannelError::Unsupported)),
         }
+    }
+
+    /// `send-batch(messages)` of the optional `channel-batch` export;
+    /// `unsupported` for a component without it.
+    pub async fn send_batch(
+        &self,
+        s: &mut Store<PluginCtx>,
+        messages: &[latest::OutboundMessage],
+    ) -> ChannelResult<Vec<Result<latest::SendReceipt, latest::ChannelError>>> {
+        match self {
+            Self::V0_1_3(_, Some(b)) => b.call_send_batch(s, messages).await,
+            _ => Ok(Err(latest::ChannelError::Unsupported)),
+        }
+    }
+
+    /// Whether this instance exports `channel-batch`.
+    pub fn can_send_batch(&self) -> bool {
+        matches!(self, Self::V0_1_3(_, Some(_)))
     }
 
     /// The contract version of this instance's component.
@@ -175,7 +206,7 @@ impl ChannelBindings {
             Self::V0_1_0(_) => v0_1_0::VERSION,
             Self::V0_1_1(_) => v0_1_1::VERSION,
             Self::V0_1_2(_) => v0_1_2::VERSION,
-            Self::V0_1_3(_) => v0_1_3::VERSION,
+            Self::V0_1_3(..) => v0_1_3::VERSION,
         }
     }
 }

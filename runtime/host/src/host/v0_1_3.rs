@@ -90,6 +90,61 @@ pub(crate) mod hook_bindings {
     });
 }
 
+/// The `channel-batch-plugin` world: a channel that also exports the
+/// optional `channel-batch` interface (added to 0.1.3 after it was
+/// published; nothing requires it). Only its `channel-batch` export is used
+/// from these bindings; the rest are [`bindings`]'.
+#[allow(missing_docs, dead_code)]
+pub(crate) mod batch_bindings {
+    wasmtime::component::bindgen!({
+        world: "channel-batch-plugin",
+        path: "../../wit/v0.1.3",
+        exports: { default: async },
+        with: {
+            "kata:plugin/types": super::bindings::kata::plugin::types,
+            "kata:plugin/host": super::bindings::kata::plugin::host,
+            "kata:plugin/connections": super::bindings::kata::plugin::connections,
+        },
+    });
+}
+
+/// The name a component exports `channel-batch` under.
+pub const BATCH_EXPORT: &str = "kata:plugin/channel-batch@0.1.3";
+
+/// The `channel-batch` export of an instance.
+pub type ChannelBatch = batch_bindings::exports::kata::plugin::channel_batch::Guest;
+
+/// Where a component's `channel` and `channel-batch` exports are, looked up
+/// once when it is loaded (a component without `channel-batch` has none).
+#[derive(Clone)]
+pub struct BatchPre {
+    main: bindings::ChannelPluginIndices,
+    batch: batch_bindings::exports::kata::plugin::channel_batch::GuestIndices,
+}
+
+impl BatchPre {
+    /// The indices, when the component exports `channel-batch`.
+    pub fn new(pre: &wasmtime::component::InstancePre<PluginCtx>) -> wasmtime::Result<Option<Self>> {
+        if pre.component().get_export_index(None, BATCH_EXPORT).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            main: bindings::ChannelPluginIndices::new(pre)?,
+            batch: batch_bindings::exports::kata::plugin::channel_batch::GuestIndices::new(pre)?,
+        }))
+    }
+
+    /// Both exports of `instance`.
+    pub fn load(
+        &self,
+        mut store: impl wasmtime::AsContextMut,
+        instance: &wasmtime::component::Instance,
+    ) -> wasmtime::Result<(ChannelPlugin, ChannelBatch)> {
+        let main = self.main.load(&mut store, instance)?;
+        Ok((main, self.batch.load(&mut store, instance)?))
+    }
+}
+
 pub use service_bindings::{ServicePlugin as ServiceBindings, ServicePluginPre as ServicePre};
 
 pub use bindings::exports::kata::plugin::channel::{

@@ -9,7 +9,14 @@
 //!   idempotency key goes along, so the server can be idempotent (Matrix
 //!   style) or count duplicates (a channel without idempotency).
 //!
-//! Config: `base` (the server's URL).
+//! - `send-batch(ms)` (the optional `channel-batch` export), with config
+//!   `batch = "on"`: `POST {base}/send-batch` with `{"messages": [...]}` (each
+//!   as for `send`) answers `{"results": [{"id": "…"} | {"error": "…"}]}`, one
+//!   per message; an error result is a `network` error for that message
+//!   alone. Without `batch = "on"` it answers `unsupported` (the host then
+//!   sends one at a time).
+//!
+//! Config: `base` (the server's URL), `batch`.
 
 use kata_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -96,3 +103,66 @@ impl Channel for Loopback {
 }
 
 kata_sdk::export_channel!(Loopback);
+
+/// The optional `channel-batch` export, beside the SDK's `channel`.
+#[allow(missing_docs, clippy::all)]
+mod batch_bindings {
+    wit_bindgen::generate!({
+        inline: "package kata:loopback; world batch { export kata:plugin/channel-batch@0.1.3; }",
+        path: "../../../wit/v0.1.3",
+        world: "kata:loopback/batch",
+        with: { "kata:plugin/types@0.1.3": kata_sdk::bindings::kata::plugin::types },
+    });
+}
+
+#[derive(Serialize)]
+struct Batch<'a> {
+    messages: Vec<Outgoing<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BatchResult {
+    id: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchSent {
+    results: Vec<BatchResult>,
+}
+
+struct LoopbackBatch;
+
+impl batch_bindings::exports::kata::plugin::channel_batch::Guest for LoopbackBatch {
+    fn send_batch(messages: Vec<OutboundMessage>) -> Result<Vec<Result<SendReceipt, ChannelError>>, ChannelError> {
+        if config::get("batch").as_deref() != Some("on") {
+            return Err(ChannelError::Unsupported);
+        }
+        let base = config::require("base")?;
+        let body = Batch {
+            messages: messages
+                .iter()
+                .map(|m| Outgoing {
+                    key: &m.idempotency_key,
+                    conversation: &m.conversation,
+                    text: &m.text,
+                    reply_to: m.reply_to.as_deref(),
+                })
+                .collect(),
+        };
+        let r = Request::post(format!("{base}/send-batch")).json(&body).send().map_err(network)?;
+        if !r.is_success() {
+            return Err(ChannelError::Network(format!("send-batch answered {}", r.status)));
+        }
+        let s: BatchSent = r.json().map_err(network)?;
+        Ok(s.results
+            .into_iter()
+            .map(|r| match (r.id, r.error) {
+                (Some(id), None) => Ok(SendReceipt::sent(id)),
+                (_, e) => Err(ChannelError::Network(e.unwrap_or_else(|| "no id".into()))),
+            })
+            .collect())
+    }
+}
+
+batch_bindings::export!(LoopbackBatch with_types_in batch_bindings);
