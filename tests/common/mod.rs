@@ -183,6 +183,27 @@ config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
         assert!(r.status().is_success(), "emulator refused a user message: {}", r.status());
     }
 
+    /// `from` presses the inline button with callback data `data` under the
+    /// bot's message `message_id` in private chat `chat`.
+    pub fn user_presses(&self, token: &str, chat: i64, from: i64, message_id: &serde_json::Value, data: &str) {
+        let body = serde_json::json!({
+            "botToken": token,
+            "from": {"id": from, "first_name": "User", "username": format!("user{from}"), "is_bot": false},
+            "message": {"message_id": message_id, "chat": {"id": chat, "type": "private"}},
+            "data": data,
+        });
+        let r = self.client.post(format!("{}/sendCallback", self.base())).json(&body).send().unwrap();
+        assert!(r.status().is_success(), "emulator refused a button press: {}", r.status());
+    }
+
+    /// What the bot did besides sending text, as tests/servers/telegram
+    /// records it: `{chatActions, reactions, documents, edits, callbackAnswers}`.
+    pub fn bot_actions(&self, token: &str) -> serde_json::Value {
+        let body = serde_json::json!({"token": token});
+        let v: serde_json::Value = self.client.post(format!("{}/getBotActions", self.base())).json(&body).send().unwrap().json().unwrap();
+        v["result"].clone()
+    }
+
     /// All bot messages sent to `chat` so far (accumulated across calls), in
     /// the order sent, each with its `message_id`; an edited message appears
     /// once, as last edited (the emulator hands it out again after an edit).
