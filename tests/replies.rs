@@ -1,0 +1,198 @@
+//! Rich replies through the real `kata run` (WIT 0.1.3 channel features):
+//! on a chat channel that lists typing, edit, reactions, buttons and
+//! attachments (tests/guests/guest-chat with `config.features`), a queued
+//! message gets the acknowledgement reaction, the turn shows the typing
+//! indicator, the streamed reply (the scripted OpenAI-compatible server,
+//! writing its events slowly) appears as one draft message edited into the
+//! final text, and a note the notes plugin hands back arrives as a file; on
+//! the same channel without features everything degrades: one final
+//! message, the file as a line, no actions. And the same through the real
+//! Telegram plugin against the Telegram test server (typing, reaction,
+//! draft edits and the document as the Bot API records them).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::llm::{ChatServer, LlmServer, tool_script};
+use common::{TelegramServer, TestWorkspace, guest, wait_for_or};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+const NOTE: &str = "# Todo\n- ship kata\n";
+
+/// The scripted model, the chat channel listing `features`, and the notes plugin over `notes`.
+fn workspace(llm: &LlmServer, chat: &ChatServer, features: &str, notes: &Path) -> TestWorkspace {
+    let ws = TestWorkspace::new("");
+    let toml = format!(
+        r#"
+[agent]
+backend = "openai"
+base_url = "{llm}"
+model = "test-model"
+
+[tools]
+mode = "allow-all"
+
+[plugins.chat]
+path = "{chat_wasm}"
+network = ["{chat}/"]
+config = {{ api_base = "{chat}", poll_interval = "50ms", features = "{features}" }}
+allow_from = ["*"]
+
+[plugins.notes]
+path = "{notes_wasm}"
+files = [{{ host = "{notes}", guest = "/notes", mode = "ro" }}]
+"#,
+        llm = llm.base_url(),
+        chat_wasm = guest("guest-chat").display(),
+        chat = chat.base(),
+        notes_wasm = guest("notes").display(),
+        notes = notes.display(),
+    );
+    std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
+    ws
+}
+
+/// `[agent]` on the scripted model, `[tools]` letting every call run, `[plugins.notes]` over `notes`.
+fn agent_and_notes(llm: &LlmServer, notes: &Path) -> String {
+    format!(
+        r#"
+[agent]
+backend = "openai"
+base_url = "{llm}"
+model = "test-model"
+
+[tools]
+mode = "allow-all"
+
+[plugins.notes]
+path = "{notes_wasm}"
+files = [{{ host = "{notes}", guest = "/notes", mode = "ro" }}]
+"#,
+        llm = llm.base_url(),
+        notes_wasm = guest("notes").display(),
+        notes = notes.display(),
+    )
+}
+
+fn notes_dir(root: &Path) -> PathBuf {
+    let d = root.join("notes");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("todo.md"), NOTE).unwrap();
+    d
+}
+
+/// What the scripted model answers once the tool handed the note back.
+fn final_text() -> String {
+    let result = json!({"attachments": [{"path": "/notes/todo.md", "name": "todo.md", "mime_type": "text/markdown"}],
+        "text": format!("todo.md ({} bytes) is attached to your reply.", NOTE.len())});
+    format!("tool said: {result}")
+}
+
+const ASK: &str = r#"call notes__attach {"path":"todo.md"}"#;
+const TOKEN: &str = "123456:TEST-TOKEN-kata";
+
+#[test]
+fn a_channel_with_features_gets_the_ack_typing_a_draft_edited_into_the_reply_and_the_file() {
+    // Each event of a streamed answer 100 ms after the last: the final
+    // answer (about 30 events) streams for some seconds, long enough for drafts.
+    let llm = LlmServer::start_paced(tool_script(), Duration::ZERO, Duration::from_millis(100));
+    let chat = ChatServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace(&llm, &chat, "typing,edit,reactions,buttons,attachments", &notes_dir(tmp.path()));
+    let _daemon = ws.run(&[("KATA_LOG", "info")]);
+    chat.say("c1", None, "ann", ASK);
+    let want = final_text();
+    // The reply: the draft, edited into the whole text, then the file in a message of its own.
+    let sent = wait_for_or(
+        "the reply and its file",
+        WAIT,
+        || ws.log(),
+        || {
+            let sent = chat.sent();
+            (sent.len() >= 2 && sent[0]["text"] == want.as_str()).then_some(sent)
+        },
+    );
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let draft = &sent[0];
+    assert_eq!((draft["conversation"].as_str(), draft["reply_to"].as_str()), (Some("c1"), Some("1")), "{draft}");
+    assert!(draft["key"].as_str().unwrap().starts_with("draft-"), "{draft}");
+    assert!(draft["attachments"].as_array().unwrap().is_empty());
+    let file = &sent[1];
+    assert_eq!(file["text"], "", "the file goes on its own: {file}");
+    assert_eq!(file["attachments"], json!([{"name": "todo.md", "mime_type": "text/markdown", "size": NOTE.len(), "text": NOTE}]));
+
+    let acts = chat.acts();
+    // The acknowledgement comes first: it is asked for as the message is queued.
+    assert_eq!(acts[0], json!({"kind": "react", "conversation": "c1", "message_id": "1", "emoji": "👀"}), "{acts:#?}");
+    assert!(acts.iter().any(|a| a == &json!({"kind": "typing", "conversation": "c1", "thread": null})), "{acts:#?}");
+    let edits: Vec<&str> = acts.iter().filter(|a| a["kind"] == "edit").map(|a| a["text"].as_str().unwrap()).collect();
+    // At least one edit while it grew (marked as unfinished), the last one the whole reply.
+    assert!(edits.len() >= 2, "{edits:#?}");
+    assert!(edits[..edits.len() - 1].iter().all(|e| e.ends_with(" …") && want.starts_with(e.trim_end_matches(" …"))), "{edits:#?}");
+    assert_eq!(*edits.last().unwrap(), want);
+    assert!(acts.iter().filter(|a| a["kind"] == "edit").all(|a| a["message_id"] == draft["id"]));
+}
+
+#[test]
+fn a_channel_without_features_gets_one_final_message_with_the_file_as_a_line() {
+    let llm = LlmServer::start_paced(tool_script(), Duration::ZERO, Duration::from_millis(20));
+    let chat = ChatServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = workspace(&llm, &chat, "", &notes_dir(tmp.path()));
+    let _daemon = ws.run(&[("KATA_LOG", "info")]);
+    chat.say("c1", None, "ann", ASK);
+    let sent = wait_for_or("the reply", WAIT, || ws.log(), || chat.sent().first().cloned());
+    let want = format!("{}\n\n[file not sent: todo.md (text/markdown, {} bytes)]", final_text(), NOTE.len());
+    assert_eq!(sent["text"], want.as_str());
+    assert_eq!((sent["reply_to"].as_str(), sent["key"].as_str()), (Some("1"), Some("inbox-1")));
+    assert!(sent["attachments"].as_array().unwrap().is_empty() && sent.get("edits").is_none(), "{sent}");
+    // A second turn is answered too, and nothing else was sent or done.
+    chat.say("c1", None, "ann", "thanks");
+    wait_for_or("the second reply", WAIT, || ws.log(), || (chat.sent().len() >= 2).then_some(()));
+    assert_eq!(chat.sent().len(), 2);
+    assert_eq!(chat.acts(), Vec::<Value>::new());
+}
+
+#[test]
+fn telegram_shows_the_ack_typing_and_a_draft_and_sends_the_file_as_a_document() {
+    let llm = LlmServer::start_paced(tool_script(), Duration::ZERO, Duration::from_millis(100));
+    let tg = TelegramServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let notes = notes_dir(tmp.path());
+    let ws = TestWorkspace::new("");
+    let toml = format!("{}{}", agent_and_notes(&llm, &notes), tg.plugin_toml("allow_from = [\"*\"]"));
+    std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
+    let _daemon = ws.run(&[("TG_TEST_TOKEN", TOKEN), ("KATA_LOG", "info")]);
+    tg.user_says(TOKEN, 5, ASK);
+    let want = final_text();
+    let actions = wait_for_or(
+        "the reply edited in and the document",
+        WAIT,
+        || ws.log(),
+        || {
+            let a = tg.bot_actions(TOKEN);
+            let last_edit = a["edits"].as_array()?.last()?["text"].as_str()?.to_string();
+            (last_edit == want && !a["documents"].as_array()?.is_empty()).then_some(a)
+        },
+    );
+    let reactions = actions["reactions"].as_array().unwrap();
+    assert_eq!(reactions.len(), 1, "{actions:#}");
+    assert_eq!((reactions[0]["chat_id"].as_i64(), &reactions[0]["reaction"]), (Some(5), &json!([{"type": "emoji", "emoji": "👀"}])));
+    assert!(actions["chatActions"].as_array().unwrap().iter().any(|a| a["chat_id"] == 5 && a["action"] == "typing"), "{actions:#}");
+    let edits = actions["edits"].as_array().unwrap();
+    assert!(edits.len() >= 2, "at least one draft edit and the reply's own: {edits:#?}");
+    assert!(edits.iter().all(|e| e["message_id"] == edits[0]["message_id"]), "one message is edited: {edits:#?}");
+    assert!(edits[..edits.len() - 1].iter().all(|e| e["text"].as_str().unwrap().ends_with(" …")), "{edits:#?}");
+    let documents = actions["documents"].as_array().unwrap();
+    assert_eq!(documents.len(), 1, "{documents:#?}");
+    assert_eq!((documents[0]["file_name"].as_str(), documents[0]["mime_type"].as_str()), (Some("todo.md"), Some("text/markdown")));
+    // In the chat: the draft, now the whole reply, and the document; nothing else.
+    let messages = tg.bot_messages(TOKEN, 5);
+    let texts: Vec<&str> = messages.iter().filter_map(|m| m["text"].as_str()).collect();
+    assert_eq!(texts, [want.as_str()], "{messages:#?}");
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+}
