@@ -250,6 +250,9 @@ pub fn date_to_ms(date: u64) -> u64 {
 /// Longest `callback_data` Telegram accepts, in bytes.
 pub const MAX_CALLBACK_DATA: usize = 64;
 
+/// Longest message text Telegram accepts, in characters (UTF-16 code units).
+pub const MAX_TEXT: usize = 4096;
+
 /// Longest document caption Telegram accepts, in characters (counted as
 /// UTF-16 code units, as Telegram does).
 pub const MAX_CAPTION: usize = 1024;
@@ -311,9 +314,11 @@ pub enum Part {
 }
 
 /// The requests that deliver `msg`, in order. The first one carries the
-/// text (and so the receipt id), the buttons and the reply-to.
+/// (start of the) text, and so the receipt id, and the reply-to.
 ///
-/// - No attachments: one `sendMessage`.
+/// - No attachments: one `sendMessage`, or several for a text longer than
+///   [`MAX_TEXT`] (split at a line break or space where there is one; the
+///   buttons go under the last).
 /// - Attachments, text up to [`MAX_CAPTION`]: one `sendDocument` per file,
 ///   the first with the text as its caption.
 /// - Attachments and a longer text: the text as its own `sendMessage` first,
@@ -337,17 +342,21 @@ pub fn plan_send(msg: &OutboundMessage) -> Vec<Part> {
     let text_first = msg.attachments.is_empty() || text.encode_utf16().count() > MAX_CAPTION;
     let mut parts = Vec::new();
     if text_first {
-        let mut body = json!({ "chat_id": chat_id_value(&msg.conversation), "text": text });
-        if let Some(id) = reply_to {
-            body["reply_to_message_id"] = json!(id);
+        let chunks = split_text(&text, MAX_TEXT);
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut body = json!({ "chat_id": chat_id_value(&msg.conversation), "text": chunk });
+            if let (0, Some(id)) = (i, reply_to) {
+                body["reply_to_message_id"] = json!(id);
+            }
+            if let Some(thread) = thread {
+                body["message_thread_id"] = json!(thread);
+            }
+            if let (true, Some(markup)) = (i == last, &markup) {
+                body["reply_markup"] = markup.clone();
+            }
+            parts.push(Part::Text(body));
         }
-        if let Some(thread) = thread {
-            body["message_thread_id"] = json!(thread);
-        }
-        if let Some(markup) = &markup {
-            body["reply_markup"] = markup.clone();
-        }
-        parts.push(Part::Text(body));
     }
     for attachment in 0..msg.attachments.len() {
         let first = parts.is_empty();
@@ -369,6 +378,36 @@ pub fn plan_send(msg: &OutboundMessage) -> Vec<Part> {
         parts.push(Part::Document { attachment, fields });
     }
     parts
+}
+
+/// `text` in pieces of at most `max` UTF-16 code units, each ending before
+/// the last line break in its window (dropped), else after its last space,
+/// else at the limit; one piece when it fits (also when empty).
+pub fn split_text(text: &str, max: usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.encode_utf16().count() > max {
+        // The longest prefix within `max` units, on a char boundary.
+        let mut units = 0;
+        let mut end = 0;
+        for (i, c) in rest.char_indices() {
+            if units + c.len_utf16() > max {
+                break;
+            }
+            units += c.len_utf16();
+            end = i + c.len_utf8();
+        }
+        let window = &rest[..end];
+        let (piece, next) = match (window.rfind('\n'), window.rfind(' ')) {
+            (Some(nl), _) if nl > 0 => (&rest[..nl], &rest[nl + 1..]),
+            (_, Some(sp)) if sp > 0 => (&rest[..=sp], &rest[sp + 1..]),
+            _ => (window, &rest[end..]),
+        };
+        pieces.push(piece.to_string());
+        rest = next;
+    }
+    pieces.push(rest.to_string());
+    pieces
 }
 
 /// The JSON body of `sendMessage` for `msg` (with its buttons): what
@@ -457,9 +496,25 @@ fn acted_message_id(id: &str, what: &str) -> Result<i64, ChannelError> {
     })
 }
 
-/// The JSON body of `editMessageText` for `edit`.
+/// An error for an edit longer than Telegram allows (`limit` units).
+fn check_edit_length(edit: &Edit, limit: usize, what: &str) -> Result<(), ChannelError> {
+    let len = edit.text.encode_utf16().count();
+    if len > limit {
+        return Err(ChannelError::Fatal(format!(
+            "cannot edit Telegram message {}: a {what} holds at most {limit} characters and the new text has {len}; send it as a new \
+             message instead (send splits long texts)",
+            edit.message_id
+        )));
+    }
+    Ok(())
+}
+
+/// The JSON body of `editMessageText` for `edit`. A text longer than
+/// [`MAX_TEXT`] is refused here (an edit cannot add messages; a new `send`
+/// splits it).
 pub fn edit_text_body(edit: &Edit) -> Result<Value, ChannelError> {
     let message_id = acted_message_id(&edit.message_id, "edit")?;
+    check_edit_length(edit, MAX_TEXT, "message")?;
     Ok(json!({ "chat_id": chat_id_value(&edit.conversation), "message_id": message_id, "text": edit.text }))
 }
 
@@ -467,6 +522,7 @@ pub fn edit_text_body(edit: &Edit) -> Result<Value, ChannelError> {
 /// text as its caption).
 pub fn edit_caption_body(edit: &Edit) -> Result<Value, ChannelError> {
     let message_id = acted_message_id(&edit.message_id, "edit")?;
+    check_edit_length(edit, MAX_CAPTION, "caption")?;
     Ok(json!({ "chat_id": chat_id_value(&edit.conversation), "message_id": message_id, "caption": edit.text }))
 }
 
@@ -1158,6 +1214,39 @@ mod tests {
         assert!(!tricky.contains(ctype.rsplit('=').next().unwrap()));
         assert_eq!(form_file_name(" \t"), "file");
         assert_eq!(form_file_name(" a\tb.txt "), "a_b.txt");
+    }
+
+    #[test]
+    fn long_texts_are_split_at_line_breaks_spaces_or_the_limit() {
+        assert_eq!(split_text("", 5), [""]);
+        assert_eq!(split_text("abcde", 5), ["abcde"]);
+        assert_eq!(split_text("ab\ncd\nefgh", 6), ["ab\ncd", "efgh"]);
+        assert_eq!(split_text("ab cd efgh", 6), ["ab cd ", "efgh"]);
+        assert_eq!(split_text("abcdefgh", 3), ["abc", "def", "gh"]);
+        // Units are UTF-16: "😀" is two, and is never cut in half.
+        assert_eq!(split_text("😀😀😀", 3), ["😀", "😀", "😀"]);
+        let text = format!("{}\n{}", "a".repeat(4000), "b".repeat(4000));
+        let mut msg = outbound(Some("-100987:55"), None);
+        msg.text = text;
+        msg.actions = vec![action("yes 1", "Approve")];
+        let parts = plan_send(&msg);
+        let bodies: Vec<&Value> = parts.iter().map(|p| if let Part::Text(b) = p { b } else { panic!("{p:?}") }).collect();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!((bodies[0]["text"].as_str().unwrap().len(), bodies[1]["text"].as_str().unwrap().len()), (4000, 4000));
+        assert_eq!((&bodies[0]["reply_to_message_id"], &bodies[1]["reply_to_message_id"]), (&json!(55), &Value::Null));
+        assert_eq!(
+            (bodies[0].get("reply_markup"), bodies[1]["reply_markup"]["inline_keyboard"][0][0]["callback_data"].as_str()),
+            (None, Some("yes 1"))
+        );
+    }
+
+    #[test]
+    fn an_edit_longer_than_a_message_is_refused_before_asking() {
+        let edit = Edit { conversation: "5".into(), message_id: "5:3".into(), text: "é".repeat(MAX_TEXT) };
+        assert!(edit_text_body(&edit).is_ok());
+        let longer = Edit { text: "😀".repeat(MAX_TEXT / 2 + 1), ..edit.clone() };
+        assert!(matches!(edit_text_body(&longer), Err(ChannelError::Fatal(m)) if m.contains("at most 4096") && m.contains("4098")));
+        assert!(matches!(edit_caption_body(&edit), Err(ChannelError::Fatal(m)) if m.contains("caption holds at most 1024")));
     }
 
     #[test]
