@@ -109,8 +109,12 @@ impl Actions {
         }
     }
 
-    /// Put `emoji` on message `message_id` in `conversation`.
+    /// Put `emoji` on message `message_id` in `conversation` (nothing is
+    /// queued once the channel is known not to list `reactions`).
     pub fn react(&self, plugin: &str, conversation: &str, message_id: &str, emoji: &str) {
+        if self.channels.get(plugin).and_then(|c| c.features.get()).is_some_and(|f| !f.contains(&Feature::Reactions)) {
+            return;
+        }
         let r = latest::Reaction { conversation: conversation.into(), message_id: message_id.into(), emoji: emoji.into() };
         self.act(plugin, ChannelAction::React(r), "reaction");
     }

@@ -20,6 +20,15 @@
 //! then run again); a crash after it changes nothing. A turn that fails (the
 //! backend is down past its retries) leaves the row unanswered and is retried
 //! with backoff, holding its session's later messages back so order holds.
+//!
+//! Around a turn for a person's message the channel shows what happens
+//! ([`crate::actions`], on channels that list the feature; best effort,
+//! never holding the message up): the `[agent] ack_reaction` as the row is
+//! queued, typing while the turn runs, and with a streaming backend the reply
+//! as a draft. The draft is brought up to date before the reply is queued,
+//! and the reply's outbox row carries the draft's message id, so the reply
+//! itself is still delivered exactly as durably as any (as an edit of the
+//! draft); files the turn's tools handed back go in the same row.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
