@@ -278,6 +278,18 @@ fn approvals_are_answered_with_inline_buttons_and_a_strangers_press_approves_not
     assert!(daemon.signal_and_wait("TERM").success());
 }
 
+/// The `[plugins.telegram]` lines for loading the plugin through kata_host
+/// in `dir`, with the token in a secret file there.
+fn host_policy(tg: &TelegramServer, dir: &std::path::Path) -> String {
+    std::fs::write(dir.join("token.txt"), TOKEN).unwrap();
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(dir.join("token.txt"), private).unwrap();
+    format!(
+        "network = [\"{base}/bot*\"]\nsecrets = {{ bot_token = \"file:token.txt\" }}\nconfig = {{ api_base = \"{base}\", poll_timeout_s = 0 }}",
+        base = tg.base()
+    )
+}
+
 fn outbound(text: &str, reply_to: Option<&str>) -> OutboundMessage {
     OutboundMessage {
         conversation: "5".into(),
@@ -304,13 +316,7 @@ fn the_plugin_shows_typing_edits_reacts_and_sends_files_and_buttons() {
     let tg = TelegramServer::start();
     tg.user_says(TOKEN, 5, "hello");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token.txt"), TOKEN).unwrap();
-    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
-    std::fs::set_permissions(dir.path().join("token.txt"), private).unwrap();
-    let lines = format!(
-        "network = [\"{base}/bot*\"]\nsecrets = {{ bot_token = \"file:token.txt\" }}\nconfig = {{ api_base = \"{base}\", poll_timeout_s = 0 }}",
-        base = tg.base()
-    );
+    let lines = host_policy(&tg, dir.path());
     let report: Vec<u8> = (0..=255u8).chain(b"\r\n--kata-boundary\r\n".iter().copied()).collect();
     let long = "x".repeat(1500);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -407,4 +413,40 @@ fn the_plugin_shows_typing_edits_reacts_and_sends_files_and_buttons() {
         [(message_id(&draft.id), Some("draft, grown")), (message_id(&doc.id), None), (both_id, Some(long.as_str())), (both_id + 1, None),]
     );
     assert_eq!(chat[0]["reply_to_message_id"], hello_id);
+}
+
+#[test]
+fn a_send_of_several_requests_retried_after_a_rate_limit_posts_each_part_once() {
+    let tg = TelegramServer::start();
+    tg.user_says(TOKEN, 5, "hello");
+    let dir = tempfile::tempdir().unwrap();
+    let lines = host_policy(&tg, dir.path());
+    // A text too long for a caption and two files: three requests. Telegram
+    // rate-limits the second file.
+    let mut msg = outbound(&"y".repeat(1100), None);
+    msg.attachments = vec![file("a.txt", "text/plain", b"first"), file("b.txt", "text/plain", b"second")];
+    tg.rate_limit_after(TOKEN, "sendDocument", 1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (first, retried) = rt.block_on(async {
+        let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+        let engine = kata::engine::Engine::new(None).unwrap();
+        let plugin = common::load_plugin(&engine, &db, "telegram", &guest("telegram"), &lines, dir.path()).unwrap();
+        let mut ch = plugin.instantiate().await.unwrap();
+        ch.connect().await.unwrap();
+        let first = ch.send(&msg).await.unwrap_err();
+        // The retry (same outbox key) runs in a fresh instance, as the host may do.
+        let mut again = plugin.instantiate().await.unwrap();
+        again.connect().await.unwrap();
+        (first, again.send(&msg).await.unwrap())
+    });
+    drop(rt);
+    assert!(
+        matches!(first, kata::plugin::CallError::Channel(kata::host::latest::ChannelError::RateLimited(1000))),
+        "429 with retry_after 1 is rate-limited for 1 s: {first:?}"
+    );
+    let chat = tg.bot_messages(TOKEN, 5);
+    let shown: Vec<(Option<&str>, Option<&str>)> =
+        chat.iter().map(|m| (m["text"].as_str().map(|t| &t[..1]), m["document"]["file_name"].as_str())).collect();
+    assert_eq!(shown, [(Some("y"), None), (None, Some("a.txt")), (None, Some("b.txt"))], "each part once: {chat:#?}");
+    assert_eq!(retried.id, format!("5:{}", chat[0]["message_id"]), "the receipt names the message with the text");
 }

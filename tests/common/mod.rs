@@ -196,6 +196,14 @@ config = {{ api_base = "{base}", poll_timeout_s = 0, poll_interval = "100ms" }}
         assert!(r.status().is_success(), "emulator refused a button press: {}", r.status());
     }
 
+    /// Make the bot's call of `method` after `skip` more successful ones
+    /// fail with 429 and `retry_after` 1 s, as Telegram rate-limits.
+    pub fn rate_limit_after(&self, token: &str, method: &str, skip: u32) {
+        let body = serde_json::json!({"token": token, "method": method, "skip": skip, "error_code": 429, "retry_after": 1});
+        let r = self.client.post(format!("{}/failBotMethod", self.base())).json(&body).send().unwrap();
+        assert!(r.status().is_success(), "emulator refused /failBotMethod: {}", r.status());
+    }
+
     /// What the bot did besides sending text, as tests/servers/telegram
     /// records it: `{chatActions, reactions, documents, edits, callbackAnswers}`.
     pub fn bot_actions(&self, token: &str) -> serde_json::Value {

@@ -12,6 +12,7 @@
 // record every call so tests can read them back with the client route
 // POST /getBotActions {"token": TOKEN} →
 // {ok:true, result:{chatActions, reactions, documents, edits, callbackAnswers}}.
+// POST /failBotMethod makes a later call of a method fail (e.g. with 429).
 // A sent document is also a bot message (with `document` and `caption`), so
 // the client's POST /getUpdates lists it like a sent text.
 // They are put in front of the library's own routes (its catch-all answers
@@ -171,7 +172,43 @@ function handle(app, method, handler) {
   });
 }
 
+// Failures a test asked for: `${token} ${method}` → {skip, error_code, retry_after}.
+const failures = new Map();
+
 function kataRoutes(app, server) {
+  // POST /failBotMethod {token, method, skip, error_code, retry_after}: after
+  // `skip` more successful calls of `method`, one call fails the way the Bot
+  // API fails it (429 "Too Many Requests: retry after N" with
+  // parameters.retry_after, or another error_code).
+  app.post('/failBotMethod', (req, res) => {
+    const { token, method } = req.body;
+    failures.set(`${token} ${method}`, {
+      skip: Number(req.body.skip || 0),
+      error_code: Number(req.body.error_code || 429),
+      retry_after: Number(req.body.retry_after || 1),
+    });
+    res.json({ ok: true, result: true });
+  });
+  app.all('/bot:token/:method', (req, res, next) => {
+    const key = `${req.params.token} ${req.params.method}`;
+    const failure = failures.get(key);
+    if (!failure) return next();
+    if (failure.skip > 0) {
+      failure.skip -= 1;
+      return next();
+    }
+    failures.delete(key);
+    if (failure.error_code === 429) {
+      return res.status(429).json({
+        ok: false,
+        error_code: 429,
+        description: `Too Many Requests: retry after ${failure.retry_after}`,
+        parameters: { retry_after: failure.retry_after },
+      });
+    }
+    return res.status(failure.error_code).json({ ok: false, error_code: failure.error_code, description: 'Failed as the test asked' });
+  });
+
   handle(app, 'sendChatAction', (req, res, token, p) => {
     if (!CHAT_ACTIONS.has(p.action)) return badRequest(res, 'wrong parameter action in request');
     if (!chatKnown(server, token, p.chat_id)) return badRequest(res, 'chat not found');
