@@ -254,7 +254,7 @@ files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
     assert!(ok);
     let v: Value = serde_json::from_str(&json).unwrap();
     let tools: Vec<&str> = v["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(tools, ["notes.search", "notes.read", "notes.list", "notes.append"]);
+    assert_eq!(tools, ["notes.search", "notes.read", "notes.list", "notes.append", "notes.attach"]);
     assert_eq!(v["tools"][0]["read_only"], true);
     assert_eq!(v["tools"][3]["workspace"]["decision"], "refused");
     assert_eq!(v["tools"][3]["channels"][0]["decision"], "runs");

@@ -371,14 +371,14 @@ impl Guest for Tools {
                 json!({"type": "object", "properties": {"dir": {"type": "string", "description": "a subdirectory (default: all notes)"}}}),
             ),
             spec(
-                "attach",
-                "Send one note to the person as a file with your reply (by its path relative to the notes directory).",
-                json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
-            ),
-            spec(
                 "append",
                 "Append Markdown text to a note, creating it if it does not exist (\".md\" is added to a name without extension).",
                 json!({"type": "object", "properties": {"path": {"type": "string"}, "text": {"type": "string"}}, "required": ["path", "text"]}),
+            ),
+            spec(
+                "attach",
+                "Send one note to the person as a file with your reply (by its path relative to the notes directory).",
+                json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
             ),
         ]
     }
