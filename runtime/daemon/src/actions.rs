@@ -333,3 +333,79 @@ async fn start(plugin: &ChannelPlugin) -> Result<(ChannelInstance, Vec<Feature>)
     let features = inst.features().await?;
     Ok((inst, features))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Actions on one channel `c` listing `edit`, whose requests a fake
+    /// channel answers: a send gets `answer` as its message id; every send
+    /// and edit is logged.
+    fn fake(answer: Option<&str>) -> (Actions, Arc<std::sync::Mutex<Vec<String>>>) {
+        let (queue, mut rx) = mpsc::channel(QUEUE);
+        let features = Arc::new(OnceLock::new());
+        let _ = features.set(vec![Feature::Edit]);
+        let actions = Actions { channels: Arc::new(BTreeMap::from([("c".to_string(), Channel { queue, features })])) };
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (l, answer) = (log.clone(), answer.map(str::to_string));
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                match r {
+                    Request::Send(m, tx) => {
+                        l.lock().unwrap().push(format!("send {} (reply to {:?}, key {})", m.text, m.reply_to, m.idempotency_key));
+                        let _ = tx.send(answer.clone());
+                    }
+                    Request::Act(ChannelAction::Edit(e), _, done) => {
+                        l.lock().unwrap().push(format!("edit {} {}", e.message_id, e.text));
+                        if let Some(d) = done {
+                            let _ = d.send(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        (actions, log)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draft_is_sent_once_there_is_text_then_edited_at_most_once_a_second() {
+        let (actions, log) = fake(Some("m1"));
+        let (text, draft) = actions.draft("c", "conv", None, Some("7"), "draft-7");
+        let ms = |n| tokio::time::sleep(Duration::from_millis(n));
+        text.send_replace("  ".into());
+        ms(100).await;
+        text.send_replace("Hel".into());
+        ms(100).await;
+        text.send_replace("Hello".into());
+        ms(300).await;
+        text.send_replace("Hello wor".into());
+        // A second after the first message: one edit with the newest text.
+        ms(1000).await;
+        text.send_replace("Hello world".into());
+        drop(text);
+        assert_eq!(draft.finish().await.as_deref(), Some("m1"));
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["send Hel … (reply to Some(\"7\"), key draft-7)", "edit m1 Hello wor …"],
+            "the whole reply is the outbox's edit, not the draft's"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draft_that_cannot_be_sent_leaves_the_reply_to_a_normal_send() {
+        let (actions, log) = fake(None);
+        let (text, draft) = actions.draft("c", "conv", None, None, "draft-8");
+        text.send_replace("Hi".into());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text.send_replace("Hi there".into());
+        drop(text);
+        assert_eq!(draft.finish().await, None);
+        assert_eq!(log.lock().unwrap().len(), 1, "tried once, then no edits: {:?}", log.lock().unwrap());
+        // A channel kata runs no action instance for: no draft at all.
+        let (text, draft) = Actions::default().draft("c", "conv", None, None, "draft-9");
+        text.send_replace("Hi".into());
+        drop(text);
+        assert_eq!(draft.finish().await, None);
+    }
+}
