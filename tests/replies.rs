@@ -45,6 +45,7 @@ allow_from = ["*"]
 [plugins.notes]
 path = "{notes_wasm}"
 files = [{{ host = "{notes}", guest = "/notes", mode = "ro" }}]
+limits = {{ max_message = "1KiB" }}
 "#,
         llm = llm.base_url(),
         chat_wasm = guest("guest-chat").display(),
@@ -82,6 +83,7 @@ fn notes_dir(root: &Path) -> PathBuf {
     let d = root.join("notes");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("todo.md"), NOTE).unwrap();
+    std::fs::write(d.join("big.md"), "x".repeat(2000)).unwrap();
     d
 }
 
@@ -150,9 +152,22 @@ fn a_channel_without_features_gets_one_final_message_with_the_file_as_a_line() {
     assert_eq!(sent["text"], want.as_str());
     assert_eq!((sent["reply_to"].as_str(), sent["key"].as_str()), (Some("1"), Some("inbox-1")));
     assert!(sent["attachments"].as_array().unwrap().is_empty() && sent.get("edits").is_none(), "{sent}");
-    // A second turn is answered too, and nothing else was sent or done.
-    chat.say("c1", None, "ann", "thanks");
-    wait_for_or("the second reply", WAIT, || ws.log(), || (chat.sent().len() >= 2).then_some(()));
+    // A file over the tool plugin's limits.max_message is not attached: the
+    // model is told (and says so here), and the audit log has a row.
+    chat.say("c1", None, "ann", r#"call notes__attach {"path":"big.md"}"#);
+    let second = wait_for_or("the second reply", WAIT, || ws.log(), || chat.sent().get(1).cloned());
+    let second = second["text"].as_str().unwrap();
+    assert!(second.ends_with("(not attached: /notes/big.md: it has 2000 bytes, over limits.max_message (1024 bytes))"), "{second}");
+    assert!(!second.contains("[file not sent"), "{second}");
+    let (ok, out, err) = common::kata(ws.path(), &["audit", "--json"]);
+    assert!(ok, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let refused: Vec<&Value> = rows.as_array().unwrap().iter().filter(|r| r["method"] == "attachment").collect();
+    assert_eq!(refused.len(), 1, "{rows:#}");
+    assert_eq!((refused[0]["kind"].as_str(), refused[0]["verdict"].as_str()), (Some("tool"), Some("deny")));
+    assert_eq!(refused[0]["target"], "notes.attach /notes/big.md");
+    assert_eq!(refused[0]["policy"], "[plugins.notes] limits = { max_message = \"2KiB\" }", "what lets it through");
+    // Nothing else was sent or done.
     assert_eq!(chat.sent().len(), 2);
     assert_eq!(chat.acts(), Vec::<Value>::new());
 }

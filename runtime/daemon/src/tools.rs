@@ -548,11 +548,15 @@ fn files_of(plugin: &ToolsPlugin, name: &str, result: &str) -> (Vec<crate::store
         let read = if i >= MAX_TOOL_FILES {
             Err((format!("more than {MAX_TOOL_FILES} files in one result"), "attachments".to_string()))
         } else {
-            read_granted(&grants.files, path, grants.limits.max_message_bytes).map_err(|(why, limit)| {
-                let policy = if limit {
-                    format!("[plugins.{}] limits = {{ max_message = \"…\" }}", grants.name)
-                } else {
-                    format!("[plugins.{}] files", grants.name)
+            read_granted(&grants.files, path, grants.limits.max_message_bytes).map_err(|(why, size)| {
+                let policy = match size {
+                    // The next KiB up: what would let this file through.
+                    Some(n) => format!(
+                        "[plugins.{}] limits = {{ max_message = \"{}\" }}",
+                        grants.name,
+                        crate::limits::size_text((n as usize).div_ceil(1024) * 1024)
+                    ),
+                    None => format!("[plugins.{}] files", grants.name),
                 };
                 (why, policy)
             })
@@ -581,9 +585,9 @@ fn files_of(plugin: &ToolsPlugin, name: &str, result: &str) -> (Vec<crate::store
 }
 
 /// Read the file the plugin sees at `guest` through its `files` grants:
-/// its bytes and its file name, or why not (and whether it was the size).
-fn read_granted(files: &[crate::policy::FileGrant], guest: &str, max: usize) -> Result<(Vec<u8>, String), (String, bool)> {
-    let refuse = |why: String| Err((why, false));
+/// its bytes and its file name, or why not (and its size, when that was why).
+fn read_granted(files: &[crate::policy::FileGrant], guest: &str, max: usize) -> Result<(Vec<u8>, String), (String, Option<u64>)> {
+    let refuse = |why: String| Err((why, None));
     let rel = files.iter().find_map(|g| {
         let base = g.guest.trim_end_matches('/');
         let rest = guest.strip_prefix(base)?;
@@ -612,12 +616,13 @@ fn read_granted(files: &[crate::policy::FileGrant], guest: &str, max: usize) -> 
         Ok(_) => return refuse("it is not a file".into()),
         Err(e) => return refuse(format!("cannot read it: {e}")),
     };
+    let over = |n: u64| Err((format!("it has {n} bytes, over limits.max_message ({max} bytes)"), Some(n)));
     if meta.len() > max as u64 {
-        return Err((format!("it has {} bytes, over limits.max_message ({max} bytes)", meta.len()), true));
+        return over(meta.len());
     }
-    let data = std::fs::read(&real).map_err(|e| (format!("cannot read it: {e}"), false))?;
+    let data = std::fs::read(&real).map_err(|e| (format!("cannot read it: {e}"), None))?;
     if data.len() > max {
-        return Err((format!("it has {} bytes, over limits.max_message ({max} bytes)", data.len()), true));
+        return over(data.len() as u64);
     }
     let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok((data, name))
@@ -681,7 +686,7 @@ mod tests {
         assert!(refused("/etc/passwd").0.contains("/notes"));
         assert!(refused("/notes/sub").0.contains("not a file"));
         assert!(refused("/notes/none.md").0.contains("cannot read"));
-        assert_eq!(refused("/notes/big.md"), ("it has 100 bytes, over limits.max_message (64 bytes)".into(), true));
+        assert_eq!(refused("/notes/big.md"), ("it has 100 bytes, over limits.max_message (64 bytes)".into(), Some(100)));
         #[cfg(unix)]
         assert!(refused("/notes/link.md").0.contains("symbolic link"));
         assert!(read_granted(&[], "/notes/sub/a.md", 64).expect_err("no grants").0.contains("grants it no files"));
