@@ -352,11 +352,11 @@ mod tests {
             while let Some(r) = rx.recv().await {
                 match r {
                     Request::Send(m, tx) => {
-                        l.lock().unwrap().push(format!("send {} (reply to {:?}, key {})", m.text, m.reply_to, m.idempotency_key));
+                        l.lock().expect("log").push(format!("send {} (reply to {:?}, key {})", m.text, m.reply_to, m.idempotency_key));
                         let _ = tx.send(answer.clone());
                     }
                     Request::Act(ChannelAction::Edit(e), _, done) => {
-                        l.lock().unwrap().push(format!("edit {} {}", e.message_id, e.text));
+                        l.lock().expect("log").push(format!("edit {} {}", e.message_id, e.text));
                         if let Some(d) = done {
                             let _ = d.send(());
                         }
@@ -386,7 +386,7 @@ mod tests {
         drop(text);
         assert_eq!(draft.finish().await.as_deref(), Some("m1"));
         assert_eq!(
-            *log.lock().unwrap(),
+            *log.lock().expect("log"),
             ["send Hel … (reply to Some(\"7\"), key draft-7)", "edit m1 Hello wor …"],
             "the whole reply is the outbox's edit, not the draft's"
         );
@@ -401,7 +401,7 @@ mod tests {
         text.send_replace("Hi there".into());
         drop(text);
         assert_eq!(draft.finish().await, None);
-        assert_eq!(log.lock().unwrap().len(), 1, "tried once, then no edits: {:?}", log.lock().unwrap());
+        assert_eq!(log.lock().expect("log").len(), 1, "tried once, then no edits: {:?}", log.lock().expect("log"));
         // A channel kata runs no action instance for: no draft at all.
         let (text, draft) = Actions::default().draft("c", "conv", None, None, "draft-9");
         text.send_replace("Hi".into());
