@@ -44,8 +44,9 @@ const ANSWER_WAIT: Duration = Duration::from_secs(30);
 enum Request {
     /// Answer the channel's features.
     Features(oneshot::Sender<Vec<Feature>>),
-    /// Do it; `what` names it in the log; `done` hears when it was done (or failed).
-    Act(ChannelAction, &'static str, Option<oneshot::Sender<()>>),
+    /// Do it; `what` names it in the log; `done` hears when it was done
+    /// (true) or failed (false).
+    Act(ChannelAction, &'static str, Option<oneshot::Sender<bool>>),
     /// Send a draft's first message; answer its message id.
     Send(Box<OutboundMessage>, oneshot::Sender<Option<String>>),
 }
@@ -227,8 +228,12 @@ async fn stream_draft(actions: Actions, plugin: String, base: OutboundMessage, m
                     .channels
                     .get(&plugin)
                     .is_some_and(|c| c.queue.try_send(Request::Act(ChannelAction::Edit(edit), "draft edit", Some(done))).is_ok());
-                if queued {
-                    let _ = tokio::time::timeout(ANSWER_WAIT, edited).await;
+                let ok = queued && matches!(tokio::time::timeout(ANSWER_WAIT, edited).await, Ok(Ok(true)));
+                if !ok {
+                    // (Too long for the channel, say.) The draft stays as it
+                    // is; the outbox still makes it the whole reply, or sends that anew.
+                    tracing::debug!(plugin = %plugin, "a draft edit failed: the draft is no longer updated");
+                    return id;
                 }
             }
         }
@@ -286,7 +291,7 @@ async fn worker(
             Request::Act(action, what, done) => {
                 let r = i.act(&action).await;
                 if let Some(d) = done {
-                    let _ = d.send(());
+                    let _ = d.send(r.is_ok());
                 }
                 match r {
                     Ok(()) => None,
@@ -358,7 +363,8 @@ mod tests {
                     Request::Act(ChannelAction::Edit(e), _, done) => {
                         l.lock().expect("log").push(format!("edit {} {}", e.message_id, e.text));
                         if let Some(d) = done {
-                            let _ = d.send(());
+                            // The fake channel takes edits up to 20 bytes.
+                            let _ = d.send(e.text.len() <= 20);
                         }
                     }
                     _ => {}
@@ -389,6 +395,23 @@ mod tests {
             *log.lock().expect("log"),
             ["send Hel … (reply to Some(\"7\"), key draft-7)", "edit m1 Hello wor …"],
             "the whole reply is the outbox's edit, not the draft's"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draft_stops_growing_after_an_edit_fails() {
+        let (actions, log) = fake(Some("m2"));
+        let (text, draft) = actions.draft("c", "conv", None, None, "draft-2");
+        for t in ["One", "One two three", "One two three four", "One two three four five"] {
+            text.send_replace(t.into());
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        drop(text);
+        assert_eq!(draft.finish().await.as_deref(), Some("m2"));
+        assert_eq!(
+            *log.lock().expect("log"),
+            ["send One … (reply to None, key draft-2)", "edit m2 One two three …", "edit m2 One two three four …"],
+            "the edit that failed is the last"
         );
     }
 
