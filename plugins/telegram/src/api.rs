@@ -325,8 +325,10 @@ pub enum Part {
 ///   then the files without a caption.
 ///
 /// `reply-to` is a kata message id (`<chat_id>:<message_id>`); its message id
-/// part becomes `reply_to_message_id`. An unparsable reply-to or thread is
-/// left out rather than failing the send.
+/// part becomes `reply_to_message_id`, with `allow_sending_without_reply` so a
+/// reply to a message deleted meanwhile is still delivered. An unparsable
+/// reply-to (or a button press's `cb:` id) or thread is left out rather than
+/// failing the send.
 pub fn plan_send(msg: &OutboundMessage) -> Vec<Part> {
     let (markup, hints) = inline_keyboard(&msg.actions);
     let mut text = msg.text.clone();
@@ -348,6 +350,7 @@ pub fn plan_send(msg: &OutboundMessage) -> Vec<Part> {
             let mut body = json!({ "chat_id": chat_id_value(&msg.conversation), "text": chunk });
             if let (0, Some(id)) = (i, reply_to) {
                 body["reply_to_message_id"] = json!(id);
+                body["allow_sending_without_reply"] = json!(true);
             }
             if let Some(thread) = thread {
                 body["message_thread_id"] = json!(thread);
@@ -367,6 +370,7 @@ pub fn plan_send(msg: &OutboundMessage) -> Vec<Part> {
         if first {
             if let Some(id) = reply_to {
                 fields.push(("reply_to_message_id", id.to_string()));
+                fields.push(("allow_sending_without_reply", "true".into()));
             }
             if !text.is_empty() {
                 fields.push(("caption", text.clone()));
@@ -486,9 +490,7 @@ pub fn chat_action_body(target: &Target) -> Value {
 /// The Telegram message id in a kata id given to `act` (`<chat_id>:<message_id>`,
 /// as send receipts and received messages carry it).
 fn acted_message_id(id: &str, what: &str) -> Result<i64, ChannelError> {
-    // A button press (`cb:<callback id>`) is no message in the chat.
-    let parsed = if id.starts_with("cb:") { None } else { reply_message_id(id) };
-    parsed.ok_or_else(|| {
+    reply_message_id(id).ok_or_else(|| {
         ChannelError::Fatal(format!(
             "cannot {what} Telegram message {id:?}: not a Telegram message id (expected <chat_id>:<message_id>, as a send receipt or \
              a received message gives it)"
@@ -698,8 +700,12 @@ pub fn parse_ok(status: u16, body: &[u8]) -> Result<(), ChannelError> {
 }
 
 /// The message id part of a kata message id `<chat_id>:<message_id>` (or a
-/// bare message id).
+/// bare message id); `None` for a button press (`cb:<callback id>`), which is
+/// no message in the chat.
 pub fn reply_message_id(reply_to: &str) -> Option<i64> {
+    if reply_to.starts_with("cb:") {
+        return None;
+    }
     let tail = reply_to.rsplit_once(':').map_or(reply_to, |(_, id)| id);
     tail.trim().parse().ok()
 }
@@ -943,7 +949,12 @@ mod tests {
     #[test]
     fn send_body_with_reply_and_thread() {
         let body = send_message_body(&outbound(Some("-100987:55"), Some("77")));
-        assert_eq!(body, json!({"chat_id": -100987, "text": "hi", "reply_to_message_id": 55, "message_thread_id": 77}));
+        assert_eq!(
+            body,
+            json!({"chat_id": -100987, "text": "hi", "reply_to_message_id": 55, "allow_sending_without_reply": true, "message_thread_id": 77})
+        );
+        // A reply to a button press quotes nothing: the press is no message.
+        assert_eq!(send_message_body(&outbound(Some("cb:55"), None)), json!({"chat_id": -100987, "text": "hi"}));
         let body = send_message_body(&outbound(None, None));
         assert_eq!(body, json!({"chat_id": -100987, "text": "hi"}));
         let mut named = outbound(Some("garbage:x"), None);
@@ -1136,8 +1147,10 @@ mod tests {
         assert_eq!(parts.len(), 1);
         assert_eq!(
             parts[0],
-            Part::Text(json!({"chat_id": -100987, "text": "hi", "reply_to_message_id": 55, "message_thread_id": 77,
-                "reply_markup": {"inline_keyboard": [[{"text": "Approve", "callback_data": "yes 1"}, {"text": "Deny", "callback_data": "no 1"}]]}}))
+            Part::Text(
+                json!({"chat_id": -100987, "text": "hi", "reply_to_message_id": 55, "allow_sending_without_reply": true, "message_thread_id": 77,
+                "reply_markup": {"inline_keyboard": [[{"text": "Approve", "callback_data": "yes 1"}, {"text": "Deny", "callback_data": "no 1"}]]}})
+            )
         );
     }
 
@@ -1157,6 +1170,7 @@ mod tests {
                         ("chat_id", "-100987".into()),
                         ("message_thread_id", "77".into()),
                         ("reply_to_message_id", "55".into()),
+                        ("allow_sending_without_reply", "true".into()),
                         ("caption", "hi".into()),
                         ("reply_markup", markup.into()),
                     ]
@@ -1181,7 +1195,10 @@ mod tests {
         msg.text.push('!');
         let parts = plan_send(&msg);
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0], Part::Text(json!({"chat_id": -100987, "text": msg.text, "reply_to_message_id": 55})));
+        assert_eq!(
+            parts[0],
+            Part::Text(json!({"chat_id": -100987, "text": msg.text, "reply_to_message_id": 55, "allow_sending_without_reply": true}))
+        );
         assert_eq!(parts[1], Part::Document { attachment: 0, fields: vec![("chat_id", "-100987".into())] });
     }
 
