@@ -137,6 +137,8 @@ fn a_channel_with_features_gets_the_ack_typing_a_draft_edited_into_the_reply_and
     assert!(edits[..edits.len() - 1].iter().all(|e| e.ends_with(" …") && want.starts_with(e.trim_end_matches(" …"))), "{edits:#?}");
     assert_eq!(*edits.last().unwrap(), want);
     assert!(acts.iter().filter(|a| a["kind"] == "edit").all(|a| a["message_id"] == draft["id"]));
+    let (ok, status, _) = common::kata(ws.path(), &["status"]);
+    assert!(ok && status.contains("chat           features: typing, edit, reactions, buttons, attachments\n"), "{status}");
 }
 
 #[test]
@@ -170,6 +172,8 @@ fn a_channel_without_features_gets_one_final_message_with_the_file_as_a_line() {
     // Nothing else was sent or done.
     assert_eq!(chat.sent().len(), 2);
     assert_eq!(chat.acts(), Vec::<Value>::new());
+    let (ok, status, _) = common::kata(ws.path(), &["status"]);
+    assert!(ok && status.contains("chat           features: none (text only)\n"), "{status}");
 }
 
 #[test]

@@ -67,7 +67,14 @@ pub struct Actions {
 impl Actions {
     /// A worker per channel plugin that may list features (WIT 0.1.3 or
     /// later), spawned on `tasks`; each stops at `shutdown`.
-    pub fn start(plugins: &[Arc<ChannelPlugin>], tasks: &mut tokio::task::JoinSet<()>, shutdown: &watch::Receiver<bool>) -> Self {
+    /// Once a worker's instance has said what its channel lists, `health`
+    /// knows it too (`kata status`).
+    pub fn start(
+        plugins: &[Arc<ChannelPlugin>],
+        health: &Arc<crate::health::Health>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Self {
         let mut channels = BTreeMap::new();
         for p in plugins {
             if p.info.export_version("channel") != Some(latest::VERSION) {
@@ -75,7 +82,7 @@ impl Actions {
             }
             let (queue, rx) = mpsc::channel(QUEUE);
             let features = Arc::new(OnceLock::new());
-            tasks.spawn(worker(p.clone(), rx, features.clone(), shutdown.clone()));
+            tasks.spawn(worker(p.clone(), rx, features.clone(), health.clone(), shutdown.clone()));
             channels.insert(p.name().to_string(), Channel { queue, features });
         }
         Self { channels: Arc::new(channels) }
@@ -255,6 +262,7 @@ async fn worker(
     plugin: Arc<ChannelPlugin>,
     mut rx: mpsc::Receiver<Request>,
     features: Arc<OnceLock<Vec<Feature>>>,
+    health: Arc<crate::health::Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = plugin.name().to_string();
@@ -271,6 +279,7 @@ async fn worker(
             }
             match start(&plugin).await {
                 Ok((i, f)) => {
+                    health.features(&name, f.iter().map(|f| feature_name(*f).to_string()).collect());
                     let _ = features.set(f);
                     inst = Some(i);
                     held_until = None;
@@ -328,6 +337,17 @@ async fn worker(
     }
     if let Some(mut i) = inst {
         i.disconnect().await;
+    }
+}
+
+/// A feature as the WIT names it.
+pub fn feature_name(f: Feature) -> &'static str {
+    match f {
+        Feature::Typing => "typing",
+        Feature::Edit => "edit",
+        Feature::Reactions => "reactions",
+        Feature::Buttons => "buttons",
+        Feature::Attachments => "attachments",
     }
 }
 

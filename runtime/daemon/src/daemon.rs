@@ -217,7 +217,7 @@ impl Workers {
             tasks.spawn(channel::egress(p.clone(), db.clone(), health.clone(), ready, stop_rx.clone()));
         }
         // Reactions, typing and drafts: an instance per channel that can do them.
-        loaded.agent.set_actions(crate::actions::Actions::start(&loaded.plugins, &mut tasks, &stop_rx));
+        loaded.agent.set_actions(crate::actions::Actions::start(&loaded.plugins, &health, &mut tasks, &stop_rx));
         *shared.agent.write().unwrap_or_else(|p| p.into_inner()) = Some(loaded.agent.clone());
         for s in &loaded.services {
             health.register(s.name());

@@ -135,6 +135,10 @@ pub struct PluginHealth {
     /// `max_messages_per_poll`, `max_state_value`), and how often: messages
     /// cut or refused, log lines suppressed, calls stopped, requests refused.
     pub limits_hit: BTreeMap<String, u64>,
+    /// What the channel can do besides sending text (`describe().features`:
+    /// `typing`, `edit`, `reactions`, `buttons`, `attachments`), once an
+    /// instance has said; None before (and for components older than 0.1.3).
+    pub features: Option<Vec<String>>,
 }
 
 impl Default for PluginHealth {
@@ -153,6 +157,7 @@ impl Default for PluginHealth {
             sent: 0,
             send_failures: 0,
             limits_hit: BTreeMap::new(),
+            features: None,
         }
     }
 }
@@ -355,6 +360,11 @@ impl Health {
                 h.state = PluginState::Running;
             }
         });
+    }
+
+    /// The features the channel lists (see [`PluginHealth::features`]).
+    pub fn features(&self, plugin: &str, features: Vec<String>) {
+        self.with(plugin, |h| h.features = Some(features));
     }
 
     /// The kind of the error just reported with [`Self::failure`].

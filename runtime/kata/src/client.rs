@@ -75,6 +75,15 @@ pub fn print_status(v: &Value, out: &mut impl Write) -> Result<()> {
                 one_line(err, 100)
             )?;
         }
+        // What each channel can do besides text, once it has said
+        // (the rest is degraded: see README, "Rich replies").
+        for p in &plugins {
+            if let Some(f) = p["health"]["features"].as_array() {
+                let names: Vec<&str> = f.iter().filter_map(Value::as_str).collect();
+                let names = if names.is_empty() { "none (text only)".to_string() } else { names.join(", ") };
+                writeln!(out, "{:<14} features: {names}", s(&p["name"]))?;
+            }
+        }
         // Limits hit, by plugin: name and count (log lines suppressed,
         // messages cut or refused, calls stopped, requests refused).
         for p in &plugins {
@@ -394,6 +403,12 @@ mod tests {
                            "last_error": "guest trapped:\nunreachable", "received": 0, "sent": 0, "restarts": 4,
                            "limits_hit": {"cpu_per_call": 3, "log_lines_per_minute": 88000}},
                 "queue": {"outbox_pending": 1, "dead_letters": 2},
+            }, {
+                "name": "telegram",
+                "health": {"state": "running", "breaker": {"state": "closed"}, "features": ["typing", "edit"]},
+            }, {
+                "name": "irc",
+                "health": {"state": "running", "breaker": {"state": "closed"}, "features": []},
             }],
             "queues": {"inbox_new": 0, "inbox_done": 3, "outbox_pending": 1, "outbox_sent": 3, "outbox_failed": 2},
             "limits_hit": {"trap": {"cpu_per_call": 3}, "search": {"max_tool_result": 2}},
@@ -408,6 +423,8 @@ mod tests {
         assert!(text.contains("trap           limits hit: cpu_per_call 3, log_lines_per_minute 88000"), "{text}");
         assert!(text.contains("search         limits hit: max_tool_result 2"), "a tools plugin's hits show too: {text}");
         assert_eq!(text.matches("limits hit").count(), 2, "{text}");
+        assert!(text.contains("telegram       features: typing, edit\nirc            features: none (text only)\n"), "{text}");
+        assert!(!text.contains("trap           features"), "not known yet: {text}");
         assert!(text.contains("trap           -                          breaker-open"), "no channel state given: {text}");
     }
 
