@@ -34,9 +34,23 @@ impl Engine {
     /// # Ok::<(), anyhow::Error>(())
     /// ```
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self> {
+        Self::with_config(&Self::config(), cache_dir)
+    }
+
+    /// kata's engine configuration: what [`Self::new`] builds the engine with
+    /// (exposed so benchmarks can vary one setting at a time).
+    #[doc(hidden)]
+    pub fn config() -> Config {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true);
         cfg.epoch_interruption(true);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(Self::pooling()));
+        cfg
+    }
+
+    /// The pooling allocator's settings in [`Self::config`].
+    #[doc(hidden)]
+    pub fn pooling() -> PoolingAllocationConfig {
         let mut pool = PoolingAllocationConfig::default();
         // Enough slots for many plugins with a poll and a send instance each;
         // memory size per instance is capped per plugin by StoreLimits.
@@ -51,8 +65,13 @@ impl Engine {
             // Return freed instance memory to the OS in batches rather than
             // one madvise per instance: restarts and send instances churn.
             .decommit_batch_size(32);
-        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let inner = wasmtime::Engine::new(&cfg).map_err(anyhow::Error::from).context("cannot configure the WebAssembly engine")?;
+        pool
+    }
+
+    /// [`Self::new`] with another configuration (benchmarks compare them).
+    #[doc(hidden)]
+    pub fn with_config(cfg: &Config, cache_dir: Option<PathBuf>) -> Result<Self> {
+        let inner = wasmtime::Engine::new(cfg).map_err(anyhow::Error::from).context("cannot configure the WebAssembly engine")?;
         let weak = inner.weak();
         std::thread::Builder::new()
             .name("kata-epoch".into())
@@ -99,6 +118,7 @@ impl Engine {
         }
         let component = self.compile_uncached(bytes)?;
         self.cache_compiled(bytes, &component);
+        release_freed_memory();
         Ok(component)
     }
 
@@ -147,6 +167,23 @@ impl Engine {
         // and the engine's compatibility hash; wasmtime also checks the
         // engine/version header before using them.
         Ok(unsafe { Component::deserialize_file(&self.inner, path) }?)
+    }
+}
+
+/// Hand the memory a compile freed back to the OS. Cranelift compiles on
+/// rayon threads, and glibc keeps what each thread freed in that thread's
+/// malloc arena: ~4 MB that a daemon which compiled a plugin at start would
+/// otherwise keep resident for good (BENCHMARKS.md, "Memory and size").
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        #[allow(unsafe_code)]
+        unsafe extern "C" {
+            // glibc: returns free pages of every arena to the kernel; takes
+            // each arena's lock itself and touches no memory in use.
+            safe fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        malloc_trim(0);
     }
 }
 
