@@ -33,7 +33,8 @@ fn texts(msgs: &[serde_json::Value]) -> Vec<String> {
 /// Wait until the bot has said exactly `want` (in any order) in `chat`, then
 /// check nothing arrives twice.
 fn expect_replies(tg: &TelegramServer, chat: i64, want: &[String], ws: &TestWorkspace) {
-    let got = wait_for("the bot's replies", Duration::from_secs(60), || {
+    let shown = || format!("the bot said {:?} in chat {chat}, want {want:?}; log:\n{}", texts(&tg.bot_messages(TOKEN, chat)), ws.log());
+    let got = wait_for_or("the bot's replies", Duration::from_secs(60), shown, || {
         let got = texts(&tg.bot_messages(TOKEN, chat));
         if want.iter().all(|w| got.contains(w)) { Some(got) } else { None }
     });
