@@ -123,13 +123,16 @@ fn ungranted_host_is_denied_with_the_line_to_add() {
     let text = text.replace(&format!("network = [\"{}/bot*\"]", tg.base()), "network = [\"http://127.0.0.1:1/bot*\"]");
     std::fs::write(ws.path().join("kata.toml"), text).unwrap();
     let mut kata = ws.run(&[("TG_TEST_TOKEN", TOKEN)]);
+    // Also wait for "kata is running": before it kata's SIGTERM handler may
+    // not be installed yet (the first poll can come earlier).
     let log = wait_for("a denial in the log", Duration::from_secs(30), || {
         let log = ws.log();
-        log.contains("denied").then_some(log)
+        (log.contains("denied") && log.contains("kata is running")).then_some(log)
     });
     assert!(log.contains(&format!("\"{}\"", tg.base())), "the denial names the entry to add:\n{log}");
     assert!(log.contains("[plugins.telegram]"), "{log}");
-    assert!(kata.signal_and_wait("TERM").success());
+    let st = kata.signal_and_wait("TERM");
+    assert!(st.success(), "kata run exits cleanly on SIGTERM: {st:?}\n{}", ws.log());
 }
 
 #[test]
