@@ -5,8 +5,9 @@
 // on SIGTERM/SIGINT or when stdin closes.
 //
 // telegram-test-api 4.2.1 lacks sendChatAction, setMessageReaction and
-// sendDocument, and accepts any edit or callback answer. The routes below add
-// them as the real Bot API behaves (same validation, same response shapes,
+// sendDocument, accepts any edit or callback answer, and hands each update out
+// once whatever the offset. The routes below add and replace them as the
+// real Bot API behaves (same validation, same response shapes,
 // `{ok:false, error_code:400, description:"Bad Request: …"}` for a chat or
 // message that does not exist or a reaction Telegram does not allow), and
 // record every call so tests can read them back with the client route
@@ -172,6 +173,11 @@ function handle(app, method, handler) {
   });
 }
 
+// The update kinds each bot last asked getUpdates for (Telegram remembers
+// them), and the offset up to which it confirmed its updates.
+const confirmedKinds = new Map();
+const confirmed = new Map();
+
 // Failures a test asked for: `${token} ${method}` → {skip, error_code, retry_after}.
 const failures = new Map();
 
@@ -207,6 +213,52 @@ function kataRoutes(app, server) {
       });
     }
     return res.status(failure.error_code).json({ ok: false, error_code: failure.error_code, description: 'Failed as the test asked' });
+  });
+
+  // getUpdates as the real Bot API keeps it (the library hands each update
+  // out once, so an update a client fetched but did not store before a crash
+  // was lost): every update from `offset` on is returned, again and again,
+  // until a call's `offset` confirms it (offset = last update_id + 1);
+  // `allowed_updates` filters by kind, `limit` caps the batch (default 100),
+  // and `timeout` waits up to that many seconds (at most 50) for an update.
+  handle(app, 'getUpdates', (req, res, token, p) => {
+    const offset = p.offset === undefined || p.offset === '' ? null : Number(p.offset);
+    const limit = Math.min(Math.max(Number(p.limit || 100), 1), 100);
+    let allowed = p.allowed_updates;
+    if (typeof allowed === 'string') {
+      try { allowed = JSON.parse(allowed); } catch (_) { return badRequest(res, "can't parse allowed updates JSON object"); }
+    }
+    if (Array.isArray(allowed)) confirmedKinds.set(token, allowed);
+    const kinds = confirmedKinds.get(token);
+    // Confirm everything before the offset (kept in storage: reactions and
+    // callback answers still find it).
+    if (offset !== null) confirmed.set(token, Math.max(confirmed.get(token) || 0, offset));
+    const pending = () => {
+      const from = confirmed.get(token) || 0;
+      return server.storage.userMessages
+        .filter((u) => u.botToken === token && u.updateId >= from)
+        .map((u) => TelegramServer.formatUpdate(u))
+        .filter((u) => !kinds || kinds.length === 0 || kinds.some((k) => k in u))
+        .sort((a, b) => a.update_id - b.update_id)
+        .slice(0, limit);
+    };
+    const now = pending();
+    const timeout = Math.min(Number(p.timeout || 0), 50);
+    if (now.length > 0 || !(timeout > 0)) return res.json({ ok: true, result: now });
+    const events = ['AddedUserMessage', 'AddedUserCommand', 'AddedUserCallbackQuery'];
+    let timer = null;
+    const done = () => {
+      events.forEach((e) => server.off(e, done));
+      clearTimeout(timer);
+      if (!res.headersSent) res.json({ ok: true, result: pending() });
+    };
+    events.forEach((e) => server.on(e, done));
+    timer = setTimeout(done, timeout * 1000);
+    res.on('close', () => {
+      events.forEach((e) => server.off(e, done));
+      clearTimeout(timer);
+    });
+    return undefined;
   });
 
   handle(app, 'sendChatAction', (req, res, token, p) => {
