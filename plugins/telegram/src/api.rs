@@ -316,7 +316,8 @@ pub enum Part {
 /// The requests that deliver `msg`, in order. The first one carries the
 /// (start of the) text, and so the receipt id, and the reply-to.
 ///
-/// - No attachments: one `sendMessage`, or several for a text longer than
+/// - No attachments: one `sendMessage` (buttons without text get their
+///   labels as the text, which Telegram requires), or several for a text longer than
 ///   [`MAX_TEXT`] (split at a line break or space where there is one; the
 ///   buttons go under the last).
 /// - Attachments, text up to [`MAX_CAPTION`]: one `sendDocument` per file,
@@ -337,6 +338,13 @@ pub fn plan_send(msg: &OutboundMessage) -> Vec<Part> {
             text.push_str("\n\n");
         }
         text.push_str(&hints);
+    }
+    if text.trim().is_empty() && msg.attachments.is_empty() && markup.is_some() {
+        // Buttons alone (kata sends a streamed reply's buttons after its
+        // draft): Telegram wants some text above them, so name them.
+        let labels: Vec<&str> =
+            msg.actions.iter().map(|a| if a.label.trim().is_empty() { a.id.as_str() } else { a.label.as_str() }).collect();
+        text = labels.join(" · ");
     }
     let reply_to = msg.reply_to.as_deref().and_then(reply_message_id);
     let thread = msg.thread.as_deref().and_then(|t| t.trim().parse::<i64>().ok());
@@ -1152,6 +1160,19 @@ mod tests {
                 "reply_markup": {"inline_keyboard": [[{"text": "Approve", "callback_data": "yes 1"}, {"text": "Deny", "callback_data": "no 1"}]]}})
             )
         );
+    }
+
+    #[test]
+    fn buttons_without_text_are_named_in_the_text() {
+        let mut msg = outbound(None, None);
+        msg.text = String::new();
+        msg.actions = vec![action("yes 1", "Approve"), action("no 1", "")];
+        let Part::Text(body) = &plan_send(&msg)[0] else { panic!() };
+        assert_eq!(body["text"], "Approve · no 1");
+        assert_eq!(body["reply_markup"]["inline_keyboard"][0].as_array().unwrap().len(), 2);
+        // Nothing at all stays empty (Telegram says so).
+        msg.actions.clear();
+        assert_eq!(send_message_body(&msg)["text"], "");
     }
 
     #[test]
