@@ -222,7 +222,7 @@ impl CallContext {
     }
 }
 
-/// The files one turn's tool calls handed back (see [`take_attachments`]).
+/// The files one turn's tool calls handed back (by the convention [`ToolBox::run`] reads in a result).
 #[derive(Debug, Clone, Default)]
 pub struct Attachments(Arc<std::sync::Mutex<Vec<crate::store::OutFile>>>);
 
@@ -405,7 +405,10 @@ impl ToolBox {
 
     /// Call `plugin.tool` under `ctx`'s permission mode: the one path every
     /// call takes (the agent's, and `kata tool call`'s), with the same
-    /// decision, grants, limits and audit row.
+    /// decision, grants, limits and audit row. Files a result hands back
+    /// (`{"attachments": [{"path", "name", "mime_type"}]}`, read within the
+    /// plugin's `files` grants and `limits.max_message`) go to
+    /// `ctx.attachments`; the ones refused are named in the result.
     pub async fn run(&self, ctx: &CallContext, plugin_name: &str, tool: &str, args: &str) -> Outcome {
         let Some(entry) = self.entries().await.iter().find(|e| e.plugin == plugin_name && e.tool == tool).cloned() else {
             return Outcome::Unknown(format!("{plugin_name}.{tool}"));
