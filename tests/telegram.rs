@@ -387,6 +387,11 @@ fn the_plugin_shows_typing_edits_reacts_and_sends_files_and_buttons() {
         long_text.attachments = vec![file("notes.txt", "text/plain", b"some notes")];
         let both = ch.send(&long_text).await.unwrap();
 
+        // A text over Telegram's 4096 characters arrives as two messages.
+        let longest = format!("{}\n{}", "a".repeat(4000), "b".repeat(200));
+        let split = ch.send(&outbound(&longest, None)).await.unwrap();
+        assert_eq!(message_id(&split.id), message_id(&both.id) + 2, "the receipt names the first part");
+
         // The button press arrives like typing its id, from the presser.
         tokio::task::block_in_place(|| tg.user_presses(TOKEN, 5, 5, &json!(message_id(&doc.id)), "yes 1"));
         let pressed = ch.poll(polled.cursor.as_deref()).await.unwrap();
@@ -424,13 +429,20 @@ fn the_plugin_shows_typing_edits_reacts_and_sends_files_and_buttons() {
     assert_eq!(pick("callbackAnswers", &["callback_query_id"]), [json!({"callback_query_id": "1"})]);
 
     // The chat as the person sees it: the draft once, as edited; the long
-    // text before its file; the receipt names the message with the text.
+    // text before its file; the longest text in two messages.
     let chat = tg.bot_messages(TOKEN, 5);
     let shown: Vec<(i64, Option<&str>)> = chat.iter().map(|m| (m["message_id"].as_i64().unwrap(), m["text"].as_str())).collect();
     let both_id = message_id(&both.id);
     assert_eq!(
         shown,
-        [(message_id(&draft.id), Some("draft, grown")), (message_id(&doc.id), None), (both_id, Some(long.as_str())), (both_id + 1, None),]
+        [
+            (message_id(&draft.id), Some("draft, grown")),
+            (message_id(&doc.id), None),
+            (both_id, Some(long.as_str())),
+            (both_id + 1, None),
+            (both_id + 2, Some("a".repeat(4000).as_str())),
+            (both_id + 3, Some("b".repeat(200).as_str())),
+        ]
     );
     assert_eq!(chat[0]["reply_to_message_id"], hello_id);
 }

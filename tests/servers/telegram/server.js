@@ -5,7 +5,7 @@
 // on SIGTERM/SIGINT or when stdin closes.
 //
 // telegram-test-api 4.2.1 lacks sendChatAction, setMessageReaction and
-// sendDocument, accepts any edit or callback answer, and hands each update out
+// sendDocument, accepts any text, edit or callback answer, and hands each update out
 // once whatever the offset. The routes below add and replace them as the
 // real Bot API behaves (same validation, same response shapes,
 // `{ok:false, error_code:400, description:"Bad Request: …"}` for a chat or
@@ -259,6 +259,14 @@ function kataRoutes(app, server) {
       clearTimeout(timer);
     });
     return undefined;
+  });
+
+  // sendMessage with the real API's checks on the text (the library takes
+  // anything), otherwise as the library stores it.
+  handle(app, 'sendMessage', (req, res, token, p) => {
+    if (typeof p.text !== 'string' || p.text.trim() === '') return badRequest(res, 'message text is empty');
+    if (tooLong(p.text, MAX_TEXT)) return badRequest(res, 'message is too long');
+    return res.json({ ok: true, result: server.addBotMessage(req.body, token) });
   });
 
   handle(app, 'sendChatAction', (req, res, token, p) => {
