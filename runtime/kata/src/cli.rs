@@ -521,8 +521,10 @@ pub fn run(cli: Cli) -> Result<()> {
             init_logging_with(format, cli.verbose, "info", Some(&events));
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
             runtime.block_on(async {
+                // Before loading: a SIGTERM while plugins compile stops the daemon cleanly.
+                let shutdown = crate::daemon::shutdown_signal();
                 let daemon = crate::daemon::Daemon::load_with_events(ws, events)?;
-                daemon.run(crate::daemon::shutdown_signal()).await
+                daemon.run(shutdown).await
             })
         }
         Command::Status { json } => crate::client::status(&Workspace::discover(cli.workspace.as_deref())?, json),
