@@ -339,8 +339,10 @@ impl ChatServer {
             let mut s = st.lock().unwrap();
             if req.method == "GET" && req.path.starts_with("/poll") {
                 let after: usize = req.path.split("after=").nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-                let messages: Vec<Value> = s.inbound.iter().skip(after).cloned().collect();
-                return HttpResponse::json(json!({"messages": messages, "cursor": s.inbound.len().to_string()})).into();
+                // At most 100 a poll, as Telegram's getUpdates.
+                let messages: Vec<Value> = s.inbound.iter().skip(after).take(100).cloned().collect();
+                let cursor = after + messages.len();
+                return HttpResponse::json(json!({"messages": messages, "cursor": cursor.to_string()})).into();
             }
             if req.method == "POST" && req.path == "/send" {
                 let mut body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
