@@ -46,7 +46,7 @@ path = "{wasm}"
 network = ["{base}/"]
 config = {{ api_base = "{base}", poll_interval = "20ms", features = "{features}" }}
 allow_from = ["*"]
-limits = {{ messages_per_minute = 100000 }}
+limits = {{ messages_per_minute = 100000, requests_per_minute = 100000 }}
 "#,
         wasm = guest("guest-chat").display(),
         base = chat.base()
