@@ -56,6 +56,8 @@ pub struct LoopbackServer {
     conversations: usize,
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
+    /// Scheduling gaps the canary thread saw (see [`LoopbackServer::machine_gaps`]).
+    gaps: Arc<Mutex<Vec<(Duration, Duration)>>>,
 }
 
 impl LoopbackServer {
@@ -89,7 +91,41 @@ impl LoopbackServer {
                 });
             }
         });
-        Self { port, start, state, conversations, stop, connections }
+        let gaps = Arc::default();
+        Self { port, start, state, conversations, stop, connections, gaps }
+    }
+
+    /// Start the canary: a thread that only sleeps a millisecond at a
+    /// time, until the server stops. A gap much longer than that is the
+    /// machine not running this process (other load, the VM), whatever the
+    /// daemon does; see [`LoopbackServer::machine_gaps`].
+    pub fn watch_machine(&self) {
+        let (g, stp, start) = (self.gaps.clone(), self.stop.clone(), self.start);
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !stp.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+                let now = Instant::now();
+                let gap = now - last;
+                if gap > Duration::from_millis(20) {
+                    g.lock().unwrap().push((now - start, gap));
+                }
+                last = now;
+            }
+        });
+    }
+
+    /// Gaps over 20 ms between the wake-ups of the canary (started by
+    /// [`LoopbackServer::watch_machine`]): when and how long (from the server's start) the
+    /// machine ran none of it. A delivery stall at the same moment is the
+    /// machine's, not the daemon's.
+    pub fn machine_gaps(&self) -> Vec<(Duration, Duration)> {
+        self.gaps.lock().unwrap().clone()
+    }
+
+    /// When [`LoopbackServer::begin`] was called, from the server's start.
+    pub fn begun_at(&self) -> Option<Duration> {
+        self.state.lock().unwrap().begun.map(|b| b - self.start)
     }
 
     /// Start releasing messages (their release times count from now).

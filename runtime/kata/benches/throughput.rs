@@ -172,9 +172,10 @@ fn peak(n: usize, batch: bool) -> (f64, Duration) {
     (n as f64 / took.as_secs_f64(), took)
 }
 
-fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize) {
+fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize, String) {
     let n = (rate * secs) as usize;
     let server = LoopbackServer::start_paused(n, 50, move |i| Duration::from_secs_f64(i as f64 / f64::from(rate)));
+    server.watch_machine();
     let ws = workspace(Some(&server), 1);
     let _d = Daemon::start(ws.path());
     server.begin();
@@ -185,9 +186,19 @@ fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize) {
         let lines: Vec<String> = deliveries.iter().map(|d| format!("{} {}", d.answers.unwrap_or(0), d.latency.as_micros())).collect();
         std::fs::write(format!("{path}.{rate}"), lines.join("\n")).unwrap();
     }
+    // The machine's own stalls in the same seconds, seen by the load
+    // generator's canary thread (times from `begin`, as message i is released at i/rate).
+    let begun = server.begun_at().unwrap_or_default();
+    let gaps: Vec<String> = server
+        .machine_gaps()
+        .iter()
+        .filter(|(at, _)| *at > begun)
+        .map(|(at, gap)| format!("{:.0} ms at {:.2} s", gap.as_secs_f64() * 1e3, (*at - begun).as_secs_f64()))
+        .collect();
+    let machine = if gaps.is_empty() { "none over 20 ms".to_string() } else { gaps.join(", ") };
     let mut lat: Vec<Duration> = deliveries.iter().map(|d| d.latency).collect();
     lat.sort();
-    (percentile(&lat, 0.5), percentile(&lat, 0.99), n)
+    (percentile(&lat, 0.5), percentile(&lat, 0.99), n, machine)
 }
 
 /// The same echo loop as a plain native client of the server (no kata, no
@@ -330,10 +341,10 @@ fn main() {
         if !run("latency") {
             break;
         }
-        let (p50, p99, n) = at_rate(rate, secs);
+        let (p50, p99, n, machine) = at_rate(rate, secs);
         let (b50, b99) = native_at_rate(rate, secs);
         println!(
-            "| latency at {rate} msg/s ({n} messages) | p50 {:.2} ms, p99 {:.2} ms | native echo client: p50 {:.2} ms, p99 {:.2} ms | p99 {:.1}× |",
+            "| latency at {rate} msg/s ({n} messages) | p50 {:.2} ms, p99 {:.2} ms (machine stalls meanwhile, seen by the load generator: {machine}) | native echo client: p50 {:.2} ms, p99 {:.2} ms | p99 {:.1}× |",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             b50.as_secs_f64() * 1e3,
