@@ -3,7 +3,12 @@
 //!
 //! Run with `scripts/bench.sh` (it builds the guests and unsets RUST_BACKTRACE).
 //! Each figure is reported next to a baseline measured in the same run:
-//! creating the sandboxed store alone, and an empty async call on the host.
+//! creating the sandboxed store alone, an empty async call on the host, and
+//! bare wasmtime's floor — the least component (one core module, one page
+//! of memory, an empty function) instantiated from its `InstancePre` and
+//! called, on kata's engine configuration, without anything of kata's. The
+//! ladder from that floor to kata, a piece at a time, is in the peers bench
+//! (`runtime/kata/benches/peers`, `KATA_PEERS_ONLY=floor`).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::Path;
@@ -33,6 +38,15 @@ fn quiet_plugin(dir: &Path) -> (ChannelPlugin, Engine) {
 async fn empty_async_call(x: u64) -> u64 {
     std::hint::black_box(x + 1)
 }
+
+/// The least a component can be: one core module (one page of memory, an
+/// empty function), its function lifted as the export `run`.
+const BARE: &str = r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "run")))
+  (core instance $i (instantiate $m))
+  (func (export "run") (canon lift (core func $i "run"))))"#;
 
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -104,6 +118,48 @@ fn benches(c: &mut Criterion) {
                     drop(std::hint::black_box(inst));
                 }
                 total
+            })
+        })
+    });
+
+    // Bare wasmtime on kata's engine configuration: instantiate (async, as
+    // kata does; the store is made before and dropped after the timed region)
+    // and an empty async call on a live instance.
+    let bare_engine = wasmtime::Engine::new(&Engine::config()).unwrap();
+    let bare = wasmtime::component::Component::new(&bare_engine, wat::parse_str(BARE).unwrap()).unwrap();
+    let bare_pre = wasmtime::component::Linker::<()>::new(&bare_engine).instantiate_pre(&bare).unwrap();
+    let bare_store = || {
+        let mut s = wasmtime::Store::new(&bare_engine, ());
+        s.set_epoch_deadline(u64::MAX / 2);
+        s
+    };
+    g.bench_function("baseline/bare_wasmtime_instantiate", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut store = bare_store();
+                    let t = Instant::now();
+                    let inst = bare_pre.instantiate_async(&mut store).await.unwrap();
+                    total += t.elapsed();
+                    std::hint::black_box(inst);
+                    drop(store);
+                }
+                total
+            })
+        })
+    });
+    g.bench_function("baseline/bare_wasmtime_call", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut store = bare_store();
+                let inst = bare_pre.instantiate_async(&mut store).await.unwrap();
+                let run = inst.get_typed_func::<(), ()>(&mut store, "run").unwrap();
+                let t = Instant::now();
+                for _ in 0..iters {
+                    run.call_async(&mut store, ()).await.unwrap();
+                }
+                t.elapsed()
             })
         })
     });
