@@ -97,10 +97,17 @@ fn main() {
     println!("load before: {}", load.trim());
 
     let (mut with, mut without) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        without.push(backlog("", n, 50));
-        with.push(backlog("typing,reactions", n, 50));
+    for r in 0..rounds {
+        // Alternating which goes first, so neither always follows the other.
+        if r % 2 == 0 {
+            without.push(backlog("", n, 50));
+            with.push(backlog("typing,reactions", n, 50));
+        } else {
+            with.push(backlog("typing,reactions", n, 50));
+            without.push(backlog("", n, 50));
+        }
     }
+    println!("replies/s by round, with: {with:.0?}, without: {without:.0?}");
     let (w, wo) = (median(with), median(without));
 
     let text = "kata streams this reply as a draft: ".repeat(if smoke { 1 } else { 5 });
@@ -114,6 +121,7 @@ fn main() {
         p_first.push(f);
         p_whole.push(a);
     }
+    println!("first/whole text by round (s), drafts: {d_first:.2?} / {d_whole:.2?}, one message: {p_first:.2?} / {p_whole:.2?}");
     let (df, dw, pf, pw) = (median(d_first), median(d_whole), median(p_first), median(p_whole));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load after: {}", load.trim());
