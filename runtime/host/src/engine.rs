@@ -44,6 +44,16 @@ impl Engine {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true);
         cfg.epoch_interruption(true);
+        // kata runs WASI 0.2 components and no component-model-async (WASI
+        // 0.3) code. With concurrency support on (wasmtime's default) every
+        // store carries the concurrent task machinery and every async call
+        // goes through it (a guest task, a queued call, a oneshot channel):
+        // off, a call is a plain fiber switch — the empty poll and the
+        // instantiation both get cheaper (BENCHMARKS.md, "The floor"). kata's
+        // build leaves wasmtime's component-model-async feature out, which
+        // also turns it off; this keeps it off where features unify with a
+        // crate that turns it on (an embedder's build, the peers bench).
+        cfg.concurrency_support(false);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(Self::pooling()));
         cfg
     }
@@ -64,7 +74,16 @@ impl Engine {
             .total_stacks(200)
             // Return freed instance memory to the OS in batches rather than
             // one madvise per instance: restarts and send instances churn.
-            .decommit_batch_size(32);
+            .decommit_batch_size(32)
+            // A freed slot's dirty pages (found with PAGEMAP_SCAN, Linux ≥ 6.7;
+            // elsewhere this is off) are reset in place, up to 1 MiB per
+            // memory, instead of being unmapped and faulted in again by the
+            // next instance: instantiation costs ~40 % less (BENCHMARKS.md,
+            // "The floor"). A warm slot keeps at most what its last instance
+            // touched resident (~50 KiB for a Rust channel).
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         pool
     }
 
