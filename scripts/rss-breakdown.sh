@@ -4,7 +4,7 @@
 set -euo pipefail
 pid=${1:?usage: rss-breakdown.sh PID}
 exe=$(readlink "/proc/$pid/exe")
-awk -v exe="$exe" '
+out=$(awk -v exe="$exe" '
   /^[0-9a-f]+-[0-9a-f]+ / {
     perm = $2; name = (NF >= 6) ? $6 : ""
     if (name == exe && perm ~ /x/)        what = "kata binary: code (.text)"
@@ -22,4 +22,6 @@ awk -v exe="$exe" '
   END {
     for (w in rss) if (rss[w] > 0) printf "%8.1f MiB  %s\n", rss[w] / 1024, w
     printf "total: %.1f MiB (VmRSS counts the same pages)\n", total / 1024
-  }' "/proc/$pid/smaps" | sort -rn
+  }' "/proc/$pid/smaps")
+grep -v '^total' <<<"$out" | sort -rn
+grep '^total' <<<"$out"
