@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 unset RUST_BACKTRACE
 cargo bench --bench engine --bench lifecycle -- "$@"
 cargo bench --bench throughput
+# Rich replies: the ack reaction and typing against none, drafts against one
+# final message (BENCHMARKS.md, "Rich replies"); KATA_BENCH_ROUNDS (3).
+cargo bench --bench replies
 # The shipped binary (`--profile dist`: fat LTO, one codegen unit, stripped):
 # its size, idle RSS and lifecycle figures (BENCHMARKS.md, "Memory and size").
 cargo build --quiet --profile dist --bin kata
