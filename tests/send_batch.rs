@@ -85,3 +85,54 @@ fn a_channel_that_does_not_batch_now_is_sent_to_one_at_a_time() {
     assert!(sent.iter().all(|(_, a)| *a == 1), "{sent:?}");
     assert!(server.deliveries().iter().all(|d| d.sends == 1));
 }
+
+/// Killed (SIGKILL) at random points while replies go out in batches on
+/// four lanes: nothing is lost, nothing is answered under two keys, and a
+/// kill repeats at most the batch each lane had in flight.
+#[test]
+fn sigkill_while_sending_batches_loses_nothing() {
+    const N: usize = 3000;
+    const KILLS: usize = 3;
+    const LANES: usize = 4;
+    const MAX_BATCH: usize = 32;
+    let server = LoopbackServer::start(N, 50, |_| Duration::ZERO);
+    let ws = TestWorkspace::new(&format!(
+        r#"
+[plugins.loop]
+path = "{wasm}"
+network = ["{base}"]
+config = {{ base = "{base}", batch = "on" }}
+allow_from = ["*"]
+limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, concurrent_sends = {LANES} }}
+"#,
+        wasm = guest("guest-loopback").display(),
+        base = server.base(),
+    ));
+    let sock = ws.path().join(".kata/kata.sock");
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    eprintln!("kill delays from seed {seed}");
+    for k in 0..KILLS {
+        let mut daemon = ws.run(&[]);
+        wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
+        std::thread::sleep(Duration::from_millis(50 + (seed.wrapping_mul(k as u64 + 7) % 400)));
+        daemon.signal_and_wait("KILL");
+    }
+    let mut daemon = ws.run(&[]);
+    wait_for("every message to be answered", Duration::from_secs(120), || (server.delivered() >= N).then_some(()));
+    let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
+    wait_for("the outbox to drain", Duration::from_secs(60), || (db.counts().ok()?.outbox_pending == 0).then_some(()));
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+    assert!(server.batches() > 0, "no batches were sent");
+    let deliveries = server.deliveries();
+    let mut answered = std::collections::BTreeMap::<usize, u32>::new();
+    for d in &deliveries {
+        *answered.entry(d.answers.expect("an echo")).or_default() += 1;
+    }
+    let lost = (0..N).filter(|i| !answered.contains_key(i)).count();
+    let twice = answered.values().filter(|n| **n > 1).count();
+    let repeated: u32 = deliveries.iter().map(|d| d.sends - 1).sum();
+    eprintln!("{N} messages, {KILLS} kills, {} batches: {lost} lost, {twice} under two keys, {repeated} sends repeated", server.batches());
+    assert_eq!((lost, twice), (0, 0));
+    assert_eq!(db.counts().unwrap().outbox_sent as usize, N);
+    assert!(repeated as usize <= KILLS * LANES * MAX_BATCH, "{repeated} repeated sends for {KILLS} kills");
+}
