@@ -38,8 +38,11 @@ pub const DRAFT_EVERY: Duration = Duration::from_secs(1);
 pub const DRAFT_MARK: &str = " …";
 /// After the instance cannot start, requests are dropped for this long.
 const START_HOLD: Duration = Duration::from_secs(30);
-/// Longest wait for a channel's features or a draft's first message.
+/// Longest wait for a draft's first message or an edit of it.
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// Longest a turn waits to learn a channel's features (its action instance
+/// starting, once); past it, that turn goes without typing and drafts.
+const FEATURES_WAIT: Duration = Duration::from_secs(10);
 
 enum Request {
     /// Answer the channel's features.
@@ -89,7 +92,8 @@ impl Actions {
     }
 
     /// The features `plugin` lists (none for an unknown plugin, an older
-    /// component, or one whose instance cannot start now).
+    /// component, or one whose instance cannot start now or within
+    /// [`FEATURES_WAIT`]: a channel slow to start holds a turn up no longer).
     pub async fn features(&self, plugin: &str) -> Vec<Feature> {
         let Some(c) = self.channels.get(plugin) else { return Vec::new() };
         if let Some(f) = c.features.get() {
@@ -99,7 +103,7 @@ impl Actions {
         if c.queue.try_send(Request::Features(tx)).is_err() {
             return Vec::new();
         }
-        tokio::time::timeout(ANSWER_WAIT, rx).await.ok().and_then(Result::ok).unwrap_or_default()
+        tokio::time::timeout(FEATURES_WAIT, rx).await.ok().and_then(Result::ok).unwrap_or_default()
     }
 
     /// Whether `plugin` lists `feature`.
@@ -268,6 +272,8 @@ async fn worker(
     let name = plugin.name().to_string();
     let mut inst: Option<ChannelInstance> = None;
     let mut held_until: Option<Instant> = None;
+    // Started on the first request (the first message's acknowledgement,
+    // usually), not before: a channel no one writes to costs no instance.
     loop {
         let req = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => break },
@@ -277,7 +283,11 @@ async fn worker(
             if held_until.is_some_and(|t| Instant::now() < t) {
                 continue;
             }
-            match start(&plugin).await {
+            let started = tokio::select! {
+                s = start(&plugin) => s,
+                _ = shutdown.changed() => break,
+            };
+            match started {
                 Ok((i, f)) => {
                     health.features(&name, f.iter().map(|f| feature_name(*f).to_string()).collect());
                     let _ = features.set(f);
