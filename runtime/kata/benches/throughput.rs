@@ -34,9 +34,11 @@ fn guest() -> PathBuf {
     p
 }
 
-/// Send lanes per channel (`limits.concurrent_sends`): KATA_BENCH_SENDS, default 16.
+/// Send lanes per channel (`limits.concurrent_sends`): KATA_BENCH_SENDS,
+/// default 4 (kata's default; with send-batch, more lanes only make smaller
+/// batches — 16 was the default while every reply took a send call of its own).
 fn sends() -> u32 {
-    std::env::var("KATA_BENCH_SENDS").ok().and_then(|s| s.parse().ok()).unwrap_or(16)
+    std::env::var("KATA_BENCH_SENDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4)
 }
 
 /// Whether the channel sends in batches (`send-batch`, config `batch = "on"`):
