@@ -636,7 +636,9 @@ pub async fn egress(
 ///
 /// A delivery is recorded in the background (sharing a commit with other
 /// writes), but a lane sends nothing before its previous delivery is
-/// recorded: a crash can repeat at most one send per lane.
+/// recorded: a crash can repeat at most one send per lane — one `send`, or
+/// one `send-batch` of up to [`MAX_SEND_BATCH`] replies with their
+/// idempotency keys, for a channel that exports it ([`deliver_batch`]).
 async fn deliver(
     plugin: &Arc<ChannelPlugin>,
     db: &Db,
