@@ -36,7 +36,8 @@
 //! falls on every row alike. Ratios are to kata's live call of the same work.
 //!
 //! `cargo run --release` in this directory (scripts/bench.sh does);
-//! `KATA_PEERS_ROUNDS` (default 15), `KATA_PEERS_ONLY=noop,echo,http,floor` (the default; `floor` is the
+//! `KATA_PEERS_ROUNDS` (default 15), `KATA_PEERS_ROWS=TEXT` (only rows whose
+//! group or name contains TEXT), `KATA_PEERS_ONLY=noop,echo,http,floor` (the default; `floor` is the
 //! bare-wasmtime ladder of [`floor`]).
 
 use std::path::{Path, PathBuf};
@@ -358,6 +359,12 @@ fn main() -> Result<()> {
 
     if with_floor {
         floor_rows(&mut rows, &rt, &root, ws.path())?;
+    }
+
+    // KATA_PEERS_ROWS=TEXT keeps the rows whose group or name contains TEXT
+    // (to profile one with perf).
+    if let Ok(keep) = std::env::var("KATA_PEERS_ROWS") {
+        rows.retain(|r| r.side.contains(&keep) || r.group.contains(&keep));
     }
 
     // Warm up and size each row's batch to about 50 ms.
