@@ -642,10 +642,10 @@ fn check_integrity(path: &Path) -> Result<bool> {
     let what = match findings {
         Ok(rows) if rows.len() == 1 && rows[0] == "ok" => {
             // Nothing changed the file while it was read: record it as checked.
-            if before.is_some() && stamp_file(path) == before {
-                if let Some(stamp) = &before {
-                    write_stamp(path, stamp);
-                }
+            if let Some(stamp) = &before
+                && stamp_file(path).as_ref() == Some(stamp)
+            {
+                write_stamp(path, stamp);
             }
             return Ok(true);
         }
