@@ -133,14 +133,20 @@ impl Actions {
 
     /// Show the typing indicator in `conversation` (and `thread`) now and
     /// every [`TYPING_EVERY`] until the guard is dropped, when `plugin`
-    /// lists `typing`.
+    /// lists `typing`. The turn never waits for it: while the channel's
+    /// features are still being learnt (its action instance starting), the
+    /// guard's task waits, not the caller.
     pub async fn typing(&self, plugin: &str, conversation: &str, thread: Option<&str>) -> Option<Repeating> {
-        if !self.has(plugin, Feature::Typing).await {
+        let c = self.channels.get(plugin)?;
+        if c.features.get().is_some_and(|f| !f.contains(&Feature::Typing)) {
             return None;
         }
         let (me, plugin) = (self.clone(), plugin.to_string());
         let target = Target { conversation: conversation.into(), thread: thread.map(str::to_string) };
         Some(Repeating(tokio::spawn(async move {
+            if !me.has(&plugin, Feature::Typing).await {
+                return;
+            }
             for _ in 0..TYPING_MAX {
                 me.act(&plugin, ChannelAction::Typing(target.clone()), "typing");
                 tokio::time::sleep(TYPING_EVERY).await;
