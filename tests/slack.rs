@@ -3,7 +3,8 @@
 //! (tests/common/slack.rs): Socket Mode envelopes and acknowledgements,
 //! direct and group conversations with the mention rule, threads, files,
 //! the bot's own posts coming back, disconnects and dropped sockets,
-//! rate limits, refused tokens, a missing grant, and the Events API over
+//! rate limits, refused tokens, a missing grant, approvals answered with
+//! Block Kit buttons (a press as a message), and the Events API over
 //! the host's webhook listener.
 #![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
@@ -342,4 +343,91 @@ groups = ["{GROUP}"]
     assert!(posts.iter().all(|(_, retry, status)| *retry == 0 && *status == 200), "{posts:?}");
     assert!(daemon.signal_and_wait("TERM").success());
     assert!(inbox(&ws).iter().all(|r| r.4 != "forged"), "{:#?}", inbox(&ws));
+}
+
+#[test]
+fn slack_approvals_are_answered_with_buttons_and_a_strangers_press_approves_nothing() {
+    use common::llm::{LlmServer, tool_script};
+    const OWNER: &str = "U0OWNER";
+    const OWNER_DM: &str = "D0OWNER";
+    let fake = SlackFake::start();
+    fake.add_channel(OWNER_DM, "im");
+    let llm = LlmServer::start(tool_script(), Duration::ZERO);
+    let notes = tempfile::tempdir().unwrap();
+    let ws = TestWorkspace::new("");
+    let toml = format!(
+        r#"
+[agent]
+backend = "openai"
+base_url = "{llm}"
+model = "test-model"
+api_key = "env:KATA_TEST_OPENAI_KEY"
+
+[tools]
+mode = "ask"
+approvals_to = "slack:{OWNER_DM}"
+{slack}
+[plugins.notes]
+path = "{tools}"
+files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
+network = ["http://127.0.0.1:9/"]
+config = {{ web_base = "http://127.0.0.1:9" }}
+"#,
+        llm = llm.base_url(),
+        slack = plugin_toml(&fake, "").replace("allow_from = [\"*\"]", &format!("allow_from = [\"*\", \"{OWNER}\"]")),
+        tools = guest("guest-tools").display(),
+        notes = notes.path().display(),
+    );
+    std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
+    let mut daemon =
+        ws.run(&[("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_APP_TOKEN", APP_TOKEN), ("KATA_TEST_OPENAI_KEY", "sk-test-key-0123456789")]);
+    let pending = || {
+        wait_for_or(
+            "a pending approval",
+            WAIT,
+            || ws.log(),
+            || {
+                let (ok, out, _) = kata(ws.path(), &["approvals", "--json"]);
+                let list: serde_json::Value = serde_json::from_str(&out).ok()?;
+                ok.then(|| list.as_array()?.first()?["id"].as_i64()).flatten()
+            },
+        )
+    };
+    let post_containing = |channel: &str, needle: &str| {
+        wait_for_or(
+            &format!("a post containing {needle:?} in {channel}"),
+            WAIT,
+            || ws.log(),
+            || fake.posts().into_iter().find(|p| p.channel == channel && p.text.contains(needle) && !p.text.ends_with(" …")),
+        )
+    };
+    let values = |p: &slack::Posted| -> Vec<String> {
+        let blocks = p.blocks.clone().unwrap_or_default();
+        let actions = blocks.as_array().and_then(|b| b.iter().find(|b| b["type"] == "actions")).cloned().unwrap_or_default();
+        actions["elements"].as_array().into_iter().flatten().map(|e| e["value"].as_str().unwrap().to_string()).collect()
+    };
+
+    // Bob asks for a write: the request reaches the owner's DM with Approve / Deny buttons.
+    wait_for_or("a Socket Mode connection", WAIT, || ws.log(), || (fake.connections().1 == 1).then_some(()));
+    fake.say(Say::dm("D0BOB", "U0BOB", r#"call notes__write_note {"name":"a.txt","text":"approved by a button"}"#));
+    let id = pending();
+    let request = post_containing(OWNER_DM, &format!("Approval {id}"));
+    assert_eq!(values(&request), [format!("yes {id}"), format!("no {id}")], "{request:?}");
+
+    // A stranger's press is an ordinary message to the agent.
+    fake.press("U0EVE", &request.ts, &format!("yes {id}"));
+    post_containing(OWNER_DM, &format!("echo: yes {id}"));
+    assert_eq!(pending(), id, "still waiting");
+    assert!(!notes.path().join("a.txt").exists());
+
+    // The owner's press approves: the tool runs and Bob gets its result.
+    fake.press(OWNER, &request.ts, &format!("yes {id}"));
+    post_containing(OWNER_DM, &format!("Approved {id}"));
+    post_containing("D0BOB", "tool said: wrote /notes/a.txt");
+    assert_eq!(std::fs::read_to_string(notes.path().join("a.txt")).unwrap(), "approved by a button");
+    settle(&fake, &ws);
+    assert!(daemon.signal_and_wait("TERM").success());
+    let presses: Vec<Row> = inbox(&ws).into_iter().filter(|r| r.0.starts_with("act:")).collect();
+    assert_eq!(presses.len(), 2, "each press stored once: {presses:#?}");
+    assert!(presses.iter().all(|r| r.1 == OWNER_DM && r.4 == format!("yes {id}") && r.6), "{presses:#?}");
 }

@@ -23,6 +23,12 @@
 //! - what the bot posts with `chat.postMessage` comes back as a `message`
 //!   event with its `bot_id` (so a client that answers itself loops);
 //! - `chat.postMessage` can be told to answer HTTP 429 with `Retry-After`;
+//!   it takes Block Kit `blocks` (then `text` may be empty) and refuses
+//!   malformed buttons (`invalid_blocks`: a value over 2000 characters, a
+//!   label over 75, a repeated `action_id`, more than 25 in a block);
+//! - a press of a button in a posted message arrives in an `interactive`
+//!   envelope with a `block_actions` payload (Socket Mode only here), to be
+//!   acknowledged like any envelope;
 //! - `disconnect` envelopes (`refresh_requested`…) are followed by the
 //!   server closing the socket a moment later; sockets can also be dropped
 //!   without a close frame.
@@ -59,6 +65,8 @@ const DISCONNECT_GRACE: Duration = Duration::from_millis(1500);
 /// One event waiting for its acknowledgement.
 struct Pending {
     envelope_id: String,
+    /// The envelope type: `events_api` or `interactive`.
+    kind: &'static str,
     payload: Value,
     attempts: u32,
     /// The connection it was last sent on, and when.
@@ -72,6 +80,8 @@ pub struct Posted {
     pub text: String,
     pub thread_ts: Option<String>,
     pub ts: String,
+    /// The Block Kit blocks posted with it, if any.
+    pub blocks: Option<Value>,
 }
 
 #[derive(Default)]
@@ -251,6 +261,49 @@ impl SlackFake {
         self.wake.notify_waiters();
     }
 
+    /// A channel that exists before anyone in it talks (a DM with the owner).
+    pub fn add_channel(&self, channel: &str, channel_type: &str) {
+        self.state.lock().unwrap().channels.push((channel.into(), channel_type.into()));
+    }
+
+    /// `user` presses the button whose value is `value` under the bot's post
+    /// `ts`: a `block_actions` payload in an `interactive` envelope, as
+    /// Slack sends it over Socket Mode. Panics when that post has no such button.
+    pub fn press(&self, user: &str, ts: &str, value: &str) {
+        {
+            let mut st = self.state.lock().unwrap();
+            let post = st.posts.iter().find(|p| p.ts == ts).cloned().unwrap_or_else(|| panic!("no post {ts}"));
+            let (block, button) = post
+                .blocks
+                .as_ref()
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find_map(|b| b["elements"].as_array()?.iter().find(|e| e["value"] == value).map(|e| (b.clone(), e.clone())))
+                .unwrap_or_else(|| panic!("no button {value:?} under post {ts}"));
+            let action_ts = next_ts(&mut st);
+            let mut message = json!({"bot_id": BOT_ID, "type": "message", "text": post.text, "user": BOT_USER, "ts": post.ts,
+                "app_id": APP_ID, "blocks": post.blocks, "team": TEAM});
+            let mut container = json!({"type": "message", "message_ts": post.ts, "channel_id": post.channel, "is_ephemeral": false});
+            if let Some(t) = &post.thread_ts {
+                message["thread_ts"] = json!(t);
+                container["thread_ts"] = json!(t);
+            }
+            let payload = json!({
+                "type": "block_actions", "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": TEAM},
+                "api_app_id": APP_ID, "token": "verification-token", "container": container,
+                "trigger_id": format!("{}.{}.{}", now_ms(), 3_336_494, uuid().replace('-', "")),
+                "team": {"id": TEAM, "domain": "kata-test"}, "enterprise": null, "is_enterprise_install": false,
+                "channel": {"id": post.channel, "name": "directmessage"}, "message": message, "state": {"values": {}},
+                "response_url": format!("https://hooks.slack.com/actions/{TEAM}/1/{}", uuid()),
+                "actions": [{"action_id": button["action_id"], "block_id": block.get("block_id").cloned().unwrap_or(json!("b0")),
+                    "text": button["text"], "value": value, "type": "button", "action_ts": action_ts}],
+            });
+            st.pending.push(Pending { envelope_id: uuid(), kind: "interactive", payload, attempts: 0, sent: None });
+        }
+        self.wake.notify_waiters();
+    }
+
     /// Everything the bot posted, in order.
     pub fn posts(&self) -> Vec<Posted> {
         self.state.lock().unwrap().posts.clone()
@@ -410,7 +463,29 @@ fn queue(st: &mut State, event: Value) {
         "authorizations": [{"enterprise_id": null, "team_id": TEAM, "user_id": BOT_USER, "is_bot": true, "is_enterprise_install": false}],
         "is_ext_shared_channel": false, "event_context": format!("4-message-{TEAM}"),
     });
-    st.pending.push(Pending { envelope_id: uuid(), payload, attempts: 0, sent: None });
+    st.pending.push(Pending { envelope_id: uuid(), kind: "events_api", payload, attempts: 0, sent: None });
+}
+
+/// Whether Block Kit `blocks` pass the checks Slack makes on buttons.
+fn valid_blocks(blocks: &Value) -> bool {
+    let Some(blocks) = blocks.as_array() else { return false };
+    blocks.iter().all(|b| match b["type"].as_str() {
+        Some("section") => b["text"]["text"].as_str().is_some_and(|t| !t.is_empty() && t.chars().count() <= 3000),
+        Some("actions") => {
+            let Some(els) = b["elements"].as_array() else { return false };
+            let mut ids = HashSet::new();
+            !els.is_empty()
+                && els.len() <= 25
+                && els.iter().all(|e| {
+                    e["type"] == "button"
+                        && e["text"]["type"] == "plain_text"
+                        && e["text"]["text"].as_str().is_some_and(|t| !t.is_empty() && t.chars().count() <= 75)
+                        && e["value"].as_str().is_none_or(|v| v.chars().count() <= 2000)
+                        && e["action_id"].as_str().is_some_and(|a| ids.insert(a.to_string()))
+                })
+        }
+        _ => false,
+    })
 }
 
 /// The Web API.
@@ -465,15 +540,27 @@ fn web_api(state: &Mutex<State>, wake: &Notify, ws_port: u16, req: HttpRequest) 
                 return error("channel_not_found");
             };
             let text = args["text"].as_str().unwrap_or_default().to_string();
-            if text.is_empty() {
+            let blocks = args.get("blocks").filter(|b| !b.is_null()).cloned();
+            if text.is_empty() && blocks.is_none() {
                 return error("no_text");
+            }
+            if let Some(b) = &blocks
+                && !valid_blocks(b)
+            {
+                return error("invalid_blocks");
             }
             let thread_ts = args["thread_ts"].as_str().map(str::to_string);
             let ts = next_ts(&mut st);
-            st.posts.push(Posted { channel: channel.clone(), text: text.clone(), thread_ts: thread_ts.clone(), ts: ts.clone() });
+            st.posts.push(Posted {
+                channel: channel.clone(),
+                text: text.clone(),
+                thread_ts: thread_ts.clone(),
+                ts: ts.clone(),
+                blocks: blocks.clone(),
+            });
             let mut message = json!({
                 "bot_id": BOT_ID, "type": "message", "text": text, "user": BOT_USER, "ts": ts, "app_id": APP_ID,
-                "blocks": [], "team": TEAM,
+                "blocks": blocks.unwrap_or(json!([])), "team": TEAM,
                 "bot_profile": {"id": BOT_ID, "deleted": false, "name": "katabot", "updated": now_ms() / 1000, "app_id": APP_ID, "team_id": TEAM},
             });
             if let Some(t) = &thread_ts {
@@ -540,7 +627,7 @@ async fn socket(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, wake: Arc<
                         continue;
                     }
                     let envelope = json!({
-                        "envelope_id": p.envelope_id, "payload": p.payload, "type": "events_api",
+                        "envelope_id": p.envelope_id, "payload": p.payload, "type": p.kind,
                         "accepts_response_payload": false, "retry_attempt": p.attempts,
                         "retry_reason": if p.attempts > 0 { "timeout" } else { "" },
                     });

@@ -26,7 +26,7 @@
 //! The Socket Mode shapes were also checked against the envelopes in
 //! slackapi/python-slack-sdk's test server and slack-morphism's models.
 
-use kata_sdk::{Attachment, ChannelError, ConversationKind, Frame, FrameResult, Message, OutboundMessage, SendReceipt};
+use kata_sdk::{Action, Attachment, ChannelError, ConversationKind, Frame, FrameResult, Message, OutboundMessage, SendReceipt};
 use serde_json::{Value, json};
 
 /// Slack's Web API.
@@ -171,8 +171,10 @@ fn str_field(v: &Value, key: &str) -> Option<String> {
 ///   `{"envelope_id": …}`, which the host writes after storing the messages
 ///   (Slack redelivers an envelope that is not acknowledged, so a crash
 ///   before the store means a redelivery, never a loss);
-/// - any other envelope with an `envelope_id` (`slash_commands`,
-///   `interactive`): acknowledged and otherwise ignored;
+/// - `interactive` with a `block_actions` payload (a button press): a
+///   message per pressed button (see [`press_messages`]), acknowledged the same way;
+/// - any other envelope with an `envelope_id` (`slash_commands`, other
+///   `interactive` payloads): acknowledged and otherwise ignored;
 /// - `disconnect`: an error, so the host closes this connection and opens a
 ///   fresh one (a new `apps.connections.open` URL); `link_disabled` means
 ///   Socket Mode was turned off for the app, which is a configuration error.
@@ -198,9 +200,58 @@ pub fn socket_frame(text: &str, bot: &Bot, now_ms: u64) -> Result<FrameResult, C
     let ack = Frame::text(json!({ "envelope_id": envelope_id }).to_string());
     let messages = match (kind, v.get("payload")) {
         ("events_api", Some(payload)) => callback_message(payload, bot, now_ms).into_iter().collect(),
+        ("interactive", Some(payload)) => press_messages(payload, now_ms),
         _ => Vec::new(),
     };
     Ok(FrameResult { messages, replies: vec![ack] })
+}
+
+/// A `block_actions` payload (<https://api.slack.com/reference/interaction-payloads/block-actions>)
+/// as kata messages, one per pressed button with a `value`: exactly like the
+/// person typing the button's value (kata's action id, see
+/// [`post_message_body`]). The sender is who pressed it (`user.id`), the
+/// conversation the channel of the message carrying the button
+/// (`container.channel_id`, else `channel.id`), the thread that message's
+/// `thread_ts`. A press addresses the bot, in a channel too. The id is
+/// `act:<channel>:<action_ts>` (a press is no message in the channel, so it
+/// is never a reply target, see [`reply_ts`]); `raw` keeps the payload.
+pub fn press_messages(payload: &Value, now_ms: u64) -> Vec<Message> {
+    if payload.get("type").and_then(Value::as_str) != Some("block_actions") {
+        return Vec::new();
+    }
+    let Some(user) = payload.get("user") else { return Vec::new() };
+    let Some(sender) = str_field(user, "id") else { return Vec::new() };
+    let container = payload.get("container");
+    let Some(channel) =
+        container.and_then(|c| str_field(c, "channel_id")).or_else(|| payload.get("channel").and_then(|c| str_field(c, "id")))
+    else {
+        return Vec::new();
+    };
+    let thread =
+        payload.get("message").and_then(|m| str_field(m, "thread_ts")).or_else(|| container.and_then(|c| str_field(c, "thread_ts")));
+    let sender_name = str_field(user, "username").or_else(|| str_field(user, "name"));
+    let actions = payload.get("actions").and_then(Value::as_array).cloned().unwrap_or_default();
+    actions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let value = str_field(a, "value")?;
+            let action_ts = str_field(a, "action_ts").or_else(|| str_field(payload, "trigger_id")).unwrap_or_else(|| now_ms.to_string());
+            Some(Message {
+                id: if i == 0 { format!("act:{channel}:{action_ts}") } else { format!("act:{channel}:{action_ts}:{i}") },
+                conversation: channel.clone(),
+                thread: thread.clone(),
+                sender: sender.clone(),
+                sender_name: sender_name.clone(),
+                text: value,
+                attachments: Vec::new(),
+                timestamp_ms: ts_to_ms(&action_ts).unwrap_or(now_ms),
+                raw: serde_json::to_string(payload).ok(),
+                conversation_kind: if is_dm_channel(&channel) { ConversationKind::Direct } else { ConversationKind::Group },
+                mentioned: true,
+            })
+        })
+        .collect()
 }
 
 /// The message in an Events API `event_callback` payload, if it carries one
@@ -374,8 +425,12 @@ pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// The `ts` part of a kata message id `<channel>:<ts>`.
+/// The `ts` part of a kata message id `<channel>:<ts>`; `None` for a
+/// button press (`act:…`), which is no message in the channel.
 pub fn reply_ts(reply_to: &str) -> Option<&str> {
+    if reply_to.starts_with("act:") {
+        return None;
+    }
     let (_, ts) = reply_to.rsplit_once(':')?;
     ts_to_ms(ts).map(|_| ts)
 }
@@ -391,8 +446,27 @@ pub fn is_dm_channel(channel: &str) -> bool {
 /// `reply_in_thread`, a reply in a channel opens a thread under the message
 /// it answers (`thread_ts` = that message's `ts`); in a DM it is posted
 /// inline. The text is escaped ([`escape`]).
+///
+/// `msg.actions` become Block Kit buttons (see [`blocks`]); the text then
+/// also goes in a `section` block (with `blocks`, Slack shows the blocks and
+/// uses `text` only for notifications).
 pub fn post_message_body(msg: &OutboundMessage, reply_in_thread: bool) -> Value {
-    let mut body = json!({ "channel": msg.conversation, "text": escape(&msg.text) });
+    let (blocks, hints) = blocks(&msg.text, &msg.actions);
+    let mut text = msg.text.clone();
+    if !hints.is_empty() {
+        if !text.trim().is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&hints);
+    }
+    if text.trim().is_empty() && blocks.is_some() {
+        // Buttons alone: name them, for notifications.
+        text = msg.actions.iter().map(label).collect::<Vec<_>>().join(" · ");
+    }
+    let mut body = json!({ "channel": msg.conversation, "text": escape(&text) });
+    if let Some(blocks) = blocks {
+        body["blocks"] = blocks;
+    }
     let thread = msg.thread.clone().filter(|t| !t.is_empty()).or_else(|| {
         let ts = msg.reply_to.as_deref().and_then(reply_ts)?;
         (reply_in_thread && !is_dm_channel(&msg.conversation)).then(|| ts.to_string())
@@ -401,6 +475,98 @@ pub fn post_message_body(msg: &OutboundMessage, reply_in_thread: bool) -> Value 
         body["thread_ts"] = json!(ts);
     }
     body
+}
+
+/// Longest button `value` Slack accepts, in characters.
+pub const MAX_BUTTON_VALUE: usize = 2000;
+/// Longest button label Slack accepts, in characters.
+const MAX_BUTTON_TEXT: usize = 75;
+/// Longest `section` text Slack accepts, in characters.
+const MAX_SECTION_TEXT: usize = 3000;
+/// Most elements in one `actions` block.
+const MAX_ACTIONS: usize = 25;
+
+/// `msg` with its actions as the lines the host writes for channels without
+/// buttons (`reply "<id>" to <label>`), for Events API mode, where presses
+/// do not arrive (they go to the Interactivity Request URL).
+pub fn actions_as_text(msg: &mut OutboundMessage) {
+    let lines: Vec<String> = std::mem::take(&mut msg.actions)
+        .iter()
+        .map(|a| if label(a) == a.id { format!("reply \"{}\"", a.id) } else { format!("reply \"{}\" to {}", a.id, label(a)) })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    if !msg.text.trim().is_empty() {
+        msg.text.push_str("\n\n");
+    }
+    msg.text.push_str(&lines.join("\n"));
+}
+
+/// A button's label: the action's label, else its id.
+fn label(a: &Action) -> &str {
+    if a.label.trim().is_empty() { a.id.as_str() } else { a.label.as_str() }
+}
+
+/// The Block Kit `blocks` for `text` with `actions` as buttons, and the lines
+/// to append to the text for actions that cannot be buttons; `None` when no
+/// action is a button.
+///
+/// Each button's `value` is the action id, so a press delivers exactly the
+/// id (see [`press_messages`]); its `action_id` is `kata-<n>` (unique in the
+/// block, as Slack requires). An id Slack refuses as a value (empty, longer
+/// than [`MAX_BUTTON_VALUE`], or past the 25th button) becomes the line the
+/// host writes for channels without buttons — `reply "<id>" to <label>`.
+/// Labels are cut to Slack's 75 characters; the text goes in `section`
+/// blocks of at most 3000 characters.
+pub fn blocks(text: &str, actions: &[Action]) -> (Option<Value>, String) {
+    let mut buttons = Vec::new();
+    let mut hints = String::new();
+    for a in actions {
+        let label = label(a);
+        if a.id.is_empty() || a.id.chars().count() > MAX_BUTTON_VALUE || buttons.len() == MAX_ACTIONS {
+            if !hints.is_empty() {
+                hints.push('\n');
+            }
+            if label == a.id {
+                hints.push_str(&format!("reply \"{}\"", a.id));
+            } else {
+                hints.push_str(&format!("reply \"{}\" to {label}", a.id));
+            }
+            continue;
+        }
+        let shown: String = if label.chars().count() > MAX_BUTTON_TEXT {
+            label.chars().take(MAX_BUTTON_TEXT - 1).chain(std::iter::once('…')).collect()
+        } else {
+            label.to_string()
+        };
+        buttons.push(json!({
+            "type": "button",
+            "text": { "type": "plain_text", "text": shown },
+            "action_id": format!("kata-{}", buttons.len()),
+            "value": a.id,
+        }));
+    }
+    if buttons.is_empty() {
+        return (None, hints);
+    }
+    let mut full = text.to_string();
+    if !hints.is_empty() {
+        if !full.trim().is_empty() {
+            full.push_str("\n\n");
+        }
+        full.push_str(&hints);
+    }
+    let mut out = Vec::new();
+    let chars: Vec<char> = escape(&full).chars().collect();
+    for chunk in chars.chunks(MAX_SECTION_TEXT) {
+        let chunk: String = chunk.iter().collect();
+        if !chunk.trim().is_empty() {
+            out.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": chunk } }));
+        }
+    }
+    out.push(json!({ "type": "actions", "elements": buttons }));
+    (Some(Value::Array(out)), hints)
 }
 
 /// The receipt of a `chat.postMessage` response: `<channel>:<ts>`, the id
@@ -592,6 +758,66 @@ mod tests {
         assert!(post_message_body(&outbound("C1", None, Some("C1:1700.2")), false).get("thread_ts").is_none());
         assert!(post_message_body(&outbound("D1", None, Some("D1:1700.2")), true).get("thread_ts").is_none());
         assert!(post_message_body(&outbound("C1", None, Some("garbage")), true).get("thread_ts").is_none());
+    }
+
+    fn action(id: &str, label: &str) -> Action {
+        Action { id: id.into(), label: label.into() }
+    }
+
+    #[test]
+    fn actions_become_block_kit_buttons() {
+        let mut msg = outbound("D1", None, None);
+        msg.actions = vec![action("yes 7", "Approve"), action("no 7", "Deny")];
+        let b = post_message_body(&msg, true);
+        assert_eq!(b["text"], "1 &lt; 2");
+        assert_eq!(
+            b["blocks"],
+            json!([
+                {"type": "section", "text": {"type": "mrkdwn", "text": "1 &lt; 2"}},
+                {"type": "actions", "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Approve"}, "action_id": "kata-0", "value": "yes 7"},
+                    {"type": "button", "text": {"type": "plain_text", "text": "Deny"}, "action_id": "kata-1", "value": "no 7"},
+                ]},
+            ])
+        );
+        // No actions: no blocks. Buttons alone: their labels as the text.
+        assert!(post_message_body(&outbound("D1", None, None), true).get("blocks").is_none());
+        msg.text = String::new();
+        msg.actions = vec![action("yes 7", "Approve"), action(&"x".repeat(2001), "Long")];
+        let b = post_message_body(&msg, true);
+        let hint = format!("reply \"{}\" to Long", "x".repeat(2001));
+        assert_eq!(b["text"], hint.as_str());
+        assert_eq!(b["blocks"][0]["text"]["text"], hint.as_str());
+        assert_eq!(b["blocks"][1]["elements"].as_array().unwrap().len(), 1);
+        msg.actions = vec![action("yes 7", "")];
+        assert_eq!(post_message_body(&msg, true)["text"], "yes 7");
+        // Events API mode: no presses arrive, so the actions are text.
+        msg.text = "Approve?".into();
+        msg.actions = vec![action("yes 7", "Approve"), action("no 7", "")];
+        actions_as_text(&mut msg);
+        assert_eq!((msg.text.as_str(), msg.actions.len()), ("Approve?\n\nreply \"yes 7\" to Approve\nreply \"no 7\"", 0));
+    }
+
+    /// A `block_actions` payload as Slack's docs show it (trimmed).
+    const PRESS: &str = r#"{"envelope_id":"e1b2","payload":{"type":"block_actions","user":{"id":"U0ANN","username":"ann","name":"ann","team_id":"T1"},"api_app_id":"A1","token":"t","container":{"type":"message","message_ts":"1548261231.000200","channel_id":"C0GROUP","is_ephemeral":false},"trigger_id":"12321423423.333649436676.d8c1bb837935619ccad0f624c448ffb3","team":{"id":"T1","domain":"kata"},"channel":{"id":"C0GROUP","name":"general"},"message":{"type":"message","text":"Approval 7","user":"U0BOT","ts":"1548261231.000200","thread_ts":"1548261000.000100"},"response_url":"https://hooks.slack.com/actions/T1/1/x","actions":[{"action_id":"kata-0","block_id":"b1","text":{"type":"plain_text","text":"Approve","emoji":true},"value":"yes 7","type":"button","action_ts":"1548426417.840180"}]},"type":"interactive","accepts_response_payload":false}"#;
+
+    #[test]
+    fn a_press_is_acked_and_becomes_a_message_with_the_value() {
+        let r = socket_frame(PRESS, &bot(), NOW).unwrap();
+        assert_eq!(r.replies, vec![Frame::text(r#"{"envelope_id":"e1b2"}"#)]);
+        assert_eq!(r.messages.len(), 1);
+        let m = &r.messages[0];
+        assert_eq!(m.id, "act:C0GROUP:1548426417.840180");
+        assert_eq!((m.conversation.as_str(), m.sender.as_str(), m.text.as_str()), ("C0GROUP", "U0ANN", "yes 7"));
+        assert_eq!((m.conversation_kind, m.mentioned, m.thread.as_deref()), (ConversationKind::Group, true, Some("1548261000.000100")));
+        assert_eq!(m.timestamp_ms, 1_548_426_417_840);
+        // The reply to a press is not threaded under it.
+        assert_eq!(reply_ts(&m.id), None);
+        // Other interactive payloads are acknowledged and ignored.
+        let shortcut = r#"{"envelope_id":"e2","payload":{"type":"shortcut","user":{"id":"U1"}},"type":"interactive"}"#;
+        let r = socket_frame(shortcut, &bot(), NOW).unwrap();
+        assert!(r.messages.is_empty());
+        assert_eq!(r.replies, vec![Frame::text(r#"{"envelope_id":"e2"}"#)]);
     }
 
     #[test]

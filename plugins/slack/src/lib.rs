@@ -13,7 +13,10 @@
 //!   `listen`, e.g. `http://127.0.0.1:8787/slack/events`); the
 //!   `url_verification` challenge is answered, events become messages.
 //!
-//! Replies go out with `chat.postMessage` (bot token). Tokens are secrets
+//! Replies go out with `chat.postMessage` (bot token); an outbound message's
+//! actions become Block Kit buttons, and a press (an `interactive`
+//! `block_actions` envelope) comes in as a message whose text is the
+//! button's value (feature `buttons`). Tokens are secrets
 //! (`bot_token`, `app_token`): the plugin only writes `{{secret:NAME}}` in
 //! an Authorization header and the host fills it in for granted hosts.
 //! See README.md for setup and the mapping of threads, mentions and groups.
@@ -90,7 +93,7 @@ impl Channel for Slack {
             name: "slack".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             ingress: vec![IngressMode::Subscribe],
-            features: vec![],
+            features: vec![Feature::Buttons],
         }
     }
 
@@ -139,10 +142,14 @@ impl Channel for Slack {
         }
     }
 
-    /// `chat.postMessage`. Slack has no idempotency key for it, so a retry
+    /// `chat.postMessage`, with the actions as buttons (as text in Events
+    /// API mode, where presses do not arrive). Slack has no idempotency key for it, so a retry
     /// after a crash between Slack's answer and kata recording it posts the
     /// reply again (see README.md, Delivery).
-    fn send(&mut self, msg: OutboundMessage) -> Result<SendReceipt, ChannelError> {
+    fn send(&mut self, mut msg: OutboundMessage) -> Result<SendReceipt, ChannelError> {
+        if matches!(self.mode, Mode::Events(_)) {
+            api::actions_as_text(&mut msg);
+        }
         let body = api::post_message_body(&msg, self.reply_in_thread);
         let (status, retry_after, resp) = call(api::method_url(&self.api_base, "chat.postMessage"), "bot_token", Some(body))?;
         api::parse_post(status, retry_after.as_deref(), &resp, &msg.conversation)
