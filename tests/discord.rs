@@ -5,7 +5,8 @@
 //! invalid sessions, zombied connections and a daemon killed mid-stream;
 //! direct and group conversations with the mention rule, replies, threads,
 //! attachments, the bot's own messages coming back, nonces, rate limits, a
-//! refused token and a missing grant.
+//! refused token, a missing grant, and approval requests with buttons whose
+//! press (INTERACTION_CREATE) is acknowledged and delivered as a message.
 #![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
 mod common;
@@ -16,6 +17,7 @@ mod webfake;
 
 use std::time::Duration;
 
+use common::llm::{LlmServer, tool_script};
 use common::{TestWorkspace, guest, kata, wait_for_or};
 use discord::{ANN, BOB, BOT_ID, BOT_TOKEN, DM, DiscordFake, Post, TEXT, THREAD};
 use serde_json::{Value, json};
@@ -34,6 +36,7 @@ path = "{wasm}"
 network = [
     "{api}/gateway/bot",
     "{api}/channels",
+    "{api}/interactions",
     "{gw}",
 ]
 secrets = {{ bot_token = "env:DISCORD_BOT_TOKEN" }}
@@ -282,4 +285,83 @@ fn discord_without_its_gateway_grant_is_denied_naming_the_line() {
     assert!(line.contains(&fake.gateway_base()) && line.contains("[plugins.discord]"), "{line}");
     assert!(daemon.signal_and_wait("TERM").success());
     assert_eq!(fake.connections().0, 0, "nothing reached the gateway");
+}
+
+#[test]
+fn discord_approvals_come_with_buttons_and_a_press_is_acknowledged_and_answers() {
+    let fake = DiscordFake::start(HEARTBEAT_MS);
+    let llm = LlmServer::start(tool_script(), Duration::ZERO);
+    let notes = tempfile::tempdir().unwrap();
+    let ws = TestWorkspace::new("");
+    let toml = format!(
+        r#"
+[agent]
+backend = "openai"
+base_url = "{llm}"
+model = "test-model"
+api_key = "env:KATA_TEST_OPENAI_KEY"
+
+[tools]
+mode = "ask"
+approvals_to = "discord:{DM}"
+{discord}
+[plugins.notes]
+path = "{tools}"
+files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
+network = ["http://127.0.0.1:9/"]
+config = {{ web_base = "http://127.0.0.1:9" }}
+"#,
+        llm = llm.base_url(),
+        discord = plugin_toml(&fake).replace(r#"allow_from = ["*"]"#, &format!(r#"allow_from = ["*", "{ANN}"]"#)),
+        tools = guest("guest-tools").display(),
+        notes = notes.path().display(),
+    );
+    std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
+    let mut daemon = ws.run(&[("DISCORD_BOT_TOKEN", BOT_TOKEN), ("KATA_TEST_OPENAI_KEY", "sk-test-key-0123456789"), ("KATA_LOG", "info")]);
+    ready(&fake, &ws);
+
+    // Ann asks for a write in her DM: the request comes there with buttons.
+    fake.post(Post::new(DM, ANN, r#"call notes__write_note {"name":"a.txt","text":"approved by a button"}"#));
+    let id = wait_for_or(
+        "a pending approval",
+        WAIT,
+        || ws.log(),
+        || {
+            let (ok, out, _) = kata(ws.path(), &["approvals", "--json"]);
+            let list: Value = serde_json::from_str(&out).ok()?;
+            ok.then(|| list.as_array()?.first()?["id"].as_i64()).flatten()
+        },
+    );
+    let request = wait_for_or(
+        "the approval request",
+        WAIT,
+        || ws.log(),
+        || {
+            fake.posts()
+                .into_iter()
+                .find(|p| p["channel_id"] == DM && p["content"].as_str().is_some_and(|c| c.contains(&format!("Approval {id}"))))
+        },
+    );
+    let ids: Vec<&str> =
+        request["components"][0]["components"].as_array().unwrap().iter().map(|b| b["custom_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [format!("yes {id}"), format!("no {id}")], "{request}");
+
+    // Ann presses Approve: acknowledged (type 6), and the tool runs.
+    let press = fake.press(request["id"].as_str().unwrap(), ANN, &format!("yes {id}"));
+    wait_for_or(
+        "the tool's result",
+        WAIT,
+        || ws.log(),
+        || {
+            fake.posts()
+                .into_iter()
+                .find(|p| p["channel_id"] == DM && p["content"].as_str().is_some_and(|c| c.contains("tool said: wrote")))
+        },
+    );
+    assert_eq!(std::fs::read_to_string(notes.path().join("a.txt")).unwrap(), "approved by a button");
+    assert_eq!(fake.answered(&press), Some(6));
+    let rows = inbox(&ws);
+    let pressed = rows.iter().find(|r| r.4 == format!("yes {id}")).unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!((pressed.0.as_str(), pressed.1.as_str(), pressed.3.as_str()), (format!("ia:{press}").as_str(), DM, ANN));
+    assert!(daemon.signal_and_wait("TERM").success());
 }

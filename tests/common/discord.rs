@@ -28,6 +28,18 @@
 //! - what the bot posts comes back as a MESSAGE_CREATE (so a client that
 //!   answers itself loops); mentions are computed from `<@id>` in the content,
 //!   and a reply mentions the author it replies to;
+//! - Create Message takes `components`: action rows (type 1, at most 5) of
+//!   buttons (type 2, at most 5 a row, `style` 1–4, `label` up to 80
+//!   characters, `custom_id` 1–100 characters, unique in the message), else
+//!   400 Invalid Form Body; a message may then have no content;
+//! - a user pressing a button dispatches INTERACTION_CREATE (whatever the
+//!   intents) with `id`, `token`, `type` 3, `data.custom_id`,
+//!   `data.component_type` 2, `channel`, `message`, and `member.user` in a
+//!   guild or `user` in a DM; Create Interaction Response (`POST
+//!   /interactions/{id}/{token}/callback`, no Authorization needed) takes
+//!   each interaction once (a second answer: 400, code 40060), with a valid
+//!   token (else 401 code 50027) and a known `type` (else 400), and
+//!   answers 204;
 //! - the test can send Reconnect (op 7), Invalid Session (op 9) or drop the
 //!   socket without a close frame.
 #![allow(dead_code)]
@@ -107,6 +119,8 @@ struct State {
     control: (u64, Value),
     /// Heartbeats to ignore from now (no ACK): simulates a dead server side.
     mute_acks: bool,
+    /// Interactions by id: (token, answered callback type).
+    interactions: HashMap<String, (String, Option<u64>)>,
 }
 
 /// The fake. Dropping it stops both servers and closes every socket.
@@ -235,7 +249,7 @@ impl DiscordFake {
     pub fn post(&self, post: Post) -> String {
         let id = {
             let mut st = self.state.lock().unwrap();
-            let d = create(&mut st, &post.channel, &post.author, &post.content, post.reply_to.as_deref(), &post.files, None);
+            let d = create(&mut st, &post.channel, &post.author, &post.content, post.reply_to.as_deref(), &post.files, None, None);
             d["id"].as_str().unwrap().to_string()
         };
         self.wake.notify_waiters();
@@ -309,6 +323,52 @@ impl DiscordFake {
         self.wake.notify_waiters();
     }
 
+    /// `user` presses the button with `custom_id` on the bot's message
+    /// `message_id`: INTERACTION_CREATE; returns the interaction id. Panics
+    /// when the message has no such button (a client cannot press it).
+    pub fn press(&self, message_id: &str, user_id: &str, custom_id: &str) -> String {
+        let id = {
+            let mut st = self.state.lock().unwrap();
+            let message = st.messages[message_id].clone();
+            let found = message["components"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+                .any(|b| b["custom_id"] == custom_id);
+            assert!(found, "no button {custom_id:?} on {message}");
+            let id = snowflake(&mut st);
+            let token = format!("aW50ZXJhY3Rpb246{}", hex_id(16));
+            let channel_id = message["channel_id"].as_str().unwrap().to_string();
+            let (kind, guild, _) = channel(&channel_id).unwrap();
+            let mut d = json!({
+                "id": id, "application_id": APP_ID, "type": 3, "token": token, "version": 1,
+                "data": {"custom_id": custom_id, "component_type": 2},
+                "channel_id": channel_id, "channel": {"id": channel_id, "type": kind},
+                "message": message, "locale": "en-US", "app_permissions": "0", "entitlements": [],
+                "authorizing_integration_owners": {}, "context": if guild.is_some() { 0 } else { 1 },
+            });
+            match guild {
+                Some(g) => {
+                    d["guild_id"] = json!(g);
+                    d["member"] = json!({"user": user(user_id), "roles": [], "joined_at": iso8601(now_ms()), "nick": null,
+                        "deaf": false, "mute": false, "flags": 0, "permissions": "0"});
+                }
+                None => d["user"] = user(user_id),
+            }
+            st.interactions.insert(id.clone(), (token, None));
+            dispatch(&mut st, "INTERACTION_CREATE", d);
+            id
+        };
+        self.wake.notify_waiters();
+        id
+    }
+
+    /// The callback type an interaction was answered with, if any.
+    pub fn answered(&self, interaction: &str) -> Option<u64> {
+        self.state.lock().unwrap().interactions.get(interaction).and_then(|(_, t)| *t)
+    }
+
     /// Stop acknowledging heartbeats (a server gone quiet: a zombied connection).
     pub fn mute_acks(&self, mute: bool) {
         self.state.lock().unwrap().mute_acks = mute;
@@ -328,6 +388,7 @@ fn snowflake(st: &mut State) -> String {
 }
 
 /// Create a message (by a user or the bot) and dispatch MESSAGE_CREATE.
+#[allow(clippy::too_many_arguments)]
 fn create(
     st: &mut State,
     channel_id: &str,
@@ -336,6 +397,7 @@ fn create(
     reply_to: Option<&str>,
     files: &[(String, String, u64)],
     nonce: Option<&Value>,
+    components: Option<&Value>,
 ) -> Value {
     let (kind, guild, _) = channel(channel_id).unwrap_or((0, Some(GUILD), None));
     let id = snowflake(st);
@@ -381,6 +443,9 @@ fn create(
     if let Some(n) = nonce {
         d["nonce"] = n.clone();
     }
+    if let Some(c) = components {
+        d["components"] = c.clone();
+    }
     st.messages.insert(id.clone(), d.clone());
     dispatch(st, "MESSAGE_CREATE", d.clone());
     d
@@ -416,10 +481,28 @@ fn rest(state: &Mutex<State>, wake: &Notify, gw_port: u16, req: HttpRequest) -> 
     let Some(path) = req.path.strip_prefix("/api/v10") else {
         return HttpResponse::json(404, &json!({"message": "404: Not Found", "code": 0}));
     };
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Create Interaction Response: the token authorises it, not the bot's.
+    if let ("POST", ["interactions", id, token, "callback"]) = (req.method.as_str(), segments.as_slice()) {
+        let kind = req.json().and_then(|b| b["type"].as_u64());
+        let Some((want, answered)) = st.interactions.get_mut(*id) else {
+            return HttpResponse::json(404, &json!({"message": "Unknown interaction", "code": 10062}));
+        };
+        if want != token {
+            return HttpResponse::json(401, &json!({"message": "Invalid Webhook Token", "code": 50027}));
+        }
+        if answered.is_some() {
+            return HttpResponse::json(400, &json!({"message": "Interaction has already been acknowledged.", "code": 40060}));
+        }
+        let Some(kind) = kind.filter(|k| [1, 4, 5, 6, 7, 8, 9, 10, 12].contains(k)) else {
+            return HttpResponse::json(400, &json!({"message": "Invalid Form Body", "code": 50035}));
+        };
+        *answered = Some(kind);
+        return HttpResponse { status: 204, headers: Vec::new(), body: Vec::new() };
+    }
     if req.header("authorization") != Some(&format!("Bot {BOT_TOKEN}")) {
         return unauthorized();
     }
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), segments.as_slice()) {
         ("GET", ["gateway", "bot"]) => HttpResponse::json(
             200,
@@ -445,9 +528,15 @@ fn rest(state: &Mutex<State>, wake: &Notify, gw_port: u16, req: HttpRequest) -> 
                 return HttpResponse::json(400, &json!({"message": "Cannot send an empty message", "code": 50006}));
             };
             let content = body["content"].as_str().unwrap_or_default().to_string();
+            let components = body.get("components").filter(|c| !c.is_null());
+            if components.is_some_and(|c| !valid_components(c)) {
+                st.post_attempts.push((Instant::now(), 400));
+                return HttpResponse::json(400, &json!({"message": "Invalid Form Body", "code": 50035}));
+            }
+            let has_components = components.and_then(Value::as_array).is_some_and(|c| !c.is_empty());
             let nonce = body.get("nonce").filter(|n| !n.is_null());
             let too_long = content.chars().count() > 2000 || nonce.and_then(Value::as_str).is_some_and(|n| n.len() > 25);
-            if content.is_empty() || too_long {
+            if (content.is_empty() && !has_components) || too_long {
                 st.post_attempts.push((Instant::now(), 400));
                 return HttpResponse::json(400, &json!({"message": "Invalid Form Body", "code": 50035}));
             }
@@ -470,7 +559,7 @@ fn rest(state: &Mutex<State>, wake: &Notify, gw_port: u16, req: HttpRequest) -> 
                 return HttpResponse::json(400, &json!({"message": "Invalid Form Body", "code": 50035}));
             }
             st.post_attempts.push((Instant::now(), 200));
-            let d = create(&mut st, id, BOT_ID, &content, reference.as_deref(), &[], nonce);
+            let d = create(&mut st, id, BOT_ID, &content, reference.as_deref(), &[], nonce, components);
             if let Some(k) = key {
                 let mid = d["id"].as_str().unwrap().to_string();
                 st.nonces.insert(k, (Instant::now(), mid));
@@ -482,6 +571,29 @@ fn rest(state: &Mutex<State>, wake: &Notify, gw_port: u16, req: HttpRequest) -> 
         }
         _ => HttpResponse::json(404, &json!({"message": "404: Not Found", "code": 0})),
     }
+}
+
+/// Action rows (at most 5) of buttons (at most 5 a row) with a style, a
+/// label of up to 80 characters and a unique `custom_id` of 1–100.
+fn valid_components(c: &Value) -> bool {
+    let Some(rows) = c.as_array() else { return false };
+    let mut ids = std::collections::HashSet::new();
+    rows.len() <= 5
+        && rows.iter().all(|row| {
+            let buttons = row["components"].as_array();
+            row["type"] == 1
+                && buttons.is_some_and(|b| {
+                    (1..=5).contains(&b.len())
+                        && b.iter().all(|b| {
+                            let id = b["custom_id"].as_str().unwrap_or_default();
+                            b["type"] == 2
+                                && b["style"].as_u64().is_some_and(|s| (1..=4).contains(&s))
+                                && b["label"].as_str().is_some_and(|l| l.chars().count() <= 80)
+                                && (1..=100).contains(&id.chars().count())
+                                && ids.insert(id.to_string())
+                        })
+                })
+        })
 }
 
 /// Why a gateway connection ends.

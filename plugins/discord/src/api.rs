@@ -26,9 +26,20 @@
 //!   float), "global"}` and `Retry-After`:
 //!   <https://discord.com/developers/docs/topics/rate-limits>; 401 for a bad
 //!   token; `Authorization: Bot TOKEN` and a `User-Agent: DiscordBot (url,
-//!   version)`: <https://discord.com/developers/docs/reference#authentication>.
+//!   version)`: <https://discord.com/developers/docs/reference#authentication>;
+//! - message components: Create Message's `components`, action rows (type 1,
+//!   up to 5 per message, up to 5 buttons each) of buttons (type 2, `style`
+//!   1 primary / 4 danger, `label` up to 80 characters, `custom_id` 1–100
+//!   characters): <https://discord.com/developers/docs/components/reference>;
+//! - a press arrives as INTERACTION_CREATE (the interaction object: `id`,
+//!   `token`, `type` 3 MESSAGE_COMPONENT, `data.custom_id`,
+//!   `data.component_type`, `channel_id`, `channel`, `guild_id`, `member.user`
+//!   in a guild or `user` in a DM, `message`), answered within 3 s with
+//!   `POST /interactions/{id}/{token}/callback` `{"type": 6}`
+//!   (DEFERRED_UPDATE_MESSAGE):
+//!   <https://discord.com/developers/docs/interactions/receiving-and-responding>.
 
-use kata_sdk::{Attachment, ChannelError, ConversationKind, Message, OutboundMessage};
+use kata_sdk::{Action, Attachment, ChannelError, ConversationKind, Message, OutboundMessage};
 use serde_json::{Value, json};
 
 /// Discord's REST API, version 10.
@@ -256,6 +267,106 @@ pub fn target_channel(msg: &OutboundMessage) -> &str {
     msg.thread.as_deref().filter(|t| !t.is_empty()).unwrap_or(&msg.conversation)
 }
 
+/// The longest button `custom_id` Discord takes, in characters.
+pub const MAX_CUSTOM_ID: usize = 100;
+
+/// The longest button `label` Discord takes, in characters.
+const MAX_LABEL: usize = 80;
+
+/// Most buttons Discord takes in one message (5 action rows of 5).
+const MAX_BUTTONS: usize = 25;
+
+/// The buttons of `actions` as Create Message `components` (action rows of
+/// up to 5 buttons), and the lines to append to the text for actions that
+/// cannot be buttons.
+///
+/// A button's `custom_id` is the action id, so a press delivers exactly the
+/// id (see [`interaction`]). Discord refuses an empty id or one over
+/// [`MAX_CUSTOM_ID`] characters (and more than [`MAX_BUTTONS`] buttons), and
+/// shortening it would change what a press says, so such an action becomes
+/// the line the host writes for channels without buttons — `reply "<id>" to
+/// <label>` — and the person types it instead. A "no…"/"deny…" id gets the
+/// danger (red) style, anything else primary.
+pub fn components(actions: &[Action]) -> (Option<Value>, String) {
+    let mut buttons = Vec::new();
+    let mut hints = Vec::new();
+    for a in actions {
+        let label = if a.label.trim().is_empty() { a.id.as_str() } else { a.label.as_str() };
+        let n = a.id.chars().count();
+        if n == 0 || n > MAX_CUSTOM_ID || buttons.len() == MAX_BUTTONS {
+            hints.push(if label == a.id { format!("reply \"{}\"", a.id) } else { format!("reply \"{}\" to {label}", a.id) });
+            continue;
+        }
+        let label: String = label.chars().take(MAX_LABEL).collect();
+        let lower = a.id.to_ascii_lowercase();
+        let style = if lower.starts_with("no") || lower.starts_with("deny") { 4 } else { 1 };
+        buttons.push(json!({ "type": 2, "style": style, "label": label, "custom_id": a.id }));
+    }
+    let rows: Vec<Value> = buttons.chunks(5).map(|row| json!({ "type": 1, "components": row })).collect();
+    ((!rows.is_empty()).then_some(Value::Array(rows)), hints.join("\n"))
+}
+
+/// An INTERACTION_CREATE's `d` for a button press as a kata message,
+/// exactly like the presser typing the button's `custom_id`: the sender is
+/// `member.user` (a guild) or `user` (a DM), the conversation and thread
+/// those of the channel the button is in (a thread maps to `parent` as in
+/// [`message`]), and a press addresses the bot. The id is `ia:<interaction
+/// id>` (a press is no message in the channel; replies to it are not
+/// threaded under anything); `raw` keeps the payload. Other interactions
+/// (commands, select menus, modals) and presses by bots are skipped.
+pub fn interaction(d: &Value, parent: Option<String>, now_ms: u64) -> Option<Message> {
+    if d.get("type").and_then(Value::as_u64) != Some(3) {
+        return None;
+    }
+    let data = d.get("data")?;
+    if data.get("component_type").and_then(Value::as_u64) != Some(2) {
+        return None;
+    }
+    let custom_id = data.get("custom_id").and_then(Value::as_str).filter(|s| !s.is_empty())?;
+    let id = d.get("id").and_then(id_text)?;
+    let channel = d.get("channel_id").and_then(id_text).or_else(|| d.get("channel")?.get("id").and_then(id_text))?;
+    let user = d.get("member").and_then(|m| m.get("user")).or_else(|| d.get("user"))?;
+    if user.get("bot").and_then(Value::as_bool) == Some(true) {
+        return None;
+    }
+    let sender = user.get("id").and_then(id_text)?;
+    let kind = d.get("channel").and_then(|c| c.get("type")).and_then(Value::as_u64);
+    let thread = matches!(kind, Some(10..=12)).then(|| channel.clone());
+    let direct = d.get("guild_id").is_none_or(Value::is_null) && kind != Some(3);
+    let text = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let sender_name = text(d.get("member"), "nick").or_else(|| text(Some(user), "global_name")).or_else(|| text(Some(user), "username"));
+    Some(Message {
+        timestamp_ms: snowflake_ms(&id).unwrap_or(now_ms),
+        id: format!("ia:{id}"),
+        conversation: match (&thread, parent) {
+            (Some(_), Some(parent)) => parent,
+            _ => channel,
+        },
+        thread,
+        sender,
+        sender_name,
+        text: custom_id.to_string(),
+        attachments: Vec::new(),
+        raw: serde_json::to_string(d).ok(),
+        conversation_kind: if direct { ConversationKind::Direct } else { ConversationKind::Group },
+        mentioned: true,
+    })
+}
+
+/// The thread an INTERACTION_CREATE happened in (its channel, when that is a thread).
+pub fn interaction_thread(d: &Value) -> Option<String> {
+    let kind = d.get("channel").and_then(|c| c.get("type")).and_then(Value::as_u64);
+    matches!(kind, Some(10..=12)).then(|| d.get("channel_id").and_then(id_text)).flatten()
+}
+
+/// The Create Interaction Response URL path and body acknowledging a
+/// button press without changing the message (DEFERRED_UPDATE_MESSAGE).
+pub fn interaction_ack(d: &Value) -> Option<(String, Value)> {
+    let id = d.get("id").and_then(id_text)?;
+    let token = d.get("token").and_then(Value::as_str).filter(|t| !t.is_empty() && !t.contains(['/', '?', '#']))?;
+    Some((format!("/interactions/{id}/{token}/callback"), json!({ "type": 6 })))
+}
+
 /// The Create Message bodies for `msg`: its text cut into parts of at most
 /// [`MAX_CONTENT`] characters (at a line break when there is one in the
 /// second half), each with its own nonce derived from the idempotency key and
@@ -263,8 +374,26 @@ pub fn target_channel(msg: &OutboundMessage) -> &str {
 /// retried; the first part replies to `reply-to`. `allowed_mentions` lets
 /// the reply ping users (and the person replied to) but never @everyone,
 /// @here or roles, whatever the agent writes.
+///
+/// The actions become buttons on the last part (see [`components`]); buttons
+/// alone (kata sends a streamed reply's buttons after its draft) name their
+/// labels as the content.
 pub fn message_bodies(msg: &OutboundMessage) -> Vec<Value> {
-    let parts = split(&msg.text, MAX_CONTENT);
+    let (rows, hints) = components(&msg.actions);
+    let mut text = msg.text.clone();
+    if !hints.is_empty() {
+        if !text.trim().is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&hints);
+    }
+    if text.trim().is_empty() && rows.is_some() {
+        let labels: Vec<&str> =
+            msg.actions.iter().map(|a| if a.label.trim().is_empty() { a.id.as_str() } else { a.label.as_str() }).collect();
+        text = labels.join(" · ");
+    }
+    let parts = split(&text, MAX_CONTENT);
+    let last = parts.len() - 1;
     let reference = msg.reply_to.as_deref().filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()));
     parts
         .iter()
@@ -278,6 +407,9 @@ pub fn message_bodies(msg: &OutboundMessage) -> Vec<Value> {
             });
             if let (0, Some(id)) = (i, reference) {
                 body["message_reference"] = json!({ "message_id": id, "fail_if_not_exists": false });
+            }
+            if let (true, Some(rows)) = (i == last, &rows) {
+                body["components"] = rows.clone();
             }
             body
         })
@@ -483,5 +615,82 @@ mod tests {
         assert_eq!(parse_thread_parent(200, br#"{"id":"41771983423143937","type":0,"parent_id":"9"}"#), None);
         assert_eq!(normalize_api_base("https://discord.com/api/v10/").unwrap(), DEFAULT_API_BASE);
         assert!(normalize_api_base("discord.com").is_err());
+    }
+
+    fn action(id: &str, label: &str) -> Action {
+        Action { id: id.into(), label: label.into() }
+    }
+
+    #[test]
+    fn actions_become_buttons_on_the_last_part_and_overlong_ids_hints() {
+        let mut m = outbound("Allow notes__write_note?", None, None, "k");
+        m.actions = vec![action("yes 7", "Approve"), action("no 7", "Deny")];
+        let bodies = message_bodies(&m);
+        assert_eq!(
+            bodies[0]["components"],
+            json!([{"type": 1, "components": [
+                {"type": 2, "style": 1, "label": "Approve", "custom_id": "yes 7"},
+                {"type": 2, "style": 4, "label": "Deny", "custom_id": "no 7"}]}])
+        );
+        assert_eq!(bodies[0]["content"], "Allow notes__write_note?");
+        // Long text: the buttons go under the last part only.
+        m.text = "x".repeat(MAX_CONTENT + 1);
+        let bodies = message_bodies(&m);
+        assert!(bodies[0].get("components").is_none() && bodies[1]["components"].is_array());
+        // An id Discord would refuse is a line to type; buttons alone name their labels.
+        let long = "y".repeat(MAX_CUSTOM_ID + 1);
+        m.text = String::new();
+        m.actions = vec![action("ok", ""), action(&long, "Long")];
+        let bodies = message_bodies(&m);
+        assert_eq!(bodies[0]["content"], format!("reply \"{long}\" to Long"));
+        assert_eq!(bodies[0]["components"][0]["components"][0]["label"], "ok");
+        m.actions = vec![action("ok", "Fine")];
+        assert_eq!(message_bodies(&m)[0]["content"], "Fine");
+        // Six buttons: two rows.
+        let (rows, _) = components(&(0..6).map(|i| action(&i.to_string(), "")).collect::<Vec<_>>());
+        assert_eq!(rows.unwrap().as_array().unwrap().iter().map(|r| r["components"].as_array().unwrap().len()).collect::<Vec<_>>(), [5, 1]);
+        assert!(
+            outbound("hi", None, None, "k").actions.is_empty()
+                && message_bodies(&outbound("hi", None, None, "k"))[0].get("components").is_none()
+        );
+    }
+
+    #[test]
+    fn a_button_press_is_a_message_from_the_presser_with_the_custom_id() {
+        let d: Value = serde_json::from_str(
+            r#"{"id":"1300000000000000777","application_id":"1","type":3,"token":"aW50ZXJhY3Rpb24",
+               "version":1,"guild_id":"41771983423143936","channel_id":"41771983423143937",
+               "channel":{"id":"41771983423143937","type":0},
+               "member":{"user":{"id":"53908232506183680","username":"mason","global_name":"Mason"},"nick":null,"roles":[]},
+               "data":{"custom_id":"yes 7","component_type":2},
+               "message":{"id":"1231234567890123456","channel_id":"41771983423143937","content":"Allow?"}}"#,
+        )
+        .unwrap();
+        let m = interaction(&d, None, 5).unwrap();
+        assert_eq!(m.id, "ia:1300000000000000777");
+        assert_eq!((m.conversation.as_str(), m.thread.as_deref()), ("41771983423143937", None));
+        assert_eq!((m.sender.as_str(), m.sender_name.as_deref(), m.text.as_str()), ("53908232506183680", Some("Mason"), "yes 7"));
+        assert!(m.mentioned && m.conversation_kind == ConversationKind::Group);
+        assert_eq!(
+            interaction_ack(&d).unwrap(),
+            ("/interactions/1300000000000000777/aW50ZXJhY3Rpb24/callback".to_string(), json!({"type": 6}))
+        );
+        // A DM press (`user`, no guild); in a thread, the parent channel.
+        let mut dm = d.clone();
+        dm.as_object_mut().unwrap().remove("guild_id");
+        dm["user"] = dm["member"]["user"].take();
+        dm.as_object_mut().unwrap().remove("member");
+        assert_eq!(interaction(&dm, None, 5).unwrap().conversation_kind, ConversationKind::Direct);
+        let mut th = d.clone();
+        th["channel"]["type"] = json!(11);
+        assert_eq!(interaction_thread(&th).as_deref(), Some("41771983423143937"));
+        let m = interaction(&th, Some("9".into()), 5).unwrap();
+        assert_eq!((m.conversation.as_str(), m.thread.as_deref()), ("9", Some("41771983423143937")));
+        // Not a button press: a slash command, a select menu.
+        let mut cmd = d.clone();
+        cmd["type"] = json!(2);
+        let mut select = d.clone();
+        select["data"]["component_type"] = json!(3);
+        assert!(interaction(&cmd, None, 5).is_none() && interaction(&select, None, 5).is_none());
     }
 }

@@ -113,6 +113,9 @@ pub struct Step {
     pub replies: Vec<Frame>,
     /// The `d` of a MESSAGE_CREATE dispatch.
     pub message: Option<Value>,
+    /// The `d` of an INTERACTION_CREATE dispatch (a button press; sent
+    /// whatever the intents).
+    pub interaction: Option<Value>,
 }
 
 impl Gateway {
@@ -230,6 +233,7 @@ impl Gateway {
                     }
                     Some("RESUMED") => self.saved.resumes = 0,
                     Some("MESSAGE_CREATE") => step.message = Some(d.clone()),
+                    Some("INTERACTION_CREATE") => step.interaction = Some(d.clone()),
                     _ => {}
                 }
             }
@@ -321,6 +325,8 @@ mod tests {
         assert_eq!((gw.seq, gw.saved.seq), (Some(2), Some(1)), "the saved seq moves only when the plugin says the message is stored");
         assert_eq!(gw.handle(r#"{"op":0,"s":3,"t":"TYPING_START","d":{}}"#, 0).unwrap(), Step::default());
         assert_eq!(gw.seq, Some(3));
+        let step = gw.handle(r#"{"op":0,"s":4,"t":"INTERACTION_CREATE","d":{"id":"5","type":3}}"#, 0).unwrap();
+        assert_eq!((step.message, step.interaction.unwrap()["id"].clone()), (None, json!("5")));
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! host's tick, keeps READY's session and the sequence number in host state,
 //! and turns MESSAGE_CREATE dispatches into messages. Replies are Create
 //! Message calls with the outbox idempotency key as `nonce` and
-//! `enforce_nonce`. See README.md for setup and the mapping of threads,
+//! `enforce_nonce`; their actions are buttons (feature `buttons`), and a
+//! press (INTERACTION_CREATE) is acknowledged (DEFERRED_UPDATE_MESSAGE) and
+//! delivered as a message whose text is the button's id. A press replayed
+//! after a crash is acknowledged again (Discord refuses: logged) and stored
+//! once (its id is the interaction's). See README.md for setup and the mapping of threads,
 //! mentions and groups.
 
 pub mod api;
@@ -74,6 +78,28 @@ impl Discord {
         let parent = api::thread_of(d).and_then(|t| self.thread_parent(&t));
         api::message(d, self.gw.saved.bot_id.as_deref(), parent, now_ms())
     }
+
+    /// A button press as a message, acknowledged first (Discord wants an
+    /// answer within 3 s, else the person sees "This interaction failed").
+    fn press(&self, d: &Value) -> Option<Message> {
+        let message = api::interaction(d, None, now_ms())?;
+        if let Some((path, body)) = api::interaction_ack(d) {
+            let r = Request::post(format!("{}{path}", self.api_base))
+                .header("user-agent", api::USER_AGENT)
+                .json(&body)
+                .timeout(API_TIMEOUT)
+                .send();
+            match r {
+                Ok(r) if (200..300).contains(&r.status) => {}
+                Ok(r) => {
+                    log::warn(&format!("discord: {:?}", api::map_error(r.status, r.header("retry-after"), &r.body, "interaction callback")))
+                }
+                Err(e) => log::warn(&format!("discord: cannot acknowledge a button press: {e}")),
+            }
+        }
+        let parent = api::interaction_thread(d).and_then(|t| self.thread_parent(&t));
+        Some(if parent.is_some() { api::interaction(d, parent, now_ms())? } else { message })
+    }
 }
 
 impl Channel for Discord {
@@ -82,7 +108,7 @@ impl Channel for Discord {
             name: "discord".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             ingress: vec![IngressMode::Subscribe],
-            features: vec![],
+            features: vec![Feature::Buttons],
         }
     }
 
@@ -141,7 +167,11 @@ impl Channel for Discord {
                 return Err(e);
             }
         };
-        let message = step.message.as_ref().and_then(|d| self.to_message(d));
+        let message = match (&step.message, &step.interaction) {
+            (Some(d), _) => self.to_message(d),
+            (None, Some(d)) => self.press(d),
+            _ => None,
+        };
         if message.is_none() {
             // Nothing to store: this frame's sequence number is safe to keep now.
             self.gw.saved.seq = self.gw.seq.or(self.gw.saved.seq);
