@@ -681,6 +681,7 @@ async fn deliver(
             return;
         };
         let draft = row.rich.draft_id;
+        let (row_id, row_attempts) = (row.id, row.attempts);
         let msg = OutboundMessage {
             conversation: row.conversation,
             thread: row.thread,
@@ -717,34 +718,9 @@ async fn deliver(
                 }));
             }
             Err(e) => {
-                let permanent = matches!(
-                    e,
-                    CallError::Channel(
-                        ChannelError::AuthFailed(_) | ChannelError::InvalidConfig(_) | ChannelError::Unsupported | ChannelError::Fatal(_)
-                    )
-                );
                 health.send_failed(name);
                 let hold = slot.failed(&e);
-                let limit = if permanent { MAX_SEND_ATTEMPTS } else { MAX_TRANSIENT_SEND_ATTEMPTS };
-                let r = if row.attempts + 1 >= limit {
-                    tracing::error!(
-                        plugin = %name, outbox = row.id,
-                        "giving up on a reply after {} attempts: {e}; it is kept as a dead letter \
-                         (`kata status` counts them, `kata retry` lists and requeues them)",
-                        row.attempts + 1
-                    );
-                    db.mark_failed(row.id, &e.to_string())
-                } else {
-                    let d = match &e {
-                        CallError::Channel(ChannelError::RateLimited(ms)) => Duration::from_millis(*ms),
-                        _ => retry_delay(row.attempts).max(hold),
-                    };
-                    tracing::warn!(plugin = %name, outbox = row.id, "send failed: {e}; retrying in {d:?}");
-                    db.mark_retry(row.id, &e.to_string(), now_ms() + d.as_millis() as u64)
-                };
-                if let Err(err) = r {
-                    tracing::error!(plugin = %name, "cannot record a delivery result: {err:#}");
-                }
+                record_failure(db, name, (row_id, row_attempts), &e, hold);
                 return;
             }
         }
@@ -810,7 +786,7 @@ async fn deliver_batch(
             let hold = lane.slot.failed(&e);
             for row in &chunk {
                 health.send_failed(name);
-                record_failure(db, name, row, &e, hold);
+                record_failure(db, name, (row.id, row.attempts), &e, hold);
             }
             return Batched::Stopped;
         }
@@ -853,15 +829,15 @@ async fn deliver_batch(
     let hold = lane.slot.failed(first);
     for (row, e) in &failed {
         health.send_failed(name);
-        record_failure(db, name, row, e, hold);
+        record_failure(db, name, (row.id, row.attempts), e, hold);
     }
     Batched::Stopped
 }
 
-/// Record a failed delivery of `row`: a retry after a backoff (at least
-/// `hold`, or the plugin's retry-after), or a dead letter once its attempts
-/// are used up.
-fn record_failure(db: &Db, name: &str, row: &OutboxRow, e: &CallError, hold: Duration) {
+/// Record a failed delivery of outbox row `id` (tried `attempts` times
+/// before): a retry after a backoff (at least `hold`, or the plugin's
+/// retry-after), or a dead letter once its attempts are used up.
+fn record_failure(db: &Db, name: &str, (id, attempts): (i64, u32), e: &CallError, hold: Duration) {
     let permanent = matches!(
         e,
         CallError::Channel(
@@ -869,21 +845,21 @@ fn record_failure(db: &Db, name: &str, row: &OutboxRow, e: &CallError, hold: Dur
         )
     );
     let limit = if permanent { MAX_SEND_ATTEMPTS } else { MAX_TRANSIENT_SEND_ATTEMPTS };
-    let r = if row.attempts + 1 >= limit {
+    let r = if attempts + 1 >= limit {
         tracing::error!(
-            plugin = %name, outbox = row.id,
+            plugin = %name, outbox = id,
             "giving up on a reply after {} attempts: {e}; it is kept as a dead letter \
              (`kata status` counts them, `kata retry` lists and requeues them)",
-            row.attempts + 1
+            attempts + 1
         );
-        db.mark_failed(row.id, &e.to_string())
+        db.mark_failed(id, &e.to_string())
     } else {
         let d = match e {
             CallError::Channel(ChannelError::RateLimited(ms)) => Duration::from_millis(*ms),
-            _ => retry_delay(row.attempts).max(hold),
+            _ => retry_delay(attempts).max(hold),
         };
-        tracing::warn!(plugin = %name, outbox = row.id, "send failed: {e}; retrying in {d:?}");
-        db.mark_retry(row.id, &e.to_string(), now_ms() + d.as_millis() as u64)
+        tracing::warn!(plugin = %name, outbox = id, "send failed: {e}; retrying in {d:?}");
+        db.mark_retry(id, &e.to_string(), now_ms() + d.as_millis() as u64)
     };
     if let Err(err) = r {
         tracing::error!(plugin = %name, "cannot record a delivery result: {err:#}");
