@@ -17,7 +17,7 @@ mod webfake;
 
 use std::time::Duration;
 
-use common::llm::{LlmServer, tool_script};
+use common::llm::{LlmServer, approval_toml, tool_script};
 use common::{TestWorkspace, guest, kata, wait_for_or};
 use discord::{ANN, BOB, BOT_ID, BOT_TOKEN, DM, DiscordFake, Post, TEXT, THREAD};
 use serde_json::{Value, json};
@@ -293,29 +293,8 @@ fn discord_approvals_come_with_buttons_and_a_press_is_acknowledged_and_answers()
     let llm = LlmServer::start(tool_script(), Duration::ZERO);
     let notes = tempfile::tempdir().unwrap();
     let ws = TestWorkspace::new("");
-    let toml = format!(
-        r#"
-[agent]
-backend = "openai"
-base_url = "{llm}"
-model = "test-model"
-api_key = "env:KATA_TEST_OPENAI_KEY"
-
-[tools]
-mode = "ask"
-approvals_to = "discord:{DM}"
-{discord}
-[plugins.notes]
-path = "{tools}"
-files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
-network = ["http://127.0.0.1:9/"]
-config = {{ web_base = "http://127.0.0.1:9" }}
-"#,
-        llm = llm.base_url(),
-        discord = plugin_toml(&fake).replace(r#"allow_from = ["*"]"#, &format!(r#"allow_from = ["*", "{ANN}"]"#)),
-        tools = guest("guest-tools").display(),
-        notes = notes.path().display(),
-    );
+    let allow = format!(r#"allow_from = ["*", "{ANN}"]"#);
+    let toml = approval_toml(&llm, &format!("discord:{DM}"), &plugin_toml(&fake).replace(r#"allow_from = ["*"]"#, &allow), notes.path());
     std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
     let mut daemon = ws.run(&[("DISCORD_BOT_TOKEN", BOT_TOKEN), ("KATA_TEST_OPENAI_KEY", "sk-test-key-0123456789"), ("KATA_LOG", "info")]);
     ready(&fake, &ws);

@@ -347,7 +347,7 @@ groups = ["{GROUP}"]
 
 #[test]
 fn slack_approvals_are_answered_with_buttons_and_a_strangers_press_approves_nothing() {
-    use common::llm::{LlmServer, tool_script};
+    use common::llm::{LlmServer, approval_toml, tool_script};
     const OWNER: &str = "U0OWNER";
     const OWNER_DM: &str = "D0OWNER";
     let fake = SlackFake::start();
@@ -355,29 +355,9 @@ fn slack_approvals_are_answered_with_buttons_and_a_strangers_press_approves_noth
     let llm = LlmServer::start(tool_script(), Duration::ZERO);
     let notes = tempfile::tempdir().unwrap();
     let ws = TestWorkspace::new("");
-    let toml = format!(
-        r#"
-[agent]
-backend = "openai"
-base_url = "{llm}"
-model = "test-model"
-api_key = "env:KATA_TEST_OPENAI_KEY"
-
-[tools]
-mode = "ask"
-approvals_to = "slack:{OWNER_DM}"
-{slack}
-[plugins.notes]
-path = "{tools}"
-files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
-network = ["http://127.0.0.1:9/"]
-config = {{ web_base = "http://127.0.0.1:9" }}
-"#,
-        llm = llm.base_url(),
-        slack = plugin_toml(&fake, "").replace("allow_from = [\"*\"]", &format!("allow_from = [\"*\", \"{OWNER}\"]")),
-        tools = guest("guest-tools").display(),
-        notes = notes.path().display(),
-    );
+    let allow = format!("allow_from = [\"*\", \"{OWNER}\"]");
+    let toml =
+        approval_toml(&llm, &format!("slack:{OWNER_DM}"), &plugin_toml(&fake, "").replace("allow_from = [\"*\"]", &allow), notes.path());
     std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
     let mut daemon =
         ws.run(&[("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_APP_TOKEN", APP_TOKEN), ("KATA_TEST_OPENAI_KEY", "sk-test-key-0123456789")]);

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::llm::{LlmServer, tool_script};
+use common::llm::{LlmServer, approval_toml, tool_script};
 use common::{TelegramServer, TestWorkspace, guest, kata, wait_for, wait_for_or};
 use kata::host::latest::{Action, ChannelAction, Edit, Feature, OutboundAttachment, OutboundMessage, Reaction, Target};
 use serde_json::{Value, json};
@@ -183,29 +183,7 @@ const OWNER: i64 = 42;
 /// (so only the owner's answer counts).
 fn approval_workspace(tg: &TelegramServer, llm: &LlmServer, notes: &std::path::Path) -> TestWorkspace {
     let ws = TestWorkspace::new("");
-    let toml = format!(
-        r#"
-[agent]
-backend = "openai"
-base_url = "{llm}"
-model = "test-model"
-api_key = "env:KATA_TEST_OPENAI_KEY"
-
-[tools]
-mode = "ask"
-approvals_to = "telegram:{OWNER}"
-{telegram}
-[plugins.notes]
-path = "{tools}"
-files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
-network = ["http://127.0.0.1:9/"]
-config = {{ web_base = "http://127.0.0.1:9" }}
-"#,
-        llm = llm.base_url(),
-        telegram = tg.plugin_toml(&format!("allow_from = [\"*\", \"{OWNER}\"]")),
-        tools = guest("guest-tools").display(),
-        notes = notes.display(),
-    );
+    let toml = approval_toml(llm, &format!("telegram:{OWNER}"), &tg.plugin_toml(&format!("allow_from = [\"*\", \"{OWNER}\"]")), notes);
     std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
     ws
 }

@@ -400,3 +400,32 @@ impl ChatServer {
         })
     }
 }
+
+/// kata.toml for an approval test: the scripted model at `llm` as the agent,
+/// `[tools] mode = "ask"` with requests sent to `approvals_to`
+/// ("PLUGIN:CONVERSATION"), the channel's own `[plugins.…]` block, and the
+/// notes tools (`guest-tools`) with `notes` granted read-write.
+pub fn approval_toml(llm: &LlmServer, approvals_to: &str, channel: &str, notes: &std::path::Path) -> String {
+    format!(
+        r#"
+[agent]
+backend = "openai"
+base_url = "{llm}"
+model = "test-model"
+api_key = "env:KATA_TEST_OPENAI_KEY"
+
+[tools]
+mode = "ask"
+approvals_to = "{approvals_to}"
+{channel}
+[plugins.notes]
+path = "{tools}"
+files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
+network = ["http://127.0.0.1:9/"]
+config = {{ web_base = "http://127.0.0.1:9" }}
+"#,
+        llm = llm.base_url(),
+        tools = super::guest("guest-tools").display(),
+        notes = notes.display(),
+    )
+}
