@@ -92,7 +92,7 @@ fi # tests only
 
 # 3. The kata binary (debug profile; dependencies are optimised, see Cargo.toml).
 log "building kata (a cold build takes 5-15 min on 2 cores; after that, seconds)"
-cargo build --quiet --bin kata
+cargo build --quiet --bin kata --bin kata-dev
 KATA=$ROOT/target/debug/kata
 
 # 4. Guest components, built once into target/guests/ (cargo makes rebuilds cheap).

@@ -303,3 +303,42 @@ fn a_tools_plugin_alone_is_a_plugin() {
     assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
     assert!(ws.log().contains("no plugins are enabled"), "{}", ws.log());
 }
+
+/// The authoring commands run in kata-dev, found next to kata: without it,
+/// kata says what is missing and how to get it (one paragraph, nothing
+/// created); with it, the hand-off is invisible (exit code, output).
+#[test]
+fn authoring_commands_are_handed_to_kata_dev() {
+    let alone = tempfile::tempdir().unwrap();
+    let kata_alone = alone.path().join("kata");
+    std::fs::copy(kata_bin(), &kata_alone).unwrap();
+    let project = alone.path().join("mybot");
+    let out = Command::new(&kata_alone)
+        .args(["plugin", "new", "mybot", "--dir"])
+        .arg(&project)
+        .env("RUST_BACKTRACE", "1")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "one paragraph: {e}");
+    assert!(e.contains("kata-dev") && e.contains("cargo install --path runtime/kata"), "{e}");
+    assert!(!project.exists(), "nothing created without kata-dev");
+
+    // Next to it (as cargo builds them), the same command line works, and a
+    // failing one keeps its error and exit code.
+    let out = Command::new(kata_bin()).args(["plugin", "new", "mybot", "--lang", "rust", "--dir"]).arg(&project).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Created channel plugin mybot (rust)"));
+    assert!(project.join("plugin.toml").is_file());
+    let out = Command::new(kata_bin()).args(["plugin", "new", "mybot", "--dir"]).arg(&project).output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.starts_with("error: ") && e.trim().lines().count() == 1, "{e}");
+
+    // kata-dev itself runs only the authoring commands.
+    let dev = kata_bin().with_file_name("kata-dev");
+    let out = Command::new(dev).args(["status"]).output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("run this one with `kata`"), "{e}");
+}

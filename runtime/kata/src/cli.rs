@@ -478,7 +478,7 @@ fn log_filter(verbose: u8, default: &str) -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::new(level)
 }
 
-fn init_logging(format: LogFormat, verbose: u8, default: &str) {
+pub(crate) fn init_logging(format: LogFormat, verbose: u8, default: &str) {
     init_logging_with(format, verbose, default, None);
 }
 
@@ -648,52 +648,14 @@ fn plugin_command(workspace: Option<&Path>, cmd: PluginCommand) -> Result<()> {
     use crate::install;
     let mut out = std::io::stdout().lock();
     match cmd {
-        PluginCommand::Build { dir, out: file } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            let (path, rebuilt) = crate::build::build(&dir, file.as_deref())?;
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let note = if rebuilt { "" } else { ", up to date" };
-            writeln!(out, "{} ({size} bytes{note})", path.display())?;
-        }
-        PluginCommand::Componentize { module, manifest, out: file } => {
-            let size = crate::componentize::componentize_file(&module, manifest.as_deref(), &file)?;
-            writeln!(out, "{} ({size} bytes); install it with `kata plugin add {}`", file.display(), crate::store::shell_quote(&file))?;
-        }
-        PluginCommand::Bindings { lang, world, out: dir } => {
-            let written = crate::build::bindings(lang, &world, &dir)?;
-            for f in written {
-                writeln!(out, "{}", f.display())?;
-            }
-        }
-        PluginCommand::Test { dir } => {
-            crate::build::test(&dir.unwrap_or_else(|| PathBuf::from(".")))?;
-        }
-        PluginCommand::Toolchain { cmd } => match cmd {
-            ToolchainCommand::Install { langs } => {
-                // TypeScript is built by the JavaScript toolchain.
-                let mut langs: Vec<_> = if langs.is_empty() { crate::build::Lang::ALL.to_vec() } else { langs };
-                langs.iter_mut().for_each(|l| *l = l.toolchain());
-                langs.dedup();
-                for lang in langs {
-                    crate::build::toolchain::install(lang).with_context(|| format!("installing the {lang} toolchain failed"))?;
-                    writeln!(out, "{lang}: {}", crate::build::toolchain::status(lang)?)?;
-                }
-            }
-            ToolchainCommand::Status => {
-                for lang in crate::build::Lang::ALL.into_iter().filter(|l| *l != crate::build::Lang::Ts) {
-                    match crate::build::toolchain::status(lang) {
-                        Ok(s) => writeln!(out, "{lang:<7} {s}")?,
-                        Err(e) => writeln!(out, "{lang:<7} missing: {e:#}")?,
-                    }
-                }
-            }
-        },
-        PluginCommand::New { name, kind, lang, dir } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let next = crate::scaffold::new_project(&name, &kind, lang, &dir)?;
-            writeln!(out, "Created {kind} plugin {name} ({lang}) in {}.", dir.display())?;
-            writeln!(out, "Next: cd {} && {next}", crate::store::shell_quote(&dir))?;
-        }
+        // The authoring commands live in kata-dev (crate::dev): the daemon's
+        // binary carries no toolchain drivers, componentizer or bindings writers.
+        PluginCommand::Build { .. }
+        | PluginCommand::Componentize { .. }
+        | PluginCommand::Bindings { .. }
+        | PluginCommand::Test { .. }
+        | PluginCommand::Toolchain { .. }
+        | PluginCommand::New { .. } => crate::dev::hand_off()?,
         PluginCommand::Add { source, name, fetch } => {
             let ws = Workspace::discover(workspace)?;
             let opts = install::AddOptions {

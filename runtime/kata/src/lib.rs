@@ -2,12 +2,15 @@
 //! are WebAssembly components, each running with only what the workspace
 //! policy grants it.
 //!
-//! This is the binary crate's library: the clap [`cli`], the control-socket
-//! clients ([`client`], [`daemonize`]), plugin installation and scaffolding
-//! ([`install`], [`scaffold`]), plugin signatures, trust and OCI
-//! distribution ([`signing`], [`provenance`], [`oci`]) and the `kata policy|secret|task|tool|session` commands
-//! (the `*_cmd` modules). Everything else is a crate below it, along the
-//! data path, each re-exported here under the module name it had when kata
+//! This is the library of kata's two binaries. `kata`: the clap [`cli`],
+//! the control-socket clients ([`client`], [`daemonize`]), plugin
+//! installation ([`install`]), plugin signatures, trust and OCI distribution
+//! ([`signing`], [`provenance`], [`oci`]) and the `kata
+//! policy|secret|task|tool|session` commands (the `*_cmd` modules).
+//! `kata-dev`: the plugin authoring commands ([`dev`], [`build`],
+//! [`scaffold`]), which `kata` hands to it.
+//!
+//! Everything else is a crate below it, along the data path, each re-exported here under the module name it had when kata
 //! was one crate (so `kata::store::Db` and the like keep working):
 //!
 //! - kata-policy: [`policy`], [`manifest`], [`util`] — kata.toml, grants,
@@ -37,6 +40,7 @@ pub mod build;
 pub mod cli;
 pub mod client;
 pub mod daemonize;
+pub mod dev;
 pub mod install;
 pub mod oci;
 pub mod policy_cmd;
