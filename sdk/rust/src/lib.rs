@@ -11,7 +11,10 @@
 //! - talk a protocol that is not HTTP (SMTP, IMAP, XMPP) over a TCP or TLS
 //!   [`net::Connection`], checked by the host like HTTP;
 //! - offer typing indicators, edits and reactions with [`Channel::act`],
-//!   listed in [`ChannelInfo::features`].
+//!   listed in [`ChannelInfo::features`];
+//! - deliver several replies in one call with [`BatchSend`], exported with
+//!   `export_channel!(T, batch)`, where the network profits (one API
+//!   request, one SMTP session).
 //!
 //! The SDK targets the WIT contract `kata:plugin@`[`WIT_VERSION`] (world
 //! `channel-plugin`). [`export_channel!`] also records that version in the
@@ -133,6 +136,34 @@ pub mod bindings {
         default_bindings_module: "kata_sdk::bindings",
         additional_derives: [PartialEq, Eq],
     });
+
+    /// Bindings for the optional `channel-batch` export (what the world
+    /// `channel-batch-plugin` adds to `channel-plugin`), sharing every type
+    /// with the parent module.
+    ///
+    /// A world of its own (`kata:sdk/batch`, exporting only
+    /// `kata:plugin/channel-batch`) rather than `channel-batch-plugin`:
+    /// wit-bindgen generates every export of a world, and a second `channel`
+    /// export would clash with the parent's. The component gets the union of
+    /// both worlds — `channel-batch-plugin` — and only when
+    /// `export_channel!(T, batch)` invokes this module's `export!`: a plugin
+    /// exported with plain [`export_channel!`](crate::export_channel) does
+    /// not export `channel-batch`.
+    pub mod batch {
+        wit_bindgen::generate!({
+            inline: "package kata:sdk; world batch { export kata:plugin/channel-batch@0.1.3; }",
+            path: "../../wit/v0.1.3",
+            world: "kata:sdk/batch",
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "kata_sdk::bindings::batch",
+            with: { "kata:plugin/types@0.1.3": crate::bindings::kata::plugin::types },
+            // Nothing of this module is linked into a plugin that does not
+            // use it (the byte-for-byte build of a plain channel); `export!`
+            // records the world where it is invoked.
+            disable_custom_section_link_helpers: true,
+        });
+    }
 }
 
 pub use bindings::exports::kata::plugin::channel::{
@@ -307,8 +338,9 @@ pub mod prelude {
     pub use crate::http::{self, HttpError, Request, Response};
     pub use crate::net::{self, Connection, ConnectionError};
     pub use crate::{
-        Action, Attachment, Channel, ChannelAction, ChannelError, ChannelInfo, ConversationKind, Feature, Frame, FrameResult, IngressMode,
-        Message, OutboundAttachment, OutboundMessage, PollResult, SendReceipt, StreamKind, Subscription, config, log, now_ms, state,
+        Action, Attachment, BatchSend, Channel, ChannelAction, ChannelError, ChannelInfo, ConversationKind, Feature, Frame, FrameResult,
+        IngressMode, Message, OutboundAttachment, OutboundMessage, PollResult, SendReceipt, StreamKind, Subscription, config, log, now_ms,
+        state,
     };
 }
 
@@ -370,68 +402,202 @@ pub trait Channel: Sized + 'static {
     fn disconnect(&mut self) {}
 }
 
-/// Export a [`Channel`] implementation as the plugin's `kata:plugin/channel`.
+/// A [`Channel`] that also delivers several messages in one call: the Rust
+/// face of the optional WIT interface `kata:plugin/channel-batch`
+/// (`wit/v0.1.3/channel-batch.wit`).
+///
+/// Worth it for a network where many messages cost less together than one
+/// by one: an API that takes a list, or a protocol with an expensive session
+/// (SMTP: one connection, TLS handshake and login for the whole batch).
+/// Export it with `export_channel!(T, batch)`; a channel exported without
+/// `batch` is sent to with [`Channel::send`] only.
+///
+/// # What the host does, and what `self` can rely on
+///
+/// - The host calls `send_batch` on a *send* instance — never on the one
+///   that polls or holds the stream — and the same `self` receives that
+///   instance's [`send`](Channel::send) calls: the value
+///   [`connect`](Channel::connect) built, as for every other call. Calls
+///   never overlap, so a connection kept in `self` is usable across
+///   `send_batch` and `send` calls. Several send instances (lanes, see
+///   `limits.concurrent_sends`) may run at once, each with its own value;
+///   one conversation's messages always go to the same one.
+/// - It calls `send_batch` only with two or more due messages (at most 32),
+///   in order: one conversation's messages keep their order in the list. A
+///   single due message goes to `send`, as does a reply that finishes a
+///   streamed draft. Attachments and buttons arrive only when
+///   [`describe`](Channel::describe) lists their features, as for `send`.
+/// - Return one result per message, in the same order. Only the messages
+///   with an error are retried (later, with the same
+///   [`idempotency_key`](OutboundMessage::idempotency_key), with the backoff
+///   and dead-lettering of `send`). A shorter list leaves the rest unsent:
+///   they are retried as after a [`ChannelError::Network`] error.
+/// - An error for the whole call counts for every message, except
+///   [`ChannelError::Unsupported`]: "not now" — that instance's lane sends
+///   those messages, and later ones, with `send` until the daemon restarts or
+///   reloads the plugin (for a configuration that points at an API without
+///   batches).
+/// - After a crash the host may repeat the last batch a send instance had in
+///   flight: pass each message's idempotency key on where the network takes
+///   one.
+/// - An instance can be dropped and replaced at any time (after a trap, an
+///   error that breaks it, or when idle): keep anything that must outlive it
+///   in [`state`].
+///
+/// # Example
+///
+/// ```no_run
+/// use kata_sdk::prelude::*;
+///
+/// /// Posts replies to an API that takes up to 100 messages per request.
+/// struct Bulk {
+///     base: String,
+/// }
+///
+/// impl Channel for Bulk {
+///     fn describe() -> ChannelInfo {
+///         ChannelInfo::new("bulk", "0.1.0", vec![IngressMode::Poll])
+///     }
+///     fn connect() -> Result<Self, ChannelError> {
+///         Ok(Bulk { base: config::require("base")? })
+///     }
+///     fn poll(&mut self, cursor: Option<String>) -> Result<PollResult, ChannelError> {
+///         Ok(PollResult { messages: vec![], cursor, next_poll_ms: None })
+///     }
+///     fn send(&mut self, msg: OutboundMessage) -> Result<SendReceipt, ChannelError> {
+///         let mut results = self.send_batch(vec![msg])?;
+///         results.pop().unwrap_or(Err(ChannelError::Network("no result".into())))
+///     }
+/// }
+///
+/// impl BatchSend for Bulk {
+///     fn send_batch(&mut self, messages: Vec<OutboundMessage>) -> Result<Vec<Result<SendReceipt, ChannelError>>, ChannelError> {
+///         let lines: Vec<String> = messages.iter().map(|m| format!("{} {} {}", m.idempotency_key, m.conversation, m.text)).collect();
+///         let resp = Request::post(format!("{}/messages", self.base)).body(lines.join("\n")).send()?;
+///         if !resp.is_success() {
+///             return Err(ChannelError::Network(format!("the API answered {}", resp.status)));
+///         }
+///         // One line per message: its id, or "error: why".
+///         let text = String::from_utf8_lossy(&resp.body).into_owned();
+///         Ok(text
+///             .lines()
+///             .map(|l| match l.strip_prefix("error: ") {
+///                 Some(why) => Err(ChannelError::Network(why.to_string())),
+///                 None => Ok(SendReceipt::sent(l)),
+///             })
+///             .collect())
+///     }
+/// }
+///
+/// kata_sdk::export_channel!(Bulk, batch);
+/// ```
+pub trait BatchSend: Channel {
+    /// Deliver `messages`, in order; one result per message, in the same
+    /// order (see the trait's documentation for what the host does with
+    /// them).
+    fn send_batch(&mut self, messages: Vec<OutboundMessage>) -> Result<Vec<Result<SendReceipt, ChannelError>>, ChannelError>;
+}
+
+/// Export a [`Channel`] implementation as the plugin's `kata:plugin/channel`
+/// (and, with `batch`, a [`BatchSend`] one as `kata:plugin/channel-batch`).
 ///
 /// Invoke it once, at the top level of the plugin crate:
 ///
 /// ```ignore
 /// kata_sdk::export_channel!(MyChannel);
+/// // or, for a channel that also implements BatchSend:
+/// kata_sdk::export_channel!(MyChannel, batch);
 /// ```
 ///
 /// The expansion
 /// - defines the component exports that forward to `MyChannel`, keeping the
 ///   value built by [`Channel::connect`] for the lifetime of the instance (if
-///   the host calls anything before `connect`, `connect` runs first);
+///   the host calls anything before `connect`, `connect` runs first); with
+///   `batch`, `send-batch` goes to [`BatchSend::send_batch`] on that same
+///   value;
 /// - places a custom section `kata:wit-version` holding the UTF-8 bytes of
 ///   [`WIT_VERSION`] into the plugin (wasm targets only).
+///
+/// Without `batch` the plugin exports exactly the world `channel-plugin`;
+/// with it, `channel-batch-plugin`.
 #[macro_export]
 macro_rules! export_channel {
     ($ty:ty) => {
         const _: () = {
-            /// The WIT contract version this plugin was built against.
-            #[cfg(target_family = "wasm")]
-            #[used]
-            #[unsafe(link_section = "kata:wit-version")]
-            static KATA_WIT_VERSION: [u8; $crate::WIT_VERSION.len()] = $crate::__private::wit_version_bytes();
+            $crate::__export_channel_items!($ty);
+    $crate::bindings::export!(KataChannelExport with_types_in $crate::bindings);
+        };
+    };
+    ($ty:ty, batch) => {
+        const _: () = {
+            $crate::__export_channel_items!($ty);
 
-            ::std::thread_local! {
-                static INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
-            }
-
-            struct KataChannelExport;
-
-            impl $crate::__private::Guest for KataChannelExport {
-                fn describe() -> $crate::ChannelInfo {
-                    <$ty as $crate::Channel>::describe()
-                }
-                fn connect() -> ::core::result::Result<(), $crate::ChannelError> {
-                    $crate::__private::connect::<$ty>(&INSTANCE)
-                }
-                fn poll(
-                    cursor: ::core::option::Option<::std::string::String>,
-                ) -> ::core::result::Result<$crate::PollResult, $crate::ChannelError> {
-                    $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.poll(cursor))
-                }
-                fn subscribe() -> ::core::result::Result<$crate::Subscription, $crate::ChannelError> {
-                    $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.subscribe())
-                }
-                fn on_frame(frame: $crate::Frame) -> ::core::result::Result<$crate::FrameResult, $crate::ChannelError> {
-                    $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.on_frame(frame))
-                }
-                fn send(message: $crate::OutboundMessage) -> ::core::result::Result<$crate::SendReceipt, $crate::ChannelError> {
-                    $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.send(message))
-                }
-                fn act(action: $crate::ChannelAction) -> ::core::result::Result<(), $crate::ChannelError> {
-                    $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.act(action))
-                }
-                fn disconnect() {
-                    $crate::__private::disconnect::<$ty>(&INSTANCE)
+            impl $crate::__private::BatchGuest for KataChannelExport {
+                fn send_batch(
+                    messages: ::std::vec::Vec<$crate::OutboundMessage>,
+                ) -> ::core::result::Result<
+                    ::std::vec::Vec<::core::result::Result<$crate::SendReceipt, $crate::ChannelError>>,
+                    $crate::ChannelError,
+                > {
+                    $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| <$ty as $crate::BatchSend>::send_batch(c, messages))
                 }
             }
 
     $crate::bindings::export!(KataChannelExport with_types_in $crate::bindings);
+    $crate::bindings::batch::export!(KataChannelExport with_types_in $crate::bindings::batch);
         };
+    };
+}
+
+/// The items [`export_channel!`] defines for `$ty` (inside its `const _`
+/// block): the version section, the instance slot `INSTANCE` and the export
+/// type `KataChannelExport` with its `channel` implementation. Not a stable
+/// API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_channel_items {
+    ($ty:ty) => {
+        /// The WIT contract version this plugin was built against.
+        #[cfg(target_family = "wasm")]
+        #[used]
+        #[unsafe(link_section = "kata:wit-version")]
+        static KATA_WIT_VERSION: [u8; $crate::WIT_VERSION.len()] = $crate::__private::wit_version_bytes();
+
+        ::std::thread_local! {
+            static INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
+                const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        }
+
+        struct KataChannelExport;
+
+        impl $crate::__private::Guest for KataChannelExport {
+            fn describe() -> $crate::ChannelInfo {
+                <$ty as $crate::Channel>::describe()
+            }
+            fn connect() -> ::core::result::Result<(), $crate::ChannelError> {
+                $crate::__private::connect::<$ty>(&INSTANCE)
+            }
+            fn poll(
+                cursor: ::core::option::Option<::std::string::String>,
+            ) -> ::core::result::Result<$crate::PollResult, $crate::ChannelError> {
+                $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.poll(cursor))
+            }
+            fn subscribe() -> ::core::result::Result<$crate::Subscription, $crate::ChannelError> {
+                $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.subscribe())
+            }
+            fn on_frame(frame: $crate::Frame) -> ::core::result::Result<$crate::FrameResult, $crate::ChannelError> {
+                $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.on_frame(frame))
+            }
+            fn send(message: $crate::OutboundMessage) -> ::core::result::Result<$crate::SendReceipt, $crate::ChannelError> {
+                $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.send(message))
+            }
+            fn act(action: $crate::ChannelAction) -> ::core::result::Result<(), $crate::ChannelError> {
+                $crate::__private::with_instance::<$ty, _>(&INSTANCE, |c| c.act(action))
+            }
+            fn disconnect() {
+                $crate::__private::disconnect::<$ty>(&INSTANCE)
+            }
+        }
     };
 }
 
@@ -442,6 +608,7 @@ pub mod __private {
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
+    pub use crate::bindings::batch::exports::kata::plugin::channel_batch::Guest as BatchGuest;
     pub use crate::bindings::exports::kata::plugin::channel::Guest;
 
     /// Where the macro keeps the connected channel value.

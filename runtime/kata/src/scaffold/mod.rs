@@ -67,6 +67,7 @@ pub const WIT: &[File] = &[
     file!("wit/v0.1.3/connections.wit", "../../../../wit/v0.1.3/connections.wit"),
     file!("wit/v0.1.3/hooks.wit", "../../../../wit/v0.1.3/hooks.wit"),
     file!("wit/v0.1.3/worlds.wit", "../../../../wit/v0.1.3/worlds.wit"),
+    file!("wit/v0.1.3/channel-batch.wit", "../../../../wit/v0.1.3/channel-batch.wit"),
 ];
 
 /// [`WIT`] as (path, text) pairs.
@@ -79,6 +80,7 @@ pub const WIT_FILES: &[(&str, &str)] = &[
     (WIT[5].path, WIT[5].text),
     (WIT[6].path, WIT[6].text),
     (WIT[7].path, WIT[7].text),
+    (WIT[8].path, WIT[8].text),
 ];
 
 /// The previous contract, 0.1.2, as (path, text) pairs: for SDKs that have
