@@ -549,3 +549,101 @@ fn email_the_same_key_sent_twice_carries_one_message_id() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got.iter().all(|m| m.header("message-id") == format!("<{}>", a.id)), "{got:?}");
 }
+
+/// Replies due together go out through `send-batch` in ONE SMTP session
+/// (one connection and AUTH, then MAIL/RCPT/DATA per reply, each with the
+/// Message-ID of its outbox key). A recipient the server refuses (550 at
+/// RCPT) fails only its own reply — RSET, and the next goes on in the same
+/// session — and that reply is retried alone until it is a dead letter, as
+/// for `send`.
+#[test]
+fn email_replies_due_together_go_out_in_one_smtp_session_and_a_refused_recipient_fails_alone() {
+    let servers = MailServers::start();
+    // One send lane: every due reply is in its share, so one batch.
+    let ws = TestWorkspace::new(&plugin_toml(&servers, "limits = { concurrent_sends = 1 }"));
+    // Queued while the daemon is down: all due at its start.
+    let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
+    let queued = [
+        ("ann@localhost", "batch one"),
+        ("nobody@localhost", "to nobody"),
+        ("bob@localhost", "batch two"),
+        ("ann@localhost", "batch three"),
+        ("bob@localhost", "batch four"),
+    ];
+    for (i, (to, text)) in queued.iter().enumerate() {
+        let reply = kata::store::Reply {
+            plugin: "email".into(),
+            conversation: to.to_string(),
+            thread: None,
+            reply_to: None,
+            text: text.to_string(),
+            rich: Default::default(),
+        };
+        db.enqueue(&reply, &format!("batch-{i}")).unwrap();
+    }
+    let mut daemon = ws.run(&[("EMAIL_TEST_PASSWORD", PASSWORD)]);
+    for (to, text) in queued.iter().filter(|q| q.0 != "nobody@localhost") {
+        reply(&servers, &ws, to.split('@').next().unwrap(), text);
+    }
+    // The refused reply: retried alone (a session of its own each time)
+    // until its attempts are used up (550 is permanent: 5).
+    let dead = wait_for_or(
+        "the refused reply to become a dead letter",
+        WAIT,
+        || format!("{}\n--- smtp\n{}", ws.log(), servers.log("mail/smtp-events.log")),
+        || db.dead_letters(Some("email"), 10).ok().filter(|d| !d.is_empty()),
+    );
+    assert!(daemon.signal_and_wait("TERM").success(), "{}", ws.log());
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].conversation.as_str(), dead[0].attempts), ("nobody@localhost", 5), "{dead:?}");
+    let why = dead[0].last_error.clone().unwrap_or_default();
+    assert!(why.contains("550") && why.contains("RCPT TO <nobody@localhost>"), "{why}");
+
+    let events = servers.smtp_events();
+    let kata_conns = |kind: &str| -> Vec<u64> {
+        events.iter().filter(|e| e["event"] == kind && e["mail_from"] == BOT).map(|e| e["conn"].as_u64().unwrap()).collect()
+    };
+    let (delivered, refused) = (kata_conns("data"), kata_conns("rcpt-refused"));
+    assert_eq!(delivered.len(), 4, "{events:#?}");
+    assert!(delivered.iter().all(|c| *c == delivered[0]), "the four replies came in sessions {delivered:?}, not one: {events:#?}");
+    assert_eq!(refused.len(), 5, "{events:#?}");
+    assert_eq!(refused[0], delivered[0], "the refused recipient was tried in the same session: {events:#?}");
+    let mut retries = refused[1..].to_vec();
+    retries.dedup();
+    assert_eq!(retries.len(), 4, "each retry is a session of its own: {refused:?}");
+    assert!(retries.iter().all(|c| *c != delivered[0]), "{refused:?}");
+    // One connection and one AUTH for the batch.
+    let auths = events.iter().filter(|e| e["event"] == "auth" && e["conn"] == delivered[0]).count();
+    assert_eq!(auths, 1, "{events:#?}");
+
+    // Each reply arrived once, with the Message-ID of its outbox key.
+    assert_eq!(each_once(&servers, "ann"), ["batch one", "batch three"]);
+    assert_eq!(each_once(&servers, "bob"), ["batch two", "batch four"]);
+    for (user, text, key) in [("ann", "batch one", "batch-0"), ("bob", "batch two", "batch-2"), ("ann", "batch three", "batch-3")] {
+        let m = servers.sent_by_bot(user).into_iter().find(|m| m.body == text).unwrap();
+        assert!(m.header("message-id").starts_with(&format!("<kata.{key}.")), "{m:?}");
+    }
+    let conn = db.lock();
+    let attempts: Vec<u32> = conn
+        .prepare("SELECT attempts FROM outbox WHERE status = 'sent'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(attempts, [1, 1, 1, 1], "the delivered replies were sent once each");
+}
+
+/// The e-mail plugin exports `channel-batch` (kata-sdk's
+/// `export_channel!(T, batch)`); a channel exported with plain
+/// `export_channel!` (guest-quiet) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_exports_send_batch_and_a_plain_sdk_channel_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+    let engine = kata::engine::Engine::new(None).unwrap();
+    let email = common::load_plugin(&engine, &db, "email", &guest("email"), "", dir.path()).unwrap();
+    assert!(email.can_send_batch());
+    let quiet = common::load_plugin(&engine, &db, "quiet", &guest("guest-quiet"), "", dir.path()).unwrap();
+    assert!(!quiet.can_send_batch());
+}

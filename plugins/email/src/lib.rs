@@ -3,7 +3,10 @@
 //! Receives mail by polling an IMAP mailbox by UID (the cursor is
 //! `uidvalidity:last-uid`, stored with the messages it brought) and answers
 //! over SMTP, threaded with In-Reply-To and References, with a Message-ID
-//! derived from kata's outbox idempotency key. Both protocols run over the
+//! derived from kata's outbox idempotency key. Several replies due at once go
+//! out in one SMTP session (`send-batch`, [`kata_sdk::BatchSend`]): one
+//! connection, STARTTLS and AUTH, then MAIL/RCPT/DATA per reply, each with its
+//! own result. Both protocols run over the
 //! host's `connection` (WIT `kata:plugin/connections@0.1.3`): the host checks
 //! the URL against the plugin's network grant, does TLS and STARTTLS, and
 //! fills in the password (`{{secret:password}}`), which the plugin never sees.
@@ -41,6 +44,16 @@ const REREAD_MARGIN_MS: u64 = 5_000;
 /// Reconnect after reading this much on one IMAP connection (the host caps
 /// what one connection may read at `limits.max_response`).
 const RECONNECT_AFTER_BYTES: usize = 4 << 20;
+/// A batch starts no new message after this long in its SMTP session (the
+/// rest are retried): well within the host's default call timeout (60 s).
+const BATCH_BUDGET_MS: u64 = 30_000;
+
+/// A reply ready for SMTP: envelope recipient, message, Message-ID.
+struct Rendered {
+    to: String,
+    data: String,
+    id: String,
+}
 
 /// The host's connection as a [`Transport`].
 struct Host(Connection);
@@ -200,7 +213,9 @@ impl Email {
         Ok(PollResult { messages, cursor: Some(cursor.to_string()), next_poll_ms: more.then_some(0) })
     }
 
-    fn deliver(&self, message: &OutboundMessage) -> Result<String, ChannelError> {
+    /// The reply as a mail (no network): refused for good when its
+    /// conversation is not an address.
+    fn render(&self, message: &OutboundMessage) -> Result<Rendered, ChannelError> {
         let to = message.conversation.trim();
         if !to.contains('@') || to.contains(['<', '>', ' ', '\r', '\n', ',']) {
             return Err(ChannelError::Fatal(format!("{to:?} is not an e-mail address")));
@@ -230,13 +245,51 @@ impl Email {
             text: &message.text,
         };
         let data = mail::render(&out);
+        Ok(Rendered { to: to.to_string(), data, id: mail::message_id(&message.idempotency_key, &self.me) })
+    }
+
+    /// A new SMTP session: connected, greeted, STARTTLS and AUTH done.
+    fn smtp_session(&self) -> Result<smtp::Smtp<Host>, ChannelError> {
         let (url, secure) = &self.smtp_url;
         let what = format!("SMTP server {url}");
         let mut smtp = smtp::Smtp::greet(self.open(url)?, self.timeout_ms, &what, self.retry_ms)?;
         smtp.open_session(self.me.domain(), &self.smtp_username, self.starttls, *secure)?;
-        smtp.deliver(&self.me.address, &[to.to_string()], &data)?;
+        Ok(smtp)
+    }
+
+    fn deliver(&self, message: &OutboundMessage) -> Result<String, ChannelError> {
+        let mail = self.render(message)?;
+        let mut smtp = self.smtp_session()?;
+        smtp.deliver(&self.me.address, &[mail.to], &mail.data)?;
         smtp.quit();
-        Ok(mail::message_id(&message.idempotency_key, &self.me))
+        Ok(mail.id)
+    }
+
+    /// `messages` in one SMTP session; one result per message (see
+    /// [`smtp::Smtp::deliver_each`]). A session that cannot be opened fails
+    /// the whole call: every message is retried.
+    fn deliver_batch(&self, messages: &[OutboundMessage]) -> Result<Vec<Result<SendReceipt, ChannelError>>, ChannelError> {
+        let rendered: Vec<Result<Rendered, ChannelError>> = messages.iter().map(|m| self.render(m)).collect();
+        let mails: Vec<(&str, &str)> = rendered.iter().flatten().map(|r| (r.to.as_str(), r.data.as_str())).collect();
+        let mut sent = if mails.is_empty() {
+            Vec::new()
+        } else {
+            let mut smtp = self.smtp_session()?;
+            let started = now_ms();
+            smtp.deliver_each(&self.me.address, &mails, || now_ms().saturating_sub(started) > BATCH_BUDGET_MS)
+        }
+        .into_iter();
+        let results = rendered
+            .into_iter()
+            .map(|r| {
+                let mail = r?;
+                let done = sent.next().unwrap_or_else(|| Err(ChannelError::Network("not sent".into())));
+                done.map(|_| SendReceipt::sent(mail.id))
+            })
+            .collect::<Vec<_>>();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        log::debug(&format!("email: {} of {} replies sent in one SMTP session", results.len() - failed, results.len()));
+        Ok(results)
     }
 }
 
@@ -288,4 +341,10 @@ impl Channel for Email {
     }
 }
 
-kata_sdk::export_channel!(Email);
+impl BatchSend for Email {
+    fn send_batch(&mut self, messages: Vec<OutboundMessage>) -> Result<Vec<Result<SendReceipt, ChannelError>>, ChannelError> {
+        self.deliver_batch(&messages)
+    }
+}
+
+kata_sdk::export_channel!(Email, batch);

@@ -1,6 +1,7 @@
 //! An SMTP submission client (RFC 5321, 3207, 4954): greeting, EHLO and its
 //! capabilities, STARTTLS when offered, AUTH PLAIN or LOGIN when offered,
-//! MAIL FROM / RCPT TO / DATA with dot-stuffing, QUIT; and the mapping of
+//! MAIL FROM / RCPT TO / DATA with dot-stuffing, RSET, QUIT; several
+//! messages in one session ([`Smtp::deliver_each`]); and the mapping of
 //! reply codes to channel errors.
 
 use kata_sdk::ChannelError;
@@ -37,12 +38,15 @@ pub struct Smtp<T: Transport> {
     pub what: String,
     /// The pause asked of the host after a temporary refusal (421, 4.7.x).
     pub retry_ms: u64,
+    /// The connection failed, or the server closed the session (421): no
+    /// further command can go through it.
+    broken: bool,
 }
 
 impl<T: Transport> Smtp<T> {
     /// Read the greeting (220) on a fresh connection.
     pub fn greet(t: T, timeout_ms: u32, what: &str, retry_ms: u64) -> Result<Self, ChannelError> {
-        let mut s = Smtp { w: Wire::new(t, timeout_ms), caps: Vec::new(), what: what.to_string(), retry_ms };
+        let mut s = Smtp { w: Wire::new(t, timeout_ms), caps: Vec::new(), what: what.to_string(), retry_ms, broken: false };
         let r = s.reply()?;
         if r.code != 220 {
             return Err(s.refused("greeting", &r));
@@ -55,8 +59,16 @@ impl<T: Transport> Smtp<T> {
         &self.w
     }
 
-    fn net(&self, e: NetError) -> ChannelError {
+    /// The channel error for a failed read or write; the session is broken.
+    fn net(&mut self, e: NetError) -> ChannelError {
+        self.broken = true;
         e.channel(&self.what)
+    }
+
+    /// Whether the session can take another command (no connection error,
+    /// no 421 or garbage from the server so far).
+    pub fn usable(&self) -> bool {
+        !self.broken
     }
 
     /// Read one reply (all its lines).
@@ -64,23 +76,32 @@ impl<T: Transport> Smtp<T> {
         let mut lines = Vec::new();
         // Bounded by the line limit and read timeouts; 1000 lines is plenty.
         for _ in 0..1000 {
-            let line = self.w.line().map_err(|e| self.net(e))?;
+            let line = match self.w.line() {
+                Ok(line) => line,
+                Err(e) => return Err(self.net(e)),
+            };
             let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
             let Some(code) = code else {
+                self.broken = true;
                 return Err(ChannelError::Fatal(format!("{} does not speak SMTP (it said {line:?})", self.what)));
             };
             let more = line.as_bytes().get(3) == Some(&b'-');
             lines.push(line.get(4..).unwrap_or("").to_string());
             if !more {
+                // 421: the server is closing the session.
+                self.broken |= code == 421;
                 return Ok(Reply { code, lines });
             }
         }
+        self.broken = true;
         Err(ChannelError::Fatal(format!("{} sent a reply of more than 1000 lines", self.what)))
     }
 
     /// Send one command line and read the reply.
     pub fn command(&mut self, line: &str) -> Result<Reply, ChannelError> {
-        self.w.send(format!("{line}\r\n").as_bytes()).map_err(|e| self.net(e))?;
+        if let Err(e) = self.w.send(format!("{line}\r\n").as_bytes()) {
+            return Err(self.net(e));
+        }
         self.reply()
     }
 
@@ -123,7 +144,9 @@ impl<T: Transport> Smtp<T> {
             if r.code != 220 {
                 return Err(self.refused("STARTTLS", &r));
             }
-            self.w.start_tls().map_err(|e| self.net(e))?;
+            if let Err(e) = self.w.start_tls() {
+                return Err(self.net(e));
+            }
             secure = true;
             self.ehlo(domain)?;
         }
@@ -179,12 +202,69 @@ impl<T: Transport> Smtp<T> {
         if r.code != 354 {
             return Err(self.refused("DATA", &r));
         }
-        self.w.send(dot_stuff(data).as_bytes()).map_err(|e| self.net(e))?;
+        if let Err(e) = self.w.send(dot_stuff(data).as_bytes()) {
+            return Err(self.net(e));
+        }
         let r = self.reply()?;
         if r.code != 250 {
             return Err(self.refused("the end of DATA", &r));
         }
         Ok(r)
+    }
+
+    /// RSET: abort the current transaction (after a refused MAIL, RCPT or
+    /// DATA), so the session can carry the next message.
+    pub fn reset(&mut self) -> Result<(), ChannelError> {
+        let r = self.command("RSET")?;
+        if r.code != 250 {
+            return Err(self.refused("RSET", &r));
+        }
+        Ok(())
+    }
+
+    /// Deliver `mails` (recipient, data) from `from` one after another in
+    /// this session, in order; one result per mail. A mail the server
+    /// refuses fails alone: RSET, and the next one goes on. What the session
+    /// cannot carry any more is not tried and fails with a retryable error:
+    /// after a temporary refusal for throttling (421, 4.7.x) every later
+    /// mail gets the same [`ChannelError::RateLimited`]; after a broken
+    /// connection (or a refused RSET), a [`ChannelError::Network`] error;
+    /// and once `out_of_time()` says so (asked before each mail after the
+    /// first), a `Network` error too. QUIT at the end when the session is
+    /// still up.
+    pub fn deliver_each(
+        &mut self,
+        from: &str,
+        mails: &[(&str, &str)],
+        mut out_of_time: impl FnMut() -> bool,
+    ) -> Vec<Result<Reply, ChannelError>> {
+        let mut out = Vec::with_capacity(mails.len());
+        let mut stop: Option<ChannelError> = None;
+        for (i, (to, data)) in mails.iter().enumerate() {
+            if stop.is_none() && i > 0 && out_of_time() {
+                stop = Some(ChannelError::Network(format!("{}: not sent: the batch ran out of time before this message", self.what)));
+            }
+            if let Some(e) = &stop {
+                out.push(Err(e.clone()));
+                continue;
+            }
+            let result = self.deliver(from, &[to.to_string()], data);
+            if let Err(e) = &result {
+                if let ChannelError::RateLimited(_) = e {
+                    stop = Some(e.clone());
+                } else if !self.usable() || self.reset().is_err() {
+                    stop = Some(ChannelError::Network(format!(
+                        "{}: not sent: the session broke off at an earlier message of the batch",
+                        self.what
+                    )));
+                }
+            }
+            out.push(result);
+        }
+        if self.usable() {
+            self.quit();
+        }
+        out
     }
 
     /// QUIT (errors ignored).
@@ -284,6 +364,66 @@ MAIL FROM:<bot@example.org>\r\nRCPT TO:<ann@example.org>\r\nDATA\r\nSubject: hi\
             Err(ChannelError::Fatal(t)) => assert!(t.contains("550") && t.contains("MAIL FROM"), "{t}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Three mails in one session: the second recipient is refused at RCPT
+    /// (550): only it fails; RSET, and the third goes out.
+    #[test]
+    fn one_session_for_several_mails_a_refused_recipient_fails_alone() {
+        let server = "220 mx\r\n250 mx\r\n\
+250 ok\r\n250 ok\r\n354 go\r\n250 queued 1\r\n\
+250 ok\r\n550 5.1.1 no such user\r\n250 reset\r\n\
+250 ok\r\n250 ok\r\n354 go\r\n250 queued 3\r\n221 bye\r\n";
+        let mut s = Smtp::greet(Script::new(server), 100, WHAT, 1).unwrap();
+        s.ehlo("d").unwrap();
+        let mails = [("ann@x", "one\r\n"), ("nobody@x", "two\r\n"), ("bob@x", "three\r\n")];
+        let r = s.deliver_each("bot@x", &mails, || false);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].as_ref().unwrap().text(), "queued 1");
+        match &r[1] {
+            Err(ChannelError::Fatal(t)) => assert!(t.contains("550") && t.contains("RCPT TO <nobody@x>"), "{t}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r[2].as_ref().unwrap().text(), "queued 3");
+        assert_eq!(
+            s.wire().inner().sent(),
+            "EHLO d\r\nMAIL FROM:<bot@x>\r\nRCPT TO:<ann@x>\r\nDATA\r\none\r\n.\r\n\
+MAIL FROM:<bot@x>\r\nRCPT TO:<nobody@x>\r\nRSET\r\n\
+MAIL FROM:<bot@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\nthree\r\n.\r\nQUIT\r\n"
+        );
+    }
+
+    /// Throttling (451 4.7.1) stops the batch: the rest are not tried and
+    /// wait the same pause; a broken connection fails the rest as network
+    /// errors; so does running out of time.
+    #[test]
+    fn a_batch_stops_at_throttling_a_broken_connection_or_its_time() {
+        let mails = [("a@x", "1\r\n"), ("b@x", "2\r\n"), ("c@x", "3\r\n")];
+        let server =
+            "220 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n250 ok\r\n250 ok\r\n354 go\r\n451 4.7.1 slow down\r\n221 bye\r\n";
+        let mut s = Smtp::greet(Script::new(server), 100, WHAT, 2000).unwrap();
+        let r = s.deliver_each("bot@x", &mails, || false);
+        assert!(r[0].is_ok(), "{r:?}");
+        assert_eq!(r[1], Err(ChannelError::RateLimited(2000)));
+        assert_eq!(r[2], Err(ChannelError::RateLimited(2000)));
+        assert!(!s.wire().inner().sent().contains("<c@x>") && s.wire().inner().sent().ends_with("QUIT\r\n"));
+
+        // The server hangs up after the first mail's MAIL FROM of the second.
+        let server = "220 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n250 ok\r\n";
+        let mut s = Smtp::greet(Script::new(server), 100, WHAT, 1).unwrap();
+        let r = s.deliver_each("bot@x", &mails, || false);
+        assert!(r[0].is_ok(), "{r:?}");
+        assert!(matches!(&r[1], Err(ChannelError::Network(t)) if t.contains("closed")), "{r:?}");
+        assert!(matches!(&r[2], Err(ChannelError::Network(t)) if t.contains("broke off")), "{r:?}");
+        assert!(!s.usable() && !s.wire().inner().sent().contains("QUIT"));
+
+        let server = "220 mx\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n221 bye\r\n";
+        let mut s = Smtp::greet(Script::new(server), 100, WHAT, 1).unwrap();
+        let r = s.deliver_each("bot@x", &mails, || true);
+        assert!(r[0].is_ok(), "{r:?}");
+        assert!(matches!(&r[1], Err(ChannelError::Network(t)) if t.contains("out of time")), "{r:?}");
+        assert_eq!(r[1], r[2]);
+        assert!(s.wire().inner().sent().ends_with(".\r\nQUIT\r\n"));
     }
 
     #[test]
