@@ -647,3 +647,90 @@ async fn email_exports_send_batch_and_a_plain_sdk_channel_does_not() {
     let quiet = common::load_plugin(&engine, &db, "quiet", &guest("guest-quiet"), "", dir.path()).unwrap();
     assert!(!quiet.can_send_batch());
 }
+
+/// Not run by the suite: the measurement behind BENCHMARKS.md's "send-batch
+/// over SMTP" row. 32 replies to aiosmtpd on loopback, on one send
+/// instance: one `send` each (a session per reply) against one `send-batch`
+/// (one session), interleaved over `KATA_SMTP_BENCH_ROUNDS` rounds (5).
+/// Prints each round's times and the median ratio; asserts only what arrived.
+///
+/// `cargo test -p kata --test email -- --ignored --nocapture email_send_batch_measure`
+#[test]
+#[ignore]
+fn email_send_batch_measure() {
+    const N: usize = 32;
+    let rounds: usize = std::env::var("KATA_SMTP_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let servers = MailServers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, PASSWORD).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lines = format!(
+        "network = [\"tcp://127.0.0.1:{imap}\", \"tcp://127.0.0.1:{smtp}\"]\nsecrets = {{ password = \"file:{secret}\" }}\n\
+         config = {{ address = \"{BOT}\", username = \"kata\", imap = \"tcp://127.0.0.1:{imap}\", smtp = \"tcp://127.0.0.1:{smtp}\" }}",
+        imap = servers.imap_port,
+        smtp = servers.smtp_port,
+        secret = secret.display(),
+    );
+    let msg = |round: usize, kind: &str, i: usize| kata::host::latest::OutboundMessage {
+        conversation: "ann@localhost".into(),
+        thread: None,
+        reply_to: None,
+        text: format!("{kind} {round} {i}"),
+        idempotency_key: format!("{kind}-{round}-{i}"),
+        attachments: vec![],
+        actions: vec![],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let times = rt.block_on(async {
+        let db = kata::store::Db::open(&dir.path().join("kata.db")).unwrap();
+        let engine = kata::engine::Engine::new(None).unwrap();
+        let plugin = common::load_plugin(&engine, &db, "email", &guest("email"), &lines, dir.path()).unwrap();
+        let mut inst = plugin.instantiate().await.unwrap();
+        inst.connect().await.unwrap();
+        // Warm up: one of each.
+        inst.send(&msg(0, "warm", 0)).await.unwrap();
+        inst.send_batch(&[msg(0, "warm", 1), msg(0, "warm", 2)]).await.unwrap();
+        let mut times = Vec::new();
+        for round in 1..=rounds {
+            let t = Instant::now();
+            for i in 0..N {
+                inst.send(&msg(round, "single", i)).await.unwrap();
+            }
+            let single = t.elapsed();
+            let batch: Vec<_> = (0..N).map(|i| msg(round, "batch", i)).collect();
+            let t = Instant::now();
+            let results = inst.send_batch(&batch).await.unwrap();
+            let batched = t.elapsed();
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            eprintln!("round {round}: {N} replies, one session each {single:?}, one session {batched:?}");
+            times.push((single, batched));
+        }
+        times
+    });
+    drop(rt);
+    let mut ratios: Vec<f64> = times.iter().map(|(s, b)| s.as_secs_f64() / b.as_secs_f64()).collect();
+    ratios.sort_by(f64::total_cmp);
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / N as f64;
+    let mut single: Vec<f64> = times.iter().map(|t| per(t.0)).collect();
+    let mut batched: Vec<f64> = times.iter().map(|t| per(t.1)).collect();
+    single.sort_by(f64::total_cmp);
+    batched.sort_by(f64::total_cmp);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!(
+        "measured: {N} replies over SMTP (aiosmtpd, loopback, AUTH PLAIN, no TLS): median {:.2} ms/reply with a session each, \
+         {:.2} ms/reply in one session: {:.1}x (ratios {ratios:.1?}); load {}",
+        single[single.len() / 2],
+        batched[batched.len() / 2],
+        ratios[ratios.len() / 2],
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    );
+    let sessions: std::collections::HashSet<u64> = servers
+        .smtp_events()
+        .iter()
+        .filter(|e| e["event"] == "data" && e["mail_from"] == BOT)
+        .map(|e| e["conn"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sessions.len(), 1 + 1 + rounds * (N + 1), "one session per single send, one per batch");
+    assert_eq!(servers.sent_by_bot("ann").len(), 3 + rounds * 2 * N);
+}
