@@ -264,6 +264,21 @@ fn polls(ws: &TestWorkspace) -> u64 {
 }
 
 /// Wait for kata's reply whose body is `text` in `user`'s Maildir.
+/// The plugin's grants and config for calling its component directly (no
+/// daemon): the password in a file under `dir` (mode 0600).
+fn direct_grants(servers: &MailServers, dir: &std::path::Path) -> String {
+    let secret = dir.join("password");
+    std::fs::write(&secret, PASSWORD).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "network = [\"tcp://127.0.0.1:{imap}\", \"tcp://127.0.0.1:{smtp}\"]\nsecrets = {{ password = \"file:{secret}\" }}\n\
+         config = {{ address = \"{BOT}\", username = \"kata\", imap = \"tcp://127.0.0.1:{imap}\", smtp = \"tcp://127.0.0.1:{smtp}\" }}",
+        imap = servers.imap_port,
+        smtp = servers.smtp_port,
+        secret = secret.display(),
+    )
+}
+
 fn reply(servers: &MailServers, ws: &TestWorkspace, user: &str, text: &str) -> Mail {
     wait_for_or(
         &format!("kata's reply {text:?} to {user}"),
@@ -512,16 +527,7 @@ fn email_a_changed_uidvalidity_rereads_the_mailbox_without_answering_twice() {
 fn email_the_same_key_sent_twice_carries_one_message_id() {
     let servers = MailServers::start();
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("password");
-    std::fs::write(&secret, PASSWORD).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let lines = format!(
-        "network = [\"tcp://127.0.0.1:{imap}\", \"tcp://127.0.0.1:{smtp}\"]\nsecrets = {{ password = \"file:{secret}\" }}\n\
-         config = {{ address = \"{BOT}\", username = \"kata\", imap = \"tcp://127.0.0.1:{imap}\", smtp = \"tcp://127.0.0.1:{smtp}\" }}",
-        imap = servers.imap_port,
-        smtp = servers.smtp_port,
-        secret = secret.display(),
-    );
+    let lines = direct_grants(&servers, dir.path());
     let out = kata::host::latest::OutboundMessage {
         conversation: "ann@localhost".into(),
         thread: None,
@@ -662,16 +668,7 @@ fn email_send_batch_measure() {
     let rounds: usize = std::env::var("KATA_SMTP_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
     let servers = MailServers::start();
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("password");
-    std::fs::write(&secret, PASSWORD).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let lines = format!(
-        "network = [\"tcp://127.0.0.1:{imap}\", \"tcp://127.0.0.1:{smtp}\"]\nsecrets = {{ password = \"file:{secret}\" }}\n\
-         config = {{ address = \"{BOT}\", username = \"kata\", imap = \"tcp://127.0.0.1:{imap}\", smtp = \"tcp://127.0.0.1:{smtp}\" }}",
-        imap = servers.imap_port,
-        smtp = servers.smtp_port,
-        secret = secret.display(),
-    );
+    let lines = direct_grants(&servers, dir.path());
     let msg = |round: usize, kind: &str, i: usize| kata::host::latest::OutboundMessage {
         conversation: "ann@localhost".into(),
         thread: None,
