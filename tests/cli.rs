@@ -336,9 +336,14 @@ fn authoring_commands_are_handed_to_kata_dev() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && e.starts_with("error: ") && e.trim().lines().count() == 1, "{e}");
 
-    // kata-dev itself runs only the authoring commands.
+    // A kata-dev of another version than the kata that hands over refuses.
     let dev = kata_bin().with_file_name("kata-dev");
-    let out = Command::new(dev).args(["status"]).output().unwrap();
+    let out = Command::new(&dev).args(["plugin", "toolchain", "status"]).env("KATA_HANDED_OFF_BY", "0.0.1").output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("kata that ran it is 0.0.1") && e.trim().lines().count() == 1, "{e}");
+
+    // kata-dev itself runs only the authoring commands.
+    let out = Command::new(&dev).args(["status"]).output().unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && e.contains("run this one with `kata`"), "{e}");
 }

@@ -20,8 +20,13 @@ use crate::cli::{Cli, Command, PluginCommand, ToolchainCommand};
 /// The authoring binary's file name.
 pub const BIN: &str = "kata-dev";
 
-/// Where `kata-dev` is: next to the running `kata` (how `cargo install`,
-/// the release archive and cargo's target directory put them), else on PATH.
+/// Set by `kata` on the hand-off to its own version: a `kata-dev` of
+/// another version (an older one first on PATH) would build against another
+/// WIT than the host speaks, so it refuses.
+const HANDED_OFF_BY: &str = "KATA_HANDED_OFF_BY";
+
+/// Where `kata-dev` is: next to the running `kata` (where `cargo install`
+/// and cargo's target directory put them), else on PATH.
 fn locate() -> Option<PathBuf> {
     let beside = std::env::current_exe().ok().and_then(|exe| {
         let exe = exe.canonicalize().unwrap_or(exe);
@@ -50,12 +55,16 @@ pub fn hand_off() -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        let err = std::process::Command::new(&dev).args(&args).exec();
+        let err = std::process::Command::new(&dev).args(&args).env(HANDED_OFF_BY, env!("CARGO_PKG_VERSION")).exec();
         Err(err).with_context(|| format!("cannot run {}", dev.display()))
     }
     #[cfg(not(unix))]
     {
-        let status = std::process::Command::new(&dev).args(&args).status().with_context(|| format!("cannot run {}", dev.display()))?;
+        let status = std::process::Command::new(&dev)
+            .args(&args)
+            .env(HANDED_OFF_BY, env!("CARGO_PKG_VERSION"))
+            .status()
+            .with_context(|| format!("cannot run {}", dev.display()))?;
         std::process::exit(status.code().unwrap_or(1));
     }
 }
@@ -63,6 +72,17 @@ pub fn hand_off() -> Result<()> {
 /// `kata-dev`'s entry: run an authoring command (anything else belongs to
 /// `kata`, and says so).
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(by) = std::env::var_os(HANDED_OFF_BY)
+        && by != env!("CARGO_PKG_VERSION")
+    {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| BIN.into());
+        anyhow::bail!(
+            "{exe} is kata-dev {}, but the kata that ran it is {}: plugins it builds may not match what that kata \
+             runs; install the kata-dev of the same version beside kata (`cargo install --path runtime/kata` installs both)",
+            env!("CARGO_PKG_VERSION"),
+            by.to_string_lossy()
+        );
+    }
     crate::cli::init_logging(cli.log_format.unwrap_or_default(), cli.verbose, "warn");
     let mut out = std::io::stdout().lock();
     match cli.command {
