@@ -10,7 +10,7 @@ cargo bench --bench throughput
 # Rich replies: the ack reaction and typing against none, drafts against one
 # final message (BENCHMARKS.md, "Rich replies"); KATA_BENCH_ROUNDS (3).
 cargo bench --bench replies
-# The shipped binary (`--profile dist`: fat LTO, one codegen unit, stripped):
+# The shipped binary (`--profile dist`: opt-level "s", fat LTO, one codegen unit, stripped):
 # its size, idle RSS and lifecycle figures (BENCHMARKS.md, "Memory and size").
 cargo build --quiet --profile dist --bin kata
 echo "dist binary: $(stat -c %s target/dist/kata) bytes"
