@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::llm::{ChatServer, HttpResponse, LlmServer, answer, contents, last_message, tool_script, usage_for};
+use common::llm::{ChatServer, HttpResponse, LlmServer, answer, contents, last_message, notes_plugin, tool_script, usage_for};
 use common::{ChildGuard, RecordingServer, TestWorkspace, guest, kata, wait_for};
 use serde_json::Value;
 
@@ -38,21 +38,6 @@ allow_from = ["*"]
 "#,
         wasm = guest("guest-chat").display(),
         base = chat.base()
-    )
-}
-
-/// `[plugins.notes]`: the tools guest with `/notes` (rw) and `web` granted.
-fn notes_plugin(notes: &Path, web_base: &str) -> String {
-    format!(
-        r#"
-[plugins.notes]
-path = "{wasm}"
-files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
-network = ["{web_base}/"]
-config = {{ web_base = "{web_base}" }}
-"#,
-        wasm = guest("guest-tools").display(),
-        notes = notes.display()
     )
 }
 

@@ -417,15 +417,23 @@ api_key = "env:KATA_TEST_OPENAI_KEY"
 [tools]
 mode = "ask"
 approvals_to = "{approvals_to}"
-{channel}
-[plugins.notes]
-path = "{tools}"
-files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
-network = ["http://127.0.0.1:9/"]
-config = {{ web_base = "http://127.0.0.1:9" }}
-"#,
+{channel}{notes}"#,
         llm = llm.base_url(),
-        tools = super::guest("guest-tools").display(),
-        notes = notes.display(),
+        notes = notes_plugin(notes, "http://127.0.0.1:9"),
+    )
+}
+
+/// `[plugins.notes]`: the tools guest with `/notes` (rw) and `web` granted.
+pub fn notes_plugin(notes: &std::path::Path, web_base: &str) -> String {
+    format!(
+        r#"
+[plugins.notes]
+path = "{wasm}"
+files = [{{ host = "{notes}", guest = "/notes", mode = "rw" }}]
+network = ["{web_base}/"]
+config = {{ web_base = "{web_base}" }}
+"#,
+        wasm = super::guest("guest-tools").display(),
+        notes = notes.display()
     )
 }
