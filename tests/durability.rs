@@ -66,19 +66,17 @@ fn sigkill_at_random_points_loses_nothing_and_answers_nothing_twice() {
 
     let mut progress = Vec::new();
     for _ in 0..KILLS {
-        let mut daemon = ws.run(&[]);
-        // Let it get going (socket up), then kill it somewhere in its work.
-        // (A socket file left by the killed daemon refuses connections.)
-        let sock = ws.path().join(".kata/kata.sock");
-        wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
+        // Let it get going, then kill it somewhere in its work.
+        let mut daemon = ws.run_ready(&[]);
         std::thread::sleep(Duration::from_millis(100 + rng.next() % 1500));
         daemon.signal_and_wait("KILL");
         progress.push(server.delivered());
     }
     eprintln!("delivered after each kill: {progress:?}");
 
-    // A last run finishes the stream.
-    let mut daemon = ws.run(&[]);
+    // A last run finishes the stream (ready before the TERM below: the
+    // killed runs may have answered everything).
+    let mut daemon = ws.run_ready(&[]);
     wait_for("every message to be answered", Duration::from_secs(300), || (server.delivered() >= MESSAGES).then_some(()));
     // Give a duplicate, if any were coming, the chance to show up.
     let db = kata::store::Db::open(&db_path).unwrap();
@@ -154,10 +152,7 @@ fn telegram_offset_rule_soak_answers_every_message_exactly_once() {
     ));
     let env = [("TG_TEST_TOKEN", token), ("KATA_FAULT_PAUSE", "egress-read:30")];
     let text = |user: i64, i: usize| format!("u{user} says {i}");
-    let sock = ws.path().join(".kata/kata.sock");
-    let running = || wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
-    let mut daemon = ws.run(&env);
-    running();
+    let mut daemon = ws.run_ready(&env);
     // Users write while the daemon runs; halfway, while replies are going
     // out, it is stopped gracefully (SIGTERM) and started again, with
     // messages still coming in.
@@ -169,8 +164,7 @@ fn telegram_offset_rule_soak_answers_every_message_exactly_once() {
         if i == EACH / 2 {
             wait_for("replies to be going out", Duration::from_secs(60), || (server.sent().len() >= 50).then_some(()));
             assert!(daemon.signal_and_wait("TERM").success(), "graceful stop failed: {}", ws.log());
-            daemon = ws.run(&env);
-            running();
+            daemon = ws.run_ready(&env);
         }
     }
     let total = USERS as usize * EACH;

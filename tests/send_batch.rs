@@ -35,9 +35,7 @@ limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, conc
 /// Run the daemon until all `n` messages are answered and the outbox is
 /// empty; returns each reply's text with its delivery attempts.
 fn run_until_answered(ws: &TestWorkspace, server: &LoopbackServer, n: usize) -> Vec<(String, u32)> {
-    let mut daemon = ws.run(&[]);
-    let sock = ws.path().join(".kata/kata.sock");
-    wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
+    let mut daemon = ws.run_ready(&[]);
     // Everything is released at once: the lane has all of it due together.
     server.begin();
     wait_for("every message to be answered", Duration::from_secs(60), || (server.delivered() >= n).then_some(()));
@@ -108,16 +106,15 @@ limits = {{ requests_per_minute = 10000000, messages_per_minute = 10000000, conc
         wasm = guest("guest-loopback").display(),
         base = server.base(),
     ));
-    let sock = ws.path().join(".kata/kata.sock");
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     eprintln!("kill delays from seed {seed}");
     for k in 0..KILLS {
-        let mut daemon = ws.run(&[]);
-        wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
+        let mut daemon = ws.run_ready(&[]);
         std::thread::sleep(Duration::from_millis(50 + (seed.wrapping_mul(k as u64 + 7) % 400)));
         daemon.signal_and_wait("KILL");
     }
-    let mut daemon = ws.run(&[]);
+    // Ready before the TERM below: the killed runs may have answered everything.
+    let mut daemon = ws.run_ready(&[]);
     wait_for("every message to be answered", Duration::from_secs(120), || (server.delivered() >= N).then_some(()));
     let db = kata::store::Db::open(&ws.path().join(".kata/kata.db")).unwrap();
     wait_for("the outbox to drain", Duration::from_secs(60), || (db.counts().ok()?.outbox_pending == 0).then_some(()));

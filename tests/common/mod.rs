@@ -261,6 +261,17 @@ impl TestWorkspace {
         ChildGuard(Some(cmd.spawn().unwrap()))
     }
 
+    /// [`TestWorkspace::run`], returning once the daemon answers on its
+    /// control socket (a socket file a killed daemon left refuses
+    /// connections). For a run that may find nothing left to do, whose
+    /// SIGTERM would otherwise arrive before the daemon is there to take it.
+    pub fn run_ready(&self, env: &[(&str, &str)]) -> ChildGuard {
+        let daemon = self.run(env);
+        let sock = self.path().join(".kata/kata.sock");
+        wait_for("the daemon to start", Duration::from_secs(60), || std::os::unix::net::UnixStream::connect(&sock).ok());
+        daemon
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path().join("kata.log")).unwrap_or_default()
     }

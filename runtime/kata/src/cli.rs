@@ -511,6 +511,16 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run => {
+            // The runtime and the SIGINT/SIGTERM handlers first, before the
+            // policy is read or a plugin compiled: a stop asked for at any
+            // point after this ends the daemon cleanly, instead of by the
+            // signal's default action (a service manager's stop right after
+            // its start, say).
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+            let shutdown = {
+                let _in_runtime = runtime.enter();
+                crate::daemon::shutdown_signal()
+            };
             let ws = Workspace::discover(cli.workspace.as_deref())?;
             // The policy decides the log format unless the flag does; a broken
             // policy is reported by Daemon::load below.
@@ -519,10 +529,7 @@ pub fn run(cli: Cli) -> Result<()> {
             });
             let events = crate::events::Events::new();
             init_logging_with(format, cli.verbose, "info", Some(&events));
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
             runtime.block_on(async {
-                // Before loading: a SIGTERM while plugins compile stops the daemon cleanly.
-                let shutdown = crate::daemon::shutdown_signal();
                 let daemon = crate::daemon::Daemon::load_with_events(ws, events)?;
                 daemon.run(shutdown).await
             })
