@@ -15,6 +15,11 @@ ROOT=$PWD
 # toolchain, every guest).
 DEMO_ONLY=
 [ "${1-}" = "--demo" ] && DEMO_ONLY=1
+# The scripts build everything once, from scratch on a fresh clone: cargo's
+# incremental state would only take ~2 GB of disk (CI has little) for
+# nothing. (A cargo command typed by hand keeps its own default; switching
+# between the two rebuilds kata's own crates once, not the dependencies.)
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 APT_UPDATED=

@@ -3,6 +3,8 @@
 # integration tests, and the guest plugins' own unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# As setup.sh builds (no incremental state: see there).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 ./scripts/setup.sh
 echo "==> formatting (rustfmt.toml; fix with cargo fmt --all)" >&2
 cargo fmt --all --check

@@ -6,7 +6,7 @@
 //! (tests/guests/guest-chat).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

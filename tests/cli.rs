@@ -2,7 +2,7 @@
 //! non-zero exit, never a panic or a backtrace (RUST_BACKTRACE=1 is set here).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

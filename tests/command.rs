@@ -7,7 +7,7 @@
 //! through the real `kata run` with the chat channel guest.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! permissions, stop; and `kata daemon start|status|stop|install`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -9,11 +9,8 @@
 //! press (INTERACTION_CREATE) is acknowledged and delivered as a message.
 #![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
-mod common;
-#[path = "common/discord.rs"]
-mod discord;
-#[path = "common/webfake.rs"]
-mod webfake;
+use crate::common;
+use crate::common::discord;
 
 use std::time::Duration;
 

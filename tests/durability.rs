@@ -4,13 +4,11 @@
 //! idempotency would see a counted, reported number of duplicate sends.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-#[path = "common/loopback.rs"]
-mod loopback;
+use crate::common::loopback;
 
-#[path = "common/botapi.rs"]
-mod botapi;
+use crate::common::botapi;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! files out); the agent is the echo backend.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -660,7 +660,7 @@ async fn email_exports_send_batch_and_a_plain_sdk_channel_does_not() {
 /// (one session), interleaved over `KATA_SMTP_BENCH_ROUNDS` rounds (5).
 /// Prints each round's times and the median ratio; asserts only what arrived.
 ///
-/// `cargo test -p kata --test email -- --ignored --nocapture email_send_batch_measure`
+/// `cargo test -p kata --test integration email:: -- --ignored --nocapture email_send_batch_measure`
 #[test]
 #[ignore]
 fn email_send_batch_measure() {

@@ -2,7 +2,7 @@
 //! network grants, secrets, files, and the wrong kind of component.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! pairing as before.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! under each failure policy — with an audit row for each.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! daemon and the healthy plugin carry on.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

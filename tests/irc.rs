@@ -5,7 +5,7 @@
 //! a connection the policy does not grant is refused, logged and audited.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;

@@ -17,7 +17,7 @@
 //!   against a local inbox API) and the agent calls the tool (tools template).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpListener;

@@ -5,7 +5,7 @@
 //! counted in `kata status`, and the healthy channel keeps delivering.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

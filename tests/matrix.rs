@@ -5,7 +5,7 @@
 //! through the client-server API; the agent is the echo backend.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

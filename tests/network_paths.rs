@@ -6,7 +6,7 @@
 //! network errors reach people as sentences, not Rust debug text (item 6).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

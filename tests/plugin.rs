@@ -3,7 +3,7 @@
 //! kata.toml byte-for-byte unchanged.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

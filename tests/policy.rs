@@ -3,7 +3,7 @@
 //! secret values, and the audit log read back with filters.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -8,7 +8,7 @@
 //! store byte for byte as they were.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};

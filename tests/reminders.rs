@@ -4,7 +4,7 @@
 //! conversation; list, cancel, the `max_tasks` limit and the missing grant.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //! draft edits and the document as the Bot API records them).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! targets are refused with one paragraph and leave no task behind.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! HTTPS through the sandbox's pinned connector with a workspace CA.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

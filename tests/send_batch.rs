@@ -4,10 +4,9 @@
 //! a channel that answers `unsupported` is sent to one message at a time.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-#[path = "common/loopback.rs"]
-mod loopback;
+use crate::common::loopback;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! keeps delivering.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

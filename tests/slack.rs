@@ -8,11 +8,8 @@
 //! the host's webhook listener.
 #![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
-mod common;
-#[path = "common/slack.rs"]
-mod slack;
-#[path = "common/webfake.rs"]
-mod webfake;
+use crate::common;
+use crate::common::slack;
 
 use std::time::Duration;
 

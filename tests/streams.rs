@@ -7,7 +7,7 @@
 //! tests/irc.rs.)
 #![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! documents, validating edits and callback answers).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! through the running daemon.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpListener;

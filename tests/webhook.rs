@@ -6,7 +6,7 @@
 //! the plugin; the signing secret never enters the guest.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};

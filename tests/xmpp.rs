@@ -4,7 +4,7 @@
 //! XMPP client written here; the agent is the echo backend.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

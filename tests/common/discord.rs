@@ -56,7 +56,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::webfake::{HttpRequest, HttpResponse, Runtime, hex_id, iso8601, now_ms, serve_http};
+use super::webfake::{HttpRequest, HttpResponse, Runtime, hex_id, iso8601, now_ms, serve_http};
 
 pub const BOT_TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMQ.GkAtA1.kata-discord-test-token";
 pub const BOT_ID: &str = "1100000000000000001";
@@ -608,6 +608,7 @@ enum End {
 async fn gateway(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, wake: Arc<Notify>, port: u16) {
     let target = Arc::new(Mutex::new(String::new()));
     let t = target.clone();
+    #[allow(clippy::result_large_err)] // the websocket handshake's callback type, as tungstenite defines it
     let accept = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         *t.lock().unwrap() = req.uri().to_string();
         Ok(resp)

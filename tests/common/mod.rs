@@ -2,7 +2,12 @@
 //! child processes on loopback, and the real `kata` binary.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod botapi;
+pub mod discord;
 pub mod llm;
+pub mod loopback;
+pub mod slack;
+pub mod webfake;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -48,7 +48,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use crate::webfake::{HttpRequest, HttpResponse, Runtime, now_ms, serve_http, uuid};
+use super::webfake::{HttpRequest, HttpResponse, Runtime, now_ms, serve_http, uuid};
 
 pub const BOT_TOKEN: &str = "xoxb-1111-2222-katabottoken";
 pub const APP_TOKEN: &str = "xapp-1-A0KATA-3333-kataapptoken";
@@ -584,6 +584,7 @@ fn web_api(state: &Mutex<State>, wake: &Notify, ws_port: u16, req: HttpRequest) 
 /// One Socket Mode connection.
 async fn socket(tcp: tokio::net::TcpStream, state: Arc<Mutex<State>>, wake: Arc<Notify>) {
     let st2 = state.clone();
+    #[allow(clippy::result_large_err)] // the websocket handshake's callback type, as tungstenite defines it
     let accept = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let ticket = req.uri().query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("ticket=")).unwrap_or("").to_string();
         if req.uri().path() != "/link/" || !st2.lock().unwrap().tickets.remove(&ticket) {
