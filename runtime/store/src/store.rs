@@ -481,12 +481,22 @@ fn checkpointer(path: &Path, nudges: mpsc::Receiver<()>, shared: &Mutex<Connecti
         }
     };
     while nudges.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!("checkpoint: {e:#}");
+        let started = std::time::Instant::now();
+        // (busy, frames in the log, frames copied into the file)
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+            Ok((log, copied)) if started.elapsed() >= SLOW_WRITE => {
+                tracing::debug!(ms = started.elapsed().as_micros() as f64 / 1e3, log, copied, "slow checkpoint");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("checkpoint: {e:#}"),
         }
         std::thread::sleep(CHECKPOINT_GAP);
     }
 }
+
+/// A commit or checkpoint that takes this long is logged (at debug: a
+/// stall on the message path shows where it came from).
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Waiting for another connection's lock: SQLite's own busy timeout sleeps
 /// up to 100 ms at a time, far longer than any transaction here takes; this
@@ -552,7 +562,9 @@ fn batch_writer(conn: Arc<Mutex<Connection>>, queue: mpsc::Receiver<BatchJob>, p
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let locked = started.elapsed();
         let together = (|| -> Result<()> {
             let tx = conn.transaction()?;
             for j in &jobs {
@@ -561,6 +573,10 @@ fn batch_writer(conn: Arc<Mutex<Connection>>, queue: mpsc::Receiver<BatchJob>, p
             tx.commit()?;
             Ok(())
         })();
+        if started.elapsed() >= SLOW_WRITE {
+            let ms = |d: std::time::Duration| d.as_micros() as f64 / 1e3;
+            tracing::debug!(ms = ms(started.elapsed()), waited_for_lock_ms = ms(locked), writes = jobs.len(), "slow commit");
+        }
         // What was committed is the checkpointer's (a nudge already waiting covers it).
         let _ = checkpoints.try_send(());
         let jobs = match together {
