@@ -19,7 +19,7 @@ done
 echo "==> host tests" >&2
 # One test at a time: the integration tests each drive a real daemon and real
 # servers, and several areas' timing-bound tests at once on 2 cores flake.
-cargo test --workspace --all-targets -- --test-threads=1
+RUST_TEST_THREADS=1 cargo test --workspace --all-targets
 cargo test --workspace --doc # the rustdoc examples (kata-host's embedding API)
 echo "==> the other SDKs' own native tests" >&2
 ./target/debug/kata plugin test sdk/go
