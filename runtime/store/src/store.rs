@@ -483,10 +483,10 @@ fn checkpointer(path: &Path, nudges: mpsc::Receiver<()>, shared: &Mutex<Connecti
     while nudges.recv().is_ok() {
         let started = std::time::Instant::now();
         // (busy, frames in the log, frames copied into the file)
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
-            Ok((log, copied)) if started.elapsed() >= SLOW_WRITE => {
-                tracing::debug!(ms = started.elapsed().as_micros() as f64 / 1e3, log, copied, "slow checkpoint");
-            }
+        let checkpoint = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+        let took = started.elapsed();
+        match checkpoint {
+            Ok((log, copied)) if took >= SLOW_WRITE => tracing::debug!(ms = ms(took), log, copied, "slow checkpoint"),
             Ok(_) => {}
             Err(e) => tracing::debug!("checkpoint: {e:#}"),
         }
@@ -497,6 +497,11 @@ fn checkpointer(path: &Path, nudges: mpsc::Receiver<()>, shared: &Mutex<Connecti
 /// A commit or checkpoint that takes this long is logged (at debug: a
 /// stall on the message path shows where it came from).
 const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Milliseconds, with microseconds, for those log lines.
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1e3
+}
 
 /// Waiting for another connection's lock: SQLite's own busy timeout sleeps
 /// up to 100 ms at a time, far longer than any transaction here takes; this
@@ -573,9 +578,9 @@ fn batch_writer(conn: Arc<Mutex<Connection>>, queue: mpsc::Receiver<BatchJob>, p
             tx.commit()?;
             Ok(())
         })();
-        if started.elapsed() >= SLOW_WRITE {
-            let ms = |d: std::time::Duration| d.as_micros() as f64 / 1e3;
-            tracing::debug!(ms = ms(started.elapsed()), waited_for_lock_ms = ms(locked), writes = jobs.len(), "slow commit");
+        let took = started.elapsed();
+        if took >= SLOW_WRITE {
+            tracing::debug!(ms = ms(took), waited_for_lock_ms = ms(locked), writes = jobs.len(), "slow commit");
         }
         // What was committed is the checkpointer's (a nudge already waiting covers it).
         let _ = checkpoints.try_send(());
