@@ -28,6 +28,9 @@ pub struct Delivery {
     pub answers: Option<usize>,
     /// Latency from the message's release to its first delivery.
     pub latency: Duration,
+    /// Of that, how long the message waited to be handed out by a poll
+    /// (the rest is the daemon's: commit, turn, send).
+    pub to_poll: Duration,
     /// How many times this key was sent (1 = no duplicate).
     pub sends: u32,
 }
@@ -38,6 +41,8 @@ struct State {
     begun: Option<Instant>,
     /// Release time of each message, relative to `start`.
     release: Vec<Duration>,
+    /// When each message was first handed out by a poll, from `begun`.
+    polled: Vec<Option<Duration>>,
     /// First delivery and send count per idempotency key.
     sends: HashMap<String, Delivery>,
     polls: u64,
@@ -73,7 +78,7 @@ impl LoopbackServer {
     pub fn start_paused(n: usize, conversations: usize, release: impl Fn(usize) -> Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(State { release: (0..n).map(release).collect(), ..State::default() }));
+        let state = Arc::new(Mutex::new(State { release: (0..n).map(release).collect(), polled: vec![None; n], ..State::default() }));
         let stop = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -248,6 +253,11 @@ fn serve(conn: TcpStream, state: &Mutex<State>, conversations: usize) -> std::io
                 st.polls += 1;
                 let end =
                     (cursor..st.release.len().min(cursor + BATCH)).take_while(|&i| st.release[i] <= now).last().map_or(cursor, |i| i + 1);
+                for i in cursor..end {
+                    if let Some(p @ None) = st.polled.get_mut(i) {
+                        *p = Some(now);
+                    }
+                }
                 let messages: Vec<serde_json::Value> = (cursor..end)
                     .map(|i| serde_json::json!({"id": format!("m{i}"), "conversation": format!("c{}", i % conversations), "sender": "u1", "text": format!("m{i}")}))
                     .collect();
@@ -289,9 +299,11 @@ fn record_send(st: &mut State, v: &serde_json::Value, now: Duration) -> serde_js
     }
     let answers = v["text"].as_str().and_then(|t| t.strip_prefix('m')).and_then(|i| i.parse::<usize>().ok());
     let released = answers.and_then(|i| st.release.get(i).copied()).unwrap_or(now);
+    let polled = answers.and_then(|i| st.polled.get(i).copied().flatten()).unwrap_or(released);
     st.sends.entry(key.clone()).and_modify(|d| d.sends += 1).or_insert(Delivery {
         answers,
         latency: now.saturating_sub(released),
+        to_poll: polled.saturating_sub(released),
         sends: 1,
     });
     serde_json::json!({"id": format!("sent-{key}")})

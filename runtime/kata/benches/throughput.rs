@@ -183,9 +183,12 @@ fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize, String) {
     server.begin();
     wait_delivered(&server, n, Duration::from_secs(u64::from(secs) * 20 + 60));
     let deliveries = server.deliveries();
-    // KATA_BENCH_DUMP=FILE: each delivery as "message-index latency-µs" (for finding stalls).
+    // KATA_BENCH_DUMP=FILE: each delivery as "message-index latency-µs
+    // to-poll-µs" (for finding stalls: the last is how long the message
+    // waited to be handed out by a poll; the rest of its latency is the daemon's).
     if let Ok(path) = std::env::var("KATA_BENCH_DUMP") {
-        let lines: Vec<String> = deliveries.iter().map(|d| format!("{} {}", d.answers.unwrap_or(0), d.latency.as_micros())).collect();
+        let lines: Vec<String> =
+            deliveries.iter().map(|d| format!("{} {} {}", d.answers.unwrap_or(0), d.latency.as_micros(), d.to_poll.as_micros())).collect();
         std::fs::write(format!("{path}.{rate}"), lines.join("\n")).unwrap();
     }
     // The machine's own stalls in the same seconds, seen by the load
