@@ -206,6 +206,24 @@ fn at_rate(rate: u32, secs: u32) -> (Duration, Duration, usize, String) {
     (percentile(&lat, 0.5), percentile(&lat, 0.99), n, machine)
 }
 
+/// The machine's CPU time so far, in ticks: (stolen, all). On a shared VM
+/// the hypervisor runs other guests on "our" cores now and then ("steal" in
+/// /proc/stat); while it does, every process here stalls, kata or native.
+fn cpu_stolen() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    (ticks.get(7).copied().unwrap_or(0), ticks.iter().take(8).sum())
+}
+
+/// The share of CPU time stolen between two [`cpu_stolen`] readings.
+fn stolen_share(a: (u64, u64), b: (u64, u64)) -> String {
+    let all = b.1.saturating_sub(a.1);
+    if all == 0 {
+        return "unknown".into();
+    }
+    format!("{:.0} %", 100.0 * b.0.saturating_sub(a.0) as f64 / all as f64)
+}
+
 /// The same echo loop as a plain native client of the server (no kata, no
 /// WASM, no database): the floor any bot on this machine would hit.
 fn native_at_rate(rate: u32, secs: u32) -> (Duration, Duration) {
@@ -346,14 +364,19 @@ fn main() {
         if !run("latency") {
             break;
         }
+        let before = cpu_stolen();
         let (p50, p99, n, machine) = at_rate(rate, secs);
+        let between = cpu_stolen();
         let (b50, b99) = native_at_rate(rate, secs);
+        let after = cpu_stolen();
         println!(
-            "| latency at {rate} msg/s ({n} messages) | p50 {:.2} ms, p99 {:.2} ms (machine stalls meanwhile, seen by the load generator: {machine}) | native echo client: p50 {:.2} ms, p99 {:.2} ms | p99 {:.1}× |",
+            "| latency at {rate} msg/s ({n} messages) | p50 {:.2} ms, p99 {:.2} ms (machine stalls meanwhile, seen by the load generator: {machine}; CPU stolen by the hypervisor: {}) | native echo client: p50 {:.2} ms, p99 {:.2} ms (stolen: {}) | p99 {:.1}× |",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
+            stolen_share(before, between),
             b50.as_secs_f64() * 1e3,
             b99.as_secs_f64() * 1e3,
+            stolen_share(between, after),
             p99.as_secs_f64() / b99.as_secs_f64().max(1e-6)
         );
     }

@@ -438,7 +438,7 @@ pub struct PluginActivity {
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
-    batch: Arc<OnceLock<mpsc::Sender<BatchJob>>>,
+    batch: Arc<OnceLock<BatchQueue>>,
     /// The file, for the checkpointer's own connection.
     path: Arc<Path>,
 }
@@ -536,10 +536,101 @@ const MAX_BATCH: usize = 512;
 /// are what keeps the message path's latency low under load.
 const LAZY_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The batch writer's loop: take what is queued, commit it together; if the
+/// The batch writer's queue, as callers see it: the jobs in the order they
+/// were queued, and a wake-up for the writer thread.
+///
+/// Waking a thread is a futex call and a context switch on each side, which
+/// on a VM costs more than many of the writes themselves. So only what
+/// changes the writer's plan wakes it: an urgent write (commit now) and the
+/// first write of a lazy window (commit within [`LAZY_WINDOW`]); a write
+/// that is not urgent joins the window quietly. The wake-up channel holds
+/// one signal: a signal already waiting covers the next.
+struct BatchQueue {
+    jobs: Arc<Mutex<Pending>>,
+    wake: mpsc::SyncSender<()>,
+}
+
+/// The jobs not yet taken by the writer.
+#[derive(Default)]
+struct Pending {
+    jobs: std::collections::VecDeque<BatchJob>,
+    /// Urgent jobs among them.
+    urgent: usize,
+    /// When the oldest queued job that is not urgent was queued.
+    lazy_since: Option<std::time::Instant>,
+    /// The writer thread has ended (nothing queued now would ever commit).
+    stopped: bool,
+}
+
+impl BatchQueue {
+    fn push(&self, job: BatchJob) -> Result<()> {
+        let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if q.stopped {
+            anyhow::bail!("the database writer has stopped");
+        }
+        // An urgent job queued earlier and not yet taken has woken the
+        // writer already, which takes everything queued with it.
+        let wake = if job.urgent {
+            q.urgent += 1;
+            q.urgent == 1
+        } else {
+            q.lazy_since.is_none() && {
+                q.lazy_since = Some(std::time::Instant::now());
+                q.urgent == 0
+            }
+        };
+        q.jobs.push_back(job);
+        drop(q);
+        if wake {
+            // Full: a wake-up is already waiting, and covers this job.
+            let _ = self.wake.try_send(());
+        }
+        Ok(())
+    }
+}
+
+impl Pending {
+    /// Up to [`MAX_BATCH`] jobs, oldest first, if any is due now; otherwise
+    /// how long until the lazy ones are (None: nothing queued).
+    fn take_due(&mut self, closing: bool) -> Result<Vec<BatchJob>, Option<std::time::Duration>> {
+        if self.jobs.is_empty() {
+            return Err(None);
+        }
+        if self.urgent == 0 && !closing {
+            let due = self.lazy_since.map(|t| (t + LAZY_WINDOW).saturating_duration_since(std::time::Instant::now()));
+            if let Some(wait) = due.filter(|d| !d.is_zero()) {
+                return Err(Some(wait));
+            }
+        }
+        let n = self.jobs.len().min(MAX_BATCH);
+        let jobs: Vec<BatchJob> = self.jobs.drain(..n).collect();
+        self.urgent = self.jobs.iter().filter(|j| j.urgent).count();
+        if self.jobs.iter().all(|j| j.urgent) {
+            self.lazy_since = None;
+        }
+        Ok(jobs)
+    }
+}
+
+/// Marks the queue stopped when the writer thread ends, however it ends
+/// (a panicking write included), and fails what is still queued.
+struct WriterGone<'a>(&'a Mutex<Pending>);
+
+impl Drop for WriterGone<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.stopped = true;
+        // Their receivers see the writer gone ("the database writer has stopped").
+        q.jobs.clear();
+    }
+}
+
+/// The batch writer's loop: take what is due, commit it together; if the
 /// batch fails (one bad write, a full disk), run each job in its own
-/// transaction so one failure cannot fail the others.
-fn batch_writer(conn: Arc<Mutex<Connection>>, queue: mpsc::Receiver<BatchJob>, path: Arc<Path>) {
+/// transaction so one failure cannot fail the others. Ends, once everything
+/// queued is committed, when the last [`Db`] is dropped.
+fn batch_writer(conn: Arc<Mutex<Connection>>, queue: &Mutex<Pending>, woken: mpsc::Receiver<()>, path: Arc<Path>) {
+    let _gone = WriterGone(queue);
     // Checkpoints are the checkpointer's from now on (this thread may wait
     // here for a caller that holds the connection; no caller waits for it).
     let _ = conn.lock().unwrap_or_else(|p| p.into_inner()).pragma_update(None, "wal_autocheckpoint", WAL_PAGES_FALLBACK_CHECKPOINT);
@@ -549,24 +640,21 @@ fn batch_writer(conn: Arc<Mutex<Connection>>, queue: mpsc::Receiver<BatchJob>, p
         tracing::warn!("cannot start the database checkpoint thread ({e}); commits will checkpoint themselves");
         let _ = conn.lock().unwrap_or_else(|p| p.into_inner()).pragma_update(None, "wal_autocheckpoint", WAL_PAGES_PER_CHECKPOINT);
     }
-    while let Ok(first) = queue.recv() {
-        let deadline = std::time::Instant::now() + LAZY_WINDOW;
-        let mut urgent = first.urgent;
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            let next = match queue.try_recv() {
-                Ok(j) => Ok(j),
-                Err(_) if urgent => break,
-                Err(_) => queue.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())),
-            };
-            match next {
-                Ok(j) => {
-                    urgent |= j.urgent;
-                    jobs.push(j);
-                }
-                Err(_) => break,
+    let mut closing = false;
+    loop {
+        let due = queue.lock().unwrap_or_else(|p| p.into_inner()).take_due(closing);
+        let jobs = match due {
+            Ok(jobs) => jobs,
+            Err(None) if closing => return,
+            Err(wait) => {
+                let woke = match wait {
+                    Some(d) => woken.recv_timeout(d).map_err(|e| matches!(e, mpsc::RecvTimeoutError::Disconnected)),
+                    None => woken.recv().map_err(|_| true),
+                };
+                closing |= woke == Err(true);
+                continue;
             }
-        }
+        };
         let started = std::time::Instant::now();
         let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
         let locked = started.elapsed();
@@ -1005,15 +1093,16 @@ impl Db {
     ) -> Result<tokio::sync::oneshot::Receiver<Result<()>>> {
         let (done, result) = tokio::sync::oneshot::channel();
         let queue = self.batch.get_or_init(|| {
-            let (tx, rx) = mpsc::channel();
-            let (conn, path) = (self.conn.clone(), self.path.clone());
+            let (wake, woken) = mpsc::sync_channel(1);
+            let queue = BatchQueue { jobs: Arc::default(), wake };
+            let (conn, path, jobs) = (self.conn.clone(), self.path.clone(), queue.jobs.clone());
             std::thread::Builder::new()
                 .name("kata-db-writer".into())
-                .spawn(move || batch_writer(conn, rx, path))
+                .spawn(move || batch_writer(conn, &jobs, woken, path))
                 .expect("cannot start the database writer thread");
-            tx
+            queue
         });
-        queue.send(BatchJob { write: Box::new(write), urgent, done }).map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        queue.push(BatchJob { write: Box::new(write), urgent, done })?;
         Ok(result)
     }
 
@@ -1554,6 +1643,33 @@ mod tests {
 
     // The test holds the connection across an await on purpose, so that
     // the writes queue up behind it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lazy_writes_commit_alone_or_with_the_next_urgent_one_in_the_order_queued() {
+        let (_d, db) = db();
+        let value =
+            |db: &Db| -> String { db.lock().query_row("SELECT value FROM plugin_state WHERE key = 'k'", [], |r| r.get(0)).expect("row") };
+        let bound = std::time::Duration::from_secs(10);
+        // A lazy write with nothing after it still commits (its window ends).
+        let alone = db.batched(false, |c| Ok(c.execute("INSERT INTO plugin_state (plugin, key, value) VALUES ('p', 'k', 'lazy')", [])?));
+        tokio::time::timeout(bound, alone).await.expect("a lazy write alone commits").expect("insert");
+        assert_eq!(value(&db), "lazy");
+        // Queued lazy, urgent, lazy: one commit, applied in that order.
+        let set = |v: &'static str| move |c: &Connection| Ok(c.execute("UPDATE plugin_state SET value = ?1 WHERE key = 'k'", [v])?);
+        let (a, b, c) = tokio::join!(db.batched(false, set("first")), db.batched(true, set("second")), db.batched(false, set("third")));
+        a.expect("a");
+        b.expect("b");
+        c.expect("c");
+        assert_eq!(value(&db), "third");
+        // A write that panics ends the writer; what is queued then fails at once, and nothing hangs.
+        let boom = db.batched(true, |_| -> Result<()> { panic!("a write that panics (on purpose)") });
+        let err = tokio::time::timeout(bound, boom).await.expect("the panicking write's caller hears back").expect_err("it cannot succeed");
+        assert!(format!("{err:#}").contains("database writer has stopped"), "{err:#}");
+        let after = db.batched(false, set("never"));
+        let err = tokio::time::timeout(bound, after).await.expect("a later write hears back").expect_err("no writer");
+        assert!(format!("{err:#}").contains("database writer has stopped"), "{err:#}");
+        assert_eq!(value(&db), "third");
+    }
+
     #[allow(clippy::await_holding_lock)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_writes_commit_together_and_a_bad_one_fails_alone() {
