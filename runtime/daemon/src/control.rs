@@ -690,7 +690,16 @@ async fn serve_client(
                             reader.consume(n);
                         }
                     },
-                    _ = shutdown.changed() => return Ok(()),
+                    // What was logged before the daemon began to stop (the
+                    // stop request itself among it) still reaches the follower:
+                    // with both ready at once, select! picks at random, and a
+                    // loaded daemon dropped the last lines half the time.
+                    _ = shutdown.changed() => {
+                        while let Ok(e) = rx.try_recv() {
+                            write.write_all(&event_line(&id, &e)).await?;
+                        }
+                        return Ok(());
+                    }
                 }
             }
         }
