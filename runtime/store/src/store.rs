@@ -647,11 +647,12 @@ fn batch_writer(conn: Arc<Mutex<Connection>>, queue: &Mutex<Pending>, woken: mps
             Ok(jobs) => jobs,
             Err(None) if closing => return,
             Err(wait) => {
-                let woke = match wait {
-                    Some(d) => woken.recv_timeout(d).map_err(|e| matches!(e, mpsc::RecvTimeoutError::Disconnected)),
-                    None => woken.recv().map_err(|_| true),
+                // Every Db is gone: commit what is left, then end.
+                let disconnected = match wait {
+                    Some(d) => matches!(woken.recv_timeout(d), Err(mpsc::RecvTimeoutError::Disconnected)),
+                    None => woken.recv().is_err(),
                 };
-                closing |= woke == Err(true);
+                closing |= disconnected;
                 continue;
             }
         };
