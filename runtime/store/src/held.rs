@@ -8,12 +8,13 @@
 //! - A reply that is held is kept here, text and all, instead of the outbox
 //!   (its turn is complete and in the history). The next run hands it to the
 //!   hooks again and, passed, queues it under the key the reply would have
-//!   had (`inbox-<id>`), so it can never go out twice.
+//!   had (`inbox-<id>`), so it can never go out twice. Its buttons and files
+//!   are kept with it (`held_files`) and go out with it.
 
 use anyhow::Result;
 use rusqlite::{Connection, params};
 
-use crate::store::{Db, InboxRow, Reply, Turn, now_ms};
+use crate::store::{Button, Db, InboxRow, OutFile, Reply, Rich, Turn, now_ms};
 
 /// Where a message was held.
 pub const RECEIVED: &str = "message-received";
@@ -45,6 +46,9 @@ pub struct Held {
     pub text: Option<String>,
     /// When it was held (ms since the Unix epoch).
     pub created_ms: u64,
+    /// For a reply: its buttons and files (not listed: file contents).
+    #[serde(skip)]
+    pub rich: Rich,
 }
 
 impl Held {
@@ -56,9 +60,7 @@ impl Held {
             thread: self.thread.clone(),
             reply_to: self.reply_to.clone(),
             text: self.text.clone()?,
-            // A held reply keeps its text only: files and buttons are not
-            // kept through a hold (see the agent docs).
-            rich: Default::default(),
+            rich: self.rich.clone(),
         })
     }
 }
@@ -81,7 +83,32 @@ fn insert(conn: &Connection, point: &str, hook: &str, reason: &str, inbox_id: i6
             text,
             now_ms() as i64
         ])?;
+    if n == 1 && text.is_some() {
+        let id = conn.last_insert_rowid();
+        if !reply.rich.actions.is_empty() {
+            conn.prepare_cached("UPDATE held SET actions = ?2 WHERE id = ?1")?
+                .execute(params![id, serde_json::to_string(&reply.rich.actions)?])?;
+        }
+        let mut stmt =
+            conn.prepare_cached("INSERT INTO held_files (held_id, position, name, mime_type, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (i, f) in reply.rich.attachments.iter().enumerate() {
+            stmt.execute(params![id, i as i64, f.name, f.mime_type, f.data])?;
+        }
+    }
     Ok(n == 1)
+}
+
+/// The buttons and files held reply `id` carries.
+fn held_rich(conn: &Connection, id: i64, actions: Option<String>) -> Result<Rich> {
+    let mut stmt = conn.prepare_cached("SELECT name, mime_type, data FROM held_files WHERE held_id = ?1 ORDER BY position")?;
+    let files = stmt.query_map([id], |r| Ok(OutFile { name: r.get(0)?, mime_type: r.get(1)?, data: r.get(2)? }))?;
+    Ok(Rich {
+        attachments: files.collect::<Result<_, _>>()?,
+        // Written by this crate only; unreadable JSON would be a bug, shown as no buttons.
+        actions: actions.and_then(|a| serde_json::from_str::<Vec<Button>>(&a).ok()).unwrap_or_default(),
+        // Drafts are off while a message-sending hook is configured: a held reply never has one.
+        draft_id: None,
+    })
 }
 
 impl Db {
@@ -122,25 +149,38 @@ impl Db {
     pub fn held(&self) -> Result<Vec<Held>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, point, hook, reason, inbox_id, plugin, conversation, thread, reply_to, text, created_ms
+            "SELECT id, point, hook, reason, inbox_id, plugin, conversation, thread, reply_to, text, created_ms, actions
              FROM held WHERE released_ms IS NULL ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(Held {
-                id: r.get(0)?,
-                point: r.get(1)?,
-                hook: r.get(2)?,
-                reason: r.get(3)?,
-                inbox_id: r.get(4)?,
-                plugin: r.get(5)?,
-                conversation: r.get(6)?,
-                thread: r.get(7)?,
-                reply_to: r.get(8)?,
-                text: r.get(9)?,
-                created_ms: r.get::<_, i64>(10)?.max(0) as u64,
-            })
+            Ok((
+                Held {
+                    id: r.get(0)?,
+                    point: r.get(1)?,
+                    hook: r.get(2)?,
+                    reason: r.get(3)?,
+                    inbox_id: r.get(4)?,
+                    plugin: r.get(5)?,
+                    conversation: r.get(6)?,
+                    thread: r.get(7)?,
+                    reply_to: r.get(8)?,
+                    text: r.get(9)?,
+                    created_ms: r.get::<_, i64>(10)?.max(0) as u64,
+                    rich: Rich::default(),
+                },
+                r.get::<_, Option<String>>(11)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows: Vec<(Held, Option<String>)> = rows.collect::<Result<_, _>>()?;
+        drop(stmt);
+        rows.into_iter()
+            .map(|(mut h, actions)| {
+                if h.point == SENDING {
+                    h.rich = held_rich(&conn, h.id, actions)?;
+                }
+                Ok(h)
+            })
+            .collect()
     }
 
     /// How many messages and replies are held.
@@ -166,22 +206,11 @@ impl Db {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         if let Some(r) = reply {
-            tx.execute(
-                "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to, text, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    r.plugin,
-                    format!("inbox-{}", held.inbox_id),
-                    held.inbox_id,
-                    r.conversation,
-                    r.thread,
-                    r.reply_to,
-                    r.text,
-                    now_ms() as i64
-                ],
-            )?;
+            crate::store::queue_reply_in(&tx, held.inbox_id, r)?;
         }
         tx.execute("UPDATE held SET released_ms = ?2, outcome = ?3 WHERE id = ?1", params![held.id, now_ms() as i64, outcome])?;
+        // The files are the outbox's now (or vetoed): not kept twice.
+        tx.execute("DELETE FROM held_files WHERE held_id = ?1", [held.id])?;
         tx.commit()?;
         Ok(())
     }
@@ -213,7 +242,12 @@ mod tests {
             thread: None,
             reply_to: Some("m1".into()),
             text: "4111".into(),
-            rich: Default::default(),
+            // Its buttons and files are held with it, and go out with it.
+            rich: Rich {
+                attachments: vec![OutFile { name: "card.txt".into(), mime_type: "text/plain".into(), data: b"4111 1111".to_vec() }],
+                actions: vec![Button { id: "ok".into(), label: "OK".into() }],
+                draft_id: None,
+            },
         };
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
         rt.block_on(db.complete_turn_held_batched(row.id, reply.clone(), "redact".into(), "timed out".into(), None)).expect("held");
@@ -225,5 +259,9 @@ mod tests {
         db.release_reply(&h, Some(&reply), "passed").expect("again");
         assert_eq!(db.counts().expect("counts").outbox_pending, 1, "queued once");
         assert!(db.held().expect("held").is_empty());
+        let row = db.due_outbox("chat", u64::MAX / 2, 10).expect("due").remove(0);
+        assert_eq!((row.text.as_str(), &row.rich), ("4111", &reply.rich), "the buttons and the file went out with it");
+        let kept: i64 = db.lock().query_row("SELECT COUNT(*) FROM held_files", [], |r| r.get(0)).expect("count");
+        assert_eq!(kept, 0, "the files are the outbox's now, not kept twice");
     }
 }

@@ -207,6 +207,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (outbox_id, position)
     );
     "#,
+    // 10: a reply a fail-closed hook held keeps its buttons (`actions`, as in
+    // the outbox) and files (`held_files`) until it is released into the
+    // outbox; rows held before have none: text only, as they were.
+    r#"
+    ALTER TABLE held ADD COLUMN actions TEXT;
+    CREATE TABLE held_files (
+        held_id   INTEGER NOT NULL REFERENCES held (id),
+        position  INTEGER NOT NULL,
+        name      TEXT NOT NULL,
+        mime_type TEXT NOT NULL,
+        data      BLOB NOT NULL,
+        PRIMARY KEY (held_id, position)
+    );
+    "#,
 ];
 
 /// One row of the audit log.
@@ -1426,27 +1440,26 @@ pub(crate) fn complete_turn_in(conn: &Connection, inbox_id: i64, reply: Option<&
         crate::history::append_turn(conn, t.session_id, Some(inbox_id), t.user, t.entries)?;
     }
     if let Some(r) = reply {
-        let n = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,
-                text, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                r.plugin,
-                format!("inbox-{inbox_id}"),
-                inbox_id,
-                r.conversation,
-                r.thread,
-                r.reply_to,
-                r.text,
-                now_ms() as i64
-            ])?;
-        if n == 1 && !r.rich.is_empty() {
-            insert_rich(conn, conn.last_insert_rowid(), &r.rich)?;
-        }
+        queue_reply_in(conn, inbox_id, r)?;
     }
     conn.prepare_cached("UPDATE inbox SET status = 'done' WHERE id = ?1")?.execute([inbox_id])?;
+    Ok(())
+}
+
+/// Queue the reply to inbox row `inbox_id`, files and buttons included,
+/// under the key that makes it go out once (`inbox-<id>`): a second call
+/// for the same message queues nothing.
+pub(crate) fn queue_reply_in(conn: &Connection, inbox_id: i64, r: &Reply) -> Result<()> {
+    let n = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO outbox (plugin, idempotency_key, inbox_id, conversation, thread, reply_to,
+                text, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![r.plugin, format!("inbox-{inbox_id}"), inbox_id, r.conversation, r.thread, r.reply_to, r.text, now_ms() as i64])?;
+    if n == 1 && !r.rich.is_empty() {
+        insert_rich(conn, conn.last_insert_rowid(), &r.rich)?;
+    }
     Ok(())
 }
 
