@@ -465,7 +465,14 @@ impl AgentHandle {
                 self.inner.held_received.lock().unwrap_or_else(|p| p.into_inner()).insert(h.inbox_id);
                 continue;
             }
-            let Some(reply) = h.reply() else { continue };
+            let reply = match self.inner.db.held_reply(&h) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(held = h.id, "cannot read a held reply back: {e:#}");
+                    continue;
+                }
+            };
             let (queued, outcome) = match self.inner.hooks.sending(reply, h.inbox_id).await {
                 Sending::Send(r) => (Some(r), "passed"),
                 Sending::Vetoed => (None, "vetoed"),

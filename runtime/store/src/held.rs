@@ -46,21 +46,21 @@ pub struct Held {
     pub text: Option<String>,
     /// When it was held (ms since the Unix epoch).
     pub created_ms: u64,
-    /// For a reply: its buttons and files (not listed: file contents).
+    /// For a reply: its buttons (its files are read back by [`Db::held_reply`]).
     #[serde(skip)]
-    pub rich: Rich,
+    pub actions: Vec<Button>,
 }
 
 impl Held {
-    /// A held reply as the reply it is.
-    pub fn reply(&self) -> Option<Reply> {
+    /// A held reply as the reply it is, without its files.
+    fn reply(&self) -> Option<Reply> {
         Some(Reply {
             plugin: self.plugin.clone(),
             conversation: self.conversation.clone(),
             thread: self.thread.clone(),
             reply_to: self.reply_to.clone(),
             text: self.text.clone()?,
-            rich: self.rich.clone(),
+            rich: Rich { actions: self.actions.clone(), ..Rich::default() },
         })
     }
 }
@@ -98,17 +98,11 @@ fn insert(conn: &Connection, point: &str, hook: &str, reason: &str, inbox_id: i6
     Ok(n == 1)
 }
 
-/// The buttons and files held reply `id` carries.
-fn held_rich(conn: &Connection, id: i64, actions: Option<String>) -> Result<Rich> {
+/// The files held reply `id` carries, in order.
+fn held_files(conn: &Connection, id: i64) -> Result<Vec<OutFile>> {
     let mut stmt = conn.prepare_cached("SELECT name, mime_type, data FROM held_files WHERE held_id = ?1 ORDER BY position")?;
     let files = stmt.query_map([id], |r| Ok(OutFile { name: r.get(0)?, mime_type: r.get(1)?, data: r.get(2)? }))?;
-    Ok(Rich {
-        attachments: files.collect::<Result<_, _>>()?,
-        // Written by this crate only; unreadable JSON would be a bug, shown as no buttons.
-        actions: actions.and_then(|a| serde_json::from_str::<Vec<Button>>(&a).ok()).unwrap_or_default(),
-        // Drafts are off while a message-sending hook is configured: a held reply never has one.
-        draft_id: None,
-    })
+    Ok(files.collect::<Result<_, _>>()?)
 }
 
 impl Db {
@@ -145,7 +139,17 @@ impl Db {
         .await
     }
 
-    /// Everything held and not released, oldest first.
+    /// Held reply `held` as the reply it is, its buttons and files
+    /// included (None: a held message, not a reply). A held reply never has
+    /// a draft: drafts are off while a message-sending hook is configured.
+    pub fn held_reply(&self, held: &Held) -> Result<Option<Reply>> {
+        let Some(mut reply) = held.reply() else { return Ok(None) };
+        reply.rich.attachments = held_files(&self.lock(), held.id)?;
+        Ok(Some(reply))
+    }
+
+    /// Everything held and not released, oldest first (without the files
+    /// of held replies: see [`Db::held_reply`]).
     pub fn held(&self) -> Result<Vec<Held>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
@@ -153,34 +157,23 @@ impl Db {
              FROM held WHERE released_ms IS NULL ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((
-                Held {
-                    id: r.get(0)?,
-                    point: r.get(1)?,
-                    hook: r.get(2)?,
-                    reason: r.get(3)?,
-                    inbox_id: r.get(4)?,
-                    plugin: r.get(5)?,
-                    conversation: r.get(6)?,
-                    thread: r.get(7)?,
-                    reply_to: r.get(8)?,
-                    text: r.get(9)?,
-                    created_ms: r.get::<_, i64>(10)?.max(0) as u64,
-                    rich: Rich::default(),
-                },
-                r.get::<_, Option<String>>(11)?,
-            ))
-        })?;
-        let rows: Vec<(Held, Option<String>)> = rows.collect::<Result<_, _>>()?;
-        drop(stmt);
-        rows.into_iter()
-            .map(|(mut h, actions)| {
-                if h.point == SENDING {
-                    h.rich = held_rich(&conn, h.id, actions)?;
-                }
-                Ok(h)
+            Ok(Held {
+                id: r.get(0)?,
+                point: r.get(1)?,
+                hook: r.get(2)?,
+                reason: r.get(3)?,
+                inbox_id: r.get(4)?,
+                plugin: r.get(5)?,
+                conversation: r.get(6)?,
+                thread: r.get(7)?,
+                reply_to: r.get(8)?,
+                text: r.get(9)?,
+                created_ms: r.get::<_, i64>(10)?.max(0) as u64,
+                // Written by this crate only; unreadable JSON would be a bug, shown as no buttons.
+                actions: r.get::<_, Option<String>>(11)?.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default(),
             })
-            .collect()
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// How many messages and replies are held.
@@ -254,7 +247,7 @@ mod tests {
         assert!(db.pending_inbox(10).expect("inbox").is_empty(), "the turn is complete");
         assert_eq!(db.counts().expect("counts").outbox_pending, 0, "nothing queued");
         let h = db.held().expect("held").remove(0);
-        assert_eq!((h.point.as_str(), h.reply()), (SENDING, Some(reply.clone())));
+        assert_eq!((h.point.as_str(), db.held_reply(&h).expect("read back")), (SENDING, Some(reply.clone())));
         db.release_reply(&h, Some(&reply), "passed").expect("release");
         db.release_reply(&h, Some(&reply), "passed").expect("again");
         assert_eq!(db.counts().expect("counts").outbox_pending, 1, "queued once");
