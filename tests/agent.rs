@@ -570,7 +570,7 @@ mod library {
         );
         let dir = tempfile::tempdir().unwrap();
         let h = handle(&format!("[agent]\nbackend = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\n", llm.base_url()), dir.path());
-        assert_eq!(h.interactive_turn("chat/me", "hello").await.unwrap().as_deref(), Some("finally"));
+        assert_eq!(h.interactive_turn("chat/me", "hello").await.unwrap().text.as_deref(), Some("finally"));
         assert_eq!(llm.requests().len(), 3);
         let hist = h.recent_history("chat/me", 10).unwrap();
         let texts: Vec<(&str, &str)> = hist.iter().map(|h| (h.entry.role.as_str(), h.entry.content.as_str())).collect();
@@ -614,7 +614,7 @@ mod library {
         );
         for i in 0..10 {
             let text = format!("turn {i} {}", "y".repeat(30));
-            assert_eq!(h.interactive_turn("chat/me", &text).await.unwrap().as_deref(), Some("ok"));
+            assert_eq!(h.interactive_turn("chat/me", &text).await.unwrap().text.as_deref(), Some("ok"));
         }
         // All turns are kept in the database, but only the newest are context.
         assert_eq!(h.recent_history("chat/me", 100).unwrap().len(), 20);
@@ -647,7 +647,7 @@ mod library {
             &format!("[agent]\nbackend = \"openai\"\nbase_url = \"{}\"\nmodel = \"m\"\nstream = false\n", llm.base_url()),
             dir.path(),
         );
-        assert_eq!(h.interactive_turn("chat/me", "plain").await.unwrap().as_deref(), Some("echo: plain"));
+        assert_eq!(h.interactive_turn("chat/me", "plain").await.unwrap().text.as_deref(), Some("echo: plain"));
         let req = &llm.requests()[0];
         assert!(req.get("stream").is_none() && req.get("stream_options").is_none(), "{req}");
         let db = Db::open(&dir.path().join("kata.db")).unwrap();
@@ -661,7 +661,7 @@ mod library {
         let h = handle("[agent]\nhistory_budget = 200\n", dir.path());
         for i in 0..10 {
             let text = format!("turn {i} {}", "y".repeat(30));
-            assert_eq!(h.interactive_turn("chat/me", &text).await.unwrap(), Some(text));
+            assert_eq!(h.interactive_turn("chat/me", &text).await.unwrap().text, Some(text));
         }
         assert_eq!(h.recent_history("chat/me", 100).unwrap().len(), 20, "every turn is stored");
     }

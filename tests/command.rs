@@ -50,9 +50,9 @@ async fn a_cli_agent_gets_the_turn_as_text_or_json_lines_on_stdin_or_as_an_argum
     // Text on stdin: the first turn is the message alone, the next one has
     // the conversation so far, a blank line, then the message.
     let h = handle(&format!("command = {}", toml_list(&[reply.to_str().unwrap()])), dir.path());
-    let first = h.interactive_turn("chat/me", "hello there").await.unwrap().unwrap();
+    let first = h.interactive_turn("chat/me", "hello there").await.unwrap().text.unwrap();
     assert_eq!(first, "got 1 lines on stdin; last: hello there");
-    let second = h.interactive_turn("chat/me", "and again").await.unwrap().unwrap();
+    let second = h.interactive_turn("chat/me", "and again").await.unwrap().text.unwrap();
     assert_eq!(second, "got 4 lines on stdin; last: and again");
     // The history is stored like any backend's.
     let hist = h.recent_history("chat/me", 10).unwrap();
@@ -63,7 +63,7 @@ async fn a_cli_agent_gets_the_turn_as_text_or_json_lines_on_stdin_or_as_an_argum
     let dir2 = tempfile::tempdir().unwrap();
     let h = handle(&format!("command = {}\ncommand_format = \"jsonl\"", toml_list(&[reply.to_str().unwrap()])), dir2.path());
     h.interactive_turn("chat/j", "one").await.unwrap();
-    let out = h.interactive_turn("chat/j", "two\nlines").await.unwrap().unwrap();
+    let out = h.interactive_turn("chat/j", "two\nlines").await.unwrap().text.unwrap();
     assert!(out.starts_with("got 3 lines on stdin; last: {"), "{out}");
     let last: Value = serde_json::from_str(out.split_once("last: ").unwrap().1).unwrap();
     assert_eq!(last, serde_json::json!({"role": "user", "content": "two\nlines", "sender": "you", "channel": "chat", "session": "chat/j"}));
@@ -71,7 +71,10 @@ async fn a_cli_agent_gets_the_turn_as_text_or_json_lines_on_stdin_or_as_an_argum
     // As the last argument (stdin empty).
     let dir3 = tempfile::tempdir().unwrap();
     let h = handle(&format!("command = {}\ncommand_input = \"argument\"", toml_list(&[reply.to_str().unwrap(), "--arg"])), dir3.path());
-    assert_eq!(h.interactive_turn("chat/a", "as an argument").await.unwrap().unwrap(), "got 1 lines on argument; last: as an argument");
+    assert_eq!(
+        h.interactive_turn("chat/a", "as an argument").await.unwrap().text.unwrap(),
+        "got 1 lines on argument; last: as an argument"
+    );
 }
 
 /// The state of a process: `Some('Z')` for a zombie, None when it is gone.
@@ -89,7 +92,7 @@ async fn a_hanging_agent_is_killed_with_its_children_and_the_person_is_told() {
         dir.path(),
     );
     let started = Instant::now();
-    let reply = h.interactive_turn("chat/h", "are you there?").await.unwrap().unwrap();
+    let reply = h.interactive_turn("chat/h", "are you there?").await.unwrap().text.unwrap();
     assert!(started.elapsed() < Duration::from_secs(20), "the timeout did not stop the turn: {:?}", started.elapsed());
     assert_eq!(reply, "Sorry, the agent took longer than 1s and was stopped, so there is no answer.");
     // The script and the child it left behind are both gone (or zombies:
@@ -111,7 +114,7 @@ async fn a_hanging_agent_is_killed_with_its_children_and_the_person_is_told() {
 async fn a_failing_agent_and_a_missing_one_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let h = handle(&format!("command = {}", toml_list(&[script("fail.sh").to_str().unwrap()])), dir.path());
-    let reply = h.interactive_turn("chat/f", "hi").await.unwrap().unwrap();
+    let reply = h.interactive_turn("chat/f", "hi").await.unwrap().text.unwrap();
     assert_eq!(reply, "Sorry, the agent failed to answer (its command exited with status 1). The owner can see why in `kata logs`.");
     // A program that is not there stops the start with what to fix.
     let toml = "[agent]\nbackend = \"command\"\ncommand = [\"no-such-agent-cli-xyz\"]\n";

@@ -215,3 +215,35 @@ fn telegram_shows_the_ack_typing_and_a_draft_and_sends_the_file_as_a_document() 
     assert_eq!(texts, [want.as_str()], "{messages:#?}");
     assert_eq!(messages.len(), 2, "{messages:#?}");
 }
+
+#[test]
+fn kata_chat_saves_the_files_a_tool_hands_back_and_says_where() {
+    let llm = LlmServer::start(tool_script(), Duration::ZERO);
+    let tmp = tempfile::tempdir().unwrap();
+    let notes = notes_dir(tmp.path());
+    let ws = TestWorkspace::new("");
+    std::fs::write(ws.path().join("kata.toml"), agent_and_notes(&llm, &notes)).unwrap();
+    let _daemon = ws.run_ready(&[]);
+    let out = std::process::Command::new(common::kata_bin())
+        .args(["chat", "--workspace"])
+        .arg(ws.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(format!("{ASK}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first().copied(), Some(final_text().as_str()), "{stdout}");
+    let file = lines.iter().find_map(|l| l.strip_prefix("[file] todo.md (")).unwrap_or_else(|| panic!("no file line: {stdout}"));
+    assert!(file.starts_with(&format!("{} bytes, text/markdown) saved to ", NOTE.len())), "{file}");
+    let path = PathBuf::from(file.rsplit(" saved to ").next().unwrap());
+    assert!(path.starts_with(ws.path().join(".kata/chat-files")), "{}", path.display());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), NOTE, "the saved file is the note");
+}

@@ -715,6 +715,32 @@ async fn serve_client(
     }
 }
 
+/// Save the files of a chat reply under `dir` (the workspace's
+/// `.kata/chat-files/`), each under a name of its own: `kata chat` has no
+/// channel to send them through, so it says where they are.
+fn save_chat_files(dir: &std::path::Path, files: &[crate::store::OutFile]) -> anyhow::Result<Vec<Value>> {
+    use anyhow::Context;
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {} for the reply's files", dir.display()))?;
+    let stamp = crate::store::now_ms();
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            // The name a tool gave, kept to one harmless path component.
+            let base = f.name.rsplit(['/', '\\']).next().unwrap_or("");
+            let safe: String =
+                base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+            let safe = safe.trim_start_matches('.');
+            let path = dir.join(format!("{stamp}-{i}-{}", if safe.is_empty() { "file" } else { safe }));
+            std::fs::write(&path, &f.data).with_context(|| format!("cannot save the reply's file {:?} to {}", f.name, path.display()))?;
+            Ok(json!({"name": f.name, "mime_type": f.mime_type, "bytes": f.data.len(), "path": path}))
+        })
+        .collect()
+}
+
 fn event_line(id: &Value, e: &Event) -> Vec<u8> {
     let r = Response { v: PROTOCOL_VERSION, id: id.clone(), ok: true, result: None, error: None, event: Some(e.clone()) };
     r.line()
@@ -771,7 +797,10 @@ async fn handle(shared: &Shared, req: Request) -> Result<Value, ErrorBody> {
             let session = session.unwrap_or_else(|| "chat/local".to_string());
             let agent = shared.agent()?;
             match agent.interactive_turn(&session, &text).await {
-                Ok(reply) => Ok(json!({"session": session, "reply": reply})),
+                Ok(reply) => {
+                    let files = save_chat_files(&shared.ws.state_dir().join("chat-files"), &reply.files).map_err(failed)?;
+                    Ok(json!({"session": session, "reply": reply.text, "files": files}))
+                }
                 Err(e) => Err(failed(e)),
             }
         }

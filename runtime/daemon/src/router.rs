@@ -80,6 +80,16 @@ struct Inner {
     stop: watch::Sender<bool>,
 }
 
+/// What an interactive turn (`kata chat`) answers: the reply's text, and
+/// the files the agent's tools handed back for it.
+#[derive(Debug, Default)]
+pub struct ChatReply {
+    /// The reply (None: the agent said nothing).
+    pub text: Option<String>,
+    /// Files for the reply, in order.
+    pub files: Vec<crate::store::OutFile>,
+}
+
 /// The agent side of the daemon: routes inbox rows to sessions and runs
 /// turns. Cheap to clone; every clone is the same router.
 #[derive(Clone)]
@@ -125,7 +135,7 @@ impl AgentHandle {
     /// for the session's earlier turns (one turn at a time per session) but
     /// not for the daemon's concurrency cap. Returns the agent's reply (None:
     /// it had nothing to say). The turn is stored in the session's history.
-    pub async fn interactive_turn(&self, session_key: &str, text: &str) -> Result<Option<String>> {
+    pub async fn interactive_turn(&self, session_key: &str, text: &str) -> Result<ChatReply> {
         let slot = self.slot(session_key);
         let _turn = slot.turn.lock().await;
         let (session, user, out) = self.run_turn(session_key, None, text, "you", "chat", None).await?;
@@ -133,7 +143,7 @@ impl AgentHandle {
         if let Err(e) = self.inner.db.add_usage(session.id, out.usage) {
             tracing::warn!(session = %session_key, "cannot record the turn's token usage: {e:#}");
         }
-        Ok(out.reply)
+        Ok(ChatReply { text: out.reply, files: out.attachments })
     }
 
     /// The newest `n` history entries of the current session of

@@ -291,10 +291,17 @@ pub fn chat(ws: &Workspace, session: String) -> Result<()> {
             }
         }
         match result {
-            Ok(v) => match v["reply"].as_str() {
-                Some(r) => writeln!(out, "{r}")?,
-                None => writeln!(out, "(no reply)")?,
-            },
+            Ok(v) => {
+                match v["reply"].as_str() {
+                    Some(r) => writeln!(out, "{r}")?,
+                    None => writeln!(out, "(no reply)")?,
+                }
+                // Files the agent's tools handed back: saved by the daemon, named here.
+                for f in v["files"].as_array().into_iter().flatten() {
+                    let (name, path) = (f["name"].as_str().unwrap_or("?"), f["path"].as_str().unwrap_or("?"));
+                    writeln!(out, "[file] {name} ({} bytes, {}) saved to {path}", f["bytes"], f["mime_type"].as_str().unwrap_or("?"))?;
+                }
+            }
             Err(e) => {
                 if client.is_none() {
                     return Err(e);
