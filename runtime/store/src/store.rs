@@ -560,7 +560,7 @@ const LAZY_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 /// that is not urgent joins the window quietly. The wake-up channel holds
 /// one signal: a signal already waiting covers the next.
 struct BatchQueue {
-    jobs: Arc<Mutex<Pending>>,
+    pending: Arc<Mutex<Pending>>,
     wake: mpsc::SyncSender<()>,
 }
 
@@ -578,7 +578,7 @@ struct Pending {
 
 impl BatchQueue {
     fn push(&self, job: BatchJob) -> Result<()> {
-        let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if q.stopped {
             anyhow::bail!("the database writer has stopped");
         }
@@ -1109,11 +1109,11 @@ impl Db {
         let (done, result) = tokio::sync::oneshot::channel();
         let queue = self.batch.get_or_init(|| {
             let (wake, woken) = mpsc::sync_channel(1);
-            let queue = BatchQueue { jobs: Arc::default(), wake };
-            let (conn, path, jobs) = (self.conn.clone(), self.path.clone(), queue.jobs.clone());
+            let queue = BatchQueue { pending: Arc::default(), wake };
+            let (conn, path, pending) = (self.conn.clone(), self.path.clone(), queue.pending.clone());
             std::thread::Builder::new()
                 .name("kata-db-writer".into())
-                .spawn(move || batch_writer(conn, &jobs, woken, path))
+                .spawn(move || batch_writer(conn, &pending, woken, path))
                 .expect("cannot start the database writer thread");
             queue
         });
