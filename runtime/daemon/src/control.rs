@@ -734,8 +734,19 @@ fn save_chat_files(dir: &std::path::Path, files: &[crate::store::OutFile]) -> an
             let safe: String =
                 base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
             let safe = safe.trim_start_matches('.');
-            let path = dir.join(format!("{stamp}-{i}-{}", if safe.is_empty() { "file" } else { safe }));
-            std::fs::write(&path, &f.data).with_context(|| format!("cannot save the reply's file {:?} to {}", f.name, path.display()))?;
+            let safe = if safe.is_empty() { "file" } else { safe };
+            // Never over another file (two chats in the same millisecond).
+            let mut n = 0u32;
+            let (path, mut file) = loop {
+                let path = dir.join(if n == 0 { format!("{stamp}-{i}-{safe}") } else { format!("{stamp}-{i}-{n}-{safe}") });
+                match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(file) => break (path, file),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                    Err(e) => return Err(e).with_context(|| format!("cannot save the reply's file {:?} to {}", f.name, path.display())),
+                }
+            };
+            std::io::Write::write_all(&mut file, &f.data)
+                .with_context(|| format!("cannot save the reply's file {:?} to {}", f.name, path.display()))?;
             Ok(json!({"name": f.name, "mime_type": f.mime_type, "bytes": f.data.len(), "path": path}))
         })
         .collect()
@@ -798,8 +809,12 @@ async fn handle(shared: &Shared, req: Request) -> Result<Value, ErrorBody> {
             let agent = shared.agent()?;
             match agent.interactive_turn(&session, &text).await {
                 Ok(reply) => {
-                    let files = save_chat_files(&shared.ws.state_dir().join("chat-files"), &reply.files).map_err(failed)?;
-                    Ok(json!({"session": session, "reply": reply.text, "files": files}))
+                    // A file that cannot be saved (a full disk) costs the files, not the reply.
+                    let (files, files_error) = match save_chat_files(&shared.ws.state_dir().join("chat-files"), &reply.files) {
+                        Ok(files) => (files, None),
+                        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+                    };
+                    Ok(json!({"session": session, "reply": reply.text, "files": files, "files_error": files_error}))
                 }
                 Err(e) => Err(failed(e)),
             }
@@ -992,6 +1007,31 @@ fn not_running(ws: &Workspace, path: &Path, e: std::io::Error) -> anyhow::Error 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chat_files_keep_one_harmless_name_each_and_never_replace_one_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, data: &str| crate::store::OutFile { name: name.into(), mime_type: "text/plain".into(), data: data.into() };
+        let files = [file("../../etc/passwd", "a"), file(".hidden", "b"), file("", "c"), file("ok name.md", "d")];
+        let mut paths = Vec::new();
+        // Twice at once: the same millisecond, the same names.
+        for _ in 0..2 {
+            for v in super::save_chat_files(dir.path(), &files).expect("saved") {
+                paths.push(std::path::PathBuf::from(v["path"].as_str().expect("path")));
+            }
+        }
+        let names: Vec<String> = paths.iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+        for (p, n) in paths.iter().zip(&names) {
+            assert_eq!(p.parent(), Some(dir.path()), "{n} stays in the chat-files folder");
+        }
+        for (n, end) in names.iter().zip(["-passwd", "-hidden", "-file", "-ok_name.md"].iter().cycle()) {
+            assert!(n.ends_with(end) && !n.starts_with('.'), "{n}");
+        }
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), 8, "{names:?}");
+        let contents: Vec<String> = paths.iter().map(|p| std::fs::read_to_string(p).expect("read")).collect();
+        assert_eq!(contents, ["a", "b", "c", "d", "a", "b", "c", "d"]);
+    }
+
     use super::*;
 
     #[test]

@@ -301,6 +301,9 @@ pub fn chat(ws: &Workspace, session: String) -> Result<()> {
                     let (name, path) = (f["name"].as_str().unwrap_or("?"), f["path"].as_str().unwrap_or("?"));
                     writeln!(out, "[file] {name} ({} bytes, {}) saved to {path}", f["bytes"], f["mime_type"].as_str().unwrap_or("?"))?;
                 }
+                if let Some(e) = v["files_error"].as_str() {
+                    eprintln!("error: the reply's files were not saved: {e}");
+                }
             }
             Err(e) => {
                 if client.is_none() {
