@@ -908,7 +908,19 @@ impl Db {
         // checkpoint's fsync takes time in proportion): 1 KiB pages write a
         // quarter of the bytes 4 KiB pages would. (No effect on an existing file.)
         conn.pragma_update(None, "page_size", 1024)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching a new file to WAL takes it whole for a moment, and when
+        // another process does the same at once (`kata run` and a CLI command
+        // on a fresh workspace) SQLite answers "database is locked" at once,
+        // without its busy handler: try again for up to five seconds.
+        let started = std::time::Instant::now();
+        while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
+            if e.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy) || started.elapsed() > std::time::Duration::from_secs(5) {
+                return Err(e).with_context(|| {
+                    format!("cannot put the workspace database {} in WAL mode (another process holds it?)", path.display())
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Plans that do not depend on bound values. Without this, a query
@@ -1776,6 +1788,29 @@ mod tests {
                 })
                 .expect("plan");
             assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
+        }
+    }
+
+    #[test]
+    fn processes_opening_a_new_database_at_once_all_get_it() {
+        // `kata run` and a CLI command on a fresh workspace: each sets the
+        // page size and WAL mode and migrates, at the same moment.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("kata.db");
+            let start = Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Db::open(&path).map(drop).map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join().expect("thread").expect("every opener gets the database");
+            }
         }
     }
 
