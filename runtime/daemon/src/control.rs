@@ -392,26 +392,42 @@ pub fn socket_path(ws: &Workspace) -> PathBuf {
 pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
     ws.ensure_state_dir()?;
     let path = socket_path(ws);
-    // sun_path holds 108 bytes on Linux (104 on macOS), with the NUL.
-    if path.as_os_str().len() > 100 {
+    let staging = path.with_file_name(format!(".{SOCKET_FILE}.{}", std::process::id()));
+    // sun_path holds 108 bytes on Linux (104 on macOS), with the NUL; the
+    // socket is bound under its longer staging name first.
+    if staging.as_os_str().len() > 100 {
         bail!(
             "the control socket path {} is too long for a Unix socket ({} bytes; the limit is about 100); \
              use a workspace with a shorter path",
             path.display(),
-            path.as_os_str().len()
+            staging.as_os_str().len()
         );
     }
-    match std::fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove the stale control socket {}", path.display())),
+    // Bound under a private name, restricted, then renamed into place: a
+    // client can never reach the socket at its public path before it is
+    // owner-only (binding and then restricting it in place left a window
+    // where a connect saw the umask's mode).
+    for stale in [&staging, &path] {
+        match std::fs::remove_file(stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove the stale control socket {}", stale.display())),
+        }
     }
-    let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot create the control socket {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict the control socket {}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(&staging).with_context(|| format!("cannot create the control socket {}", staging.display()))?;
+    let placed = (|| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict the control socket {}", staging.display()))?;
+        }
+        std::fs::rename(&staging, &path)
+            .with_context(|| format!("cannot move the control socket into place at {}", path.display()))
+    })();
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
     }
     Ok(listener)
 }
@@ -1033,6 +1049,47 @@ mod tests {
     }
 
     use super::*;
+
+    /// A client that connects the moment the socket appears must find it
+    /// owner-only: a watcher stats the public path while the socket is bound
+    /// again and again, and never sees another mode.
+    #[tokio::test]
+    async fn the_socket_is_never_reachable_before_it_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("kata.toml"), "").expect("policy");
+        let ws = Workspace::open(dir.path()).expect("workspace");
+        let path = socket_path(&ws);
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (path, done) = (path.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut seen, mut wrong) = (0u32, std::collections::BTreeMap::<String, u32>::new());
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        seen += 1;
+                        let mode = m.permissions().mode() & 0o777;
+                        if mode != 0o600 {
+                            *wrong.entry(format!("{mode:o}")).or_default() += 1;
+                        }
+                    }
+                }
+                (seen, wrong)
+            })
+        };
+        for _ in 0..300 {
+            let listener = bind(&ws).expect("bound");
+            assert_eq!(std::fs::metadata(&path).expect("in place").permissions().mode() & 0o777, 0o600);
+            drop(listener);
+        }
+        done.store(true, Ordering::Relaxed);
+        let (seen, wrong) = watcher.join().expect("watcher");
+        assert!(seen > 0, "the watcher saw the socket");
+        assert!(wrong.is_empty(), "the socket was seen with other modes (mode: times): {wrong:?}");
+        let left: Vec<_> = std::fs::read_dir(ws.state_dir()).expect("state dir").map(|e| e.expect("entry").file_name()).collect();
+        assert!(!left.iter().any(|n| n.to_string_lossy().starts_with(".kata.sock")), "no staging socket is left: {left:?}");
+    }
 
     #[test]
     fn requests_parse_with_and_without_args() {
