@@ -93,7 +93,13 @@ impl Workspace {
     /// Create `.kata/` (owner-only) if needed.
     pub fn ensure_state_dir(&self) -> Result<()> {
         let dir = self.state_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        // Created owner-only (never briefly with the umask's mode); an
+        // existing directory is restricted below.
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
