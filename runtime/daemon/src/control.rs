@@ -414,7 +414,8 @@ pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
             Err(e) => return Err(e).with_context(|| format!("cannot remove the stale control socket {}", stale.display())),
         }
     }
-    let listener = tokio::net::UnixListener::bind(&staging).with_context(|| format!("cannot create the control socket {}", staging.display()))?;
+    let listener =
+        tokio::net::UnixListener::bind(&staging).with_context(|| format!("cannot create the control socket {}", staging.display()))?;
     let placed = (|| {
         #[cfg(unix)]
         {
@@ -422,8 +423,7 @@ pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
             std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("cannot restrict the control socket {}", staging.display()))?;
         }
-        std::fs::rename(&staging, &path)
-            .with_context(|| format!("cannot move the control socket into place at {}", path.display()))
+        std::fs::rename(&staging, &path).with_context(|| format!("cannot move the control socket into place at {}", path.display()))
     })();
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&staging);
