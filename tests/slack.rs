@@ -4,8 +4,8 @@
 //! direct and group conversations with the mention rule, threads, files,
 //! the bot's own posts coming back, disconnects and dropped sockets,
 //! rate limits, refused tokens, a missing grant, approvals answered with
-//! Block Kit buttons (a press as a message), and the Events API over
-//! the host's webhook listener.
+//! Block Kit buttons (a press as a message, over Socket Mode and over the
+//! Events API), and the Events API over the host's webhook listener.
 #![allow(clippy::unwrap_used, clippy::result_large_err, missing_docs)]
 
 use crate::common;
@@ -47,6 +47,29 @@ groups = ["{GROUP}"]
 
 fn env() -> [(&'static str, &'static str); 2] {
     [("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_APP_TOKEN", APP_TOKEN)]
+}
+
+/// The `[plugins.slack]` table for the Events API on `listen`, the host
+/// checking Slack's signatures; `config_extra` goes into its `config`.
+fn events_toml(fake: &SlackFake, listen: &str, config_extra: &str) -> String {
+    let api = fake.api_base();
+    format!(
+        r#"
+[plugins.slack]
+path = "{wasm}"
+network = ["{api}/auth.test", "{api}/chat.postMessage", "{listen}"]
+secrets = {{ bot_token = "env:SLACK_BOT_TOKEN", signing_secret = "env:SLACK_SIGNING_SECRET" }}
+webhook = {{ verify = "slack", secret = "signing_secret" }}
+config = {{ api_base = "{api}", mode = "events", listen = "{listen}"{config_extra} }}
+allow_from = ["*"]
+groups = ["{GROUP}"]
+"#,
+        wasm = guest("slack").display(),
+    )
+}
+
+fn events_env() -> [(&'static str, &'static str); 2] {
+    [("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_SIGNING_SECRET", slack::SIGNING_SECRET)]
 }
 
 /// Wait for the bot's post with `text` in `channel`; returns it.
@@ -296,21 +319,8 @@ fn slack_without_its_socket_grant_is_denied_naming_the_line() {
 fn slack_events_api_over_the_webhook_listener() {
     let fake = SlackFake::start();
     let listen = format!("http://127.0.0.1:{}/slack/events", common::free_port());
-    let api = fake.api_base();
-    let ws = TestWorkspace::new(&format!(
-        r#"
-[plugins.slack]
-path = "{wasm}"
-network = ["{api}/auth.test", "{api}/chat.postMessage", "{listen}"]
-secrets = {{ bot_token = "env:SLACK_BOT_TOKEN", signing_secret = "env:SLACK_SIGNING_SECRET" }}
-webhook = {{ verify = "slack", secret = "signing_secret" }}
-config = {{ api_base = "{api}", mode = "events", listen = "{listen}" }}
-allow_from = ["*"]
-groups = ["{GROUP}"]
-"#,
-        wasm = guest("slack").display(),
-    ));
-    let mut daemon = ws.run(&[("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_SIGNING_SECRET", slack::SIGNING_SECRET)]);
+    let ws = TestWorkspace::new(&events_toml(&fake, &listen, ""));
+    let mut daemon = ws.run(&events_env());
     // Slack checks the Request URL first: the challenge comes back.
     let (status, body, challenge) = wait_for_or("the listener", WAIT, || ws.log(), || fake.verify_url(&listen));
     assert_eq!((status, body), (200, challenge));
@@ -344,6 +354,18 @@ groups = ["{GROUP}"]
 
 #[test]
 fn slack_approvals_are_answered_with_buttons_and_a_strangers_press_approves_nothing() {
+    approvals_by_button(false);
+}
+
+/// The same over the Events API: with `interactivity = true` the app's
+/// Interactivity Request URL is kata's listener, and presses arrive there as
+/// signed forms.
+#[test]
+fn slack_events_api_approvals_are_answered_with_buttons_pressed_through_the_listener() {
+    approvals_by_button(true);
+}
+
+fn approvals_by_button(events: bool) {
     use common::llm::{LlmServer, approval_toml, tool_script};
     const OWNER: &str = "U0OWNER";
     const OWNER_DM: &str = "D0OWNER";
@@ -353,11 +375,12 @@ fn slack_approvals_are_answered_with_buttons_and_a_strangers_press_approves_noth
     let notes = tempfile::tempdir().unwrap();
     let ws = TestWorkspace::new("");
     let allow = format!("allow_from = [\"*\", \"{OWNER}\"]");
-    let toml =
-        approval_toml(&llm, &format!("slack:{OWNER_DM}"), &plugin_toml(&fake, "").replace("allow_from = [\"*\"]", &allow), notes.path());
+    let listen = format!("http://127.0.0.1:{}/slack/events", common::free_port());
+    let channel = if events { events_toml(&fake, &listen, ", interactivity = true") } else { plugin_toml(&fake, "") };
+    let toml = approval_toml(&llm, &format!("slack:{OWNER_DM}"), &channel.replace("allow_from = [\"*\"]", &allow), notes.path());
     std::fs::write(ws.path().join("kata.toml"), toml).unwrap();
-    let mut daemon =
-        ws.run(&[("SLACK_BOT_TOKEN", BOT_TOKEN), ("SLACK_APP_TOKEN", APP_TOKEN), ("KATA_TEST_OPENAI_KEY", "sk-test-key-0123456789")]);
+    let tokens = if events { events_env() } else { env() };
+    let mut daemon = ws.run(&[tokens[0], tokens[1], ("KATA_TEST_OPENAI_KEY", "sk-test-key-0123456789")]);
     let pending = || {
         wait_for_or(
             "a pending approval",
@@ -385,7 +408,12 @@ fn slack_approvals_are_answered_with_buttons_and_a_strangers_press_approves_noth
     };
 
     // Bob asks for a write: the request reaches the owner's DM with Approve / Deny buttons.
-    wait_for_or("a Socket Mode connection", WAIT, || ws.log(), || (fake.connections().1 == 1).then_some(()));
+    if events {
+        wait_for_or("the listener", WAIT, || ws.log(), || fake.verify_url(&listen));
+        fake.deliver_to(&listen);
+    } else {
+        wait_for_or("a Socket Mode connection", WAIT, || ws.log(), || (fake.connections().1 == 1).then_some(()));
+    }
     fake.say(Say::dm("D0BOB", "U0BOB", r#"call notes__write_note {"name":"a.txt","text":"approved by a button"}"#));
     let id = pending();
     let request = post_containing(OWNER_DM, &format!("Approval {id}"));
@@ -407,4 +435,10 @@ fn slack_approvals_are_answered_with_buttons_and_a_strangers_press_approves_noth
     let presses: Vec<Row> = inbox(&ws).into_iter().filter(|r| r.0.starts_with("act:")).collect();
     assert_eq!(presses.len(), 2, "each press stored once: {presses:#?}");
     assert!(presses.iter().all(|r| r.1 == OWNER_DM && r.4 == format!("yes {id}") && r.6), "{presses:#?}");
+    if events {
+        // Each press was answered 200 at once (Slack shows the person an error otherwise).
+        let answered: Vec<_> = fake.event_posts().into_iter().filter(|(id, ..)| id.starts_with("press:")).collect();
+        assert_eq!(answered.len(), 2, "{answered:?}");
+        assert!(answered.iter().all(|(_, _, status)| *status == 200), "{answered:?}");
+    }
 }

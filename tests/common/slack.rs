@@ -27,8 +27,10 @@
 //!   malformed buttons (`invalid_blocks`: a value over 2000 characters, a
 //!   label over 75, a repeated `action_id`, more than 25 in a block);
 //! - a press of a button in a posted message arrives in an `interactive`
-//!   envelope with a `block_actions` payload (Socket Mode only here), to be
-//!   acknowledged like any envelope;
+//!   envelope with a `block_actions` payload, to be acknowledged like any
+//!   envelope (in Events API mode: POSTed to the Interactivity Request URL,
+//!   form-encoded as `payload=…`, signed like events and sent once — Slack
+//!   does not retry a press; it shows the person an error);
 //! - `disconnect` envelopes (`refresh_requested`…) are followed by the
 //!   server closing the socket a moment later; sockets can also be dropped
 //!   without a close frame.
@@ -268,7 +270,9 @@ impl SlackFake {
 
     /// `user` presses the button whose value is `value` under the bot's post
     /// `ts`: a `block_actions` payload in an `interactive` envelope, as
-    /// Slack sends it over Socket Mode. Panics when that post has no such button.
+    /// Slack sends it over Socket Mode (in Events API mode, POSTed as a form
+    /// to the same URL as events, which stands for the app's Interactivity
+    /// Request URL). Panics when that post has no such button.
     pub fn press(&self, user: &str, ts: &str, value: &str) {
         {
             let mut st = self.state.lock().unwrap();
@@ -382,7 +386,7 @@ impl SlackFake {
     pub fn verify_url(&self, url: &str) -> Option<(u16, String, String)> {
         let challenge = format!("{}{}", uuid().replace('-', ""), uuid().replace('-', ""));
         let body = json!({"token": "Jhj5dZrVaK7ZwHHjRyZWjbDl", "challenge": challenge, "type": "url_verification"}).to_string();
-        let (status, text) = signed_post(url, &body, 0)?;
+        let (status, text) = signed_post(url, &body, 0, "application/json")?;
         Some((status, text, challenge))
     }
 }
@@ -401,17 +405,28 @@ fn post_events(state: &Mutex<State>, stop: &std::sync::atomic::AtomicBool) {
         let next = {
             let mut st = state.lock().unwrap();
             match st.events_url.clone() {
-                Some(url) if !st.pending.is_empty() => Some((url, st.pending.remove(0).payload)),
+                Some(url) if !st.pending.is_empty() => {
+                    let p = st.pending.remove(0);
+                    Some((url, p.kind, p.payload))
+                }
                 _ => None,
             }
         };
-        let Some((url, payload)) = next else {
+        let Some((url, kind, payload)) = next else {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
+        if kind == "interactive" {
+            // A press: a form with the payload as JSON, sent once.
+            let form = format!("payload={}", percent_encode(&payload.to_string()));
+            let status = signed_post(&url, &form, 0, "application/x-www-form-urlencoded").map_or(0, |r| r.0);
+            let action_ts = payload["actions"][0]["action_ts"].as_str().unwrap_or_default();
+            state.lock().unwrap().event_posts.push((format!("press:{action_ts}"), 0, status));
+            continue;
+        }
         let event_id = payload["event_id"].as_str().unwrap_or_default().to_string();
         for retry in 0..4u32 {
-            let status = signed_post(&url, &payload.to_string(), retry).map_or(0, |r| r.0);
+            let status = signed_post(&url, &payload.to_string(), retry, "application/json").map_or(0, |r| r.0);
             let mut st = state.lock().unwrap();
             st.event_posts.push((event_id.clone(), retry, status));
             if (200..300).contains(&status) {
@@ -424,8 +439,20 @@ fn post_events(state: &Mutex<State>, stop: &std::sync::atomic::AtomicBool) {
     }
 }
 
-/// POST `body` to `url` as Slack does: JSON, with a v0 signature.
-fn signed_post(url: &str, body: &str, retry: u32) -> Option<(u16, String)> {
+/// Form encoding (`application/x-www-form-urlencoded`): unreserved bytes as
+/// they are, a space as `+`, every other byte as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => (b as char).to_string(),
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// POST `body` to `url` as Slack does, with a v0 signature.
+fn signed_post(url: &str, body: &str, retry: u32, content_type: &str) -> Option<(u16, String)> {
     let ts = (now_ms() / 1000).to_string();
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SIGNING_SECRET.as_bytes());
     let sig = ring::hmac::sign(&key, format!("v0:{ts}:{body}").as_bytes());
@@ -433,7 +460,7 @@ fn signed_post(url: &str, body: &str, retry: u32) -> Option<(u16, String)> {
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
     let mut req = client
         .post(url)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header("user-agent", "Slackbot 1.0 (+https://api.slack.com/robots)")
         .header("x-slack-request-timestamp", &ts)
         .header("x-slack-signature", format!("v0={hex}"))

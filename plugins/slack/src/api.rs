@@ -487,8 +487,9 @@ const MAX_SECTION_TEXT: usize = 3000;
 const MAX_ACTIONS: usize = 25;
 
 /// `msg` with its actions as the lines the host writes for channels without
-/// buttons (`reply "<id>" to <label>`), for Events API mode, where presses
-/// do not arrive (they go to the Interactivity Request URL).
+/// buttons (`reply "<id>" to <label>`), for Events API mode without
+/// `interactivity` (presses go to the Interactivity Request URL, which then
+/// is not kata's).
 pub fn actions_as_text(msg: &mut OutboundMessage) {
     let lines: Vec<String> = std::mem::take(&mut msg.actions)
         .iter()
@@ -584,8 +585,13 @@ pub fn parse_post(status: u16, retry_after: Option<&str>, body: &[u8], channel: 
 /// - `url_verification`: answered with its `challenge` (as text/plain, which
 ///   Slack accepts);
 /// - `event_callback`: its message, answered with an empty 200;
-/// - anything else (another method, a form-encoded interactive payload,
-///   `app_rate_limited`): answered with an empty 200 and otherwise ignored.
+/// - an interactivity request (form-encoded `payload=…`, when the app's
+///   Interactivity Request URL is this one too): a `block_actions` payload
+///   becomes one message per pressed button ([`press_messages`]), answered
+///   with an empty 200 (Slack shows the person an error unless it comes
+///   within 3 s); other interactive payloads are only answered;
+/// - anything else (another method, `app_rate_limited`): answered with an
+///   empty 200 and otherwise ignored.
 ///
 /// Signatures (`X-Slack-Signature`) are not checked here: that is the host's
 /// job (its webhook signature verification), so the signing secret never
@@ -596,8 +602,15 @@ pub fn webhook_frame(text: &str, bot: &Bot, now_ms: u64) -> FrameResult {
     if request.get("method").and_then(Value::as_str) != Some("POST") {
         return ok();
     }
-    let Some(body) = request.get("body").and_then(Value::as_str).and_then(|b| serde_json::from_str::<Value>(b).ok()) else {
-        return ok();
+    let Some(raw) = request.get("body").and_then(Value::as_str) else { return ok() };
+    // Events come as JSON; interactivity requests (a button press) as a
+    // form with one field, `payload`, holding the JSON.
+    let body = match serde_json::from_str::<Value>(raw) {
+        Ok(body) => body,
+        Err(_) => match form_payload(raw) {
+            Some(payload) => return FrameResult { messages: press_messages(&payload, now_ms), replies: vec![Frame::text("")] },
+            None => return ok(),
+        },
     };
     match body.get("type").and_then(Value::as_str) {
         Some("url_verification") => {
@@ -608,6 +621,13 @@ pub fn webhook_frame(text: &str, bot: &Bot, now_ms: u64) -> FrameResult {
         }
         _ => ok(),
     }
+}
+
+/// The JSON in the `payload` field of a form-encoded interactivity request
+/// (<https://api.slack.com/interactivity/handling#payloads>).
+fn form_payload(body: &str) -> Option<Value> {
+    let (_, payload) = form_urlencoded::parse(body.as_bytes()).find(|(k, _)| k == "payload")?;
+    serde_json::from_str(&payload).ok()
 }
 
 #[cfg(test)]
@@ -865,6 +885,26 @@ mod tests {
         assert_eq!(r.replies, vec![Frame::text("")]);
         let r = webhook_frame(&frame("payload=%7B%7D"), &bot(), NOW);
         assert!(r.messages.is_empty());
+        assert_eq!(r.replies, vec![Frame::text("")]);
+        // A press, form-encoded as Slack POSTs it to the Interactivity Request URL.
+        let press = json!({"type": "block_actions", "user": {"id": "U0ANN", "username": "ann"},
+            "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "D0ANN"},
+            "channel": {"id": "D0ANN"}, "message": {"ts": "1700000000.000100"},
+            "actions": [{"type": "button", "action_id": "a0", "value": "yes 7", "action_ts": "1700000001.000200"}]});
+        let form: String = form_urlencoded::Serializer::new(String::new()).append_pair("payload", &press.to_string()).finish();
+        assert!(form.starts_with("payload=%7B%22"), "{form}");
+        let r = webhook_frame(&frame(&form), &bot(), NOW);
+        assert_eq!(r.replies, vec![Frame::text("")]);
+        assert_eq!(r.messages.len(), 1, "{:?}", r.messages);
+        let m = &r.messages[0];
+        assert_eq!(
+            (m.id.as_str(), m.conversation.as_str(), m.sender.as_str(), m.text.as_str()),
+            ("act:D0ANN:1700000001.000200", "D0ANN", "U0ANN", "yes 7")
+        );
+        assert!(m.mentioned && m.conversation_kind == ConversationKind::Direct);
+        // Not a form with a payload, not JSON: answered, nothing taken.
+        assert!(webhook_frame(&frame("payload=%7Bnot json"), &bot(), NOW).messages.is_empty());
+        assert!(webhook_frame(&frame("token=x&command=%2Fkata"), &bot(), NOW).messages.is_empty());
         let get = json!({"method": "GET", "path": "/slack/events", "query": "", "headers": {}, "body": ""}).to_string();
         assert!(webhook_frame(&get, &bot(), NOW).messages.is_empty());
     }

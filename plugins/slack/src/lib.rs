@@ -11,11 +11,13 @@
 //!   new URL.
 //! - `events`: the Events API over the host's webhook listener (config
 //!   `listen`, e.g. `http://127.0.0.1:8787/slack/events`); the
-//!   `url_verification` challenge is answered, events become messages.
+//!   `url_verification` challenge is answered, events become messages; with
+//!   config `interactivity = true` the app's Interactivity Request URL is
+//!   the same listener, and presses arrive there (form-encoded).
 //!
 //! Replies go out with `chat.postMessage` (bot token); an outbound message's
-//! actions become Block Kit buttons, and a press (an `interactive`
-//! `block_actions` envelope) comes in as a message whose text is the
+//! actions become Block Kit buttons, and a press (a `block_actions`
+//! payload, in an `interactive` envelope or an interactivity request) comes in as a message whose text is the
 //! button's value (feature `buttons`). Tokens are secrets
 //! (`bot_token`, `app_token`): the plugin only writes `{{secret:NAME}}` in
 //! an Authorization header and the host fills it in for granted hosts.
@@ -45,12 +47,16 @@ pub struct Slack {
     mode: Mode,
     /// Whether a reply in a channel opens a thread under the message it answers.
     reply_in_thread: bool,
+    /// Whether presses reach kata, so actions go out as buttons: always over
+    /// Socket Mode; in Events API mode when config `interactivity` says the
+    /// app's Interactivity Request URL is kata's listener too.
+    buttons: bool,
     /// Who the bot is (from `auth.test`), to spot mentions and its own posts.
     bot: Bot,
 }
 
 /// Read the configuration.
-fn settings() -> Result<(String, Mode, bool), ChannelError> {
+fn settings() -> Result<(String, Mode, bool, bool), ChannelError> {
     let api_base = api::normalize_base(&config::get("api_base").unwrap_or_else(|| api::DEFAULT_API_BASE.into()), "api_base")?;
     let mode = match config::get("mode").as_deref().map(str::trim) {
         None | Some("") | Some("socket") => Mode::Socket,
@@ -71,7 +77,11 @@ fn settings() -> Result<(String, Mode, bool), ChannelError> {
         }
     };
     let reply_in_thread = config::get_or("reply_in_thread", true)?;
-    Ok((api_base, mode, reply_in_thread))
+    let buttons = match mode {
+        Mode::Socket => true,
+        Mode::Events(_) => config::get_or("interactivity", false)?,
+    };
+    Ok((api_base, mode, reply_in_thread, buttons))
 }
 
 /// A Web API call with the token in secret `secret`, as (status, Retry-After, body).
@@ -100,11 +110,11 @@ impl Channel for Slack {
     /// Read the configuration and learn who the bot is (`auth.test`): a
     /// refused bot token fails here, as `auth-failed`.
     fn connect() -> Result<Self, ChannelError> {
-        let (api_base, mode, reply_in_thread) = settings()?;
+        let (api_base, mode, reply_in_thread, buttons) = settings()?;
         let (status, retry_after, body) = call(api::method_url(&api_base, "auth.test"), "bot_token", None)?;
         let bot = api::parse_auth_test(status, retry_after.as_deref(), &body)?;
         log::debug(&format!("slack: connected as {} (bot {:?}), mode {mode:?}", bot.user_id, bot.bot_id));
-        Ok(Slack { api_base, mode, reply_in_thread, bot })
+        Ok(Slack { api_base, mode, reply_in_thread, buttons, bot })
     }
 
     fn poll(&mut self, _cursor: Option<String>) -> Result<PollResult, ChannelError> {
@@ -142,12 +152,13 @@ impl Channel for Slack {
         }
     }
 
-    /// `chat.postMessage`, with the actions as buttons (as text in Events
-    /// API mode, where presses do not arrive). Slack has no idempotency key for it, so a retry
+    /// `chat.postMessage`, with the actions as buttons (as text where presses
+    /// would not reach kata: Events API mode without `interactivity`). Slack
+    /// has no idempotency key for it, so a retry
     /// after a crash between Slack's answer and kata recording it posts the
     /// reply again (see README.md, Delivery).
     fn send(&mut self, mut msg: OutboundMessage) -> Result<SendReceipt, ChannelError> {
-        if matches!(self.mode, Mode::Events(_)) {
+        if !self.buttons {
             api::actions_as_text(&mut msg);
         }
         let body = api::post_message_body(&msg, self.reply_in_thread);
