@@ -14,7 +14,7 @@
 use anyhow::Result;
 use rusqlite::{Connection, params};
 
-use crate::store::{Button, Db, InboxRow, OutFile, Reply, Rich, Turn, now_ms};
+use crate::store::{Button, Db, Files, InboxRow, Reply, Rich, Turn, insert_files, now_ms, read_files};
 
 /// Where a message was held.
 pub const RECEIVED: &str = "message-received";
@@ -89,20 +89,9 @@ fn insert(conn: &Connection, point: &str, hook: &str, reason: &str, inbox_id: i6
             conn.prepare_cached("UPDATE held SET actions = ?2 WHERE id = ?1")?
                 .execute(params![id, serde_json::to_string(&reply.rich.actions)?])?;
         }
-        let mut stmt =
-            conn.prepare_cached("INSERT INTO held_files (held_id, position, name, mime_type, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for (i, f) in reply.rich.attachments.iter().enumerate() {
-            stmt.execute(params![id, i as i64, f.name, f.mime_type, f.data])?;
-        }
+        insert_files(conn, Files::Held, id, &reply.rich.attachments)?;
     }
     Ok(n == 1)
-}
-
-/// The files held reply `id` carries, in order.
-fn held_files(conn: &Connection, id: i64) -> Result<Vec<OutFile>> {
-    let mut stmt = conn.prepare_cached("SELECT name, mime_type, data FROM held_files WHERE held_id = ?1 ORDER BY position")?;
-    let files = stmt.query_map([id], |r| Ok(OutFile { name: r.get(0)?, mime_type: r.get(1)?, data: r.get(2)? }))?;
-    Ok(files.collect::<Result<_, _>>()?)
 }
 
 impl Db {
@@ -144,7 +133,7 @@ impl Db {
     /// a draft: drafts are off while a message-sending hook is configured.
     pub fn held_reply(&self, held: &Held) -> Result<Option<Reply>> {
         let Some(mut reply) = held.reply() else { return Ok(None) };
-        reply.rich.attachments = held_files(&self.lock(), held.id)?;
+        reply.rich.attachments = read_files(&self.lock(), Files::Held, held.id)?;
         Ok(Some(reply))
     }
 
@@ -212,7 +201,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Inbound;
+    use crate::store::{Inbound, OutFile};
 
     #[test]
     fn a_held_message_and_a_held_reply_are_kept_and_released_once() {

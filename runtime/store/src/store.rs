@@ -1163,7 +1163,7 @@ impl Db {
         for row in rows {
             let (mut row, files) = row?;
             if files {
-                row.rich.attachments = outbox_files(&conn, row.id)?;
+                row.rich.attachments = read_files(&conn, Files::Outbox, row.id)?;
             }
             out.push(row);
         }
@@ -1484,17 +1484,45 @@ pub(crate) fn insert_rich(conn: &Connection, id: i64, rich: &Rich) -> Result<()>
         rich.draft_id,
         rich.attachments.len() as i64
     ])?;
-    let mut stmt =
-        conn.prepare_cached("INSERT INTO outbox_files (outbox_id, position, name, mime_type, data) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-    for (i, f) in rich.attachments.iter().enumerate() {
+    insert_files(conn, Files::Outbox, id, &rich.attachments)
+}
+
+/// The two tables that keep a reply's files: an outbox row's, and a held
+/// reply's until its release.
+#[derive(Clone, Copy)]
+pub(crate) enum Files {
+    Outbox,
+    Held,
+}
+
+impl Files {
+    fn insert_sql(self) -> &'static str {
+        match self {
+            Files::Outbox => "INSERT INTO outbox_files (outbox_id, position, name, mime_type, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            Files::Held => "INSERT INTO held_files (held_id, position, name, mime_type, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        }
+    }
+
+    fn select_sql(self) -> &'static str {
+        match self {
+            Files::Outbox => "SELECT name, mime_type, data FROM outbox_files WHERE outbox_id = ?1 ORDER BY position",
+            Files::Held => "SELECT name, mime_type, data FROM held_files WHERE held_id = ?1 ORDER BY position",
+        }
+    }
+}
+
+/// Store `files` for row `id` of `table`'s owner, in order.
+pub(crate) fn insert_files(conn: &Connection, table: Files, id: i64, files: &[OutFile]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(table.insert_sql())?;
+    for (i, f) in files.iter().enumerate() {
         stmt.execute(params![id, i as i64, f.name, f.mime_type, f.data])?;
     }
     Ok(())
 }
 
-/// The files of outbox row `id`, in order.
-fn outbox_files(conn: &Connection, id: i64) -> Result<Vec<OutFile>> {
-    let mut stmt = conn.prepare_cached("SELECT name, mime_type, data FROM outbox_files WHERE outbox_id = ?1 ORDER BY position")?;
+/// The files of row `id` of `table`'s owner, in order.
+pub(crate) fn read_files(conn: &Connection, table: Files, id: i64) -> Result<Vec<OutFile>> {
+    let mut stmt = conn.prepare_cached(table.select_sql())?;
     let rows = stmt.query_map([id], |r| Ok(OutFile { name: r.get(0)?, mime_type: r.get(1)?, data: r.get(2)? }))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
