@@ -14,8 +14,8 @@ cargo bench --bench replies
 # its size, idle RSS and lifecycle figures (BENCHMARKS.md, "Memory and size").
 cargo build --quiet --profile dist --bin kata
 echo "dist binary: $(stat -c %s target/dist/kata) bytes"
-KATA_BENCH_BIN=target/dist/kata KATA_BENCH_ONLY=rss cargo bench --bench throughput
-KATA_BENCH_BIN=target/dist/kata cargo bench --bench lifecycle
+KATA_BENCH_BIN=$PWD/target/dist/kata KATA_BENCH_ONLY=rss cargo bench --bench throughput
+KATA_BENCH_BIN=$PWD/target/dist/kata cargo bench --bench lifecycle
 # Plugins in every language (channel templates built from source); the
 # toolchains come from setup.sh. KATA_BENCH_LANGS=rust,js runs a subset,
 # KATA_BENCH_RUNS the best-of count for `plugin add` and compiles (3).

@@ -17,7 +17,15 @@ use criterion::{Criterion, criterion_group, criterion_main};
 /// The kata under test: this build's, or KATA_BENCH_BIN (the shipped
 /// `--profile dist` binary, which scripts/bench.sh measures too).
 fn kata() -> PathBuf {
-    std::env::var_os("KATA_BENCH_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kata")), PathBuf::from)
+    let Some(bin) = std::env::var_os("KATA_BENCH_BIN").map(PathBuf::from) else { return PathBuf::from(env!("CARGO_BIN_EXE_kata")) };
+    // cargo runs a bench in its package's directory, not where it was typed.
+    assert!(
+        bin.is_file(),
+        "KATA_BENCH_BIN={} is not a file (from {}); give an absolute path",
+        bin.display(),
+        std::env::current_dir().unwrap_or_default().display()
+    );
+    bin
 }
 
 fn guest(name: &str) -> PathBuf {

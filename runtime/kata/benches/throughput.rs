@@ -25,7 +25,15 @@ use loopback::LoopbackServer;
 /// The kata under test: this build's, or KATA_BENCH_BIN (the shipped
 /// `--profile dist` binary: scripts/bench.sh measures both for RSS).
 fn kata() -> PathBuf {
-    std::env::var_os("KATA_BENCH_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kata")), PathBuf::from)
+    let Some(bin) = std::env::var_os("KATA_BENCH_BIN").map(PathBuf::from) else { return PathBuf::from(env!("CARGO_BIN_EXE_kata")) };
+    // cargo runs a bench in its package's directory, not where it was typed.
+    assert!(
+        bin.is_file(),
+        "KATA_BENCH_BIN={} is not a file (from {}); give an absolute path",
+        bin.display(),
+        std::env::current_dir().unwrap_or_default().display()
+    );
+    bin
 }
 
 fn guest() -> PathBuf {
