@@ -407,7 +407,12 @@ pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
     // client can never reach the socket at its public path before it is
     // owner-only (binding and then restricting it in place left a window
     // where a connect saw the umask's mode).
-    for stale in [&staging, &path] {
+    // Under the run lock every staging name is stale (a daemon killed
+    // between its bind and its rename left it), and so is the socket.
+    let staged = std::fs::read_dir(ws.state_dir())
+        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_staging(p)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for stale in staged.iter().chain([&path]) {
         match std::fs::remove_file(stale) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -430,6 +435,14 @@ pub fn bind(ws: &Workspace) -> Result<tokio::net::UnixListener> {
         return Err(e);
     }
     Ok(listener)
+}
+
+/// Whether `p` is a control socket's staging name (`.kata.sock.PID`, see [`bind`]).
+fn is_staging(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(&format!(".{SOCKET_FILE}.")))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The connections waiting for a request, oldest first by when they began
@@ -1052,7 +1065,8 @@ mod tests {
 
     /// A client that connects the moment the socket appears must find it
     /// owner-only: a watcher stats the public path while the socket is bound
-    /// again and again, and never sees another mode.
+    /// again and again, and never sees another mode; and no staging socket
+    /// is left, not even one a killed daemon left before.
     #[tokio::test]
     async fn the_socket_is_never_reachable_before_it_is_owner_only() {
         use std::os::unix::fs::PermissionsExt;
@@ -1078,6 +1092,10 @@ mod tests {
                 (seen, wrong)
             })
         };
+        // What a daemon killed between its bind and its rename leaves.
+        ws.ensure_state_dir().expect("state dir");
+        let orphan = ws.state_dir().join(format!(".{SOCKET_FILE}.4194303"));
+        drop(std::os::unix::net::UnixListener::bind(&orphan).expect("orphan"));
         for _ in 0..300 {
             let listener = bind(&ws).expect("bound");
             assert_eq!(std::fs::metadata(&path).expect("in place").permissions().mode() & 0o777, 0o600);
