@@ -17,8 +17,9 @@
 //!
 //! Replies go out with `chat.postMessage` (bot token); an outbound message's
 //! actions become Block Kit buttons, and a press (a `block_actions`
-//! payload, in an `interactive` envelope or an interactivity request) comes in as a message whose text is the
-//! button's value (feature `buttons`). Tokens are secrets
+//! payload, in an `interactive` envelope or an interactivity request) comes
+//! in as a message whose text is the button's value (feature `buttons`).
+//! Tokens are secrets
 //! (`bot_token`, `app_token`): the plugin only writes `{{secret:NAME}}` in
 //! an Authorization header and the host fills it in for granted hosts.
 //! See README.md for setup and the mapping of threads, mentions and groups.
@@ -154,9 +155,9 @@ impl Channel for Slack {
 
     /// `chat.postMessage`, with the actions as buttons (as text where presses
     /// would not reach kata: Events API mode without `interactivity`). Slack
-    /// has no idempotency key for it, so a retry
-    /// after a crash between Slack's answer and kata recording it posts the
-    /// reply again (see README.md, Delivery).
+    /// has no idempotency key for it, so a retry after a crash between
+    /// Slack's answer and kata recording it posts the reply again (see
+    /// README.md, Delivery).
     fn send(&mut self, mut msg: OutboundMessage) -> Result<SendReceipt, ChannelError> {
         if !self.buttons {
             api::actions_as_text(&mut msg);
