@@ -14,19 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// The kata under test: this build's, or KATA_BENCH_BIN (the shipped
-/// `--profile dist` binary, which scripts/bench.sh measures too).
-fn kata() -> PathBuf {
-    let Some(bin) = std::env::var_os("KATA_BENCH_BIN").map(PathBuf::from) else { return PathBuf::from(env!("CARGO_BIN_EXE_kata")) };
-    // cargo runs a bench in its package's directory, not where it was typed.
-    assert!(
-        bin.is_file(),
-        "KATA_BENCH_BIN={} is not a file (from {}); give an absolute path",
-        bin.display(),
-        std::env::current_dir().unwrap_or_default().display()
-    );
-    bin
-}
+#[path = "shared/bin.rs"]
+mod bin;
+use bin::kata;
 
 fn guest(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../target/guests/{name}.wasm"));

@@ -22,19 +22,9 @@ use std::time::{Duration, Instant};
 
 use loopback::LoopbackServer;
 
-/// The kata under test: this build's, or KATA_BENCH_BIN (the shipped
-/// `--profile dist` binary: scripts/bench.sh measures both for RSS).
-fn kata() -> PathBuf {
-    let Some(bin) = std::env::var_os("KATA_BENCH_BIN").map(PathBuf::from) else { return PathBuf::from(env!("CARGO_BIN_EXE_kata")) };
-    // cargo runs a bench in its package's directory, not where it was typed.
-    assert!(
-        bin.is_file(),
-        "KATA_BENCH_BIN={} is not a file (from {}); give an absolute path",
-        bin.display(),
-        std::env::current_dir().unwrap_or_default().display()
-    );
-    bin
-}
+#[path = "shared/bin.rs"]
+mod bin;
+use bin::kata;
 
 fn guest() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guests/guest-loopback.wasm");
