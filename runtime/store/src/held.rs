@@ -14,7 +14,7 @@
 use anyhow::Result;
 use rusqlite::{Connection, params};
 
-use crate::store::{Button, Db, Files, InboxRow, Reply, Rich, Turn, insert_files, now_ms, read_files};
+use crate::store::{Button, Db, Files, InboxRow, Reply, Rich, Turn, buttons_column, buttons_from_column, insert_files, now_ms, read_files};
 
 /// Where a message was held.
 pub const RECEIVED: &str = "message-received";
@@ -68,8 +68,8 @@ impl Held {
 fn insert(conn: &Connection, point: &str, hook: &str, reason: &str, inbox_id: i64, reply: &Reply, text: Option<&str>) -> Result<bool> {
     let n = conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO held (point, hook, reason, inbox_id, plugin, conversation, thread, reply_to, text, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT OR IGNORE INTO held (point, hook, reason, inbox_id, plugin, conversation, thread, reply_to, text, created_ms, actions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             point,
@@ -81,15 +81,11 @@ fn insert(conn: &Connection, point: &str, hook: &str, reason: &str, inbox_id: i6
             reply.thread,
             reply.reply_to,
             text,
-            now_ms() as i64
+            now_ms() as i64,
+            buttons_column(&reply.rich.actions)?
         ])?;
     if n == 1 && text.is_some() {
-        let id = conn.last_insert_rowid();
-        if !reply.rich.actions.is_empty() {
-            conn.prepare_cached("UPDATE held SET actions = ?2 WHERE id = ?1")?
-                .execute(params![id, serde_json::to_string(&reply.rich.actions)?])?;
-        }
-        insert_files(conn, Files::Held, id, &reply.rich.attachments)?;
+        insert_files(conn, Files::Held, conn.last_insert_rowid(), &reply.rich.attachments)?;
     }
     Ok(n == 1)
 }
@@ -158,8 +154,7 @@ impl Db {
                 reply_to: r.get(8)?,
                 text: r.get(9)?,
                 created_ms: r.get::<_, i64>(10)?.max(0) as u64,
-                // Written by this crate only; unreadable JSON would be a bug, shown as no buttons.
-                actions: r.get::<_, Option<String>>(11)?.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default(),
+                actions: buttons_from_column(r.get(11)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -1138,7 +1138,6 @@ impl Db {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(DUE_OUTBOX)?;
         let rows = stmt.query_map(params![plugin, now as i64, limit as i64], |r| {
-            let actions: Option<String> = r.get(8)?;
             Ok((
                 OutboxRow {
                     id: r.get(0)?,
@@ -1149,12 +1148,7 @@ impl Db {
                     reply_to: r.get(5)?,
                     text: r.get(6)?,
                     attempts: r.get(7)?,
-                    rich: Rich {
-                        // Written by this crate only; unreadable JSON would be a bug, shown as no buttons.
-                        actions: actions.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default(),
-                        draft_id: r.get(9)?,
-                        attachments: Vec::new(),
-                    },
+                    rich: Rich { actions: buttons_from_column(r.get(8)?), draft_id: r.get(9)?, attachments: Vec::new() },
                 },
                 r.get::<_, i64>(10)? > 0,
             ))
@@ -1477,14 +1471,25 @@ pub(crate) fn queue_reply_in(conn: &Connection, inbox_id: i64, r: &Reply) -> Res
 
 /// Store what outbox row `id` carries besides its text (see [`Rich`]).
 pub(crate) fn insert_rich(conn: &Connection, id: i64, rich: &Rich) -> Result<()> {
-    let actions = if rich.actions.is_empty() { None } else { Some(serde_json::to_string(&rich.actions)?) };
     conn.prepare_cached("UPDATE outbox SET actions = ?2, draft_id = ?3, files = ?4 WHERE id = ?1")?.execute(params![
         id,
-        actions,
+        buttons_column(&rich.actions)?,
         rich.draft_id,
         rich.attachments.len() as i64
     ])?;
     insert_files(conn, Files::Outbox, id, &rich.attachments)
+}
+
+/// A reply's buttons as their `actions` column (in the outbox and in
+/// `held`): JSON `[{id, label}]`, NULL for none.
+pub(crate) fn buttons_column(buttons: &[Button]) -> Result<Option<String>> {
+    Ok(if buttons.is_empty() { None } else { Some(serde_json::to_string(buttons)?) })
+}
+
+/// An `actions` column read back. Written by this crate only; unreadable
+/// JSON would be a bug, shown as no buttons.
+pub(crate) fn buttons_from_column(column: Option<String>) -> Vec<Button> {
+    column.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default()
 }
 
 /// The two tables that keep a reply's files: an outbox row's, and a held
