@@ -1036,6 +1036,8 @@ fn not_running(ws: &Workspace, path: &Path, e: std::io::Error) -> anyhow::Error 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn chat_files_keep_one_harmless_name_each_and_never_replace_one_another() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1044,7 +1046,7 @@ mod tests {
         let mut paths = Vec::new();
         // Twice at once: the same millisecond, the same names.
         for _ in 0..2 {
-            for v in super::save_chat_files(dir.path(), &files).expect("saved") {
+            for v in save_chat_files(dir.path(), &files).expect("saved") {
                 paths.push(std::path::PathBuf::from(v["path"].as_str().expect("path")));
             }
         }
@@ -1060,8 +1062,6 @@ mod tests {
         let contents: Vec<String> = paths.iter().map(|p| std::fs::read_to_string(p).expect("read")).collect();
         assert_eq!(contents, ["a", "b", "c", "d", "a", "b", "c", "d"]);
     }
-
-    use super::*;
 
     /// A client that connects the moment the socket appears must find it
     /// owner-only: a watcher stats the public path while the socket is bound
