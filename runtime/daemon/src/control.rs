@@ -744,9 +744,13 @@ async fn serve_client(
     }
 }
 
+/// How long `kata chat` keeps the files of its replies (see [`save_chat_files`]).
+const CHAT_FILES_KEPT_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Save the files of a chat reply under `dir` (the workspace's
 /// `.kata/chat-files/`), each under a name of its own: `kata chat` has no
-/// channel to send them through, so it says where they are.
+/// channel to send them through, so it says where they are. Files saved
+/// there more than [`CHAT_FILES_KEPT_MS`] ago are removed first.
 fn save_chat_files(dir: &std::path::Path, files: &[crate::store::OutFile]) -> anyhow::Result<Vec<Value>> {
     use anyhow::Context;
     if files.is_empty() {
@@ -754,6 +758,7 @@ fn save_chat_files(dir: &std::path::Path, files: &[crate::store::OutFile]) -> an
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {} for the reply's files", dir.display()))?;
     let stamp = crate::store::now_ms();
+    prune_chat_files(dir, stamp.saturating_sub(CHAT_FILES_KEPT_MS));
     files
         .iter()
         .enumerate()
@@ -779,6 +784,27 @@ fn save_chat_files(dir: &std::path::Path, files: &[crate::store::OutFile]) -> an
             Ok(json!({"name": f.name, "mime_type": f.mime_type, "bytes": f.data.len(), "path": path}))
         })
         .collect()
+}
+
+/// Remove the files [`save_chat_files`] saved in `dir` before `before_ms`
+/// (their names are `SAVED-N-name`, SAVED the time in ms); anything else in
+/// the folder is left alone. Best effort: a file that cannot be removed
+/// stays, and the reply is saved all the same.
+fn prune_chat_files(dir: &std::path::Path, before_ms: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let mut parts = name.to_str().unwrap_or("").splitn(3, '-');
+        let (stamp, n, rest) = (parts.next(), parts.next(), parts.next());
+        let ours = rest.is_some() && n.is_some_and(|n| n.parse::<u32>().is_ok());
+        let saved = stamp.filter(|_| ours).and_then(|t| t.parse::<u64>().ok());
+        if saved.is_some_and(|t| t < before_ms)
+            && let Err(e) = std::fs::remove_file(entry.path())
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove the old chat file {}: {e}", entry.path().display());
+        }
+    }
 }
 
 fn event_line(id: &Value, e: &Event) -> Vec<u8> {
@@ -1061,6 +1087,26 @@ mod tests {
         assert_eq!(unique.len(), 8, "{names:?}");
         let contents: Vec<String> = paths.iter().map(|p| std::fs::read_to_string(p).expect("read")).collect();
         assert_eq!(contents, ["a", "b", "c", "d", "a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn chat_files_older_than_a_week_are_removed_when_a_reply_saves_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = crate::store::now_ms();
+        let old = format!("{}-0-plan.md", now - CHAT_FILES_KEPT_MS - 60_000);
+        let recent = format!("{}-0-notes.md", now - CHAT_FILES_KEPT_MS + 3_600_000);
+        for n in [old.as_str(), recent.as_str(), "mine.txt", "2024-report.md"] {
+            std::fs::write(dir.path().join(n), "x").expect("write");
+        }
+        let file = crate::store::OutFile { name: "new.md".into(), mime_type: "text/markdown".into(), data: "y".into() };
+        let saved = save_chat_files(dir.path(), &[file]).expect("saved");
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let new = std::path::Path::new(saved[0]["path"].as_str().expect("path")).file_name().expect("name").to_string_lossy().into_owned();
+        let mut want = vec![recent, "mine.txt".to_string(), "2024-report.md".to_string(), new];
+        want.sort();
+        assert_eq!(left, want, "only the week-old file kata saved is gone");
     }
 
     /// A client that connects the moment the socket appears must find it
