@@ -356,6 +356,26 @@ async fn reads_are_bounded_by_the_budget_and_the_call_deadline() {
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
 }
 
+/// Waiting on the network is not running: a call that spends ten times its
+/// CPU budget waiting for a server finishes normally (a guest that spins
+/// that long is stopped: tests/engine.rs).
+#[tokio::test]
+async fn waiting_on_the_network_is_not_charged_to_the_cpu_budget() {
+    let (tls, ca) = test_tls(&["localhost", "127.0.0.1"]);
+    let server = LineServer::start(tls, false);
+    let env = Env::new(&ca);
+    let url = format!("tcp://127.0.0.1:{}", server.port);
+    let policy = format!("network = [\"{url}\"]\nlimits = {{ cpu_per_call = \"50ms\", call_timeout = \"10s\" }}");
+    let started = Instant::now();
+    let out = env.run(&policy, &url, "open|line|send:SLOW|line:250|send:SLOW|line:250|send:NOOP|line").await;
+    let waited = started.elapsed();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[3], "line -> error timeout: timed out", "{out}");
+    assert_eq!(lines[5], "line -> error timeout: timed out", "{out}");
+    assert_eq!(lines[7], "line -> 250 got NOOP", "{out}");
+    assert!(waited >= Duration::from_millis(500), "the call waited for both reads: {waited:?}");
+}
+
 #[tokio::test]
 async fn tls_is_verified_for_the_host_name_and_starttls_refuses_early_data() {
     let (tls, ca) = test_tls(&["localhost", "127.0.0.1"]);

@@ -189,8 +189,8 @@ impl ServicePlugin {
         let mut store = new_store(&self.engine, self.id.clone(), gate, &self.grants);
         store.data_mut().emitter = Some(emitter);
         let limits = self.grants.limits;
-        arm(&mut store, &limits);
-        let bindings = guarded(&limits, self.pre.instantiate_async(&mut store)).await?;
+        let meter = arm(&mut store, &limits);
+        let bindings = guarded(&meter, &limits, self.pre.instantiate_async(&mut store)).await?;
         Ok(ServiceInstance(Instance::new(store, bindings, limits)))
     }
 }
@@ -207,22 +207,22 @@ impl ServiceInstance {
 
     /// `start()`: Ok(Err(text)) when the service refuses to start.
     pub async fn start(&mut self) -> Result<Result<(), String>, CallError> {
-        let (g, s, limits) = self.0.begin()?;
-        let r = guarded(&limits, g.kata_plugin_service().call_start(s)).await;
+        let (g, s, guard) = self.0.begin()?;
+        let r = guard.run(g.kata_plugin_service().call_start(s)).await;
         Ok(self.0.end(r)?.map_err(|t| self.redact(t)))
     }
 
     /// `tick()`: Ok(Ok(ms until the next tick)) or Ok(Err(text)).
     pub async fn tick(&mut self) -> Result<Result<u64, String>, CallError> {
-        let (g, s, limits) = self.0.begin()?;
-        let r = guarded(&limits, g.kata_plugin_service().call_tick(s)).await;
+        let (g, s, guard) = self.0.begin()?;
+        let r = guard.run(g.kata_plugin_service().call_tick(s)).await;
         Ok(self.0.end(r)?.map_err(|t| self.redact(t)))
     }
 
     /// `stop()`, best effort.
     pub async fn stop(&mut self) {
-        if let Ok((g, s, limits)) = self.0.begin() {
-            let r = guarded(&limits, g.kata_plugin_service().call_stop(s)).await;
+        if let Ok((g, s, guard)) = self.0.begin() {
+            let r = guard.run(g.kata_plugin_service().call_stop(s)).await;
             let _ = self.0.end(r);
         }
     }

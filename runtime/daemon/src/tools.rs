@@ -136,16 +136,16 @@ impl ToolsPlugin {
         let mut store = new_store(&self.engine, id, NetworkGate::new(sandbox.clone()), grants);
         store.data_mut().scheduler = self.scheduler.clone();
         store.data_mut().session = session.map(str::to_string);
-        arm(&mut store, &grants.limits);
-        let b = guarded(&grants.limits, self.pre.instantiate_async(&mut store)).await.map_err(|e| e.to_string())?;
+        let meter = arm(&mut store, &grants.limits);
+        let b = guarded(&meter, &grants.limits, self.pre.instantiate_async(&mut store)).await.map_err(|e| e.to_string())?;
         Ok(Instance::new(store, b, self.grants.limits))
     }
 
     /// `list()`, in a read-only instance.
     pub async fn list(&self) -> Result<Vec<latest::ToolSpec>, String> {
         let mut inst = self.instance(true, None).await?;
-        let (g, s, limits) = inst.begin().map_err(|e| e.to_string())?;
-        let r = guarded(&limits, g.list(s)).await;
+        let (g, s, guard) = inst.begin().map_err(|e| e.to_string())?;
+        let r = guard.run(g.list(s)).await;
         inst.end(r).map_err(|e| e.to_string())
     }
 
@@ -162,8 +162,8 @@ impl ToolsPlugin {
         let sandbox = if read_only { &self.read_only } else { &self.full };
         let r = async {
             let mut inst = self.instance(read_only, session).await?;
-            let (g, s, limits) = inst.begin().map_err(|e| e.to_string())?;
-            let r = guarded(&limits, g.call(s, tool, args)).await;
+            let (g, s, guard) = inst.begin().map_err(|e| e.to_string())?;
+            let r = guard.run(g.call(s, tool, args)).await;
             match inst.end(r) {
                 Ok(Ok(text)) => Ok(text),
                 Ok(Err(latest::ToolError::UnknownTool(t))) => Err(format!("the plugin has no tool {t:?}")),

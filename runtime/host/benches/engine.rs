@@ -89,21 +89,6 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    // Baseline for poll: the same call without the wall-clock timer.
-    g.bench_function("baseline/poll_without_timeout", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut inst = plugin.instantiate().await.unwrap();
-                inst.connect().await.unwrap();
-                let t = Instant::now();
-                for _ in 0..iters {
-                    std::hint::black_box(inst.poll_without_timeout(None).await.unwrap());
-                }
-                t.elapsed()
-            })
-        })
-    });
-
     // Instantiation alone, as the target is stated: the store is made
     // before and the instance dropped after the timed region.
     g.bench_function("instantiate_only", |b| {

@@ -1,10 +1,12 @@
 //! The wasmtime engine every plugin runs in: configuration, the epoch ticker
-//! that meters CPU ([`CpuMeter`]), and the on-disk cache of compiled
+//! that meters CPU ([`CallMeter`]), and the on-disk cache of compiled
 //! components. The store data each plugin instance gets is
 //! [`crate::host::PluginCtx`].
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -206,47 +208,120 @@ fn release_freed_memory() {
     }
 }
 
-/// Per-call CPU accounting, driven by the epoch ticker.
+/// The clock of the calls into one plugin instance: how long the current
+/// call has run, its CPU budget, and its wall-clock deadline.
 ///
-/// Each time the epoch deadline passes while guest code runs, the callback
-/// charges one tick; time spent in host calls (waiting on the network, say) is
-/// not charged because returning from a slow host call pushes the deadline
-/// back. A guest that exceeds its budget traps with an interrupt.
-#[derive(Debug, Default)]
-pub struct CpuMeter {
-    budget_ticks: u64,
-    used_ticks: u64,
-    entered_host: Option<Instant>,
+/// A call into a plugin is a future that runs the guest on a fiber (see
+/// [`crate::plugin::guarded`]). While the guest waits on the host (network
+/// I/O, a timer, a slow file) its fiber is suspended and the future returns
+/// `Pending`, so the time a call spends *being polled* is the time the guest
+/// and the host's synchronous work on its behalf ran: that is what the
+/// budget (`limits.cpu_per_call`) is charged, and waiting is not. The epoch
+/// ticker ([`TICK`]) interrupts running guest code; the store's epoch
+/// callback then asks [`Self::over_budget`].
+///
+/// The same thread writes and reads it during a poll (the epoch callback runs
+/// inside the poll that the guest runs in), so relaxed atomics suffice; they
+/// are atomics only because the store's data must be `Sync` to move across
+/// the runtime's threads between polls.
+#[derive(Debug)]
+pub struct CallMeter {
+    /// When the poll that runs now started (ns since `base`), or 0.
+    poll_started: AtomicU64,
+    /// Time of this call's earlier polls, ns.
+    used: AtomicU64,
+    /// The call's budget, ns.
+    budget: AtomicU64,
+    /// When the call must be done by (ns since `base`), or 0 before its first poll.
+    deadline: AtomicU64,
 }
 
-impl CpuMeter {
-    /// Start metering a call with this budget.
-    pub fn reset(&mut self, budget: Duration) {
-        self.budget_ticks = (budget.as_micros() / TICK.as_micros()).max(1) as u64;
-        self.used_ticks = 0;
-        self.entered_host = None;
+impl Default for CallMeter {
+    fn default() -> Self {
+        Self { poll_started: AtomicU64::new(0), used: AtomicU64::new(0), budget: AtomicU64::new(u64::MAX), deadline: AtomicU64::new(0) }
+    }
+}
+
+impl CallMeter {
+    /// Start metering a new call with this CPU budget (its deadline is set
+    /// by its first poll: [`Self::first_poll`]).
+    pub fn reset(&self, budget: Duration) {
+        self.used.store(0, Relaxed);
+        self.budget.store(nanos(budget), Relaxed);
+        self.deadline.store(0, Relaxed);
     }
 
-    /// CPU time charged to the current call.
+    fn since_base(&self, t: Instant) -> u64 {
+        // Never 0, which means "not set".
+        nanos(t.saturating_duration_since(base())).max(1)
+    }
+
+    fn at(&self, ns: u64) -> Instant {
+        base() + Duration::from_nanos(ns)
+    }
+
+    /// The call's first poll begins at `now`: it must be done `timeout` from
+    /// now. Returns that deadline.
+    pub fn first_poll(&self, now: Instant, timeout: Duration) -> Instant {
+        let deadline = now.checked_add(timeout).unwrap_or(now + Duration::from_secs(86_400 * 365));
+        self.deadline.store(self.since_base(deadline), Relaxed);
+        self.poll_started.store(self.since_base(now), Relaxed);
+        deadline
+    }
+
+    /// A poll of the call begins at `now` (any poll but the first).
+    pub fn poll_begins(&self, now: Instant) {
+        self.poll_started.store(self.since_base(now), Relaxed);
+    }
+
+    /// The poll that began last ended at `now`, the call not finished: its
+    /// time is charged to the call.
+    pub fn poll_ends(&self, now: Instant) {
+        let started = self.poll_started.swap(0, Relaxed);
+        if started != 0 {
+            self.used.fetch_add(self.since_base(now).saturating_sub(started), Relaxed);
+        }
+    }
+
+    /// The poll that began last ended with the call's result: nothing is
+    /// charged any more (and no clock is read).
+    pub fn call_done(&self) {
+        self.poll_started.store(0, Relaxed);
+    }
+
+    /// When the current call must be done by, once it has started.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.deadline.load(Relaxed) {
+            0 => None,
+            ns => Some(self.at(ns)),
+        }
+    }
+
+    /// The epoch ticker interrupted the guest: whether the call has used up
+    /// its budget. Guest code runs only inside a metered poll; should it ever
+    /// run outside one, each interruption is charged a whole tick instead.
+    pub fn over_budget(&self) -> bool {
+        let started = self.poll_started.load(Relaxed);
+        let used = if started == 0 {
+            self.used.fetch_add(nanos(TICK), Relaxed) + nanos(TICK)
+        } else {
+            self.used.load(Relaxed) + self.since_base(Instant::now()).saturating_sub(started)
+        };
+        used > self.budget.load(Relaxed)
+    }
+
+    /// Time charged to the current (or last) call, not counting a poll still running.
     pub fn used(&self) -> Duration {
-        TICK * self.used_ticks as u32
+        Duration::from_nanos(self.used.load(Relaxed))
     }
+}
 
-    /// The epoch deadline passed while guest code ran: charge a tick.
-    /// Returns whether the call is now over its budget.
-    pub fn charge_tick(&mut self) -> bool {
-        self.used_ticks += 1;
-        self.used_ticks > self.budget_ticks
-    }
+/// What a [`CallMeter`]'s times count from (the first time one asks).
+fn base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
 
-    /// The guest called into the host.
-    pub fn enter_host(&mut self) {
-        self.entered_host = Some(Instant::now());
-    }
-
-    /// The host call returned: whether it waited at least a tick (network
-    /// I/O), which must not be charged as guest CPU.
-    pub fn return_from_host(&mut self) -> bool {
-        self.entered_host.take().is_some_and(|t| t.elapsed() >= TICK)
-    }
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -4,15 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 
 use crate::audit::Auditor;
-use crate::engine::Engine;
+use crate::engine::{CallMeter, Engine};
 use crate::host::{self, latest};
 use crate::host::{PluginCtx, PluginIdentity, new_store};
 use crate::policy::{Limits, PluginGrants};
@@ -496,8 +498,8 @@ impl ChannelPlugin {
     #[doc(hidden)]
     pub async fn instantiate_in(&self, mut store: Store<PluginCtx>) -> Result<ChannelInstance, CallError> {
         let limits = self.grants.limits;
-        arm(&mut store, &limits);
-        let bindings = guarded(&limits, self.pre.instantiate_async(&mut store)).await?;
+        let meter = arm(&mut store, &limits);
+        let bindings = guarded(&meter, &limits, self.pre.instantiate_async(&mut store)).await?;
         Ok(Instance::new(store, bindings, limits))
     }
 }
@@ -548,8 +550,8 @@ impl HookPlugin {
         let gate = NetworkGate::new(self.sandbox.clone());
         let mut store = new_store(&self.engine, self.id.clone(), gate, &self.grants);
         let limits = self.grants.limits;
-        arm(&mut store, &limits);
-        let bindings = guarded(&limits, self.pre.instantiate_async(&mut store)).await?;
+        let meter = arm(&mut store, &limits);
+        let bindings = guarded(&meter, &limits, self.pre.instantiate_async(&mut store)).await?;
         Ok(Instance::new(store, bindings, limits))
     }
 
@@ -624,13 +626,47 @@ pub fn describe_channel_error(e: &latest::ChannelError) -> String {
     }
 }
 
-/// Run one call into a plugin under `limits.call_timeout`, turning a trap
-/// into a [`CallError`] that says which limit it hit.
-pub async fn guarded<T>(limits: &Limits, fut: impl Future<Output = wasmtime::Result<T>>) -> Result<T, CallError> {
-    match tokio::time::timeout(limits.call_timeout, fut).await {
-        Err(_) => Err(CallError::Timeout(limits.call_timeout)),
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(CallError::Trap(describe_trap(&e, limits))),
+/// Run one call into a plugin under its limits (`meter` is the store's,
+/// armed by [`arm`]): the time it runs is charged to its CPU budget (see
+/// [`CallMeter`]), it must be done within `limits.call_timeout`, and a trap
+/// becomes a [`CallError`] that says which limit it hit.
+///
+/// A call that finishes in its first poll, as most do, reads the clock once
+/// and starts no timer; one that waits on the host arms a tokio timer for
+/// what is left of its time.
+pub async fn guarded<T>(meter: &CallMeter, limits: &Limits, fut: impl Future<Output = wasmtime::Result<T>>) -> Result<T, CallError> {
+    let mut fut = std::pin::pin!(fut);
+    let mut deadline = None;
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let result = std::future::poll_fn(|cx| {
+        let now = Instant::now();
+        let until = match deadline {
+            None => *deadline.insert(meter.first_poll(now, limits.call_timeout)),
+            Some(d) => {
+                meter.poll_begins(now);
+                d
+            }
+        };
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            meter.call_done();
+            return Poll::Ready(Some(r));
+        }
+        let now = Instant::now();
+        meter.poll_ends(now);
+        if now >= until {
+            return Poll::Ready(None);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until.into())));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    match result {
+        None => Err(CallError::Timeout(limits.call_timeout)),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(CallError::Trap(describe_trap(&e, limits))),
     }
 }
 
@@ -646,11 +682,12 @@ pub fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
     format!("trapped: {}", text.replace('\n', " "))
 }
 
-/// Arm the CPU meter of `store` for one call under `limits`.
-pub fn arm(store: &mut Store<PluginCtx>, limits: &Limits) {
-    store.data_mut().cpu.reset(limits.cpu_per_call);
-    store.data_mut().call_deadline = Some(std::time::Instant::now() + limits.call_timeout);
+/// Arm the CPU meter of `store` for one call under `limits`, and return the
+/// meter to run the call with (see [`guarded`]).
+pub fn arm(store: &mut Store<PluginCtx>, limits: &Limits) -> Arc<CallMeter> {
+    store.data().meter.reset(limits.cpu_per_call);
     store.set_epoch_deadline(1);
+    store.data().meter.clone()
 }
 
 /// One live instance of a plugin, whatever its world (`B` is the world's
@@ -663,6 +700,8 @@ pub struct Instance<B> {
     store: Store<PluginCtx>,
     bindings: B,
     limits: Limits,
+    /// The store's own meter (a second handle, usable while a call holds the store).
+    meter: Arc<CallMeter>,
     broken: bool,
     /// A channel's `describe().features`, once asked for (see
     /// [`ChannelInstance::features`]).
@@ -675,21 +714,23 @@ pub type ChannelInstance = Instance<host::ChannelBindings>;
 impl<B> Instance<B> {
     /// An instance made in `store` (see [`arm`] and [`guarded`]).
     pub fn new(store: Store<PluginCtx>, bindings: B, limits: Limits) -> Self {
-        Self { store, bindings, limits, broken: false, features: None }
+        let meter = store.data().meter.clone();
+        Self { store, bindings, limits, meter, broken: false, features: None }
     }
 
     /// Start a call: refuse if the instance broke earlier, arm the CPU meter,
     /// and reset a service emitter's per-call budget. Run the call with
-    /// [`guarded`] and hand its result to [`Self::end`].
-    pub fn begin(&mut self) -> Result<(&B, &mut Store<PluginCtx>, Limits), CallError> {
+    /// [`Guard::run`] and hand its result to [`Self::end`].
+    pub fn begin(&mut self) -> Result<(&B, &mut Store<PluginCtx>, Guard<'_>), CallError> {
         if self.broken {
             return Err(CallError::Trap("instance was stopped earlier".into()));
         }
-        arm(&mut self.store, &self.limits);
+        self.meter.reset(self.limits.cpu_per_call);
+        self.store.set_epoch_deadline(1);
         if let Some(e) = &self.store.data().emitter {
             e.begin_call();
         }
-        Ok((&self.bindings, &mut self.store, self.limits))
+        Ok((&self.bindings, &mut self.store, Guard { meter: &self.meter, limits: &self.limits }))
     }
 
     /// Finish a call: a trap or a timeout breaks the instance and is counted
@@ -707,17 +748,31 @@ impl<B> Instance<B> {
         self.store.data().sandbox()
     }
 
-    /// CPU time the last call used.
+    /// Time the last call ran (what its CPU budget was charged), not
+    /// counting its last poll (the one that returned its result).
     pub fn last_cpu(&self) -> Duration {
-        self.store.data().cpu.used()
+        self.meter.used()
+    }
+}
+
+/// The limits of one call begun by [`Instance::begin`].
+pub struct Guard<'a> {
+    meter: &'a CallMeter,
+    limits: &'a Limits,
+}
+
+impl<'a> Guard<'a> {
+    /// Run the call under the instance's limits (see [`guarded`]).
+    pub fn run<T>(self, fut: impl Future<Output = wasmtime::Result<T>>) -> impl Future<Output = Result<T, CallError>> {
+        guarded(self.meter, self.limits, fut)
     }
 }
 
 /// `call!(self, |g, s| g.method(s, …))`: one guarded call on an [`Instance`].
 macro_rules! call {
     ($self:ident, |$g:ident, $s:ident| $body:expr) => {{
-        let ($g, $s, limits) = $self.begin()?;
-        let r = guarded(&limits, $body).await;
+        let ($g, $s, guard) = $self.begin()?;
+        let r = guard.run($body).await;
         $self.end(r)
     }};
 }
@@ -838,15 +893,6 @@ impl ChannelInstance {
     /// `disconnect()`, best effort.
     pub async fn disconnect(&mut self) {
         let _: Result<(), CallError> = async { call!(self, |g, s| g.disconnect(s)) }.await;
-    }
-
-    /// `poll` with the CPU meter armed but without the wall-clock timer: the
-    /// baseline benchmarks compare the guarded call against.
-    #[doc(hidden)]
-    pub async fn poll_without_timeout(&mut self, cursor: Option<&str>) -> wasmtime::Result<latest::PollResult> {
-        self.store.data_mut().cpu.reset(self.limits.cpu_per_call);
-        self.store.set_epoch_deadline(1);
-        self.bindings.poll(&mut self.store, cursor).await?.map_err(|e| wasmtime::format_err!("{}", describe_channel_error(&e)))
     }
 }
 

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{CallHook, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::latest::{Message, SchedulerError, TaskInfo, TaskRequest};
-use crate::engine::{CpuMeter, Engine};
+use crate::engine::{CallMeter, Engine};
 use crate::policy::{FileMode, PluginGrants};
 use crate::sandbox::{NetworkGate, PluginSandbox};
 use crate::sink::StateStore;
@@ -70,8 +70,10 @@ pub struct PluginCtx {
     table: ResourceTable,
     gate: NetworkGate,
     limits: StoreLimits,
-    /// CPU accounting for the current call.
-    pub cpu: CpuMeter,
+    /// The current call's CPU budget and deadline ([`CallMeter`]): host
+    /// functions that wait (connections) give up a little before its
+    /// deadline, so the plugin sees a timeout it can handle.
+    pub meter: Arc<CallMeter>,
     /// Which plugin this is.
     pub id: PluginIdentity,
     /// Where `emitter.emit` puts messages: set for service instances only.
@@ -83,10 +85,6 @@ pub struct PluginCtx {
     /// (`channel/conversation[/thread]`), for `scheduler.create` without a
     /// target. The daemon sets it before each call.
     pub session: Option<String>,
-    /// When the current call must be done by (`limits.call_timeout` from its
-    /// start; set by `plugin::arm`): host functions that wait (connections)
-    /// give up a little before it, so the plugin sees a timeout it can handle.
-    pub call_deadline: Option<std::time::Instant>,
 }
 
 impl PluginCtx {
@@ -149,37 +147,22 @@ pub fn new_store(engine: &Engine, id: PluginIdentity, gate: NetworkGate, grants:
         table: ResourceTable::new(),
         gate,
         limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).instances(20).build(),
-        cpu: CpuMeter::default(),
+        meter: Arc::default(),
         id,
         emitter: None,
         scheduler: None,
         session: None,
-        call_deadline: None,
     };
     let mut store = Store::new(engine.wasmtime(), ctx);
     store.limiter(|c| &mut c.limits);
-    store.epoch_deadline_callback(|mut cx| {
-        if cx.data_mut().cpu.charge_tick() {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            // Yield so a busy plugin never starves the daemon's other tasks.
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
-    store.call_hook(|mut cx, hook| {
-        match hook {
-            CallHook::CallingHost => cx.data_mut().cpu.enter_host(),
-            CallHook::ReturningFromHost => {
-                // A host call that waited at least a tick (network I/O) must not
-                // be charged as guest CPU: start a fresh tick from here.
-                if cx.data_mut().cpu.return_from_host() {
-                    cx.set_epoch_deadline(1);
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    });
+    // The epoch ticker interrupted running guest code: stop it once the call
+    // has run past its budget (waiting on the host is not charged: see
+    // `CallMeter`), else let the daemon's other tasks run before going on.
+    store.epoch_deadline_callback(
+        |cx| {
+            if cx.data().meter.over_budget() { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        },
+    );
     store.set_epoch_deadline(1);
     store
 }

@@ -376,7 +376,7 @@ impl PluginCtx {
     fn op_deadline(&self, timeout: Duration) -> Instant {
         let now = Instant::now();
         let mut until = now + timeout;
-        if let Some(d) = self.call_deadline {
+        if let Some(d) = self.meter.deadline() {
             let left = d.saturating_duration_since(now);
             let margin = (left / 4).min(Duration::from_millis(250));
             until = until.min(now + left.saturating_sub(margin));

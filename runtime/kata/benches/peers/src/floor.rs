@@ -86,6 +86,15 @@ impl Bare {
         let f = i.get_typed_func::<(), ()>(&mut store, "run")?;
         Ok((store, f))
     }
+
+    /// A live instance of a tools component with nothing of kata's around it
+    /// (imports as traps, a plain `Store<()>`, no limits, no timer): the
+    /// floor under kata's live call of the same export.
+    pub async fn live_tools(&self) -> Result<(Store<()>, kata_host::host::latest::ToolsPlugin)> {
+        let mut store = self.store();
+        let b = kata_host::host::latest::ToolsPluginPre::new(self.pre.clone())?.instantiate_async(&mut store).await?;
+        Ok((store, b))
+    }
 }
 
 /// The bare component's text.

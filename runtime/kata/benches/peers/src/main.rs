@@ -124,16 +124,16 @@ impl Kata {
     /// CPU meter armed, instantiate from the `InstancePre` under the timeout.
     async fn instance(&self) -> Result<Instance<ToolsBindings>> {
         let mut store = self.store();
-        arm(&mut store, &self.grants.limits);
-        let b = guarded(&self.grants.limits, self.pre.instantiate_async(&mut store)).await?;
+        let meter = arm(&mut store, &self.grants.limits);
+        let b = guarded(&meter, &self.grants.limits, self.pre.instantiate_async(&mut store)).await?;
         Ok(Instance::new(store, b, self.grants.limits))
     }
 
     /// One guarded call, as the daemon makes it (limits armed, timeout, trap
     /// turned into an error that breaks the instance).
     async fn call(inst: &mut Instance<ToolsBindings>, tool: &str, arg: &str) -> Result<String> {
-        let (g, s, limits) = inst.begin()?;
-        let r = guarded(&limits, g.call(s, tool, arg)).await;
+        let (g, s, guard) = inst.begin()?;
+        let r = guard.run(g.call(s, tool, arg)).await;
         match inst.end(r)? {
             Ok(v) => Ok(v),
             Err(e) => anyhow::bail!("{tool}: {e:?}"),
@@ -246,6 +246,7 @@ fn main() -> Result<()> {
         extism::PoolBuilder::new().with_max_instances(1).build(move || extism::Plugin::new_from_compiled(&compiled))
     };
 
+    let bare_tools = floor::Bare::new(&Engine::config(), &std::fs::read(&kata_wasm)?)?;
     let echo_in: Arc<str> = "k".repeat(1024).into();
     let mut rows = Vec::new();
     for &work in &works {
@@ -269,6 +270,24 @@ fn main() -> Result<()> {
                 Ok(t.elapsed())
             })
         }));
+        // The floor under that: the same component and export called by bare
+        // wasmtime on kata's engine configuration, with nothing of kata's.
+        // No-op and echo only: its imports are traps, so it cannot do HTTP.
+        if work != Work::Http {
+            let r = rt.clone();
+            let (a, w) = (arg.clone(), want.clone());
+            let (mut store, b) = rt.block_on(bare_tools.live_tools())?;
+            rows.push(row(work, "floor: bare wasmtime, the same component and call (plain store, no limits)", move |n| {
+                r.block_on(async {
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        let out = b.kata_plugin_tools().call_call(&mut store, tool, &a).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                        expect_out(out.as_bytes(), &w, tool)?;
+                    }
+                    Ok(t.elapsed())
+                })
+            }));
+        }
         // kata, fresh instance per call (the tool call path).
         let (k, r, a, w) = (kata.clone(), rt.clone(), arg.clone(), want.clone());
         rows.push(row(work, "kata: fresh instance + call (tool call)", move |n| {
@@ -524,7 +543,7 @@ fn floor_rows(rows: &mut Vec<Row>, rt: &Arc<tokio::runtime::Runtime>, root: &Pat
         polls += 1;
         if polls <= 2 {
             let label = if polls == 1 { "kata today" } else { "kata at the start of this session" };
-            // The empty poll, as engine.rs measures it, and without the timer.
+            // The empty poll, as engine.rs measures it.
             let r = rt.clone();
             let mut inst = rt.block_on(async {
                 let mut i = plugin.instantiate().await?;
@@ -536,21 +555,6 @@ fn floor_rows(rows: &mut Vec<Row>, rt: &Arc<tokio::runtime::Runtime>, root: &Pat
                     let t = Instant::now();
                     for _ in 0..n {
                         std::hint::black_box(inst.poll(None).await?);
-                    }
-                    Ok(t.elapsed())
-                })
-            }));
-            let r = rt.clone();
-            let mut inst = rt.block_on(async {
-                let mut i = plugin.instantiate().await?;
-                i.connect().await?;
-                anyhow::Ok(i)
-            })?;
-            rows.push(group_row(CALL, &format!("{label}: empty poll without the call timeout"), move |n| {
-                r.block_on(async {
-                    let t = Instant::now();
-                    for _ in 0..n {
-                        std::hint::black_box(inst.poll_without_timeout(None).await?);
                     }
                     Ok(t.elapsed())
                 })
