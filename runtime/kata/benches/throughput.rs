@@ -222,6 +222,36 @@ fn stolen_share(a: (u64, u64), b: (u64, u64)) -> String {
     format!("{:.0} %", 100.0 * b.0.saturating_sub(a.0) as f64 / all as f64)
 }
 
+/// The disks' writes and flushes so far: [writes completed, ms spent
+/// writing, flush requests completed, ms spent flushing], summed over the
+/// whole disks in /proc/diskstats (fields 5, 8, 16, 17; flushes since Linux
+/// 5.5). A checkpoint's fsync writes the log and ends in a flush; when the
+/// host's disk is slow, a commit that waits on the checkpoint's writeback
+/// waits with it (see BENCHMARKS.md, "What bounds p99").
+fn disk_io() -> [u64; 4] {
+    let stats = std::fs::read_to_string("/proc/diskstats").unwrap_or_default();
+    let mut total = [0; 4];
+    for line in stats.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // Whole disks only (a partition's I/O is its disk's too).
+        if f.len() < 20 || !std::path::Path::new("/sys/block").join(f[2]).exists() {
+            continue;
+        }
+        // Field k of the kernel's documentation is f[2 + k].
+        for (t, k) in total.iter_mut().zip([5, 8, 16, 17]) {
+            *t += f[2 + k].parse::<u64>().unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// The disk I/O between two [`disk_io`] readings, in words.
+fn disk_share(a: [u64; 4], b: [u64; 4]) -> String {
+    let d: Vec<u64> = a.iter().zip(&b).map(|(a, b)| b.saturating_sub(*a)).collect();
+    let avg = |n: u64, ms: u64| if n == 0 { 0.0 } else { ms as f64 / n as f64 };
+    format!("disk: {} writes averaging {:.2} ms, {} flushes averaging {:.2} ms", d[0], avg(d[0], d[1]), d[2], avg(d[2], d[3]))
+}
+
 /// The same echo loop as a plain native client of the server (no kata, no
 /// WASM, no database): the floor any bot on this machine would hit.
 fn native_at_rate(rate: u32, secs: u32) -> (Duration, Duration) {
@@ -363,12 +393,14 @@ fn main() {
             break;
         }
         let before = cpu_stolen();
+        let disk = disk_io();
         let (p50, p99, n, machine) = at_rate(rate, secs);
         let between = cpu_stolen();
+        let disk = disk_share(disk, disk_io());
         let (b50, b99) = native_at_rate(rate, secs);
         let after = cpu_stolen();
         println!(
-            "| latency at {rate} msg/s ({n} messages) | p50 {:.2} ms, p99 {:.2} ms (machine stalls meanwhile, seen by the load generator: {machine}; CPU stolen by the hypervisor: {}) | native echo client: p50 {:.2} ms, p99 {:.2} ms (stolen: {}) | p99 {:.1}× |",
+            "| latency at {rate} msg/s ({n} messages) | p50 {:.2} ms, p99 {:.2} ms (machine stalls meanwhile, seen by the load generator: {machine}; CPU stolen by the hypervisor: {}; {disk}) | native echo client: p50 {:.2} ms, p99 {:.2} ms (stolen: {}) | p99 {:.1}× |",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             stolen_share(before, between),
