@@ -283,6 +283,16 @@ impl CallMeter {
         }
     }
 
+    /// The host spent `d` of the running poll blocked on work it does for
+    /// the call (the daemon's database: plugin state, tasks, emitted
+    /// messages): waiting, not the guest running, so it is not charged.
+    pub fn credit(&self, d: Duration) {
+        let started = self.poll_started.load(Relaxed);
+        if started != 0 {
+            self.poll_started.store(started.saturating_add(nanos(d)), Relaxed);
+        }
+    }
+
     /// The poll that began last ended with the call's result: nothing is
     /// charged any more (and no clock is read).
     pub fn call_done(&self) {
@@ -324,4 +334,39 @@ fn base() -> Instant {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a call is charged: its polls' time, less what the host spent
+    /// blocked for it; not the time between polls (waiting).
+    #[test]
+    fn a_call_is_charged_its_polls_less_the_hosts_blocking_work() {
+        let m = CallMeter::default();
+        m.reset(Duration::from_millis(30));
+        assert_eq!(m.deadline(), None, "no deadline before the first poll");
+        let start = Instant::now();
+        let deadline = m.first_poll(start, Duration::from_secs(60));
+        assert_eq!(m.deadline(), Some(deadline));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(m.over_budget(), "40 ms of running is over a 30 ms budget");
+        // Those 40 ms were the host blocked on the database for the call.
+        m.credit(start.elapsed());
+        assert!(!m.over_budget(), "blocking host work is not charged");
+        m.poll_ends(Instant::now());
+        assert!(m.used() < Duration::from_millis(10), "{:?}", m.used());
+        // Between polls the call waits: not charged.
+        std::thread::sleep(Duration::from_millis(40));
+        m.poll_begins(Instant::now());
+        assert!(!m.over_budget());
+        std::thread::sleep(Duration::from_millis(35));
+        assert!(m.over_budget(), "a second poll's running adds up");
+        m.call_done();
+        // A new call starts from nothing.
+        m.reset(Duration::from_millis(30));
+        assert_eq!(m.used(), Duration::ZERO);
+        assert_eq!(m.deadline(), None);
+    }
 }

@@ -88,6 +88,17 @@ pub struct PluginCtx {
 }
 
 impl PluginCtx {
+    /// Run `f`, work the host blocks on for the call (the daemon's database:
+    /// plugin state, tasks, emitted messages), without charging its time to
+    /// the call's CPU budget: `cpu_per_call` is the guest's running, and
+    /// waiting on I/O does not count (see [`CallMeter::credit`]).
+    pub(crate) fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let started = std::time::Instant::now();
+        let r = f();
+        self.meter.credit(started.elapsed());
+        r
+    }
+
     /// The plugin's sandbox: grants, secret scanner, audit log.
     pub fn sandbox(&self) -> &std::sync::Arc<PluginSandbox> {
         self.gate.sandbox()

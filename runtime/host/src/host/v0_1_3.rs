@@ -177,7 +177,7 @@ impl bindings::kata::plugin::types::Host for PluginCtx {}
 impl service_bindings::kata::plugin::emitter::Host for PluginCtx {
     fn emit(&mut self, message: Message) -> Result<(), String> {
         match &self.emitter {
-            Some(e) => e.emit(message, self.sandbox()),
+            Some(e) => self.blocking(|| e.emit(message, self.sandbox())),
             None => Err("emit is for service plugins only; a channel returns its messages from poll".into()),
         }
     }
@@ -200,18 +200,18 @@ impl tools_bindings::kata::plugin::scheduler::Host for PluginCtx {
     fn create(&mut self, request: TaskRequest) -> Result<TaskInfo, SchedulerError> {
         let s = self.scheduler.clone().ok_or_else(|| crate::host::scheduler_not_granted(&self.id.name))?;
         self.writable()?;
-        s.create(&self.id.name, self.session.as_deref(), request)
+        self.blocking(|| s.create(&self.id.name, self.session.as_deref(), request))
     }
 
     fn list(&mut self) -> Result<Vec<TaskInfo>, SchedulerError> {
         let s = self.scheduler.clone().ok_or_else(|| crate::host::scheduler_not_granted(&self.id.name))?;
-        s.list(&self.id.name)
+        self.blocking(|| s.list(&self.id.name))
     }
 
     fn cancel(&mut self, id: i64) -> Result<(), SchedulerError> {
         let s = self.scheduler.clone().ok_or_else(|| crate::host::scheduler_not_granted(&self.id.name))?;
         self.writable()?;
-        s.cancel(&self.id.name, id)
+        self.blocking(|| s.cancel(&self.id.name, id))
     }
 }
 
@@ -271,7 +271,7 @@ impl bindings::kata::plugin::host::Host for PluginCtx {
     }
 
     fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.id.state.get(&self.id.name, &key) {
+        match self.blocking(|| self.id.state.get(&self.id.name, &key)) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(plugin = %self.id.name, "state-get {key:?} failed: {e:#}");
@@ -291,7 +291,7 @@ impl bindings::kata::plugin::host::Host for PluginCtx {
             crate::limits::hit(&self.id.name, "max_state_value", 1);
             return Err(format!("state value is {} bytes; the limit is {MAX_STATE_VALUE}", value.len()));
         }
-        self.id.state.set(&self.id.name, &key, &value).map_err(|e| format!("cannot store state: {e:#}"))
+        self.blocking(|| self.id.state.set(&self.id.name, &key, &value)).map_err(|e| format!("cannot store state: {e:#}"))
     }
 
     fn state_delete(&mut self, key: String) {
@@ -299,13 +299,13 @@ impl bindings::kata::plugin::host::Host for PluginCtx {
             tracing::warn!(plugin = %self.id.name, "state-delete {key:?} refused: this call runs with write grants stripped");
             return;
         }
-        if let Err(e) = self.id.state.delete(&self.id.name, &key) {
+        if let Err(e) = self.blocking(|| self.id.state.delete(&self.id.name, &key)) {
             tracing::error!(plugin = %self.id.name, "state-delete {key:?} failed: {e:#}");
         }
     }
 
     fn state_keys(&mut self, prefix: String) -> Vec<String> {
-        match self.id.state.keys(&self.id.name, &prefix, MAX_STATE_KEYS) {
+        match self.blocking(|| self.id.state.keys(&self.id.name, &prefix, MAX_STATE_KEYS)) {
             Ok(keys) => keys,
             Err(e) => {
                 tracing::error!(plugin = %self.id.name, "state-keys {prefix:?} failed: {e:#}");
