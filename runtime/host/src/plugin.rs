@@ -685,9 +685,15 @@ pub fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
 /// Arm the CPU meter of `store` for one call under `limits`, and return the
 /// meter to run the call with (see [`guarded`]).
 pub fn arm(store: &mut Store<PluginCtx>, limits: &Limits) -> Arc<CallMeter> {
+    reset_meter(store, limits);
+    store.data().meter.clone()
+}
+
+/// Start the CPU meter of `store` and its epoch deadline afresh for a call
+/// under `limits` (what [`arm`] and [`Instance::begin`] both do).
+fn reset_meter(store: &mut Store<PluginCtx>, limits: &Limits) {
     store.data().meter.reset(limits.cpu_per_call);
     store.set_epoch_deadline(1);
-    store.data().meter.clone()
 }
 
 /// One live instance of a plugin, whatever its world (`B` is the world's
@@ -725,8 +731,7 @@ impl<B> Instance<B> {
         if self.broken {
             return Err(CallError::Trap("instance was stopped earlier".into()));
         }
-        self.meter.reset(self.limits.cpu_per_call);
-        self.store.set_epoch_deadline(1);
+        reset_meter(&mut self.store, &self.limits);
         if let Some(e) = &self.store.data().emitter {
             e.begin_call();
         }
